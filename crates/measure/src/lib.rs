@@ -1,1 +1,14 @@
+//! Measurement shared by every stage: end-to-end latency and throughput, run summaries and
+//! their table, and TensorBoard event files.
 
+pub mod accuracy;
+pub mod latency;
+pub mod model_bench;
+pub mod summary;
+pub mod tensorboard;
+
+pub use accuracy::{evaluate, Evaluation};
+pub use model_bench::{bench_model, BenchOptions, BenchResult};
+pub use latency::{measure_latency, measure_throughput, LatencyStats};
+pub use summary::RunSummary;
+pub use tensorboard::EventLog;

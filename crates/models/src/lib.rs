@@ -5,6 +5,7 @@
 mod conv_bn;
 mod groups;
 mod lenet;
+pub mod loss;
 mod mlp;
 mod model;
 mod resnet;

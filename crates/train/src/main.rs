@@ -1,1 +1,105 @@
-fn main(){}
+//! `train`: run an experiment stage from a TOML config, or check a config without running it.
+//!
+//! ```text
+//! train configs/teacher.toml [--set train.epochs=3]...
+//! train check configs/teacher.toml
+//! ```
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Train, distill, prune and quantize vision models from TOML experiment configs",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: StageArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a stage (the default when the first argument is a config file).
+    Run(StageArgs),
+    /// Validate a config (and its overrides) without training.
+    Check(StageArgs),
+}
+
+#[derive(Args)]
+struct StageArgs {
+    /// The stage's TOML config.
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. `--set train.epochs=3` (repeatable). Environment variables
+    /// `COMPRESS_<SECTION>__<KEY>` override too, e.g. `COMPRESS_TRAIN__EPOCHS=3`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Print plain log lines instead of progress bars.
+    #[arg(long)]
+    plain: bool,
+}
+
+impl StageArgs {
+    fn load(&self) -> anyhow::Result<runner::LoadedConfig> {
+        let Some(path) = &self.config else {
+            anyhow::bail!("no config file given: try `train configs/teacher.toml`");
+        };
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Ok(runner::load(path, &self.overrides, &env)?)
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Check(args)) => {
+            let loaded = args.load()?;
+            let config = &loaded.config;
+            println!(
+                "{}: ok ({} on {}, {} epochs; results in {})",
+                loaded.path.display(),
+                config.model.kind(),
+                serde_json::to_value(config.data.dataset)?.as_str().unwrap_or("?"),
+                config.train.epochs,
+                config
+                    .output
+                    .dir
+                    .join(&config.name)
+                    .join(runner::run_dir::config_hash(config))
+                    .display()
+            );
+            Ok(())
+        }
+        Some(Command::Run(args)) => run_stage(&args),
+        None => run_stage(&cli.run),
+    }
+}
+
+fn run_stage(args: &StageArgs) -> anyhow::Result<()> {
+    let loaded = args.load()?;
+    let outcome = runner::run_stage(&loaded, &runner::RunOptions { plain: args.plain })?;
+    if outcome.reused {
+        print!("{}", outcome.summary.table());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            let mut source = err.source();
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

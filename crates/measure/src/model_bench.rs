@@ -1,0 +1,89 @@
+//! Latency and throughput of a model on real test images.
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use data::{make_batch, Preprocess, Split};
+use models::Model;
+
+use crate::latency::{measure_latency, measure_throughput, LatencyStats};
+
+/// What to measure and how.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    pub latency_images: usize,
+    pub latency_warmup: usize,
+    pub latency_threads: usize,
+    pub throughput_batch: usize,
+    pub throughput_threads: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    pub latency: LatencyStats,
+    pub throughput_samples_per_s: f64,
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a rayon pool of a valid size")
+}
+
+/// Batch-1 end-to-end latency over test images, then inference throughput at batch N.
+///
+/// The phases: *decode* copies the image's bytes out of the loaded IDX file; *preprocess*
+/// resizes, normalises and uploads them as a `[1, 1, h, w]` tensor; *forward* runs the model
+/// and waits for the device; *postprocess* takes the softmax, reads it back and picks the
+/// class. Latency runs in its own pool of `latency_threads` threads (flex on the main thread
+/// hands work across threads per op and is erratic; a dedicated pool is what a server would do).
+pub fn bench_model(
+    model: &Model,
+    test: &Split,
+    prep: &Preprocess,
+    options: &BenchOptions,
+    device: &Device,
+) -> BenchResult {
+    let n = test.len();
+    let latency = pool(options.latency_threads).install(|| {
+        measure_latency(
+            options.latency_images,
+            options.latency_warmup,
+            |i| test.image(i % n).to_vec(),
+            |bytes| {
+                let mut values = Vec::with_capacity(prep.image_len());
+                prep.image_into(&bytes, (0, 0), &mut values);
+                let shape = [1, 1, prep.out_rows, prep.out_cols];
+                Tensor::<4>::from_data(TensorData::new(values, shape), device)
+            },
+            |input| {
+                let logits = model.forward(input);
+                let _ = device.sync();
+                logits
+            },
+            |logits| {
+                let probs = softmax(logits, 1).into_data().try_to_vec::<f32>().unwrap_or_default();
+                probs
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(class, p)| (class, *p))
+            },
+        )
+    });
+    let batch = options.throughput_batch.max(1);
+    let batches = n.div_ceil(batch).clamp(1, 20);
+    let throughput_samples_per_s = pool(options.throughput_threads).install(|| {
+        measure_throughput(batch, batches, 2, |b| {
+            let start = (b * batch) % n;
+            let indices: Vec<usize> = (start..start + batch).map(|i| i % n).collect();
+            let input = make_batch(test, &indices, prep, None, device);
+            let classes = model.forward(input.images).argmax(1);
+            std::hint::black_box(classes.into_data());
+        })
+    });
+    BenchResult {
+        latency,
+        throughput_samples_per_s,
+    }
+}

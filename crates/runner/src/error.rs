@@ -1,0 +1,48 @@
+//! The runner's error type: each variant says what went wrong and where.
+
+use std::path::PathBuf;
+
+use crate::checkpoint::CheckpointError;
+use crate::load::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("loading data.dataset")]
+    Data(#[source] data::DataError),
+    #[error("building the model")]
+    Model(#[source] models::SpecError),
+    #[error(
+        "loss became {value} at epoch {epoch}, step {step}: training diverged. The last good \
+         checkpoint ({checkpoint}) is kept; lower train.optimizer.lr or add a warm-up \
+         (train.schedule.warmup_epochs) and run again"
+    )]
+    NonFiniteLoss {
+        epoch: usize,
+        step: usize,
+        value: f64,
+        checkpoint: String,
+    },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{what} {}: {message}", path.display())]
+    Record {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("I/O error on {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RunError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| RunError::Io { path, source }
+    }
+}

@@ -1,0 +1,186 @@
+//! Reading a stage config: the TOML file, then environment overrides, then `--set` overrides,
+//! then validation. Parse, validate, convert: the rest of the code trusts what comes out.
+//!
+//! The file is parsed with `toml` + serde first because its errors carry line, column and a
+//! snippet; the `config` crate then layers the overrides (it names keys, not lines).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat, Value, ValueKind};
+
+use crate::schema::StageConfig;
+use crate::validate::{validate, Invalid};
+
+/// Prefix of environment overrides: `COMPRESS_TRAIN__EPOCHS=3` sets `train.epochs`.
+pub const ENV_PREFIX: &str = "COMPRESS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("--set {text}: expected KEY=VALUE, e.g. --set train.epochs=3")]
+    BadOverride { text: String },
+    #[error("{}: after applying overrides ({overrides}): {message}", path.display())]
+    Override {
+        path: PathBuf,
+        overrides: String,
+        message: String,
+    },
+    #[error("{location}: {invalid}")]
+    Invalid { location: String, invalid: Invalid },
+}
+
+/// A config that parsed and validated, with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub path: PathBuf,
+    pub config: StageConfig,
+}
+
+/// Loads `path`, applies `COMPRESS_*` variables from `env` and the `KEY=VALUE` `overrides`
+/// (later wins), and validates the result.
+pub fn load(
+    path: &Path,
+    overrides: &[String],
+    env: &HashMap<String, String>,
+) -> Result<LoadedConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let from_file: StageConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+
+    let env: HashMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut set = Vec::new();
+    for text in overrides {
+        let (key, value) = text
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| ConfigError::BadOverride { text: text.clone() })?;
+        set.push((key.trim().to_string(), value.trim().to_string()));
+    }
+
+    let config = if env.is_empty() && set.is_empty() {
+        from_file
+    } else {
+        let described: Vec<String> = env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain(set.iter().map(|(k, v)| format!("--set {k}={v}")))
+            .collect();
+        let err = |message: String| ConfigError::Override {
+            path: path.to_path_buf(),
+            overrides: described.join(", "),
+            message,
+        };
+        let mut builder = Config::builder()
+            .add_source(File::from_str(&text, FileFormat::Toml))
+            .add_source(
+                Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(env.into_iter().collect())),
+            );
+        for (key, value) in &set {
+            builder = builder
+                .set_override(key.as_str(), parse_value(value))
+                .map_err(|e| err(e.to_string()))?;
+        }
+        builder
+            .build()
+            .and_then(|c| c.try_deserialize::<StageConfig>())
+            .map_err(|e| err(e.to_string()))?
+    };
+
+    validate(&config).map_err(|invalid| {
+        let location = match key_line(&text, &invalid.key) {
+            Some(line) => format!("{}:{line}", path.display()),
+            None => format!("{} (value from an override or a default)", path.display()),
+        };
+        ConfigError::Invalid { location, invalid }
+    })?;
+    Ok(LoadedConfig {
+        path: path.to_path_buf(),
+        config,
+    })
+}
+
+/// Reads an override's value as TOML (`3`, `0.1`, `true`, `[800, 800]`, `"text"`), falling
+/// back to a plain string (`--set data.dataset=digits`).
+fn parse_value(text: &str) -> Value {
+    match toml::from_str::<toml::Table>(&format!("v = {text}")) {
+        Ok(mut table) => toml_to_config(table.remove("v").expect("parsed key")),
+        Err(_) => Value::from(text),
+    }
+}
+
+fn toml_to_config(value: toml::Value) -> Value {
+    let kind = match value {
+        toml::Value::String(s) => ValueKind::String(s),
+        toml::Value::Integer(i) => ValueKind::I64(i),
+        toml::Value::Float(f) => ValueKind::Float(f),
+        toml::Value::Boolean(b) => ValueKind::Boolean(b),
+        toml::Value::Datetime(d) => ValueKind::String(d.to_string()),
+        toml::Value::Array(items) => ValueKind::Array(items.into_iter().map(toml_to_config).collect()),
+        toml::Value::Table(table) => ValueKind::Table(
+            table
+                .into_iter()
+                .map(|(k, v)| (k, toml_to_config(v)))
+                .collect(),
+        ),
+    };
+    Value::new(None, kind)
+}
+
+/// 1-based line of the dotted `key` in the TOML `text`, when the file sets it.
+pub fn key_line(text: &str, key: &str) -> Option<usize> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let (k, item) = table.get_key_value(part)?;
+        if i + 1 == parts.len() {
+            let span = k.span().or_else(|| item.span())?;
+            return Some(text[..span.start].matches('\n').count() + 1);
+        }
+        table = item.as_table_like()?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_lines_are_found_in_tables_and_inline_tables() {
+        let text = "name = \"x\"\n\n[train]\nepochs = 3\noptimizer = { kind = \"sgd\", lr = 0.1 }\n";
+        assert_eq!(key_line(text, "name"), Some(1));
+        assert_eq!(key_line(text, "train.epochs"), Some(4));
+        assert_eq!(key_line(text, "train.optimizer.lr"), Some(5));
+        assert_eq!(key_line(text, "train.batch_size"), None);
+    }
+
+    #[test]
+    fn override_values_are_typed() {
+        assert_eq!(parse_value("3").into_int().unwrap(), 3);
+        assert_eq!(parse_value("0.5").into_float().unwrap(), 0.5);
+        assert_eq!(parse_value("digits").into_string().unwrap(), "digits");
+        assert_eq!(parse_value("[1, 2]").into_array().unwrap().len(), 2);
+    }
+}

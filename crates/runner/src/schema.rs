@@ -1,0 +1,257 @@
+//! The experiment config: one TOML file per stage. Parsed strictly (`deny_unknown_fields`,
+//! tagged enums) so a typo is an error with a line number, never a silently ignored key.
+
+use std::path::PathBuf;
+
+use models::ModelSpec;
+use serde::{Deserialize, Serialize};
+
+/// A stage's whole config, as read from TOML and overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Name of the run: results go to `<output.dir>/<name>/<hash>/`.
+    pub name: String,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// `"cpu"` (burn's flex backend), or with the `tch` feature `"libtorch"` / `"cuda:N"`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Worker threads for training; 0 means one per core.
+    #[serde(default)]
+    pub threads: usize,
+    pub data: DataConfig,
+    pub model: ModelSpec,
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub measure: MeasureConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetName {
+    Mnist,
+    FashionMnist,
+    Digits,
+    /// A folder of IDX files given by `data.path`.
+    Idx,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub dataset: DatasetName,
+    /// The folder of IDX files when `dataset = "idx"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Where fetched datasets are cached (default: the user's cache dir).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+    /// Use only the first N training samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_limit: Option<usize>,
+    /// Resize images to `input_size x input_size` (bilinear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<usize>,
+    #[serde(default)]
+    pub augment: AugmentConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Random translation of up to this many pixels ("jitter").
+    #[serde(default)]
+    pub shift_pixels: usize,
+    /// Gaussian noise on normalised pixels.
+    #[serde(default)]
+    pub noise_std: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_eval_batch")]
+    pub eval_batch_size: usize,
+    /// Steps between `train/loss` points in TensorBoard and log lines.
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    pub optimizer: OptimizerConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+}
+
+fn default_batch() -> usize {
+    128
+}
+fn default_eval_batch() -> usize {
+    1000
+}
+fn default_log_every() -> usize {
+    50
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum OptimizerConfig {
+    Sgd {
+        lr: f64,
+        #[serde(default)]
+        momentum: f64,
+        #[serde(default)]
+        nesterov: bool,
+        /// L2 penalty added to the gradient.
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    Adam {
+        lr: f64,
+        #[serde(default = "beta1")]
+        beta1: f64,
+        #[serde(default = "beta2")]
+        beta2: f64,
+        #[serde(default = "eps")]
+        eps: f64,
+        /// L2 penalty added to the gradient (coupled, as in the original Adam).
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    /// Adam with decoupled weight decay (Loshchilov & Hutter 2019).
+    Adamw {
+        lr: f64,
+        #[serde(default = "beta1")]
+        beta1: f64,
+        #[serde(default = "beta2")]
+        beta2: f64,
+        #[serde(default = "eps")]
+        eps: f64,
+        #[serde(default = "adamw_decay")]
+        weight_decay: f64,
+    },
+}
+
+fn beta1() -> f64 {
+    0.9
+}
+fn beta2() -> f64 {
+    0.999
+}
+fn eps() -> f64 {
+    1e-8
+}
+fn adamw_decay() -> f64 {
+    1e-2
+}
+
+impl OptimizerConfig {
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerConfig::Sgd { lr, .. }
+            | OptimizerConfig::Adam { lr, .. }
+            | OptimizerConfig::Adamw { lr, .. } => *lr,
+        }
+    }
+}
+
+/// Learning-rate schedule over the run; every kind may start with a linear warm-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ScheduleConfig {
+    Constant {
+        #[serde(default)]
+        warmup_epochs: f64,
+    },
+    /// Multiply the rate by `gamma` every `step_epochs` epochs.
+    Step {
+        step_epochs: usize,
+        #[serde(default = "gamma")]
+        gamma: f64,
+        #[serde(default)]
+        warmup_epochs: f64,
+    },
+    /// Cosine decay from `lr` to `min_lr` over the run (per step).
+    Cosine {
+        #[serde(default)]
+        min_lr: f64,
+        #[serde(default)]
+        warmup_epochs: f64,
+    },
+}
+
+fn gamma() -> f64 {
+    0.1
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig::Constant { warmup_epochs: 0.0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureConfig {
+    /// Images timed one by one for latency (after the warm-up).
+    #[serde(default = "latency_images")]
+    pub latency_images: usize,
+    #[serde(default = "latency_warmup")]
+    pub latency_warmup: usize,
+    /// Threads for batch-1 latency (1 gives the steadiest numbers on a CPU).
+    #[serde(default = "one")]
+    pub latency_threads: usize,
+    #[serde(default = "default_batch")]
+    pub throughput_batch: usize,
+}
+
+fn latency_images() -> usize {
+    300
+}
+fn latency_warmup() -> usize {
+    50
+}
+fn one() -> usize {
+    1
+}
+
+impl Default for MeasureConfig {
+    fn default() -> Self {
+        Self {
+            latency_images: latency_images(),
+            latency_warmup: latency_warmup(),
+            latency_threads: one(),
+            throughput_batch: default_batch(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    #[serde(default = "runs_dir")]
+    pub dir: PathBuf,
+}
+
+fn runs_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { dir: runs_dir() }
+    }
+}

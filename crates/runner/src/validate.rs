@@ -1,0 +1,206 @@
+//! Checks every value a stage config can hold, before anything runs.
+
+use models::InputShape;
+
+use crate::schema::{DatasetName, OptimizerConfig, ScheduleConfig, StageConfig};
+
+/// One bad value: its dotted key, the value, and what is allowed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key} = {value}: {allowed}")]
+pub struct Invalid {
+    pub key: String,
+    pub value: String,
+    pub allowed: String,
+}
+
+fn invalid(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>) -> Invalid {
+    Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        allowed: allowed.into(),
+    }
+}
+
+fn at_least(key: &str, value: usize, min: usize) -> Result<(), Invalid> {
+    if value < min {
+        return Err(invalid(key, value, format!("must be at least {min}")));
+    }
+    Ok(())
+}
+
+fn positive_finite(key: &str, value: f64) -> Result<(), Invalid> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(invalid(key, value, "must be a finite number > 0"));
+    }
+    Ok(())
+}
+
+fn in_range(key: &str, value: f64, lo: f64, hi: f64, what: &str) -> Result<(), Invalid> {
+    if !(value.is_finite() && value >= lo && value < hi) {
+        return Err(invalid(key, value, format!("must be {what}")));
+    }
+    Ok(())
+}
+
+/// The per-sample input shape a config's data section produces, without loading the data
+/// (an IDX folder's header is read). Classes are 10 for the built-in datasets.
+pub fn input_shape(config: &StageConfig) -> Result<InputShape, Invalid> {
+    let data = &config.data;
+    let (height, width) = match data.dataset {
+        DatasetName::Mnist | DatasetName::FashionMnist => (28, 28),
+        DatasetName::Digits => (8, 8),
+        DatasetName::Idx => {
+            let dir = data.path.as_ref().ok_or_else(|| {
+                invalid(
+                    "data.dataset",
+                    "\"idx\"",
+                    "needs data.path, the folder holding train-images-idx3-ubyte and the other IDX files",
+                )
+            })?;
+            let ds = data::Dataset::idx_folder(dir, "idx")
+                .map_err(|e| invalid("data.path", dir.display(), e.to_string()))?;
+            (ds.train.rows, ds.train.cols)
+        }
+    };
+    let (height, width) = data.input_size.map_or((height, width), |s| (s, s));
+    Ok(InputShape {
+        channels: 1,
+        height,
+        width,
+        classes: 10,
+    })
+}
+
+/// Checks `config`; the first problem found is returned.
+pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
+    if config.name.is_empty()
+        || !config
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        || config.name.starts_with('.')
+    {
+        return Err(invalid(
+            "name",
+            format!("{:?}", config.name),
+            "a folder name: letters, digits, '-', '_' or '.', not starting with '.'",
+        ));
+    }
+    crate::device::parse_device(&config.device).map_err(|allowed| {
+        invalid("device", format!("{:?}", config.device), allowed)
+    })?;
+
+    let data = &config.data;
+    if data.dataset != DatasetName::Idx && data.path.is_some() {
+        return Err(invalid(
+            "data.path",
+            data.path.as_ref().unwrap().display(),
+            "only used with data.dataset = \"idx\"; remove it or set the dataset to \"idx\"",
+        ));
+    }
+    for (key, limit) in [("data.train_limit", data.train_limit), ("data.test_limit", data.test_limit)] {
+        if let Some(limit) = limit {
+            at_least(key, limit, 1)?;
+        }
+    }
+    if let Some(size) = data.input_size {
+        if !(4..=1024).contains(&size) {
+            return Err(invalid("data.input_size", size, "must be between 4 and 1024 pixels"));
+        }
+    }
+    if data.augment.shift_pixels > 8 {
+        return Err(invalid(
+            "data.augment.shift_pixels",
+            data.augment.shift_pixels,
+            "must be between 0 and 8 pixels",
+        ));
+    }
+    let noise = data.augment.noise_std as f64;
+    in_range("data.augment.noise_std", noise, 0.0, f64::INFINITY, "a finite number >= 0")?;
+
+    let train = &config.train;
+    at_least("train.epochs", train.epochs, 1)?;
+    at_least("train.batch_size", train.batch_size, 1)?;
+    at_least("train.eval_batch_size", train.eval_batch_size, 1)?;
+    at_least("train.log_every", train.log_every, 1)?;
+    let lr = train.optimizer.lr();
+    positive_finite("train.optimizer.lr", lr)?;
+    match &train.optimizer {
+        OptimizerConfig::Sgd {
+            momentum,
+            nesterov,
+            weight_decay,
+            ..
+        } => {
+            in_range("train.optimizer.momentum", *momentum, 0.0, 1.0, "in [0, 1)")?;
+            if *nesterov && *momentum == 0.0 {
+                return Err(invalid(
+                    "train.optimizer.nesterov",
+                    true,
+                    "Nesterov momentum needs train.optimizer.momentum > 0",
+                ));
+            }
+            in_range("train.optimizer.weight_decay", *weight_decay, 0.0, 1.0, "in [0, 1)")?;
+        }
+        OptimizerConfig::Adam {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            ..
+        }
+        | OptimizerConfig::Adamw {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            ..
+        } => {
+            in_range("train.optimizer.beta1", *beta1, 0.0, 1.0, "in [0, 1)")?;
+            in_range("train.optimizer.beta2", *beta2, 0.0, 1.0, "in [0, 1)")?;
+            positive_finite("train.optimizer.eps", *eps)?;
+            in_range("train.optimizer.weight_decay", *weight_decay, 0.0, 1.0, "in [0, 1)")?;
+        }
+    }
+    let warmup = match &train.schedule {
+        ScheduleConfig::Constant { warmup_epochs } => *warmup_epochs,
+        ScheduleConfig::Step {
+            step_epochs,
+            gamma,
+            warmup_epochs,
+        } => {
+            at_least("train.schedule.step_epochs", *step_epochs, 1)?;
+            if !(gamma.is_finite() && *gamma > 0.0 && *gamma <= 1.0) {
+                return Err(invalid("train.schedule.gamma", gamma, "must be in (0, 1]"));
+            }
+            *warmup_epochs
+        }
+        ScheduleConfig::Cosine {
+            min_lr,
+            warmup_epochs,
+        } => {
+            in_range("train.schedule.min_lr", *min_lr, 0.0, lr, "in [0, train.optimizer.lr)")?;
+            *warmup_epochs
+        }
+    };
+    in_range(
+        "train.schedule.warmup_epochs",
+        warmup,
+        0.0,
+        train.epochs as f64,
+        "in [0, train.epochs)",
+    )?;
+
+    let m = &config.measure;
+    at_least("measure.latency_images", m.latency_images, 1)?;
+    at_least("measure.latency_threads", m.latency_threads, 1)?;
+    at_least("measure.throughput_batch", m.throughput_batch, 1)?;
+
+    let shape = input_shape(config)?;
+    config.model.validate(&shape).map_err(|e| Invalid {
+        key: format!("model.{}", e.key),
+        value: e.value,
+        allowed: e.allowed,
+    })?;
+    Ok(())
+}
