@@ -171,13 +171,20 @@ impl Dataset {
             .map_err(|e| DataError::corrupt(path, format!("not a gzipped CSV ({e})")))?;
         let mut pixels = Vec::new();
         let mut labels = Vec::new();
-        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             let values: Result<Vec<f32>, _> = line.split(',').map(|v| v.trim().parse()).collect();
-            let values = values
-                .ok()
-                .filter(|v| v.len() == 65)
-                .ok_or_else(|| DataError::corrupt(path, format!("line {}: expected 65 numbers", n + 1)))?;
-            pixels.extend(values[..64].iter().map(|v| (v.clamp(0.0, 16.0) * 255.0 / 16.0).round() as u8));
+            let values = values.ok().filter(|v| v.len() == 65).ok_or_else(|| {
+                DataError::corrupt(path, format!("line {}: expected 65 numbers", n + 1))
+            })?;
+            pixels.extend(
+                values[..64]
+                    .iter()
+                    .map(|v| (v.clamp(0.0, 16.0) * 255.0 / 16.0).round() as u8),
+            );
             labels.push(values[64] as u8);
         }
         let n_train = labels.len() * 4 / 5;
@@ -231,10 +238,16 @@ mod tests {
         };
         let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
         for split in ["train", "t10k"] {
-            std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), encode_images(&images))
-                .unwrap();
-            std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), encode_labels(&labels))
-                .unwrap();
+            std::fs::write(
+                dir.join(format!("{split}-images-idx3-ubyte")),
+                encode_images(&images),
+            )
+            .unwrap();
+            std::fs::write(
+                dir.join(format!("{split}-labels-idx1-ubyte")),
+                encode_labels(&labels),
+            )
+            .unwrap();
         }
     }
 
@@ -245,7 +258,10 @@ mod tests {
         let mut ds = Dataset::load(&Source::IdxFolder(dir.path().into()), dir.path()).unwrap();
         assert_eq!(ds.classes, 3);
         assert_eq!(ds.train.len(), 10);
-        assert_eq!(ds.train.image(1), &(16..32).map(|i| i as u8).collect::<Vec<_>>()[..]);
+        assert_eq!(
+            ds.train.image(1),
+            &(16..32).map(|i| i as u8).collect::<Vec<_>>()[..]
+        );
         ds.train.truncate(Some(4));
         assert_eq!(ds.train.len(), 4);
         assert_eq!(ds.train.pixels.len(), 64);
@@ -256,7 +272,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_folder(dir.path(), 10);
         std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte")).unwrap();
-        let err = Dataset::idx_folder(dir.path(), "x").unwrap_err().to_string();
+        let err = Dataset::idx_folder(dir.path(), "x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("t10k-labels-idx1-ubyte"), "{err}");
     }
 }

@@ -198,7 +198,13 @@ fn stage(dataset: &RegistryDataset, staging: &Path) -> Result<PathBuf, DataError
             let hint = "Node.js's npm, e.g. `apt-get install npm`";
             run(id, "npm", hint, &["pack", spec, "--silent"], staging)?;
             let tgz = find_with_extension(staging, "tgz", id)?;
-            run(id, "tar", "GNU tar", &["xzf", &tgz, "-C", "unpacked"], staging)?;
+            run(
+                id,
+                "tar",
+                "GNU tar",
+                &["xzf", &tgz, "-C", "unpacked"],
+                staging,
+            )?;
         }
         Registry::Debian { spec } => {
             let hint = "Debian's apt-get and dpkg-deb";

@@ -55,7 +55,10 @@ pub fn parse_images(bytes: &[u8], path: &Path) -> Result<IdxImages, DataError> {
     }
     let (count, rows, cols) = (be_u32(bytes, 4), be_u32(bytes, 8), be_u32(bytes, 12));
     if rows == 0 || cols == 0 {
-        return Err(DataError::corrupt(path, format!("image size {rows}x{cols} is empty")));
+        return Err(DataError::corrupt(
+            path,
+            format!("image size {rows}x{cols} is empty"),
+        ));
     }
     let expected = 16 + count * rows * cols;
     if bytes.len() != expected {
@@ -129,7 +132,10 @@ mod tests {
         let back = parse_images(&encode_images(&images), path).unwrap();
         assert_eq!(back.pixels, images.pixels);
         assert_eq!((back.rows, back.cols, back.len()), (2, 3, 2));
-        assert_eq!(parse_labels(&encode_labels(&[1, 2, 3]), path).unwrap(), vec![1, 2, 3]);
+        assert_eq!(
+            parse_labels(&encode_labels(&[1, 2, 3]), path).unwrap(),
+            vec![1, 2, 3]
+        );
     }
 
     #[test]
@@ -141,9 +147,13 @@ mod tests {
         };
         let mut bytes = encode_images(&images);
         bytes.pop();
-        let err = parse_images(&bytes, Path::new("f")).unwrap_err().to_string();
+        let err = parse_images(&bytes, Path::new("f"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("truncated"), "{err}");
-        let err = parse_labels(&bytes, Path::new("f")).unwrap_err().to_string();
+        let err = parse_labels(&bytes, Path::new("f"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not an IDX label file"), "{err}");
     }
 }

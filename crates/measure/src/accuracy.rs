@@ -29,7 +29,11 @@ pub fn evaluate(
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = make_batch(split, chunk, prep, None, device);
         let logits = model.forward(batch.images); // [batch, classes]
-        let hits = logits.clone().argmax(1).flatten::<1>(0, 1).equal(batch.labels.clone());
+        let hits = logits
+            .clone()
+            .argmax(1)
+            .flatten::<1>(0, 1)
+            .equal(batch.labels.clone());
         correct += hits.int().sum().into_scalar::<i64>() as usize;
         loss_sum += cross_entropy(logits, batch.labels).into_scalar::<f64>() * chunk.len() as f64;
     }

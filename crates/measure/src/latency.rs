@@ -27,7 +27,11 @@ pub struct LatencyStats {
 impl LatencyStats {
     /// Share of the mean total spent in each phase (sums to 1).
     pub fn phase_shares(&self) -> [f64; 4] {
-        let total: f64 = self.phase_mean_ms.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+        let total: f64 = self
+            .phase_mean_ms
+            .iter()
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE);
         self.phase_mean_ms.map(|p| p / total)
     }
 }
@@ -67,7 +71,10 @@ pub fn measure_latency<Raw, Input, Output, Answer>(
         std::hint::black_box(postprocess(output));
         let t4 = Instant::now();
         if i >= warmup {
-            for (sum, d) in phase_sum.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
+            for (sum, d) in phase_sum
+                .iter_mut()
+                .zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3])
+            {
                 *sum += d;
             }
             totals.push((t4 - t0).as_secs_f64() * 1e3);

@@ -8,7 +8,7 @@ pub mod summary;
 pub mod tensorboard;
 
 pub use accuracy::{evaluate, Evaluation};
-pub use model_bench::{bench_model, BenchOptions, BenchResult};
 pub use latency::{measure_latency, measure_throughput, LatencyStats};
+pub use model_bench::{bench_model, BenchOptions, BenchResult};
 pub use summary::RunSummary;
 pub use tensorboard::EventLog;

@@ -62,7 +62,10 @@ pub fn bench_model(
                 logits
             },
             |logits| {
-                let probs = softmax(logits, 1).into_data().try_to_vec::<f32>().unwrap_or_default();
+                let probs = softmax(logits, 1)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap_or_default();
                 probs
                     .iter()
                     .enumerate()

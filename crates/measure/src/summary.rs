@@ -50,7 +50,10 @@ impl RunSummary {
     pub fn table(&self) -> String {
         let rows: Vec<(&str, String)> = vec![
             ("run", format!("{} ({})", self.name, self.hash)),
-            ("model / dataset", format!("{} / {}", self.model, self.dataset)),
+            (
+                "model / dataset",
+                format!("{} / {}", self.model, self.dataset),
+            ),
             (
                 "test accuracy",
                 format!(
@@ -62,7 +65,10 @@ impl RunSummary {
             ),
             ("test loss", format!("{:.4}", self.test_loss)),
             ("params", group_digits(self.params as u64)),
-            ("model size", format!("{} bytes", group_digits(self.model_bytes))),
+            (
+                "model size",
+                format!("{} bytes", group_digits(self.model_bytes)),
+            ),
             ("MACs / sample", group_digits(self.macs)),
             (
                 "latency, batch 1",

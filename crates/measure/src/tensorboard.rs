@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use protobuf::RepeatedField;
-use tensorboard_proto::summary::{Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Value};
+use tensorboard_proto::summary::{
+    Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Value,
+};
 use tensorboard_proto::tensor::TensorProto;
 use tensorboard_proto::tensor_shape::{TensorShapeProto, TensorShapeProto_Dim};
 use tensorboard_proto::types::DataType;
@@ -89,7 +91,11 @@ pub fn remove_event_files(dir: &Path) -> std::io::Result<()> {
     }
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with("events.out.tfevents.") {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("events.out.tfevents.")
+        {
             std::fs::remove_file(entry.path())?;
         }
     }
@@ -127,7 +133,10 @@ pub fn read_events(dir: &Path) -> std::io::Result<Vec<(String, i64, EventValue)>
             let len_bytes: [u8; 8] = header[..8].try_into().unwrap();
             let crc = u32::from_le_bytes(header[8..12].try_into().unwrap());
             if masked_crc32c(&len_bytes) != crc {
-                return Err(bad(format!("{}: bad length CRC at byte {at}", file.display())));
+                return Err(bad(format!(
+                    "{}: bad length CRC at byte {at}",
+                    file.display()
+                )));
             }
             let len = u64::from_le_bytes(len_bytes) as usize;
             let data = bytes
@@ -135,7 +144,10 @@ pub fn read_events(dir: &Path) -> std::io::Result<Vec<(String, i64, EventValue)>
                 .ok_or_else(|| bad(format!("{}: truncated record", file.display())))?;
             let (data, crc) = data.split_at(len);
             if masked_crc32c(data) != u32::from_le_bytes(crc.try_into().unwrap()) {
-                return Err(bad(format!("{}: bad data CRC at byte {at}", file.display())));
+                return Err(bad(format!(
+                    "{}: bad data CRC at byte {at}",
+                    file.display()
+                )));
             }
             at += 12 + len + 4;
             let event = Event::parse_from_bytes(data)
@@ -179,8 +191,14 @@ mod tests {
         log.close();
         let events = read_events(dir.path()).unwrap();
         assert_eq!(events.len(), 101);
-        assert_eq!(events[99], ("train/loss".into(), 99, EventValue::Scalar(0.01)));
-        assert_eq!(events[100], ("config".into(), 0, EventValue::Text("seed = 1".into())));
+        assert_eq!(
+            events[99],
+            ("train/loss".into(), 99, EventValue::Scalar(0.01))
+        );
+        assert_eq!(
+            events[100],
+            ("config".into(), 0, EventValue::Text("seed = 1".into()))
+        );
     }
 
     #[test]
@@ -189,7 +207,12 @@ mod tests {
         let mut log = EventLog::create(dir.path()).unwrap();
         log.scalar("x", 1.0, 0);
         log.close();
-        let file = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         let mut bytes = std::fs::read(&file).unwrap();
         let n = bytes.len();
         bytes[n - 6] ^= 0xff;

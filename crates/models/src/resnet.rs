@@ -18,8 +18,8 @@ pub struct BasicBlock {
 
 impl BasicBlock {
     pub fn new([c_in, c_out]: [usize; 2], stride: usize, device: &Device) -> Self {
-        let projection =
-            (stride != 1 || c_in != c_out).then(|| ConvBn::new([c_in, c_out], 1, stride, 0, device));
+        let projection = (stride != 1 || c_in != c_out)
+            .then(|| ConvBn::new([c_in, c_out], 1, stride, 0, device));
         Self {
             conv1: ConvBn::new([c_in, c_out], 3, stride, 1, device),
             conv2: ConvBn::new([c_out, c_out], 3, 1, 1, device),

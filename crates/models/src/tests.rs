@@ -104,7 +104,12 @@ fn channel_groups_name_real_tensors_with_matching_widths() {
         for group in groups {
             for member in &group.members {
                 let dims = shapes.0.get(&member.param).unwrap_or_else(|| {
-                    panic!("{}: no parameter {} in {:?}", spec.kind(), member.param, shapes.0.keys())
+                    panic!(
+                        "{}: no parameter {} in {:?}",
+                        spec.kind(),
+                        member.param,
+                        shapes.0.keys()
+                    )
                 });
                 assert_eq!(
                     dims[member.axis],

@@ -72,7 +72,9 @@ impl Checkpoint {
         }
         let (body, digest) = bytes.split_at(bytes.len() - 32);
         if Sha256::digest(body).as_slice() != digest {
-            return Err(err("checksum mismatch (corrupt file); delete it to start over".into()));
+            return Err(err(
+                "checksum mismatch (corrupt file); delete it to start over".into(),
+            ));
         }
         let mut at = MAGIC.len();
         let mut parts = Vec::new();
@@ -130,6 +132,9 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert!(Checkpoint::load(&path).unwrap_err().reason.contains("checksum"));
+        assert!(Checkpoint::load(&path)
+            .unwrap_err()
+            .reason
+            .contains("checksum"));
     }
 }

@@ -27,7 +27,9 @@ fn libtorch(cuda: Option<usize>) -> Result<Device, String> {
 
 #[cfg(not(feature = "tch"))]
 fn libtorch(_cuda: Option<usize>) -> Result<Device, String> {
-    Err("this build has no LibTorch backend: build with `--features tch` (and LIBTORCH set) \
+    Err(
+        "this build has no LibTorch backend: build with `--features tch` (and LIBTORCH set) \
          to use \"libtorch\" or \"cuda:N\", or use \"cpu\""
-        .to_string())
+            .to_string(),
+    )
 }

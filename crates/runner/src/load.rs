@@ -94,7 +94,7 @@ pub fn load(
                     .prefix_separator("_")
                     .separator("__")
                     .try_parsing(true)
-                    .source(Some(env.into_iter().collect())),
+                    .source(Some(env.clone().into_iter().collect())),
             );
         for (key, value) in &set {
             builder = builder
@@ -107,10 +107,24 @@ pub fn load(
             .map_err(|e| err(e.to_string()))?
     };
 
+    // Which overrides set which key, to point at the right culprit.
+    let overridden: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| {
+            let key = k[ENV_PREFIX.len() + 1..].to_lowercase().replace("__", ".");
+            (key, format!("{k}={v}"))
+        })
+        .chain(
+            set.iter()
+                .map(|(k, v)| (k.clone(), format!("--set {k}={v}"))),
+        )
+        .collect();
     validate(&config).map_err(|invalid| {
-        let location = match key_line(&text, &invalid.key) {
-            Some(line) => format!("{}:{line}", path.display()),
-            None => format!("{} (value from an override or a default)", path.display()),
+        let by_override = overridden.iter().rev().find(|(k, _)| *k == invalid.key);
+        let location = match (by_override, key_line(&text, &invalid.key)) {
+            (Some((_, how)), _) => format!("{} (set by {how})", path.display()),
+            (None, Some(line)) => format!("{}:{line}", path.display()),
+            (None, None) => format!("{} (default value)", path.display()),
         };
         ConfigError::Invalid { location, invalid }
     })?;
@@ -136,7 +150,9 @@ fn toml_to_config(value: toml::Value) -> Value {
         toml::Value::Float(f) => ValueKind::Float(f),
         toml::Value::Boolean(b) => ValueKind::Boolean(b),
         toml::Value::Datetime(d) => ValueKind::String(d.to_string()),
-        toml::Value::Array(items) => ValueKind::Array(items.into_iter().map(toml_to_config).collect()),
+        toml::Value::Array(items) => {
+            ValueKind::Array(items.into_iter().map(toml_to_config).collect())
+        }
         toml::Value::Table(table) => ValueKind::Table(
             table
                 .into_iter()
@@ -169,7 +185,8 @@ mod tests {
 
     #[test]
     fn key_lines_are_found_in_tables_and_inline_tables() {
-        let text = "name = \"x\"\n\n[train]\nepochs = 3\noptimizer = { kind = \"sgd\", lr = 0.1 }\n";
+        let text =
+            "name = \"x\"\n\n[train]\nepochs = 3\noptimizer = { kind = \"sgd\", lr = 0.1 }\n";
         assert_eq!(key_line(text, "name"), Some(1));
         assert_eq!(key_line(text, "train.epochs"), Some(4));
         assert_eq!(key_line(text, "train.optimizer.lr"), Some(5));

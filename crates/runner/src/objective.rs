@@ -17,7 +17,12 @@ pub trait Objective {
     /// # Shapes
     /// - logits: `[batch, classes]`
     /// - output: `[1]`
-    fn loss(&mut self, logits: Tensor<2>, batch: &Batch, indices: &[usize]) -> (Tensor<1>, Vec<LossPart>);
+    fn loss(
+        &mut self,
+        logits: Tensor<2>,
+        batch: &Batch,
+        indices: &[usize],
+    ) -> (Tensor<1>, Vec<LossPart>);
 
     /// Runs after an epoch's optimiser steps, before evaluation; may return a changed model.
     fn after_epoch(&mut self, _epoch: usize, model: Model) -> Model {
@@ -29,7 +34,12 @@ pub trait Objective {
 pub struct CrossEntropy;
 
 impl Objective for CrossEntropy {
-    fn loss(&mut self, logits: Tensor<2>, batch: &Batch, _indices: &[usize]) -> (Tensor<1>, Vec<LossPart>) {
+    fn loss(
+        &mut self,
+        logits: Tensor<2>,
+        batch: &Batch,
+        _indices: &[usize],
+    ) -> (Tensor<1>, Vec<LossPart>) {
         (cross_entropy(logits, batch.labels.clone()), Vec::new())
     }
 }

@@ -31,7 +31,9 @@ pub fn learning_rate(
             base * gamma.powi((epoch / step_epochs) as i32)
         }
         ScheduleConfig::Cosine { min_lr, .. } => {
-            let total = (epochs * steps_per_epoch).saturating_sub(warmup_steps).max(1);
+            let total = (epochs * steps_per_epoch)
+                .saturating_sub(warmup_steps)
+                .max(1);
             let t = (step - warmup_steps) as f64 / total as f64;
             min_lr + (base - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
         }

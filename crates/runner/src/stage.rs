@@ -23,6 +23,8 @@ use crate::train::{replay_history, train, TrainSetup};
 pub struct RunOptions {
     /// Plain log lines even on a terminal.
     pub plain: bool,
+    /// Fault injection for tests: make the loss of this global step (1-based) NaN.
+    pub fault_nonfinite_at_step: Option<usize>,
 }
 
 /// What a finished stage left behind.
@@ -48,7 +50,9 @@ pub fn load_dataset(config: &StageConfig) -> Result<Dataset, RunError> {
         DatasetName::Mnist => Source::Mnist,
         DatasetName::FashionMnist => Source::FashionMnist,
         DatasetName::Digits => Source::Digits,
-        DatasetName::Idx => Source::IdxFolder(data.path.clone().expect("validated: idx has a path")),
+        DatasetName::Idx => {
+            Source::IdxFolder(data.path.clone().expect("validated: idx has a path"))
+        }
     };
     let cache = data
         .cache_dir
@@ -89,7 +93,11 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     let threads = worker_threads(config);
     let mut progress = Progress::new(options.plain);
 
-    progress.line(&format!("stage {} ({})", config.name, loaded.path.display()));
+    progress.line(&format!(
+        "stage {} ({})",
+        config.name,
+        loaded.path.display()
+    ));
     let dataset = load_dataset(config)?;
     let (input, prep) = input_for(config, &dataset);
     progress.line(&format!(
@@ -103,7 +111,10 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     ));
 
     let run = RunDir::open(config, |path| {
-        println!("waiting for another process that is running {}", path.display())
+        println!(
+            "waiting for another process that is running {}",
+            path.display()
+        )
     })
     .map_err(RunError::io(config.output.dir.join(&config.name)))?;
     if run.is_complete() {
@@ -161,13 +172,21 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         input,
         device: device.clone(),
         run: &run,
+        fault_nonfinite_at_step: options.fault_nonfinite_at_step,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .expect("a rayon pool of a valid size");
-    let (model, state) =
-        pool.install(|| train(&setup, &mut CrossEntropy, resume, &mut progress, &mut events))?;
+    let (model, state) = pool.install(|| {
+        train(
+            &setup,
+            &mut CrossEntropy,
+            resume,
+            &mut progress,
+            &mut events,
+        )
+    })?;
 
     // The final model, then its measurements.
     let model_path = run.file(MODEL);
@@ -183,7 +202,13 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     write_atomic(&model_path, &bytes).map_err(RunError::io(&model_path))?;
     progress.line("measuring accuracy, latency and throughput");
     let eval = pool.install(|| {
-        evaluate(&model, &dataset.test, &prep, config.train.eval_batch_size, &device)
+        evaluate(
+            &model,
+            &dataset.test,
+            &prep,
+            config.train.eval_batch_size,
+            &device,
+        )
     });
     let m = &config.measure;
     let bench = bench_model(
@@ -231,7 +256,10 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         ("summary/accuracy", summary.accuracy),
         ("summary/latency_ms_p50", summary.latency_ms_p50),
         ("summary/latency_ms_p95", summary.latency_ms_p95),
-        ("summary/throughput_samples_per_s", summary.throughput_samples_per_s),
+        (
+            "summary/throughput_samples_per_s",
+            summary.throughput_samples_per_s,
+        ),
         ("summary/model_bytes", summary.model_bytes as f64),
         ("summary/params", summary.params as f64),
         ("summary/macs", summary.macs as f64),
@@ -245,7 +273,11 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
     write_atomic(&run.file(SUMMARY), json.as_bytes()).map_err(RunError::io(run.file(SUMMARY)))?;
     let _ = std::fs::remove_file(&checkpoint_path);
-    progress.line(&format!("\nresult of {} ({}):\n{table}", config.name, run.path.display()));
+    progress.line(&format!(
+        "\nresult of {} ({}):\n{table}",
+        config.name,
+        run.path.display()
+    ));
     Ok(StageOutcome {
         dir: run.path.clone(),
         summary,

@@ -37,6 +37,8 @@ pub struct TrainSetup<'a> {
     /// The inference device; training runs on its autodiff twin.
     pub device: Device,
     pub run: &'a RunDir,
+    /// Fault injection for tests (see [`crate::RunOptions`]).
+    pub fault_nonfinite_at_step: Option<usize>,
 }
 
 /// Records history points and writes them to TensorBoard as they come.
@@ -147,6 +149,10 @@ pub fn train(
             );
             let logits = model.forward(batch.images.clone()); // [batch, classes]
             let (loss, parts) = objective.loss(logits.clone(), &batch, indices);
+            let loss = match setup.fault_nonfinite_at_step {
+                Some(at) if at == state.global_step + 1 => loss.mul_scalar(f32::NAN),
+                _ => loss,
+            };
             let loss_value: f64 = loss.clone().into_scalar();
             if !loss_value.is_finite() {
                 return Err(RunError::NonFiniteLoss {
@@ -188,7 +194,11 @@ pub fn train(
             epoch_correct += correct;
             let log_now = state.global_step % tc.log_every == 0 || step + 1 == steps_per_epoch;
             if log_now {
-                history.push("train/loss", state.global_step, window_loss / window_samples as f64);
+                history.push(
+                    "train/loss",
+                    state.global_step,
+                    window_loss / window_samples as f64,
+                );
                 history.push(
                     "train/accuracy",
                     state.global_step,

@@ -86,9 +86,8 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
             "a folder name: letters, digits, '-', '_' or '.', not starting with '.'",
         ));
     }
-    crate::device::parse_device(&config.device).map_err(|allowed| {
-        invalid("device", format!("{:?}", config.device), allowed)
-    })?;
+    crate::device::parse_device(&config.device)
+        .map_err(|allowed| invalid("device", format!("{:?}", config.device), allowed))?;
 
     let data = &config.data;
     if data.dataset != DatasetName::Idx && data.path.is_some() {
@@ -98,14 +97,21 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
             "only used with data.dataset = \"idx\"; remove it or set the dataset to \"idx\"",
         ));
     }
-    for (key, limit) in [("data.train_limit", data.train_limit), ("data.test_limit", data.test_limit)] {
+    for (key, limit) in [
+        ("data.train_limit", data.train_limit),
+        ("data.test_limit", data.test_limit),
+    ] {
         if let Some(limit) = limit {
             at_least(key, limit, 1)?;
         }
     }
     if let Some(size) = data.input_size {
         if !(4..=1024).contains(&size) {
-            return Err(invalid("data.input_size", size, "must be between 4 and 1024 pixels"));
+            return Err(invalid(
+                "data.input_size",
+                size,
+                "must be between 4 and 1024 pixels",
+            ));
         }
     }
     if data.augment.shift_pixels > 8 {
@@ -116,7 +122,13 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
         ));
     }
     let noise = data.augment.noise_std as f64;
-    in_range("data.augment.noise_std", noise, 0.0, f64::INFINITY, "a finite number >= 0")?;
+    in_range(
+        "data.augment.noise_std",
+        noise,
+        0.0,
+        f64::INFINITY,
+        "a finite number >= 0",
+    )?;
 
     let train = &config.train;
     at_least("train.epochs", train.epochs, 1)?;
@@ -140,7 +152,13 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
                     "Nesterov momentum needs train.optimizer.momentum > 0",
                 ));
             }
-            in_range("train.optimizer.weight_decay", *weight_decay, 0.0, 1.0, "in [0, 1)")?;
+            in_range(
+                "train.optimizer.weight_decay",
+                *weight_decay,
+                0.0,
+                1.0,
+                "in [0, 1)",
+            )?;
         }
         OptimizerConfig::Adam {
             beta1,
@@ -159,7 +177,13 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
             in_range("train.optimizer.beta1", *beta1, 0.0, 1.0, "in [0, 1)")?;
             in_range("train.optimizer.beta2", *beta2, 0.0, 1.0, "in [0, 1)")?;
             positive_finite("train.optimizer.eps", *eps)?;
-            in_range("train.optimizer.weight_decay", *weight_decay, 0.0, 1.0, "in [0, 1)")?;
+            in_range(
+                "train.optimizer.weight_decay",
+                *weight_decay,
+                0.0,
+                1.0,
+                "in [0, 1)",
+            )?;
         }
     }
     let warmup = match &train.schedule {
@@ -179,7 +203,13 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
             min_lr,
             warmup_epochs,
         } => {
-            in_range("train.schedule.min_lr", *min_lr, 0.0, lr, "in [0, train.optimizer.lr)")?;
+            in_range(
+                "train.schedule.min_lr",
+                *min_lr,
+                0.0,
+                lr,
+                "in [0, train.optimizer.lr)",
+            )?;
             *warmup_epochs
         }
     };

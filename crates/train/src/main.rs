@@ -64,7 +64,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "{}: ok ({} on {}, {} epochs; results in {})",
                 loaded.path.display(),
                 config.model.kind(),
-                serde_json::to_value(config.data.dataset)?.as_str().unwrap_or("?"),
+                serde_json::to_value(config.data.dataset)?
+                    .as_str()
+                    .unwrap_or("?"),
                 config.train.epochs,
                 config
                     .output
@@ -82,7 +84,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn run_stage(args: &StageArgs) -> anyhow::Result<()> {
     let loaded = args.load()?;
-    let outcome = runner::run_stage(&loaded, &runner::RunOptions { plain: args.plain })?;
+    let options = runner::RunOptions {
+        plain: args.plain,
+        // Fault injection, used by the tests of divergence handling.
+        fault_nonfinite_at_step: std::env::var("TRAIN_FAULT_NONFINITE_AT_STEP")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    };
+    let outcome = runner::run_stage(&loaded, &options)?;
     if outcome.reused {
         print!("{}", outcome.summary.table());
     }

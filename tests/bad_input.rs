@@ -1,0 +1,202 @@
+//! Bad input gets one clear error, a non-zero exit, and leaves no run folder behind.
+
+mod common;
+
+use common::*;
+
+/// Runs `train CONFIG` in a fresh folder and returns (exit ok, output, whether runs/ appeared).
+fn run_config(edit: impl Fn(String) -> String, extra: &[&str]) -> (bool, String, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx_dataset(&data, 32);
+    let config = write(&dir.path().join("c.toml"), &edit(small_config(&data)));
+    let out = train(dir.path()).arg(&config).args(extra).output().unwrap();
+    let runs = dir.path().join("runs").exists();
+    (out.status.success(), text(&out), runs)
+}
+
+fn assert_fails_with(edit: impl Fn(String) -> String, extra: &[&str], needles: &[&str]) {
+    let (ok, out, runs) = run_config(edit, extra);
+    assert!(!ok, "expected failure:\n{out}");
+    assert!(!runs, "a failed start left a run folder:\n{out}");
+    assert!(!out.contains("panicked"), "panic:\n{out}");
+    for needle in needles {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn unknown_key_names_the_file_line_and_key() {
+    assert_fails_with(
+        |c| c.replace("batch_size = 16", "batch_size = 16\nbatch_sise = 3"),
+        &[],
+        &[
+            "c.toml",
+            "line 15",
+            "unknown field `batch_sise`",
+            "batch_size",
+        ],
+    );
+}
+
+#[test]
+fn wrong_type_names_the_line() {
+    assert_fails_with(
+        |c| c.replace("epochs = 2", "epochs = \"two\""),
+        &[],
+        &["c.toml", "line 13", "epochs", "invalid type"],
+    );
+}
+
+#[test]
+fn negative_lr_names_key_value_and_range() {
+    assert_fails_with(
+        |c| c.replace("lr = 0.05", "lr = -0.1"),
+        &[],
+        &[
+            "c.toml:19",
+            "train.optimizer.lr = -0.1",
+            "finite number > 0",
+        ],
+    );
+}
+
+#[test]
+fn zero_batch_size_is_rejected() {
+    assert_fails_with(
+        |c| c.replace("batch_size = 16", "batch_size = 0"),
+        &[],
+        &["c.toml:14", "train.batch_size = 0", "at least 1"],
+    );
+}
+
+#[test]
+fn override_with_a_bad_value_is_rejected_and_said_to_come_from_an_override() {
+    assert_fails_with(
+        |c| c,
+        &["--set", "train.batch_size=0"],
+        &[
+            "set by --set train.batch_size=0",
+            "train.batch_size = 0",
+            "at least 1",
+        ],
+    );
+}
+
+#[test]
+fn override_of_an_unknown_key_is_rejected() {
+    assert_fails_with(
+        |c| c,
+        &["--set", "train.epochz=3"],
+        &["epochz", "--set train.epochz=3"],
+    );
+}
+
+#[test]
+fn unknown_dataset_lists_the_allowed_ones() {
+    assert_fails_with(
+        |c| c.replace("dataset = \"idx\"", "dataset = \"cifar10\""),
+        &[],
+        &[
+            "line 5",
+            "unknown variant `cifar10`",
+            "mnist",
+            "fashion-mnist",
+            "digits",
+        ],
+    );
+}
+
+#[test]
+fn unknown_architecture_lists_the_allowed_ones() {
+    assert_fails_with(
+        |c| c.replace("kind = \"mlp\"", "kind = \"transformer\""),
+        &[],
+        &["unknown variant `transformer`", "lenet5", "resnet"],
+    );
+}
+
+#[test]
+fn architecture_too_big_for_the_input_is_rejected() {
+    assert_fails_with(
+        |c| c.replace("kind = \"mlp\"\nhidden = [16]", "kind = \"lenet5\""),
+        &[],
+        &["model.kind", "at least 12x12", "data.input_size"],
+    );
+}
+
+#[test]
+fn missing_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = train(dir.path()).arg("nope.toml").output().unwrap();
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("cannot read config file nope.toml"), "{t}");
+    assert!(t.contains("No such file"), "{t}");
+}
+
+#[test]
+fn truncated_idx_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx_dataset(&data, 32);
+    let images = data.join("train-images-idx3-ubyte");
+    let bytes = std::fs::read(&images).unwrap();
+    std::fs::write(&images, &bytes[..bytes.len() - 100]).unwrap();
+    let config = write(&dir.path().join("c.toml"), &small_config(&data));
+    let out = train(dir.path()).arg(&config).output().unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("train-images-idx3-ubyte"), "{t}");
+    assert!(t.contains("truncated"), "{t}");
+    assert!(!dir.path().join("runs").exists());
+}
+
+#[test]
+fn corrupt_cached_dataset_fails_the_checksum_and_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mnist = cache.join("mnist");
+    std::fs::create_dir_all(&mnist).unwrap();
+    for file in data::fetch::MNIST.files {
+        std::fs::write(mnist.join(file.name), b"not mnist").unwrap();
+    }
+    let config = r#"name = "m"
+[data]
+dataset = "mnist"
+[model]
+kind = "mlp"
+hidden = [8]
+[train]
+epochs = 1
+optimizer = { kind = "sgd", lr = 0.1 }
+"#;
+    let config = write(&dir.path().join("c.toml"), config);
+    let out = train(dir.path())
+        .arg(&config)
+        .env("COMPRESS_DATA__CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("checksum mismatch"), "{t}");
+    assert!(t.contains("delete it"), "{t}");
+    assert!(!dir.path().join("runs").exists());
+}
+
+#[test]
+fn check_accepts_every_shipped_config() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = train(&root).arg("check").arg(&path).output().unwrap();
+            assert!(out.status.success(), "{}: {}", path.display(), text(&out));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2);
+}

@@ -1,0 +1,221 @@
+//! A run killed at any moment resumes from its last complete epoch and ends with exactly the
+//! numbers of an uninterrupted run; a diverging run stops with a clear message and keeps its
+//! last good checkpoint.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+
+use common::*;
+use measure::tensorboard::{read_events, EventValue};
+
+/// Scalars that depend on the run's outcome (timings left out), sorted.
+fn outcome_scalars(run: &Path) -> Vec<(String, i64, f32)> {
+    let timing = [
+        "epoch_seconds",
+        "samples_per_second",
+        "summary/latency",
+        "summary/throughput",
+    ];
+    let mut scalars: Vec<_> = read_events(run)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(tag, step, v)| match v {
+            EventValue::Scalar(x) if !timing.iter().any(|t| tag.starts_with(t)) => {
+                Some((tag, step, x))
+            }
+            _ => None,
+        })
+        .collect();
+    scalars.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    scalars
+}
+
+fn only_run_dir(root: &Path, name: &str) -> std::path::PathBuf {
+    let mut dirs: Vec<_> = std::fs::read_dir(root.join("runs").join(name))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.pop().unwrap()
+}
+
+fn summary(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
+
+/// Runs `config` to completion in one folder, and killed (SIGKILL) during epoch `kill_epoch`
+/// then restarted in another; the two must agree exactly.
+fn kill_and_resume_matches(config: &str, name: &str, kill_epoch: usize) {
+    let straight = tempfile::tempdir().unwrap();
+    let path = write(&straight.path().join("c.toml"), config);
+    let out = train(straight.path())
+        .arg(&path)
+        .arg("--plain")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let killed = tempfile::tempdir().unwrap();
+    let path = write(&killed.path().join("c.toml"), config);
+    let mut child = train(killed.path())
+        .arg(&path)
+        .arg("--plain")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = format!("epoch {kill_epoch} step");
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let hit = line.starts_with(&marker);
+        seen.push(line);
+        if hit {
+            child.kill().unwrap(); // SIGKILL: no cleanup of any kind
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the run ended before it could be killed:\n{}",
+        seen.join("\n")
+    );
+    let run = only_run_dir(killed.path(), name);
+    assert!(run.join("checkpoint.bin").exists());
+    assert!(
+        !run.join("summary.json").exists(),
+        "a killed run must not look finished"
+    );
+
+    let out = train(killed.path())
+        .arg(&path)
+        .arg("--plain")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!("from the end of epoch {}", kill_epoch - 1)),
+        "{t}"
+    );
+
+    let a = only_run_dir(straight.path(), name);
+    let (sa, sb) = (summary(&a), summary(&run));
+    for key in [
+        "accuracy",
+        "test_loss",
+        "test_errors",
+        "params",
+        "model_bytes",
+        "macs",
+        "epochs",
+    ] {
+        assert_eq!(sa[key], sb[key], "{key}");
+    }
+    let (ea, eb) = (outcome_scalars(&a), outcome_scalars(&run));
+    assert!(ea.iter().any(|(t, _, _)| t == "eval/accuracy"));
+    assert_eq!(ea, eb, "TensorBoard histories differ");
+}
+
+#[test]
+fn killed_lenet_on_mnist_resumes_to_identical_numbers() {
+    let config = r#"name = "resume-lenet"
+seed = 7
+[data]
+dataset = "mnist"
+train_limit = 3000
+test_limit = 1000
+augment = { shift_pixels = 1, noise_std = 0.05 }
+[model]
+kind = "lenet5"
+[train]
+epochs = 3
+batch_size = 64
+log_every = 5
+optimizer = { kind = "sgd", lr = 0.05, momentum = 0.9, nesterov = true, weight_decay = 5e-4 }
+schedule = { kind = "cosine", warmup_epochs = 0.5 }
+[measure]
+latency_images = 20
+latency_warmup = 2
+"#;
+    kill_and_resume_matches(config, "resume-lenet", 2);
+}
+
+#[test]
+fn killed_mlp_with_dropout_and_adam_resumes_to_identical_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    write_idx_dataset(dir.path(), 400);
+    let config = small_config(dir.path())
+        .replace(
+            "hidden = [16]",
+            "hidden = [32, 32]\ndropout = 0.3\ninput_dropout = 0.1",
+        )
+        .replace("epochs = 2", "epochs = 4")
+        .replace(
+            "kind = \"sgd\"\nlr = 0.05\nmomentum = 0.9",
+            "kind = \"adam\"\nlr = 0.003",
+        );
+    kill_and_resume_matches(&config, "small", 3);
+}
+
+#[test]
+fn nan_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx_dataset(&data, 64);
+    let path = write(&dir.path().join("c.toml"), &small_config(&data));
+    // 64 samples / batch 16 = 4 steps per epoch: step 6 is epoch 2, step 2.
+    let out = train(dir.path())
+        .arg(&path)
+        .env("TRAIN_FAULT_NONFINITE_AT_STEP", "6")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("loss became NaN at epoch 2, step 2"), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+    let run = only_run_dir(dir.path(), "small");
+    assert!(!run.join("summary.json").exists());
+    assert!(t.contains("epoch 1"), "{t}");
+
+    // The checkpoint of epoch 1 is intact: the same command without the fault resumes from it.
+    let out = train(dir.path()).arg(&path).output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("from the end of epoch 1"), "{t}");
+    assert!(run.join("summary.json").exists());
+}
+
+#[test]
+fn a_finished_run_is_reused_not_retrained() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx_dataset(&data, 32);
+    let path = write(&dir.path().join("c.toml"), &small_config(&data));
+    let first = train(dir.path()).arg(&path).output().unwrap();
+    assert!(first.status.success(), "{}", text(&first));
+    let again = train(dir.path()).arg(&path).output().unwrap();
+    let t = text(&again);
+    assert!(again.status.success(), "{t}");
+    assert!(t.contains("reusing the finished run"), "{t}");
+    assert!(!t.contains("epoch 1/2"), "{t}");
+    // A changed config is a different result: a new folder.
+    let other = train(dir.path())
+        .arg(&path)
+        .args(["--set", "seed=4"])
+        .output()
+        .unwrap();
+    assert!(other.status.success());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("runs/small"))
+            .unwrap()
+            .count(),
+        2
+    );
+}

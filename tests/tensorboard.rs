@@ -1,0 +1,102 @@
+//! The event files a run writes are read back by TensorBoard's own reader
+//! (`EventAccumulator`), with every tag the run promises.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const TAGS: [&str; 7] = [
+    "train/loss",
+    "train/accuracy",
+    "eval/loss",
+    "eval/accuracy",
+    "lr",
+    "epoch_seconds",
+    "samples_per_second",
+];
+
+/// Makes sure `import tensorboard` works, installing the package with pip if it does not.
+fn python_with_tensorboard() -> &'static str {
+    let has = |py: &str| {
+        Command::new(py)
+            .args(["-c", "import tensorboard"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has("python3") {
+        let out = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "tensorboard"])
+            .output()
+            .expect("python3 is needed to read event files back with TensorBoard");
+        assert!(
+            out.status.success(),
+            "pip install tensorboard failed: {}",
+            text(&out)
+        );
+    }
+    "python3"
+}
+
+const READER: &str = r#"
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+ea = EventAccumulator(sys.argv[1], size_guidance={"scalars": 0, "tensors": 0})
+ea.Reload()
+tags = ea.Tags()
+out = {"scalars": {t: [[e.step, e.value] for e in ea.Scalars(t)] for t in tags["scalars"]},
+       "tensors": tags["tensors"]}
+if "config" in tags["tensors"]:
+    out["config"] = ea.Tensors("config")[0].tensor_proto.string_val[0].decode()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn tensorboard_reads_every_promised_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx_dataset(&data, 64);
+    let path = write(&dir.path().join("c.toml"), &small_config(&data));
+    let out = train(dir.path()).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let run = std::fs::read_dir(dir.path().join("runs/small"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+
+    let py = python_with_tensorboard();
+    let out = Command::new(py)
+        .args(["-c", READER])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scalars = read["scalars"].as_object().unwrap();
+    for tag in TAGS {
+        let points = scalars.get(tag).and_then(|v| v.as_array());
+        assert!(
+            points.is_some_and(|p| !p.is_empty()),
+            "no {tag} in {:?}",
+            scalars.keys()
+        );
+    }
+    // Two epochs: two evaluation points, and the last is the accuracy the summary reports.
+    let eval = scalars["eval/accuracy"].as_array().unwrap();
+    assert_eq!(eval.len(), 2);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let last = eval[1][1].as_f64().unwrap();
+    assert!((last - summary["accuracy"].as_f64().unwrap()).abs() < 1e-6);
+    assert!(
+        read["config"]
+            .as_str()
+            .unwrap()
+            .contains("name = \"small\""),
+        "{read}"
+    );
+}
