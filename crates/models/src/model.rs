@@ -9,7 +9,10 @@ use crate::resnet::ResNet;
 use crate::spec::{InputShape, ModelSpec, SpecError};
 use crate::vgg::Vgg;
 
+/// One of the architectures. Few models live at once, so the size difference between
+/// variants (LeNet-5 holds its layers inline) costs nothing worth a `Box`.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Model {
     Mlp(Mlp),
     LeNet5(LeNet5),

@@ -35,6 +35,7 @@ pub struct TrainState {
     pub history: Vec<ScalarPoint>,
 }
 
+#[derive(Debug)]
 pub struct Checkpoint {
     pub state: TrainState,
     pub model: Vec<u8>,

@@ -90,10 +90,10 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
         .map_err(|allowed| invalid("device", format!("{:?}", config.device), allowed))?;
 
     let data = &config.data;
-    if data.dataset != DatasetName::Idx && data.path.is_some() {
+    if let (false, Some(path)) = (data.dataset == DatasetName::Idx, &data.path) {
         return Err(invalid(
             "data.path",
-            data.path.as_ref().unwrap().display(),
+            path.display(),
             "only used with data.dataset = \"idx\"; remove it or set the dataset to \"idx\"",
         ));
     }
