@@ -10,5 +10,5 @@ pub mod tensorboard;
 pub use accuracy::{evaluate, Evaluation};
 pub use latency::{measure_latency, measure_throughput, LatencyStats};
 pub use model_bench::{bench_model, BenchOptions, BenchResult};
-pub use summary::RunSummary;
+pub use summary::{ParentSummary, RunSummary};
 pub use tensorboard::EventLog;

@@ -43,12 +43,131 @@ pub struct RunSummary {
     pub train_samples_per_s: f64,
     pub device: String,
     pub threads: usize,
+    /// The model this one derives from (the teacher of a distilled student), measured the same
+    /// way, for side-by-side comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentSummary>,
+}
+
+/// The headline numbers of a parent model, and how this run compares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParentSummary {
+    /// "teacher", later "unpruned", "float" ...
+    pub role: String,
+    pub name: String,
+    pub accuracy: f64,
+    pub params: usize,
+    pub model_bytes: u64,
+    pub macs: u64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p95: f64,
+    pub throughput_samples_per_s: f64,
+    /// parent / this run: how many times smaller or faster this run is (> 1 is better).
+    pub ratios: Ratios,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ratios {
+    pub params: f64,
+    pub model_bytes: f64,
+    pub macs: f64,
+    pub latency_p50: f64,
+    pub throughput: f64,
+    /// This run's accuracy minus the parent's, in percentage points.
+    pub accuracy_delta_points: f64,
+}
+
+impl ParentSummary {
+    /// The parent's numbers from its own summary, compared with `child`'s.
+    pub fn compare(role: &str, parent: &RunSummary, child: &RunSummary) -> Self {
+        let ratio = |p: f64, c: f64| if c > 0.0 { p / c } else { f64::NAN };
+        Self {
+            role: role.to_string(),
+            name: parent.name.clone(),
+            accuracy: parent.accuracy,
+            params: parent.params,
+            model_bytes: parent.model_bytes,
+            macs: parent.macs,
+            latency_ms_p50: parent.latency_ms_p50,
+            latency_ms_p95: parent.latency_ms_p95,
+            throughput_samples_per_s: parent.throughput_samples_per_s,
+            ratios: Ratios {
+                params: ratio(parent.params as f64, child.params as f64),
+                model_bytes: ratio(parent.model_bytes as f64, child.model_bytes as f64),
+                macs: ratio(parent.macs as f64, child.macs as f64),
+                latency_p50: ratio(parent.latency_ms_p50, child.latency_ms_p50),
+                throughput: ratio(
+                    child.throughput_samples_per_s,
+                    parent.throughput_samples_per_s,
+                ),
+                accuracy_delta_points: (child.accuracy - parent.accuracy) * 100.0,
+            },
+        }
+    }
+
+    fn rows(&self, child: &RunSummary) -> Vec<(String, String)> {
+        let r = &self.ratios;
+        let role = &self.role;
+        vec![
+            (
+                role.to_string(),
+                format!(
+                    "{} ({:.2}% test accuracy)",
+                    self.name,
+                    self.accuracy * 100.0
+                ),
+            ),
+            (
+                format!("vs {role}: accuracy"),
+                format!(
+                    "{:.2}% -> {:.2}% ({:+.2} points)",
+                    self.accuracy * 100.0,
+                    child.accuracy * 100.0,
+                    r.accuracy_delta_points
+                ),
+            ),
+            (
+                format!("vs {role}: params"),
+                format!(
+                    "{} -> {} ({:.2}x fewer)",
+                    group_digits(self.params as u64),
+                    group_digits(child.params as u64),
+                    r.params
+                ),
+            ),
+            (
+                format!("vs {role}: size"),
+                format!(
+                    "{} -> {} bytes ({:.2}x smaller)",
+                    group_digits(self.model_bytes),
+                    group_digits(child.model_bytes),
+                    r.model_bytes
+                ),
+            ),
+            (
+                format!("vs {role}: MACs"),
+                format!(
+                    "{} -> {} ({:.2}x fewer)",
+                    group_digits(self.macs),
+                    group_digits(child.macs),
+                    r.macs
+                ),
+            ),
+            (
+                format!("vs {role}: latency p50"),
+                format!(
+                    "{:.3} -> {:.3} ms ({:.2}x faster)",
+                    self.latency_ms_p50, child.latency_ms_p50, r.latency_p50
+                ),
+            ),
+        ]
+    }
 }
 
 impl RunSummary {
     /// The end-of-run table, one metric per line.
     pub fn table(&self) -> String {
-        let rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(String, String)> = vec![
             ("run", format!("{} ({})", self.name, self.hash)),
             (
                 "model / dataset",
@@ -109,7 +228,13 @@ impl RunSummary {
                     self.threads
                 ),
             ),
-        ];
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(parent) = &self.parent {
+            rows.extend(parent.rows(self));
+        }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         rows.iter()
             .map(|(k, v)| format!("  {k:<width$}  {v}\n"))

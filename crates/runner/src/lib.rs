@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod device;
+pub mod distillation;
 mod error;
 pub mod load;
 pub mod objective;
@@ -12,6 +13,7 @@ pub mod run_dir;
 pub mod schedule;
 pub mod schema;
 pub mod stage;
+pub mod teacher;
 pub mod train;
 pub mod validate;
 

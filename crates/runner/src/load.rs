@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat, Value, ValueKind};
 
+use crate::run_dir::config_hash;
 use crate::schema::StageConfig;
-use crate::validate::{validate, Invalid};
+use crate::teacher::{file_sha256, load_teacher_file, resolve_path, TeacherFormat, TeacherSource};
+use crate::validate::{input_shape, validate, Invalid};
 
 /// Prefix of environment overrides: `COMPRESS_TRAIN__EPOCHS=3` sets `train.epochs`.
 pub const ENV_PREFIX: &str = "COMPRESS";
@@ -37,11 +39,25 @@ pub enum ConfigError {
     Invalid { location: String, invalid: Invalid },
 }
 
-/// A config that parsed and validated, with where it came from.
+/// A config that parsed and validated, with where it came from and its resolved teacher.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
     pub path: PathBuf,
     pub config: StageConfig,
+    pub teacher: Option<TeacherSource>,
+}
+
+impl LoadedConfig {
+    /// The hash naming this stage's run folder: its config plus its teacher's identity (the
+    /// teacher stage's hash, or the teacher file's SHA-256).
+    pub fn hash(&self) -> String {
+        let parent = match &self.teacher {
+            Some(TeacherSource::Stage(teacher)) => Some(teacher.hash()),
+            Some(TeacherSource::File { sha256, .. }) => Some(sha256.clone()),
+            None => None,
+        };
+        config_hash(&self.config, parent.as_deref())
+    }
 }
 
 /// Loads `path`, applies `COMPRESS_*` variables from `env` and the `KEY=VALUE` `overrides`
@@ -50,6 +66,16 @@ pub fn load(
     path: &Path,
     overrides: &[String],
     env: &HashMap<String, String>,
+) -> Result<LoadedConfig, ConfigError> {
+    load_chain(path, overrides, env, &mut Vec::new())
+}
+
+/// `chain` holds the configs that led here (teacher of a teacher ...), to refuse cycles.
+fn load_chain(
+    path: &Path,
+    overrides: &[String],
+    env: &HashMap<String, String>,
+    chain: &mut Vec<PathBuf>,
 ) -> Result<LoadedConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -128,9 +154,100 @@ pub fn load(
         };
         ConfigError::Invalid { location, invalid }
     })?;
+    let teacher_error = |allowed: String| ConfigError::Invalid {
+        location: match key_line(&text, "distill.teacher") {
+            Some(line) => format!("{}:{line}", path.display()),
+            None => path.display().to_string(),
+        },
+        invalid: Invalid {
+            key: "distill.teacher".into(),
+            value: config
+                .distill
+                .as_ref()
+                .map(|d| format!("{:?}", d.teacher.display().to_string()))
+                .unwrap_or_default(),
+            allowed,
+        },
+    };
+    let teacher = match &config.distill {
+        None => None,
+        Some(distill) => {
+            let teacher_path = resolve_path(&distill.teacher, path);
+            if !teacher_path.exists() {
+                return Err(teacher_error(format!(
+                    "no such file (looked beside {} and in the current directory)",
+                    path.display()
+                )));
+            }
+            let student_input = input_shape(&config).expect("validated");
+            match TeacherFormat::from_path(&teacher_path) {
+                None => {
+                    let here = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+                    chain.push(here);
+                    let there = teacher_path.canonicalize().unwrap_or(teacher_path.clone());
+                    if chain.contains(&there) {
+                        return Err(teacher_error(
+                            "the teacher chain loops back to this config".into(),
+                        ));
+                    }
+                    let mut teacher = load_chain(&teacher_path, &[], &HashMap::new(), chain)?;
+                    chain.pop();
+                    // Storage locations follow the student; they are not part of any hash.
+                    teacher.config.data.cache_dir = config.data.cache_dir.clone();
+                    teacher.config.output.dir = config.output.dir.clone();
+                    let teacher_input = input_shape(&teacher.config).expect("validated");
+                    if (teacher_input.height, teacher_input.width)
+                        != (student_input.height, student_input.width)
+                    {
+                        return Err(teacher_error(format!(
+                            "the teacher sees {}x{} inputs but this stage {}x{}; they must match \
+                             (data.dataset / data.input_size)",
+                            teacher_input.height,
+                            teacher_input.width,
+                            student_input.height,
+                            student_input.width
+                        )));
+                    }
+                    Some(TeacherSource::Stage(Box::new(teacher)))
+                }
+                Some(format) => {
+                    let spec = distill.teacher_model.clone().expect("validated");
+                    // Load it once now, so a file that does not fit fails before any training.
+                    load_teacher_file(
+                        &teacher_path,
+                        format,
+                        &spec,
+                        &distill.key_map,
+                        &student_input,
+                        &burn::tensor::Device::flex(),
+                    )
+                    .map_err(|e| {
+                        teacher_error(format!(
+                            "its weights do not fit distill.teacher_model ({}) built for this \
+                             stage's {}x{} inputs and {} classes: {e}",
+                            spec.kind(),
+                            student_input.height,
+                            student_input.width,
+                            student_input.classes
+                        ))
+                    })?;
+                    let sha256 = file_sha256(&teacher_path)
+                        .map_err(|e| teacher_error(format!("cannot read it: {e}")))?;
+                    Some(TeacherSource::File {
+                        path: teacher_path,
+                        format,
+                        spec,
+                        key_map: distill.key_map.clone(),
+                        sha256,
+                    })
+                }
+            }
+        }
+    };
     Ok(LoadedConfig {
         path: path.to_path_buf(),
         config,
+        teacher,
     })
 }
 

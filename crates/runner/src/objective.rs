@@ -28,6 +28,11 @@ pub trait Objective {
     fn after_epoch(&mut self, _epoch: usize, model: Model) -> Model {
         model
     }
+
+    /// Extra scalars to log after each epoch's evaluation, given the inference model.
+    fn epoch_metrics(&mut self, _model: &Model) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
 }
 
 /// Plain supervised training: cross-entropy against the labels.

@@ -21,11 +21,15 @@ pub const LOG: &str = "train.log";
 const LOCK: &str = ".lock";
 
 /// The hash naming a config's run folder: 12 hex digits of SHA-256 over its canonical JSON,
-/// with the storage locations (`data.cache_dir`, `output.dir`) left out.
-pub fn config_hash(config: &StageConfig) -> String {
+/// with the storage locations (`data.cache_dir`, `output.dir`) left out and the teacher's path
+/// replaced by the teacher's own hash (`parent`), so a changed teacher means a new student.
+pub fn config_hash(config: &StageConfig, parent: Option<&str>) -> String {
     let mut canonical = config.clone();
     canonical.data.cache_dir = None;
     canonical.output.dir = PathBuf::new();
+    if let (Some(distill), Some(parent)) = (canonical.distill.as_mut(), parent) {
+        distill.teacher = PathBuf::from(format!("hash:{parent}"));
+    }
     let json = serde_json::to_vec(&canonical).expect("configs serialise");
     hex::encode(&Sha256::digest(&json)[..6])
 }
@@ -38,10 +42,13 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates (or reopens) the folder of `config` and takes its lock, waiting while another
-    /// process holds it.
-    pub fn open(config: &StageConfig, on_wait: impl FnOnce(&Path)) -> std::io::Result<Self> {
-        let hash = config_hash(config);
+    /// Creates (or reopens) the folder of `config` under `hash` and takes its lock, waiting
+    /// while another process holds it.
+    pub fn open(
+        config: &StageConfig,
+        hash: String,
+        on_wait: impl FnOnce(&Path),
+    ) -> std::io::Result<Self> {
         let path = config.output.dir.join(&config.name).join(&hash);
         std::fs::create_dir_all(&path)?;
         let lock = File::options()

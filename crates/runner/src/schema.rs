@@ -23,6 +23,9 @@ pub struct StageConfig {
     pub data: DataConfig,
     pub model: ModelSpec,
     pub train: TrainConfig,
+    /// Train this stage as the student of a teacher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
     #[serde(default)]
     pub measure: MeasureConfig,
     #[serde(default)]
@@ -254,4 +257,32 @@ impl Default for OutputConfig {
     fn default() -> Self {
         Self { dir: runs_dir() }
     }
+}
+
+/// Knowledge distillation (Hinton et al. 2015): loss = alpha * T^2 * KL(teacher_T || student_T)
+/// + (1 - alpha) * cross-entropy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// Another stage's config (`.toml`: trained if missing, reused if finished), or a model
+    /// file: ours (`.bpk`), a PyTorch `state_dict` (`.pt` / `.pth`) or `.safetensors`.
+    pub teacher: PathBuf,
+    /// The teacher's architecture, required when `teacher` is a model file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_model: Option<ModelSpec>,
+    /// Renames applied to the keys of a PyTorch / safetensors file before loading, as
+    /// `[regex, replacement]` pairs, e.g. `[["^conv1\\.0\\.", "conv1.conv."]]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_map: Vec<[String; 2]>,
+    /// Softmax temperature T (> 0).
+    pub temperature: f64,
+    /// Weight of the soft-target term, in [0, 1].
+    pub alpha: f64,
+    /// Compute the teacher's logits on the training set once when inputs are not augmented.
+    #[serde(default = "yes")]
+    pub cache_teacher_logits: bool,
+}
+
+fn yes() -> bool {
+    true
 }

@@ -240,6 +240,9 @@ pub fn train(
         for (name, sum) in &part_sums {
             history.push(name, step, sum / seen);
         }
+        for (name, value) in objective.epoch_metrics(&model.valid()) {
+            history.push(name, step, value);
+        }
         history.push("eval/loss", step, eval.loss);
         history.push("eval/accuracy", step, eval.accuracy);
         history.push("lr", step, lr);

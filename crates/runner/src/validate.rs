@@ -221,6 +221,30 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
         "in [0, train.epochs)",
     )?;
 
+    if let Some(d) = &config.distill {
+        positive_finite("distill.temperature", d.temperature)?;
+        if !(d.alpha.is_finite() && (0.0..=1.0).contains(&d.alpha)) {
+            return Err(invalid("distill.alpha", d.alpha, "must be in [0, 1]"));
+        }
+        let is_config = d.teacher.extension().is_some_and(|e| e == "toml");
+        if !is_config && crate::teacher::TeacherFormat::from_path(&d.teacher).is_none() {
+            return Err(invalid(
+                "distill.teacher",
+                d.teacher.display(),
+                "a stage config (.toml) or a model file: .bpk (ours), .pt / .pth (PyTorch \
+                 state_dict) or .safetensors",
+            ));
+        }
+        if !is_config && d.teacher_model.is_none() {
+            return Err(invalid(
+                "distill.teacher",
+                d.teacher.display(),
+                "a model file needs its architecture: add a [distill.teacher_model] table \
+                 (kind = \"mlp\", ...)",
+            ));
+        }
+    }
+
     let m = &config.measure;
     at_least("measure.latency_images", m.latency_images, 1)?;
     at_least("measure.latency_threads", m.latency_threads, 1)?;

@@ -72,7 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .output
                     .dir
                     .join(&config.name)
-                    .join(runner::run_dir::config_hash(config))
+                    .join(loaded.hash())
                     .display()
             );
             Ok(())
