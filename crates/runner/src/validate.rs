@@ -42,13 +42,13 @@ fn in_range(key: &str, value: f64, lo: f64, hi: f64, what: &str) -> Result<(), I
     Ok(())
 }
 
-/// The per-sample input shape a config's data section produces, without loading the data
-/// (an IDX folder's header is read). Classes are 10 for the built-in datasets.
+/// The per-sample input shape and class count a config's data section produces, without
+/// fetching anything (a user's IDX folder is read; the built-in datasets have 10 classes).
 pub fn input_shape(config: &StageConfig) -> Result<InputShape, Invalid> {
     let data = &config.data;
-    let (height, width) = match data.dataset {
-        DatasetName::Mnist | DatasetName::FashionMnist => (28, 28),
-        DatasetName::Digits => (8, 8),
+    let (height, width, classes) = match data.dataset {
+        DatasetName::Mnist | DatasetName::FashionMnist => (28, 28, 10),
+        DatasetName::Digits => (8, 8, 10),
         DatasetName::Idx => {
             let dir = data.path.as_ref().ok_or_else(|| {
                 invalid(
@@ -59,7 +59,7 @@ pub fn input_shape(config: &StageConfig) -> Result<InputShape, Invalid> {
             })?;
             let ds = data::Dataset::idx_folder(dir, "idx")
                 .map_err(|e| invalid("data.path", dir.display(), e.to_string()))?;
-            (ds.train.rows, ds.train.cols)
+            (ds.train.rows, ds.train.cols, ds.classes)
         }
     };
     let (height, width) = data.input_size.map_or((height, width), |s| (s, s));
@@ -67,7 +67,7 @@ pub fn input_shape(config: &StageConfig) -> Result<InputShape, Invalid> {
         channels: 1,
         height,
         width,
-        classes: 10,
+        classes,
     })
 }
 
