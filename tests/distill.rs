@@ -208,3 +208,69 @@ fn bad_distillation_settings_fail_before_any_training() {
         &["distill.teacher", "do not fit", "4 classes"],
     );
 }
+
+fn with_hint(student: &str) -> String {
+    student.to_string() + "\n[distill.hint]\nstudent_layer = \"layers.0\"\nteacher_layer = \"layers.0\"\nweight = 0.5\n"
+}
+
+#[test]
+fn a_hint_is_trained_through_its_adapter_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let student = std::fs::read_to_string(dir.path().join("student.toml")).unwrap();
+    write(
+        &dir.path().join("hint.toml"),
+        &with_hint(&student).replace("epochs = 2", "epochs = 4"),
+    );
+    let out = train(dir.path()).arg("hint.toml").output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let run = only_run_dir(dir.path(), "student");
+    let hint: Vec<f32> = read_events(&run)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(tag, _, v)| match v {
+            EventValue::Scalar(x) if tag == "distill/hint_loss" => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hint.len(), 4, "{hint:?}");
+    assert!(hint[3] < hint[0], "the adapter did not learn: {hint:?}");
+    // The adapter is trained with the model but not part of it.
+    let summary = summary(&run);
+    assert_eq!(summary["params"], 1108);
+}
+
+#[test]
+fn a_killed_hint_run_resumes_to_identical_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    // Absolute paths, so the config works from the kill test's own folders.
+    let data = dir.path().join("data");
+    write_idx_dataset(&data, 400);
+    let teacher = std::fs::read_to_string(dir.path().join("teacher.toml")).unwrap();
+    write(
+        &dir.path().join("teacher.toml"),
+        &teacher.replace("epochs = 2", "epochs = 1"),
+    );
+    let student = std::fs::read_to_string(dir.path().join("student.toml"))
+        .unwrap()
+        .replace("epochs = 2", "epochs = 4")
+        .replace(
+            "\"teacher.toml\"",
+            &format!("{:?}", dir.path().join("teacher.toml")),
+        );
+    kill_and_resume_matches(&with_hint(&student), "student", 3);
+}
+
+#[test]
+fn an_unknown_hint_layer_lists_the_taps() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let student = std::fs::read_to_string(dir.path().join("student.toml")).unwrap();
+    assert_rejected(
+        dir.path(),
+        &with_hint(&student).replace("student_layer = \"layers.0\"", "student_layer = \"fc9\""),
+        &["distill.hint.student_layer = \"fc9\"", "layers.0"],
+    );
+}

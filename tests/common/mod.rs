@@ -3,8 +3,11 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+
+use measure::tensorboard::{read_events, EventValue};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_train")
@@ -107,4 +110,114 @@ latency_warmup = 2
 pub fn write(path: &Path, text: &str) -> PathBuf {
     std::fs::write(path, text).unwrap();
     path.to_path_buf()
+}
+
+/// Scalars that depend on the run's outcome (timings left out), sorted.
+pub fn outcome_scalars(run: &Path) -> Vec<(String, i64, f32)> {
+    let timing = [
+        "epoch_seconds",
+        "samples_per_second",
+        "summary/latency",
+        "summary/throughput",
+    ];
+    let mut scalars: Vec<_> = read_events(run)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(tag, step, v)| match v {
+            EventValue::Scalar(x) if !timing.iter().any(|t| tag.starts_with(t)) => {
+                Some((tag, step, x))
+            }
+            _ => None,
+        })
+        .collect();
+    scalars.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    scalars
+}
+
+pub fn only_run_dir(root: &Path, name: &str) -> std::path::PathBuf {
+    let mut dirs: Vec<_> = std::fs::read_dir(root.join("runs").join(name))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.pop().unwrap()
+}
+
+pub fn summary(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
+
+/// Runs `config` to completion in one folder, and killed (SIGKILL) during epoch `kill_epoch`
+/// then restarted in another; the two must agree exactly.
+pub fn kill_and_resume_matches(config: &str, name: &str, kill_epoch: usize) {
+    let straight = tempfile::tempdir().unwrap();
+    let path = write(&straight.path().join("c.toml"), config);
+    let out = train(straight.path())
+        .arg(&path)
+        .arg("--plain")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let killed = tempfile::tempdir().unwrap();
+    let path = write(&killed.path().join("c.toml"), config);
+    let mut child = train(killed.path())
+        .arg(&path)
+        .arg("--plain")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = format!("epoch {kill_epoch} step");
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let hit = line.starts_with(&marker);
+        seen.push(line);
+        if hit {
+            child.kill().unwrap(); // SIGKILL: no cleanup of any kind
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the run ended before it could be killed:\n{}",
+        seen.join("\n")
+    );
+    let run = only_run_dir(killed.path(), name);
+    assert!(run.join("checkpoint.bin").exists());
+    assert!(
+        !run.join("summary.json").exists(),
+        "a killed run must not look finished"
+    );
+
+    let out = train(killed.path())
+        .arg(&path)
+        .arg("--plain")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!("from the end of epoch {}", kill_epoch - 1)),
+        "{t}"
+    );
+
+    let a = only_run_dir(straight.path(), name);
+    let (sa, sb) = (summary(&a), summary(&run));
+    for key in [
+        "accuracy",
+        "test_loss",
+        "test_errors",
+        "params",
+        "model_bytes",
+        "macs",
+        "epochs",
+    ] {
+        assert_eq!(sa[key], sb[key], "{key}");
+    }
+    let (ea, eb) = (outcome_scalars(&a), outcome_scalars(&run));
+    assert!(ea.iter().any(|(t, _, _)| t == "eval/accuracy"));
+    assert_eq!(ea, eb, "TensorBoard histories differ");
 }

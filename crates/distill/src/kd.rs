@@ -50,6 +50,16 @@ pub fn distillation_loss(
     DistillLoss { total, kd, ce }
 }
 
+/// Mean squared error between adapted student features and teacher features (the FitNets
+/// hint loss, Romero et al. 2015).
+///
+/// # Shapes
+/// - adapted_student, teacher: `[batch, features]`
+/// - output: `[1]`
+pub fn hint_loss(adapted_student: Tensor<2>, teacher: Tensor<2>) -> Tensor<1> {
+    (adapted_student - teacher.detach()).powi_scalar(2).mean()
+}
+
 /// Number of rows where student and teacher pick the same class.
 ///
 /// # Shapes
@@ -139,6 +149,16 @@ mod tests {
                 "d/ds[{r}][{c}]: analytic {analytic} numeric {numeric}"
             );
         }
+    }
+
+    #[test]
+    fn hint_loss_is_the_mean_squared_difference() {
+        let d = device();
+        let a = Tensor::<2>::from_floats([[1.0, 2.0], [3.0, 4.0]], &d);
+        let b = Tensor::<2>::from_floats([[1.0, 0.0], [0.0, 4.0]], &d);
+        // (0 + 4 + 9 + 0) / 4
+        let loss: f64 = hint_loss(a, b).into_scalar();
+        assert!((loss - 3.25).abs() < 1e-6, "{loss}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::conv_bn::ConvBn;
+use crate::tap::Tap;
 
 #[derive(Module, Debug)]
 pub struct LeNet5 {
@@ -50,13 +51,22 @@ impl LeNet5 {
     /// # Shapes
     /// - input: `[batch, c, h, w]` (`[batch, 1, 28, 28]` for MNIST)
     /// - output: `[batch, classes]` logits
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+    pub fn forward(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
         let x = self.pool.forward(relu(self.conv1.forward(x))); // [batch, 6, 14, 14]
+        tap.offer("conv1", &x);
         let x = self.pool.forward(relu(self.conv2.forward(x))); // [batch, 16, 5, 5]
+        tap.offer("conv2", &x);
         let x = x.flatten::<2>(1, 3); // [batch, 400]
         let x = relu(self.fc1.forward(x)); // [batch, 120]
+        tap.offer("fc1", &x);
         let x = relu(self.fc2.forward(x)); // [batch, 84]
+        tap.offer("fc2", &x);
         self.fc3.forward(x)
+    }
+
+    /// Tap points: each conv block (after pooling) and each hidden fully connected layer.
+    pub fn taps(&self) -> Vec<String> {
+        ["conv1", "conv2", "fc1", "fc2"].map(String::from).to_vec()
     }
 
     pub fn macs(&self, size: [usize; 2]) -> u64 {

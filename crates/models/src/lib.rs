@@ -10,6 +10,7 @@ mod mlp;
 mod model;
 mod resnet;
 mod spec;
+mod tap;
 mod vgg;
 
 pub use conv_bn::ConvBn;
@@ -19,6 +20,7 @@ pub use mlp::Mlp;
 pub use model::Model;
 pub use resnet::{BasicBlock, ResNet};
 pub use spec::{InputShape, ModelSpec, SpecError};
+pub use tap::Tap;
 pub use vgg::Vgg;
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::tap::Tap;
+
 #[derive(Module, Debug)]
 pub struct Mlp {
     pub input_dropout: Dropout,
@@ -39,16 +41,25 @@ impl Mlp {
     /// # Shapes
     /// - input: `[batch, channels, h, w]` (flattened to `[batch, channels * h * w]`)
     /// - output: `[batch, classes]` logits
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+    pub fn forward(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
         let mut x = self.input_dropout.forward(x.flatten::<2>(1, 3));
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
+            x = layer.forward(x); // [batch, width_i]
             if i < last {
-                x = self.dropout.forward(relu(x));
+                x = relu(x);
+                tap.offer(&format!("layers.{i}"), &x);
+                x = self.dropout.forward(x);
             }
         }
         x
+    }
+
+    /// Tap points: the output of each hidden layer (after ReLU, before dropout).
+    pub fn taps(&self) -> Vec<String> {
+        (0..self.layers.len() - 1)
+            .map(|i| format!("layers.{i}"))
+            .collect()
     }
 
     pub fn macs(&self) -> u64 {

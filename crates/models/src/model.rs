@@ -7,6 +7,7 @@ use crate::lenet::LeNet5;
 use crate::mlp::Mlp;
 use crate::resnet::ResNet;
 use crate::spec::{InputShape, ModelSpec, SpecError};
+use crate::tap::Tap;
 use crate::vgg::Vgg;
 
 /// One of the architectures. Few models live at once, so the size difference between
@@ -75,15 +76,52 @@ impl Model {
         })
     }
 
+    /// The architecture's `kind`, as written in configs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Model::Mlp(_) => "mlp",
+            Model::LeNet5(_) => "lenet5",
+            Model::Vgg(_) => "vgg",
+            Model::ResNet(_) => "resnet",
+        }
+    }
+
     /// # Shapes
     /// - input: `[batch, channels, height, width]`, normalised pixels
     /// - output: `[batch, classes]` logits
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_tapped(x, &mut Tap::none())
+    }
+
+    /// A forward pass that also captures the activation `tap` names (see [`Model::taps`]).
+    ///
+    /// # Shapes
+    /// - input: `[batch, channels, height, width]`
+    /// - output: `[batch, classes]` logits; `tap.found`: `[batch, features]`
+    pub fn forward_tapped(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
         match self {
-            Model::Mlp(m) => m.forward(x),
-            Model::LeNet5(m) => m.forward(x),
-            Model::Vgg(m) => m.forward(x),
-            Model::ResNet(m) => m.forward(x),
+            Model::Mlp(m) => m.forward(x, tap),
+            Model::LeNet5(m) => m.forward(x, tap),
+            Model::Vgg(m) => m.forward(x, tap),
+            Model::ResNet(m) => m.forward(x, tap),
+        }
+    }
+
+    /// Features per sample at tap `name`, or `None` when the model has no such tap.
+    pub fn tap_width(&self, name: &str, input: &InputShape, device: &Device) -> Option<usize> {
+        let mut tap = Tap::at(name);
+        let x = Tensor::<4>::zeros([1, input.channels, input.height, input.width], device);
+        self.forward_tapped(x, &mut tap);
+        tap.found.map(|f| f.dims()[1])
+    }
+
+    /// Names of the points whose activations [`Model::forward_tapped`] can capture.
+    pub fn taps(&self) -> Vec<String> {
+        match self {
+            Model::Mlp(m) => m.taps(),
+            Model::LeNet5(m) => m.taps(),
+            Model::Vgg(m) => m.taps(),
+            Model::ResNet(m) => m.taps(),
         }
     }
 

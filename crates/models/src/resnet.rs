@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::conv_bn::ConvBn;
+use crate::tap::Tap;
 
 #[derive(Module, Debug)]
 pub struct BasicBlock {
@@ -86,13 +87,22 @@ impl ResNet {
     /// # Shapes
     /// - input: `[batch, c, h, w]`
     /// - output: `[batch, classes]` logits
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+    pub fn forward(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
         let mut x = relu(self.stem.forward(x)); // [batch, stem, h, w]
-        for block in &self.blocks {
+        tap.offer("stem", &x);
+        for (b, block) in self.blocks.iter().enumerate() {
             x = block.forward(x); // [batch, width, h_s, w_s]
+            tap.offer(&format!("blocks.{b}"), &x);
         }
         let x = x.mean_dim(3).mean_dim(2).flatten::<2>(1, 3); // [batch, width]
         self.fc.forward(x)
+    }
+
+    /// Tap points: the stem and each block's output.
+    pub fn taps(&self) -> Vec<String> {
+        std::iter::once("stem".to_string())
+            .chain((0..self.blocks.len()).map(|b| format!("blocks.{b}")))
+            .collect()
     }
 
     pub fn macs(&self, size: [usize; 2]) -> u64 {

@@ -123,3 +123,26 @@ fn channel_groups_name_real_tensors_with_matching_widths() {
         }
     }
 }
+
+#[test]
+fn every_tap_captures_a_per_sample_feature() {
+    for spec in specs() {
+        let model = Model::new(&spec, &MNIST, &device()).unwrap();
+        let taps = model.taps();
+        assert!(!taps.is_empty(), "{}", spec.kind());
+        for name in taps {
+            let mut tap = crate::Tap::at(&name);
+            let x = Tensor::<4>::zeros([3, 1, 28, 28], &device());
+            model.forward_tapped(x, &mut tap);
+            let found = tap
+                .found
+                .unwrap_or_else(|| panic!("{}: {name} not captured", spec.kind()));
+            assert_eq!(found.dims()[0], 3);
+        }
+    }
+    // LeNet-5's first fully connected layer has 120 units.
+    let lenet = Model::new(&specs()[1], &MNIST, &device()).unwrap();
+    let mut tap = crate::Tap::at("fc1");
+    lenet.forward_tapped(Tensor::zeros([2, 1, 28, 28], &device()), &mut tap);
+    assert_eq!(tap.found.unwrap().dims(), [2, 120]);
+}

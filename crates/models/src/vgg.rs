@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::conv_bn::ConvBn;
+use crate::tap::Tap;
 
 #[derive(Module, Debug)]
 pub struct Vgg {
@@ -58,22 +59,33 @@ impl Vgg {
     /// # Shapes
     /// - input: `[batch, c, h, w]`
     /// - output: `[batch, classes]` logits
-    pub fn forward(&self, mut x: Tensor<4>) -> Tensor<2> {
-        for stage in &self.stages {
+    pub fn forward(&self, mut x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
+        for (s, stage) in self.stages.iter().enumerate() {
             for conv in stage {
                 x = relu(conv.forward(x)); // [batch, c_out, h_s, w_s]
             }
             x = self.pool.forward(x); // [batch, c_out, h_s / 2, w_s / 2]
+            tap.offer(&format!("stages.{s}"), &x);
         }
         let mut x = x.flatten::<2>(1, 3);
         let last = self.fc.len() - 1;
         for (i, layer) in self.fc.iter().enumerate() {
             x = layer.forward(x);
             if i < last {
-                x = self.dropout.forward(relu(x));
+                x = relu(x);
+                tap.offer(&format!("fc.{i}"), &x);
+                x = self.dropout.forward(x);
             }
         }
         x
+    }
+
+    /// Tap points: each stage (after pooling) and each hidden fully connected layer.
+    pub fn taps(&self) -> Vec<String> {
+        (0..self.stages.len())
+            .map(|s| format!("stages.{s}"))
+            .chain((0..self.fc.len() - 1).map(|i| format!("fc.{i}")))
+            .collect()
     }
 
     pub fn macs(&self, mut size: [usize; 2]) -> u64 {

@@ -4,15 +4,23 @@
 
 use burn::prelude::*;
 use data::{make_batch, Batch, Dataset, Preprocess, Split};
-use models::Model;
+use models::{Model, Tap};
 
-use crate::objective::{LossPart, Objective};
-use crate::schema::DistillConfig;
+use crate::objective::{Objective, StepLoss, Trainee};
+use crate::schema::{DistillConfig, HintConfig};
+
+/// A hint between two taps, with the widths the adapter maps between.
+pub struct Hint {
+    pub config: HintConfig,
+    pub student_width: usize,
+    pub teacher_width: usize,
+}
 
 pub struct Distillation<'a> {
     teacher: Model,
     temperature: f64,
     alpha: f64,
+    hint: Option<Hint>,
     classes: usize,
     /// Teacher logits of every training sample (`[n_train * classes]`), when cacheable.
     train_logits: Option<Vec<f32>>,
@@ -57,9 +65,11 @@ fn argmax_rows(values: &[f32], classes: usize) -> Vec<usize> {
 
 impl<'a> Distillation<'a> {
     /// `teacher` is an inference model on `device` (the non-autodiff device).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         teacher: Model,
         config: &DistillConfig,
+        hint: Option<Hint>,
         dataset: &'a Dataset,
         prep: Preprocess,
         augmented: bool,
@@ -67,7 +77,8 @@ impl<'a> Distillation<'a> {
         device: Device,
     ) -> Self {
         let classes = dataset.classes;
-        let train_logits = (config.cache_teacher_logits && !augmented)
+        // With a hint the teacher runs on every batch anyway, for its features.
+        let train_logits = (config.cache_teacher_logits && !augmented && hint.is_none())
             .then(|| logits_of(&teacher, &dataset.train, &prep, batch_size, &device));
         let test_logits = logits_of(&teacher, &dataset.test, &prep, batch_size, &device);
         let test_classes = argmax_rows(&test_logits, classes);
@@ -80,6 +91,7 @@ impl<'a> Distillation<'a> {
             teacher,
             temperature: config.temperature,
             alpha: config.alpha,
+            hint,
             classes,
             train_logits,
             test: &dataset.test,
@@ -114,40 +126,71 @@ impl<'a> Distillation<'a> {
 }
 
 impl Objective for Distillation<'_> {
-    fn loss(
-        &mut self,
-        logits: Tensor<2>,
-        batch: &Batch,
-        indices: &[usize],
-    ) -> (Tensor<1>, Vec<LossPart>) {
+    fn loss(&mut self, trainee: &Trainee, batch: &Batch, indices: &[usize]) -> StepLoss {
+        let mut student_tap = match &self.hint {
+            Some(hint) => Tap::at(&hint.config.student_layer),
+            None => Tap::none(),
+        };
+        let logits = trainee
+            .model
+            .forward_tapped(batch.images.clone(), &mut student_tap);
         let [rows, classes] = logits.dims();
-        let teacher: Vec<f32> = match &self.train_logits {
+        let device = logits.device();
+        let to_student_device = |values: Vec<f32>, cols: usize| {
+            Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), &device)
+        };
+        let mut teacher_feature = None;
+        let teacher_logits: Vec<f32> = match &self.train_logits {
             Some(cache) => indices
                 .iter()
                 .flat_map(|&i| cache[i * classes..(i + 1) * classes].iter().copied())
                 .collect(),
-            // Augmented inputs differ every epoch: run the teacher on exactly what the student
-            // sees, outside the autodiff graph.
-            None => self
-                .teacher
-                .forward(batch.images.clone().inner())
-                .into_data()
-                .iter::<f32>()
-                .collect(),
+            // Augmented inputs differ every epoch (and hints need features): run the teacher on
+            // exactly what the student sees, outside the autodiff graph.
+            None => {
+                let mut tap = match &self.hint {
+                    Some(hint) => Tap::at(&hint.config.teacher_layer),
+                    None => Tap::none(),
+                };
+                let out = self
+                    .teacher
+                    .forward_tapped(batch.images.clone().inner(), &mut tap);
+                teacher_feature = tap.found.map(|f| f.into_data().iter::<f32>().collect());
+                out.into_data().iter::<f32>().collect()
+            }
         };
-        let teacher =
-            Tensor::<2>::from_data(TensorData::new(teacher, [rows, classes]), &logits.device());
+        let teacher = to_student_device(teacher_logits, classes);
         let loss = distill::distillation_loss(
-            logits,
+            logits.clone(),
             teacher,
             batch.labels.clone(),
             self.temperature,
             self.alpha,
         );
-        (
-            loss.total,
-            vec![("distill/kd_loss", loss.kd), ("distill/ce_loss", loss.ce)],
-        )
+        let mut total = loss.total;
+        let mut parts = vec![("distill/kd_loss", loss.kd), ("distill/ce_loss", loss.ce)];
+        if let (Some(hint), Some(adapter), Some(student), Some(target)) = (
+            &self.hint,
+            &trainee.adapter,
+            student_tap.found,
+            teacher_feature,
+        ) {
+            let target = to_student_device(target, hint.teacher_width);
+            let hint_loss = distill::hint_loss(adapter.forward(student), target);
+            total = total + hint_loss.clone().mul_scalar(hint.config.weight);
+            parts.push(("distill/hint_loss", hint_loss));
+        }
+        StepLoss {
+            logits,
+            total,
+            parts,
+        }
+    }
+
+    fn adapter_dims(&self) -> Option<[usize; 2]> {
+        self.hint
+            .as_ref()
+            .map(|h| [h.student_width, h.teacher_width])
     }
 
     fn epoch_metrics(&mut self, model: &Model) -> Vec<(&'static str, f64)> {

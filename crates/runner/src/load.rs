@@ -244,6 +244,45 @@ fn load_chain(
             }
         }
     };
+    if let (Some(hint), Some(teacher)) = (
+        config.distill.as_ref().and_then(|d| d.hint.as_ref()),
+        &teacher,
+    ) {
+        let flex = burn::tensor::Device::flex();
+        let input = input_shape(&config).expect("validated");
+        let student = models::Model::new(&config.model, &input, &flex).expect("validated");
+        let teacher_spec = match teacher {
+            TeacherSource::Stage(t) => &t.config.model,
+            TeacherSource::File { spec, .. } => spec,
+        };
+        let teacher_model = models::Model::new(teacher_spec, &input, &flex).expect("validated");
+        for (key, layer, model) in [
+            ("distill.hint.student_layer", &hint.student_layer, &student),
+            (
+                "distill.hint.teacher_layer",
+                &hint.teacher_layer,
+                &teacher_model,
+            ),
+        ] {
+            if !model.taps().contains(layer) {
+                return Err(ConfigError::Invalid {
+                    location: match key_line(&text, key) {
+                        Some(line) => format!("{}:{line}", path.display()),
+                        None => path.display().to_string(),
+                    },
+                    invalid: Invalid {
+                        key: key.into(),
+                        value: format!("{layer:?}"),
+                        allowed: format!(
+                            "one of this {} model's taps: {}",
+                            model.kind(),
+                            model.taps().join(", ")
+                        ),
+                    },
+                });
+            }
+        }
+    }
     Ok(LoadedConfig {
         path: path.to_path_buf(),
         config,

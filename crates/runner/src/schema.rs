@@ -278,9 +278,31 @@ pub struct DistillConfig {
     pub temperature: f64,
     /// Weight of the soft-target term, in [0, 1].
     pub alpha: f64,
-    /// Compute the teacher's logits on the training set once when inputs are not augmented.
+    /// Compute the teacher's logits on the training set once when inputs are not augmented
+    /// (and no hint is used).
     #[serde(default = "yes")]
     pub cache_teacher_logits: bool,
+    /// Optional feature distillation (FitNets-style hint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<HintConfig>,
+}
+
+/// An L2 loss between a student layer's activations, mapped by a learned linear adapter, and a
+/// teacher layer's (Romero et al. 2015, "FitNets: Hints for Thin Deep Nets").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HintConfig {
+    /// A tap point of the student, e.g. `"fc1"` (LeNet-5) or `"layers.0"` (MLP).
+    pub student_layer: String,
+    /// A tap point of the teacher.
+    pub teacher_layer: String,
+    /// Weight of the hint loss added to the distillation loss.
+    #[serde(default = "hint_weight")]
+    pub weight: f64,
+}
+
+fn hint_weight() -> f64 {
+    1.0
 }
 
 fn yes() -> bool {

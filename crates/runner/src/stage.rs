@@ -11,7 +11,7 @@ use models::InputShape;
 
 use crate::checkpoint::Checkpoint;
 use crate::device::parse_device;
-use crate::distillation::Distillation;
+use crate::distillation::{Distillation, Hint};
 use crate::error::RunError;
 use crate::load::LoadedConfig;
 use crate::objective::CrossEntropy;
@@ -142,7 +142,7 @@ fn measure_model(
     RunSummary {
         name: name.to_string(),
         hash: hash.to_string(),
-        model: model_kind(model).to_string(),
+        model: model.kind().to_string(),
         dataset: dataset.name.clone(),
         accuracy: eval.accuracy,
         test_errors: eval.errors,
@@ -166,15 +166,6 @@ fn measure_model(
         device: config.device.clone(),
         threads,
         parent: None,
-    }
-}
-
-fn model_kind(model: &models::Model) -> &'static str {
-    match model {
-        models::Model::Mlp(_) => "mlp",
-        models::Model::LeNet5(_) => "lenet5",
-        models::Model::Vgg(_) => "vgg",
-        models::Model::ResNet(_) => "resnet",
     }
 }
 
@@ -378,9 +369,24 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         (Some(teacher), Some(distill)) => {
             let augmented =
                 config.data.augment.shift_pixels > 0 || config.data.augment.noise_std > 0.0;
+            let flex = burn::tensor::Device::flex();
+            let hint = distill.hint.as_ref().map(|hint| {
+                let student = models::Model::new(&config.model, &input, &flex).expect("validated");
+                Hint {
+                    config: hint.clone(),
+                    student_width: student
+                        .tap_width(&hint.student_layer, &input, &flex)
+                        .expect("validated tap"),
+                    teacher_width: teacher
+                        .model
+                        .tap_width(&hint.teacher_layer, &input, &flex)
+                        .expect("validated tap"),
+                }
+            });
             let mut objective = Distillation::new(
                 teacher.model.clone(),
                 distill,
+                hint,
                 &dataset,
                 prep,
                 augmented,

@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
+use burn::nn::LinearConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
@@ -18,7 +19,7 @@ use models::{InputShape, Model};
 
 use crate::checkpoint::{Checkpoint, ScalarPoint, TrainState};
 use crate::error::RunError;
-use crate::objective::Objective;
+use crate::objective::{Objective, StepLoss, Trainee};
 use crate::optim::build_optimizer;
 use crate::progress::Progress;
 use crate::run_dir::{RunDir, CHECKPOINT};
@@ -71,7 +72,11 @@ pub fn train(
     let tc = &config.train;
     let device = setup.device.clone().autodiff();
     device.seed(config.seed);
-    let mut model = Model::new(&config.model, &setup.input, &device).map_err(RunError::Model)?;
+    let model = Model::new(&config.model, &setup.input, &device).map_err(RunError::Model)?;
+    let adapter = objective
+        .adapter_dims()
+        .map(|[d_in, d_out]| LinearConfig::new(d_in, d_out).init(&device));
+    let mut trainee = Trainee { model, adapter };
     let mut optim: ModuleOptimizer = build_optimizer(&tc.optimizer);
     let checkpoint_path = setup.run.file(CHECKPOINT);
     let record_error = |what: &'static str| {
@@ -87,7 +92,7 @@ pub fn train(
         Some(ckpt) => {
             let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model))
                 .map_err(record_error("model in checkpoint"))?;
-            model = model
+            trainee = trainee
                 .try_load_record(record)
                 .map_err(record_error("model in checkpoint"))?;
             optim = optim
@@ -147,8 +152,11 @@ pub fn train(
                 Some((&augment, &mut augment_rng)),
                 &device,
             );
-            let logits = model.forward(batch.images.clone()); // [batch, classes]
-            let (loss, parts) = objective.loss(logits.clone(), &batch, indices);
+            let StepLoss {
+                logits,
+                total: loss,
+                parts,
+            } = objective.loss(&trainee, &batch, indices); // logits: [batch, classes]
             let loss = match setup.fault_nonfinite_at_step {
                 Some(at) if at == state.global_step + 1 => loss.mul_scalar(f32::NAN),
                 _ => loss,
@@ -180,8 +188,8 @@ pub fn train(
                     None => part_sums.push((name, value * indices.len() as f64)),
                 }
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
+            let grads = GradientsParams::from_grads(loss.backward(), &trainee);
+            trainee = optim.step(lr, trainee, grads);
             step_seconds += step_start.elapsed().as_secs_f64();
 
             let n = indices.len();
@@ -223,9 +231,10 @@ pub fn train(
             }
         }
 
-        model = objective.after_epoch(epoch, model);
+        trainee.model = objective.after_epoch(epoch, trainee.model);
+        let model = trainee.model.valid();
         let eval = evaluate(
-            &model.valid(),
+            &model,
             &setup.dataset.test,
             &setup.prep,
             tc.eval_batch_size,
@@ -240,7 +249,7 @@ pub fn train(
         for (name, sum) in &part_sums {
             history.push(name, step, sum / seen);
         }
-        for (name, value) in objective.epoch_metrics(&model.valid()) {
+        for (name, value) in objective.epoch_metrics(&model) {
             history.push(name, step, value);
         }
         history.push("eval/loss", step, eval.loss);
@@ -255,7 +264,7 @@ pub fn train(
         state.history = history.points.clone();
         let checkpoint = Checkpoint {
             state: state.clone(),
-            model: model
+            model: trainee
                 .clone()
                 .into_record()
                 .into_bytes()
@@ -284,7 +293,7 @@ pub fn train(
     }
     progress.finish();
     state.history = history.points;
-    Ok((model.valid(), state))
+    Ok((trainee.model.valid(), state))
 }
 
 /// Writes a resumed run's history into a fresh event file.

@@ -226,6 +226,15 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
         if !(d.alpha.is_finite() && (0.0..=1.0).contains(&d.alpha)) {
             return Err(invalid("distill.alpha", d.alpha, "must be in [0, 1]"));
         }
+        if let Some(hint) = &d.hint {
+            if !(hint.weight.is_finite() && hint.weight >= 0.0) {
+                return Err(invalid(
+                    "distill.hint.weight",
+                    hint.weight,
+                    "must be a finite number >= 0",
+                ));
+            }
+        }
         let is_config = d.teacher.extension().is_some_and(|e| e == "toml");
         if !is_config && crate::teacher::TeacherFormat::from_path(&d.teacher).is_none() {
             return Err(invalid(
