@@ -9,6 +9,6 @@ pub mod tensorboard;
 
 pub use accuracy::{evaluate, Evaluation};
 pub use latency::{measure_latency, measure_throughput, LatencyStats};
-pub use model_bench::{bench_model, BenchOptions, BenchResult};
+pub use model_bench::{batch_latency, bench_model, BenchOptions, BenchResult};
 pub use summary::{ParentSummary, RunSummary};
 pub use tensorboard::EventLog;

@@ -30,30 +30,41 @@ fn pool(threads: usize) -> rayon::ThreadPool {
         .expect("a rayon pool of a valid size")
 }
 
-/// Batch-1 end-to-end latency over test images, then inference throughput at batch N.
+/// End-to-end latency of `batch`-image inferences over test images, per batch.
 ///
-/// The phases: *decode* copies the image's bytes out of the loaded IDX file; *preprocess*
-/// resizes, normalises and uploads them as a `[1, 1, h, w]` tensor; *forward* runs the model
-/// and waits for the device; *postprocess* takes the softmax, reads it back and picks the
-/// class. Latency runs in its own pool of `latency_threads` threads (flex on the main thread
-/// hands work across threads per op and is erratic; a dedicated pool is what a server would do).
-pub fn bench_model(
+/// The phases: *decode* copies each image's bytes out of the loaded IDX file; *preprocess*
+/// resizes, normalises and uploads them as a `[batch, 1, h, w]` tensor; *forward* runs the model
+/// and waits for the device; *postprocess* takes the softmax, reads it back and picks each
+/// row's class. Runs in its own pool of `threads` threads (flex on the main thread hands work
+/// across threads per op and is erratic; a dedicated pool is what a server would do).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_latency(
     model: &Model,
     test: &Split,
     prep: &Preprocess,
-    options: &BenchOptions,
+    batch: usize,
+    batches: usize,
+    warmup: usize,
+    threads: usize,
     device: &Device,
-) -> BenchResult {
+) -> LatencyStats {
     let n = test.len();
-    let latency = pool(options.latency_threads).install(|| {
+    let batch = batch.max(1);
+    pool(threads).install(|| {
         measure_latency(
-            options.latency_images,
-            options.latency_warmup,
-            |i| test.image(i % n).to_vec(),
-            |bytes| {
-                let mut values = Vec::with_capacity(prep.image_len());
-                prep.image_into(&bytes, (0, 0), &mut values);
-                let shape = [1, 1, prep.out_rows, prep.out_cols];
+            batches,
+            warmup,
+            |b| {
+                (0..batch)
+                    .map(|k| test.image((b * batch + k) % n).to_vec())
+                    .collect::<Vec<_>>()
+            },
+            |images| {
+                let mut values = Vec::with_capacity(images.len() * prep.image_len());
+                for bytes in &images {
+                    prep.image_into(bytes, (0, 0), &mut values);
+                }
+                let shape = [images.len(), 1, prep.out_rows, prep.out_cols];
                 Tensor::<4>::from_data(TensorData::new(values, shape), device)
             },
             |input| {
@@ -62,18 +73,45 @@ pub fn bench_model(
                 logits
             },
             |logits| {
+                let [_, classes] = logits.dims();
                 let probs = softmax(logits, 1)
                     .into_data()
                     .try_to_vec::<f32>()
                     .unwrap_or_default();
                 probs
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map(|(class, p)| (class, *p))
+                    .chunks(classes.max(1))
+                    .map(|row| {
+                        row.iter()
+                            .enumerate()
+                            .max_by(|a, b| a.1.total_cmp(b.1))
+                            .map(|(class, p)| (class, *p))
+                    })
+                    .collect::<Vec<_>>()
             },
         )
-    });
+    })
+}
+
+/// Batch-1 end-to-end latency over test images (see [`batch_latency`]), then inference
+/// throughput at batch N.
+pub fn bench_model(
+    model: &Model,
+    test: &Split,
+    prep: &Preprocess,
+    options: &BenchOptions,
+    device: &Device,
+) -> BenchResult {
+    let n = test.len();
+    let latency = batch_latency(
+        model,
+        test,
+        prep,
+        1,
+        options.latency_images,
+        options.latency_warmup,
+        options.latency_threads,
+        device,
+    );
     let batch = options.throughput_batch.max(1);
     let batches = n.div_ceil(batch).clamp(1, 20);
     let throughput_samples_per_s = pool(options.throughput_threads).install(|| {

@@ -1,6 +1,7 @@
 //! The runner: config schema and validation, run folders, checkpoints and resume, the
 //! training loop, and running a stage end to end. The `train` binary is a thin shell over it.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod device;
 pub mod distillation;

@@ -30,6 +30,29 @@ enum Command {
     Run(StageArgs),
     /// Validate a config (and its overrides) without training.
     Check(StageArgs),
+    /// Measure a trained model's latency: a run folder, or a model file with --config.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A finished run folder (runs/NAME/HASH), or a model file (.bpk) with --config.
+    target: PathBuf,
+    /// The stage config of a model file (architecture and dataset).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Images timed one by one at batch 1 (and in total at batch N).
+    #[arg(long, default_value_t = 500)]
+    images: usize,
+    /// Untimed warm-up images.
+    #[arg(long, default_value_t = 50)]
+    warmup: usize,
+    /// The batch size N of the batched measurement.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Threads used for inference.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Args)]
@@ -78,6 +101,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Run(args)) => run_stage(&args),
+        Some(Command::Bench(args)) => {
+            if args.images == 0 || args.batch == 0 || args.threads == 0 {
+                anyhow::bail!("--images, --batch and --threads must be at least 1");
+            }
+            let report = runner::bench::bench(&runner::bench::BenchRequest {
+                target: args.target,
+                config: args.config,
+                images: args.images,
+                warmup: args.warmup,
+                batch: args.batch,
+                threads: args.threads,
+            })?;
+            print!("{}", report.table());
+            Ok(())
+        }
         None => run_stage(&cli.run),
     }
 }

@@ -1,0 +1,207 @@
+//! `train bench TARGET`: a trained model's latency measured the way practitioners measure it:
+//! end to end per image (decode, preprocess, forward, postprocess), after a warm-up, at batch 1
+//! and batch N, with percentiles, the spread, the share of each phase and the threads used.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use measure::latency::PHASES;
+use measure::{batch_latency, EventLog, LatencyStats};
+use models::Model;
+
+use crate::device::parse_device;
+use crate::error::RunError;
+use crate::run_dir::{write_atomic, MODEL, RESOLVED_CONFIG, SUMMARY};
+use crate::schema::StageConfig;
+use crate::stage::{input_for, load_dataset};
+
+/// What to benchmark and how.
+#[derive(Debug, Clone)]
+pub struct BenchRequest {
+    /// A finished run folder, or a model file (`.bpk`) with `config`.
+    pub target: PathBuf,
+    /// The stage config describing a model file's architecture and dataset.
+    pub config: Option<PathBuf>,
+    pub images: usize,
+    pub warmup: usize,
+    pub batch: usize,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BenchReport {
+    pub target: String,
+    pub model: String,
+    pub threads: usize,
+    /// Per-image latency at batch 1.
+    pub batch1: LatencyStats,
+    pub batch: usize,
+    /// Per-batch latency at `batch`.
+    pub batch_n: LatencyStats,
+    pub images_per_s_batch1: f64,
+    pub images_per_s_batch_n: f64,
+}
+
+impl BenchReport {
+    /// Whether batch-1 throughput reaches the real-time band (5 to 30 images/s and above).
+    pub fn realtime(&self) -> String {
+        let ips = self.images_per_s_batch1;
+        match ips {
+            x if x >= 30.0 => {
+                format!("yes: {ips:.0} images/s at batch 1, above the 30/s video rate")
+            }
+            x if x >= 5.0 => format!("yes: {ips:.1} images/s at batch 1, inside the 5-30/s band"),
+            _ => format!("no: {ips:.2} images/s at batch 1, below 5/s"),
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let row = |name: String, s: &LatencyStats, per: usize| {
+            let shares = s.phase_shares();
+            format!(
+                "  {name:<10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>6.2}  {}\n",
+                s.mean_ms,
+                s.p50_ms,
+                s.p95_ms,
+                s.p99_ms,
+                s.cv,
+                PHASES
+                    .iter()
+                    .zip(shares)
+                    .map(|(p, x)| format!("{p} {:.0}%", x * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + &format!("  ({} runs of {per})", s.images)
+            )
+        };
+        let mut out = format!(
+            "latency of {} ({}), {} thread(s), end to end per call, ms:\n  {:<10} {:>9} {:>9} {:>9} {:>9} {:>6}  phases\n",
+            self.target, self.model, self.threads, "batch", "mean", "p50", "p95", "p99", "cv"
+        );
+        out += &row("1".into(), &self.batch1, 1);
+        out += &row(self.batch.to_string(), &self.batch_n, self.batch);
+        out += &format!(
+            "  throughput: {:.0} images/s at batch 1, {:.0} images/s at batch {}\n  real time: {}\n",
+            self.images_per_s_batch1,
+            self.images_per_s_batch_n,
+            self.batch,
+            self.realtime()
+        );
+        out
+    }
+}
+
+fn error(path: &Path, message: impl Into<String>) -> RunError {
+    RunError::Record {
+        what: "bench target",
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Finds the model file and the config of `request`'s target.
+fn resolve(request: &BenchRequest) -> Result<(PathBuf, StageConfig, bool), RunError> {
+    let target = &request.target;
+    if target.is_dir() {
+        let model = target.join(MODEL);
+        let config = target.join(RESOLVED_CONFIG);
+        if !model.exists() || !config.exists() {
+            return Err(error(
+                target,
+                format!("not a finished run folder (expected {MODEL} and {RESOLVED_CONFIG} in it)"),
+            ));
+        }
+        let text = std::fs::read_to_string(&config).map_err(RunError::io(&config))?;
+        let parsed = toml::from_str(&text).map_err(|e| error(&config, e.to_string()))?;
+        return Ok((model, parsed, true));
+    }
+    if !target.exists() {
+        return Err(error(target, "no such file or folder"));
+    }
+    let Some(config) = &request.config else {
+        return Err(error(
+            target,
+            "a model file needs --config CONFIG, the stage config naming its architecture and \
+             dataset (or pass the run folder instead)",
+        ));
+    };
+    let loaded = crate::load::load(config, &[], &Default::default())?;
+    Ok((target.clone(), loaded.config, false))
+}
+
+/// Benchmarks the target; for a run folder, the results also go to its TensorBoard run and
+/// its `summary.json` (under `bench`).
+pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
+    let (model_path, config, is_run) = resolve(request)?;
+    let device = parse_device(&config.device).map_err(|e| error(&model_path, e))?;
+    let dataset = load_dataset(&config)?;
+    let (input, prep) = input_for(&config, &dataset);
+    let model = Model::new(&config.model, &input, &device).map_err(RunError::Model)?;
+    let record = ModuleRecord::load(&model_path).map_err(|e| error(&model_path, e.to_string()))?;
+    let model = model
+        .try_load_record(record)
+        .map_err(|e| error(&model_path, e.to_string()))?;
+
+    let batches_n = request.images.div_ceil(request.batch.max(1)).max(1);
+    let batch1 = batch_latency(
+        &model,
+        &dataset.test,
+        &prep,
+        1,
+        request.images,
+        request.warmup,
+        request.threads,
+        &device,
+    );
+    let batch_n = batch_latency(
+        &model,
+        &dataset.test,
+        &prep,
+        request.batch,
+        batches_n,
+        request.warmup.div_ceil(request.batch.max(1)).max(2),
+        request.threads,
+        &device,
+    );
+    let report = BenchReport {
+        target: request.target.display().to_string(),
+        model: model.kind().to_string(),
+        threads: request.threads,
+        images_per_s_batch1: 1e3 / batch1.mean_ms,
+        images_per_s_batch_n: request.batch as f64 * 1e3 / batch_n.mean_ms,
+        batch1,
+        batch: request.batch,
+        batch_n,
+    };
+
+    if is_run {
+        let dir = &request.target;
+        let mut events = EventLog::create(dir).map_err(RunError::io(dir))?;
+        for (tag, value) in [
+            ("bench/latency_ms_mean_batch1", report.batch1.mean_ms),
+            ("bench/latency_ms_p50_batch1", report.batch1.p50_ms),
+            ("bench/latency_ms_p95_batch1", report.batch1.p95_ms),
+            ("bench/latency_ms_p99_batch1", report.batch1.p99_ms),
+            ("bench/latency_cv_batch1", report.batch1.cv),
+            ("bench/latency_ms_p50_batch_n", report.batch_n.p50_ms),
+            ("bench/images_per_s_batch1", report.images_per_s_batch1),
+            ("bench/images_per_s_batch_n", report.images_per_s_batch_n),
+        ] {
+            events.scalar(tag, value, 0);
+        }
+        events.text("bench", &format!("```\n{}```", report.table()), 0);
+        events.close();
+        let summary_path = dir.join(SUMMARY);
+        if summary_path.exists() {
+            let text =
+                std::fs::read_to_string(&summary_path).map_err(RunError::io(&summary_path))?;
+            let mut summary: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| error(&summary_path, e.to_string()))?;
+            summary["bench"] = serde_json::to_value(&report).expect("report serialises");
+            let json = serde_json::to_string_pretty(&summary).expect("json serialises");
+            write_atomic(&summary_path, json.as_bytes()).map_err(RunError::io(&summary_path))?;
+        }
+    }
+    Ok(report)
+}
