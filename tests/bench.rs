@@ -93,3 +93,63 @@ fn unbenchable_targets_are_clear_errors() {
     assert!(!out.status.success());
     assert!(text(&out).contains("needs --config"), "{}", text(&out));
 }
+
+#[test]
+fn profiles_a_run_layer_by_layer_with_a_chrome_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx_dataset(&data, 64);
+    let config = small_config(&data).replace("hidden = [16]", "hidden = [16, 8]");
+    let path = write(&dir.path().join("c.toml"), &config);
+    let out = train(dir.path()).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let run = only_run_dir(dir.path(), "small");
+
+    let out = train(dir.path())
+        .args([
+            "profile",
+            run.to_str().unwrap(),
+            "--runs",
+            "20",
+            "--batch",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for needle in [
+        "layers.0",
+        "layers.1",
+        "layers.2",
+        "sum of layers",
+        "whole forward",
+        "backward",
+    ] {
+        assert!(t.contains(needle), "missing {needle:?} in:\n{t}");
+    }
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("profile.trace.json")).unwrap())
+            .unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    let forward: Vec<_> = events.iter().filter(|e| e["cat"] == "forward").collect();
+    assert_eq!(forward.len(), 3);
+    let share: f64 = forward
+        .iter()
+        .map(|e| e["args"]["share_percent"].as_f64().unwrap())
+        .sum();
+    assert!((share - 100.0).abs() < 1e-6, "{share}");
+    // MACs per layer: 64*16, 16*8, 8*4.
+    let macs: Vec<u64> = forward
+        .iter()
+        .map(|e| e["args"]["macs_per_sample"].as_u64().unwrap())
+        .collect();
+    assert_eq!(macs, vec![1024, 128, 32]);
+    let texts: Vec<String> = read_events(&run)
+        .unwrap()
+        .into_iter()
+        .map(|(t, _, _)| t)
+        .collect();
+    assert!(texts.iter().any(|t| t == "profile"), "{texts:?}");
+}

@@ -4,6 +4,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 
+use crate::tap::{LayerRef, Tap};
+
 /// A bias-free convolution followed by BatchNorm (the bias would be cancelled by BN's mean).
 #[derive(Module, Debug)]
 pub struct ConvBn {
@@ -36,8 +38,12 @@ impl ConvBn {
     /// # Shapes
     /// - input: `[batch, c_in, h, w]`
     /// - output: `[batch, c_out, h', w']` where `h' = (h + 2 * padding - kernel) / stride + 1`
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+    pub fn forward(&self, x: Tensor<4>, tap: &mut Tap, name: &str) -> Tensor<4> {
+        let x = self.conv.forward(x);
+        tap.offer(&format!("{name}.conv"), &x, LayerRef::Conv(&self.conv));
+        let x = self.bn.forward(x);
+        tap.offer(&format!("{name}.bn"), &x, LayerRef::BatchNorm(&self.bn));
+        x
     }
 
     /// Spatial output size `[h, w]` for an input of `size` pixels.

@@ -20,7 +20,7 @@ pub use mlp::Mlp;
 pub use model::Model;
 pub use resnet::{BasicBlock, ResNet};
 pub use spec::{InputShape, ModelSpec, SpecError};
-pub use tap::Tap;
+pub use tap::{LayerRef, Segment, Tap};
 pub use vgg::Vgg;
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-use crate::tap::Tap;
+use crate::tap::{LayerRef, Tap};
 
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -48,7 +48,9 @@ impl Mlp {
             x = layer.forward(x); // [batch, width_i]
             if i < last {
                 x = relu(x);
-                tap.offer(&format!("layers.{i}"), &x);
+            }
+            tap.offer(&format!("layers.{i}"), &x, LayerRef::Linear(layer));
+            if i < last {
                 x = self.dropout.forward(x);
             }
         }

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::conv_bn::ConvBn;
-use crate::tap::Tap;
+use crate::tap::{LayerRef, Tap};
 
 #[derive(Module, Debug)]
 pub struct BasicBlock {
@@ -31,13 +31,16 @@ impl BasicBlock {
     /// # Shapes
     /// - input: `[batch, c_in, h, w]`
     /// - output: `[batch, c_out, h / stride, w / stride]`
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, tap: &mut Tap, name: &str) -> Tensor<4> {
         let shortcut = match &self.projection {
-            Some(projection) => projection.forward(x.clone()),
+            Some(projection) => projection.forward(x.clone(), tap, &format!("{name}.projection")),
             None => x.clone(),
         };
-        let y = relu(self.conv1.forward(x));
-        relu(self.conv2.forward(y) + shortcut)
+        let y = relu(self.conv1.forward(x, tap, &format!("{name}.conv1")));
+        let y = self.conv2.forward(y, tap, &format!("{name}.conv2"));
+        let y = relu(y + shortcut);
+        tap.offer(name, &y, LayerRef::Other);
+        y
     }
 
     pub fn macs(&self, size: [usize; 2]) -> u64 {
@@ -88,14 +91,16 @@ impl ResNet {
     /// - input: `[batch, c, h, w]`
     /// - output: `[batch, classes]` logits
     pub fn forward(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
-        let mut x = relu(self.stem.forward(x)); // [batch, stem, h, w]
-        tap.offer("stem", &x);
+        let mut x = relu(self.stem.forward(x, tap, "stem")); // [batch, stem, h, w]
+        tap.offer("stem", &x, LayerRef::Other);
         for (b, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x); // [batch, width, h_s, w_s]
-            tap.offer(&format!("blocks.{b}"), &x);
+            x = block.forward(x, tap, &format!("blocks.{b}")); // [batch, width, h_s, w_s]
         }
         let x = x.mean_dim(3).mean_dim(2).flatten::<2>(1, 3); // [batch, width]
-        self.fc.forward(x)
+        tap.offer("pool", &x, LayerRef::Other);
+        let x = self.fc.forward(x); // [batch, classes]
+        tap.offer("fc", &x, LayerRef::Linear(&self.fc));
+        x
     }
 
     /// Tap points: the stem and each block's output.

@@ -146,3 +146,24 @@ fn every_tap_captures_a_per_sample_feature() {
     lenet.forward_tapped(Tensor::zeros([2, 1, 28, 28], &device()), &mut tap);
     assert_eq!(tap.found.unwrap().dims(), [2, 120]);
 }
+
+#[test]
+fn a_profile_covers_every_layer_and_its_macs_add_up() {
+    for spec in specs() {
+        let model = Model::new(&spec, &MNIST, &device()).unwrap();
+        let mut tap = crate::Tap::profile();
+        let logits = model.forward_tapped(Tensor::zeros([2, 1, 28, 28], &device()), &mut tap);
+        let segments = tap.segments.unwrap();
+        // The last segment ends at the logits.
+        assert_eq!(
+            segments.last().unwrap().output,
+            logits.dims().to_vec(),
+            "{}",
+            spec.kind()
+        );
+        let macs: u64 = segments.iter().map(|s| s.macs).sum();
+        assert_eq!(macs, model.macs(&MNIST), "{}", spec.kind());
+        let params: usize = segments.iter().map(|s| s.params).sum();
+        assert_eq!(params, model.num_params(), "{}", spec.kind());
+    }
+}

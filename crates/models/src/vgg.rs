@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::conv_bn::ConvBn;
-use crate::tap::Tap;
+use crate::tap::{LayerRef, Tap};
 
 #[derive(Module, Debug)]
 pub struct Vgg {
@@ -61,11 +61,13 @@ impl Vgg {
     /// - output: `[batch, classes]` logits
     pub fn forward(&self, mut x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
         for (s, stage) in self.stages.iter().enumerate() {
-            for conv in stage {
-                x = relu(conv.forward(x)); // [batch, c_out, h_s, w_s]
+            for (i, conv) in stage.iter().enumerate() {
+                x = conv.forward(x, tap, &format!("stages.{s}.{i}")); // [batch, c_out, h_s, w_s]
+                x = relu(x);
+                tap.offer(&format!("stages.{s}.{i}.relu"), &x, LayerRef::Other);
             }
             x = self.pool.forward(x); // [batch, c_out, h_s / 2, w_s / 2]
-            tap.offer(&format!("stages.{s}"), &x);
+            tap.offer(&format!("stages.{s}"), &x, LayerRef::Other);
         }
         let mut x = x.flatten::<2>(1, 3);
         let last = self.fc.len() - 1;
@@ -73,7 +75,9 @@ impl Vgg {
             x = layer.forward(x);
             if i < last {
                 x = relu(x);
-                tap.offer(&format!("fc.{i}"), &x);
+            }
+            tap.offer(&format!("fc.{i}"), &x, LayerRef::Linear(layer));
+            if i < last {
                 x = self.dropout.forward(x);
             }
         }

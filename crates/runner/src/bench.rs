@@ -100,9 +100,8 @@ fn error(path: &Path, message: impl Into<String>) -> RunError {
     }
 }
 
-/// Finds the model file and the config of `request`'s target.
-fn resolve(request: &BenchRequest) -> Result<(PathBuf, StageConfig, bool), RunError> {
-    let target = &request.target;
+/// Finds the model file and the config of a target.
+fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig, bool), RunError> {
     if target.is_dir() {
         let model = target.join(MODEL);
         let config = target.join(RESOLVED_CONFIG);
@@ -119,7 +118,7 @@ fn resolve(request: &BenchRequest) -> Result<(PathBuf, StageConfig, bool), RunEr
     if !target.exists() {
         return Err(error(target, "no such file or folder"));
     }
-    let Some(config) = &request.config else {
+    let Some(config) = config else {
         return Err(error(
             target,
             "a model file needs --config CONFIG, the stage config naming its architecture and \
@@ -127,13 +126,24 @@ fn resolve(request: &BenchRequest) -> Result<(PathBuf, StageConfig, bool), RunEr
         ));
     };
     let loaded = crate::load::load(config, &[], &Default::default())?;
-    Ok((target.clone(), loaded.config, false))
+    Ok((target.to_path_buf(), loaded.config, false))
 }
 
-/// Benchmarks the target; for a run folder, the results also go to its TensorBoard run and
-/// its `summary.json` (under `bench`).
-pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
-    let (model_path, config, is_run) = resolve(request)?;
+/// A trained model ready to be measured, with its data.
+pub struct Target {
+    pub model: Model,
+    pub config: StageConfig,
+    pub dataset: data::Dataset,
+    pub input: models::InputShape,
+    pub prep: data::Preprocess,
+    pub device: Device,
+    /// The run folder, when the target is one (results are recorded there).
+    pub run_dir: Option<PathBuf>,
+}
+
+/// Opens a run folder, or a model file described by `config`.
+pub fn open_target(target: &Path, config: Option<&Path>) -> Result<Target, RunError> {
+    let (model_path, config, is_run) = resolve(target, config)?;
     let device = parse_device(&config.device).map_err(|e| error(&model_path, e))?;
     let dataset = load_dataset(&config)?;
     let (input, prep) = input_for(&config, &dataset);
@@ -142,6 +152,28 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
     let model = model
         .try_load_record(record)
         .map_err(|e| error(&model_path, e.to_string()))?;
+    Ok(Target {
+        model,
+        config,
+        dataset,
+        input,
+        prep,
+        device,
+        run_dir: is_run.then(|| target.to_path_buf()),
+    })
+}
+
+/// Benchmarks the target; for a run folder, the results also go to its TensorBoard run and
+/// its `summary.json` (under `bench`).
+pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
+    let Target {
+        model,
+        dataset,
+        prep,
+        device,
+        run_dir,
+        ..
+    } = open_target(&request.target, request.config.as_deref())?;
 
     let batches_n = request.images.div_ceil(request.batch.max(1)).max(1);
     let batch1 = batch_latency(
@@ -175,8 +207,7 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         batch_n,
     };
 
-    if is_run {
-        let dir = &request.target;
+    if let Some(dir) = &run_dir {
         let mut events = EventLog::create(dir).map_err(RunError::io(dir))?;
         for (tag, value) in [
             ("bench/latency_ms_mean_batch1", report.batch1.mean_ms),

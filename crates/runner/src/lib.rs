@@ -9,6 +9,7 @@ mod error;
 pub mod load;
 pub mod objective;
 mod optim;
+pub mod profile;
 pub mod progress;
 pub mod run_dir;
 pub mod schedule;

@@ -32,6 +32,28 @@ enum Command {
     Check(StageArgs),
     /// Measure a trained model's latency: a run folder, or a model file with --config.
     Bench(BenchArgs),
+    /// Time a trained model's forward pass layer by layer, with a Chrome trace.
+    Profile(ProfileArgs),
+}
+
+#[derive(Args)]
+struct ProfileArgs {
+    /// A finished run folder (runs/NAME/HASH), or a model file (.bpk) with --config.
+    target: PathBuf,
+    /// The stage config of a model file (architecture and dataset).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Timed forward passes (the medians are reported).
+    #[arg(long, default_value_t = 200)]
+    runs: usize,
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Where to write the Chrome trace (default: profile.trace.json in the run folder).
+    #[arg(long)]
+    trace: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -101,6 +123,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Run(args)) => run_stage(&args),
+        Some(Command::Profile(args)) => {
+            let report = runner::profile::profile(&runner::profile::ProfileRequest {
+                target: args.target,
+                config: args.config,
+                batch: args.batch,
+                runs: args.runs,
+                threads: args.threads,
+                trace: args.trace,
+            })?;
+            print!("{}", report.table());
+            Ok(())
+        }
         Some(Command::Bench(args)) => {
             if args.images == 0 || args.batch == 0 || args.threads == 0 {
                 anyhow::bail!("--images, --batch and --threads must be at least 1");

@@ -1,0 +1,294 @@
+//! `train profile TARGET`: where a forward pass spends its time, layer by layer, with each
+//! layer's share, MACs and parameters; the whole training step's forward and backward; a
+//! Chrome trace (Perfetto, chrome://tracing) of the forward pass.
+//!
+//! Each layer's time is measured between consecutive taps of the model's forward pass with the
+//! device synchronised at each tap, and the median over many runs is reported. The sum of the
+//! layer medians is compared with the median of plain (untapped) forward passes, so the
+//! overhead of measuring is visible rather than hidden.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use data::make_batch;
+use measure::latency::percentile;
+use measure::summary::group_digits;
+use measure::EventLog;
+use models::loss::cross_entropy;
+use models::{Segment, Tap};
+use serde::Serialize;
+
+use crate::bench::{open_target, Target};
+use crate::error::RunError;
+use crate::run_dir::write_atomic;
+
+#[derive(Debug, Clone)]
+pub struct ProfileRequest {
+    pub target: PathBuf,
+    pub config: Option<PathBuf>,
+    pub batch: usize,
+    pub runs: usize,
+    pub threads: usize,
+    /// Where the Chrome trace goes (default: `profile.trace.json` in the run folder, or in the
+    /// current folder for a model file).
+    pub trace: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerProfile {
+    pub name: String,
+    /// Median milliseconds per forward pass.
+    pub ms: f64,
+    /// Share of the summed layer times, 0..=1.
+    pub share: f64,
+    pub macs: u64,
+    pub params: usize,
+    pub output: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileReport {
+    pub target: String,
+    pub model: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub runs: usize,
+    pub layers: Vec<LayerProfile>,
+    /// Sum of the per-layer medians.
+    pub layer_sum_ms: f64,
+    /// Median of plain forward passes (no taps, one sync at the end).
+    pub forward_ms: f64,
+    /// Median forward (with autodiff) and backward of one training step at the same batch.
+    pub train_forward_ms: f64,
+    pub train_backward_ms: f64,
+    pub trace: String,
+}
+
+/// Each time's share of their sum (all zero when the sum is zero).
+pub fn shares(times: &[f64]) -> Vec<f64> {
+    let total: f64 = times.iter().sum();
+    times
+        .iter()
+        .map(|t| if total > 0.0 { t / total } else { 0.0 })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+impl ProfileReport {
+    pub fn table(&self) -> String {
+        let width = self
+            .layers
+            .iter()
+            .map(|l| l.name.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let mut out = format!(
+            "forward pass of {} ({}), batch {}, {} thread(s), median of {} runs:\n  {:<width$} {:>10} {:>7} {:>12} {:>9}  output\n",
+            self.target, self.model, self.batch, self.threads, self.runs, "layer", "ms", "share", "MACs/sample", "params"
+        );
+        for l in &self.layers {
+            out += &format!(
+                "  {:<width$} {:>10.4} {:>6.1}% {:>12} {:>9}  {:?}\n",
+                l.name,
+                l.ms,
+                l.share * 100.0,
+                group_digits(l.macs),
+                group_digits(l.params as u64),
+                l.output
+            );
+        }
+        out += &format!(
+            "  sum of layers {:.4} ms; whole forward (no taps) {:.4} ms; sum / whole = {:.3}\n",
+            self.layer_sum_ms,
+            self.forward_ms,
+            self.layer_sum_ms / self.forward_ms
+        );
+        out += &format!(
+            "  training step at batch {}: forward {:.4} ms, backward {:.4} ms (backward is timed \
+             as a whole, not per layer)\n  Chrome trace: {}\n",
+            self.batch, self.train_forward_ms, self.train_backward_ms, self.trace
+        );
+        out
+    }
+
+    /// The forward pass as Chrome trace events, layers laid end to end at their median times.
+    pub fn chrome_trace(&self) -> serde_json::Value {
+        let mut ts = 0.0;
+        let mut events = Vec::new();
+        for l in &self.layers {
+            let dur = l.ms * 1e3;
+            events.push(serde_json::json!({
+                "name": l.name, "cat": "forward", "ph": "X", "ts": ts, "dur": dur,
+                "pid": 1, "tid": 1,
+                "args": {"macs_per_sample": l.macs, "params": l.params, "output": l.output,
+                         "share_percent": l.share * 100.0},
+            }));
+            ts += dur;
+        }
+        events.push(serde_json::json!({
+            "name": "backward (whole)", "cat": "backward", "ph": "X", "ts": ts,
+            "dur": self.train_backward_ms * 1e3, "pid": 1, "tid": 2, "args": {},
+        }));
+        serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ms" })
+    }
+}
+
+pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
+    let Target {
+        model,
+        config,
+        dataset,
+        input,
+        prep,
+        device,
+        run_dir,
+    } = open_target(&request.target, request.config.as_deref())?;
+    // The same weights on the autodiff device, with gradients tracked, for the training step.
+    let ad = device.clone().autodiff();
+    let trainee = models::Model::new(&config.model, &input, &ad)
+        .map_err(RunError::Model)?
+        .try_load_record(model.clone().into_record())
+        .map_err(|e| RunError::Record {
+            what: "model",
+            path: request.target.clone(),
+            message: e.to_string(),
+        })?;
+    let runs = request.runs.max(1);
+    let batch = request.batch.max(1);
+    let indices: Vec<usize> = (0..batch).map(|i| i % dataset.test.len()).collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(request.threads.max(1))
+        .build()
+        .expect("a rayon pool of a valid size");
+
+    let (segments, forward, train_forward, train_backward) = pool.install(|| {
+        let input = make_batch(&dataset.test, &indices, &prep, None, &device);
+        let warmup = (runs / 10).max(3);
+        let mut per_run: Vec<Vec<Segment>> = Vec::new();
+        let mut plain = Vec::new();
+        for i in 0..warmup + runs {
+            let start = Instant::now();
+            let logits = model.forward(input.images.clone());
+            let _ = logits.device().sync();
+            let whole = start.elapsed().as_secs_f64() * 1e3;
+            let mut tap = Tap::profile();
+            model.forward_tapped(input.images.clone(), &mut tap);
+            if i >= warmup {
+                plain.push(whole);
+                per_run.push(tap.segments.unwrap_or_default());
+            }
+        }
+        // A training step: forward with autodiff, then backward, each timed.
+        let ad_input = make_batch(&dataset.test, &indices, &prep, None, &ad);
+        let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
+        for i in 0..warmup + runs.min(50) {
+            let start = Instant::now();
+            let loss = cross_entropy(
+                trainee.forward(ad_input.images.clone()),
+                ad_input.labels.clone(),
+            );
+            let _ = ad.sync();
+            let mid = Instant::now();
+            let grads = loss.backward();
+            let _ = ad.sync();
+            std::hint::black_box(grads);
+            if i >= warmup {
+                fwd.push((mid - start).as_secs_f64() * 1e3);
+                bwd.push(mid.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        (per_run, median(plain), median(fwd), median(bwd))
+    });
+
+    let first = &segments[0];
+    let times: Vec<f64> = (0..first.len())
+        .map(|k| {
+            median(
+                segments
+                    .iter()
+                    .map(|run| run[k].time.as_secs_f64() * 1e3)
+                    .collect(),
+            )
+        })
+        .collect();
+    let layer_shares = shares(&times);
+    let layers: Vec<LayerProfile> = first
+        .iter()
+        .zip(times.iter().zip(&layer_shares))
+        .map(|(s, (&ms, &share))| LayerProfile {
+            name: s.name.clone(),
+            ms,
+            share,
+            macs: s.macs,
+            params: s.params,
+            output: s.output.clone(),
+        })
+        .collect();
+    let trace = request.trace.clone().unwrap_or_else(|| {
+        run_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("profile.trace.json")
+    });
+    let report = ProfileReport {
+        target: request.target.display().to_string(),
+        model: model.kind().to_string(),
+        batch,
+        threads: request.threads.max(1),
+        runs,
+        layer_sum_ms: times.iter().sum(),
+        layers,
+        forward_ms: forward,
+        train_forward_ms: train_forward,
+        train_backward_ms: train_backward,
+        trace: trace.display().to_string(),
+    };
+    let json = serde_json::to_string_pretty(&report.chrome_trace()).expect("trace serialises");
+    write_atomic(&trace, json.as_bytes()).map_err(RunError::io(&trace))?;
+    if let Some(dir) = &run_dir {
+        record_in_run(dir, &report)?;
+    }
+    Ok(report)
+}
+
+fn record_in_run(dir: &Path, report: &ProfileReport) -> Result<(), RunError> {
+    let mut events = EventLog::create(dir).map_err(RunError::io(dir))?;
+    let mut markdown =
+        format!("| layer | ms | share | MACs/sample | params |\n|---|---|---|---|---|\n");
+    for l in &report.layers {
+        markdown += &format!(
+            "| {} | {:.4} | {:.1}% | {} | {} |\n",
+            l.name,
+            l.ms,
+            l.share * 100.0,
+            l.macs,
+            l.params
+        );
+    }
+    markdown += &format!(
+        "\nsum of layers {:.4} ms, whole forward {:.4} ms, batch {}",
+        report.layer_sum_ms, report.forward_ms, report.batch
+    );
+    events.text("profile", &markdown, 0);
+    events.close();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_sum_to_one_hundred_percent() {
+        let s = shares(&[0.3, 1.2, 0.0, 2.5]);
+        assert!((s.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!((s[3] - 0.625).abs() < 1e-12);
+        assert_eq!(shares(&[0.0, 0.0]), vec![0.0, 0.0]);
+    }
+}
