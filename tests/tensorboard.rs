@@ -46,7 +46,9 @@ ea = EventAccumulator(sys.argv[1], size_guidance={"scalars": 0, "tensors": 0})
 ea.Reload()
 tags = ea.Tags()
 out = {"scalars": {t: [[e.step, e.value] for e in ea.Scalars(t)] for t in tags["scalars"]},
-       "tensors": tags["tensors"]}
+       "tensors": tags["tensors"],
+       "images": {t: [[i.width, i.height, len(i.encoded_image_string)] for i in ea.Images(t)]
+                  for t in tags["images"]}}
 if "config" in tags["tensors"]:
     out["config"] = ea.Tensors("config")[0].tensor_proto.string_val[0].decode()
 print(json.dumps(out))

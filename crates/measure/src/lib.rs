@@ -4,6 +4,9 @@
 pub mod accuracy;
 pub mod latency;
 pub mod model_bench;
+pub mod pareto;
+pub mod plot;
+pub mod report;
 pub mod summary;
 pub mod tensorboard;
 

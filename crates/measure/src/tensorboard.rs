@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use protobuf::RepeatedField;
 use tensorboard_proto::summary::{
-    Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Value,
+    Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Image, Summary_Value,
 };
 use tensorboard_proto::tensor::TensorProto;
 use tensorboard_proto::tensor_shape::{TensorShapeProto, TensorShapeProto_Dim};
@@ -69,6 +69,20 @@ impl EventLog {
         self.add(v, step);
     }
 
+    /// An image from its encoded PNG bytes (`height` x `width`, RGB). Written as an image
+    /// summary of our own: the crate's `add_image` swaps width and height.
+    pub fn image(&mut self, tag: &str, png: &[u8], height: u32, width: u32, step: usize) {
+        let mut image = Summary_Image::new();
+        image.set_height(height as i32);
+        image.set_width(width as i32);
+        image.set_colorspace(3);
+        image.set_encoded_image_string(png.to_vec());
+        let mut v = Summary_Value::new();
+        v.set_tag(tag.to_string());
+        v.set_image(image);
+        self.add(v, step);
+    }
+
     fn add(&mut self, value: Summary_Value, step: usize) {
         let mut summary = Summary::new();
         summary.set_value(RepeatedField::from_vec(vec![value]));
@@ -107,6 +121,12 @@ pub fn remove_event_files(dir: &Path) -> std::io::Result<()> {
 pub enum EventValue {
     Scalar(f32),
     Text(String),
+    /// An image summary: its size and the encoded bytes' length.
+    Image {
+        width: i32,
+        height: i32,
+        bytes: usize,
+    },
 }
 
 /// Reads every summary value of every event file in `dir`, in file order, checking each
@@ -158,6 +178,13 @@ pub fn read_events(dir: &Path) -> std::io::Result<Vec<(String, i64, EventValue)>
             for v in event.get_summary().get_value() {
                 let value = if v.has_simple_value() {
                     EventValue::Scalar(v.get_simple_value())
+                } else if v.has_image() {
+                    let image = v.get_image();
+                    EventValue::Image {
+                        width: image.get_width(),
+                        height: image.get_height(),
+                        bytes: image.get_encoded_image_string().len(),
+                    }
                 } else if v.has_tensor() {
                     let strings = v.get_tensor().get_string_val();
                     EventValue::Text(

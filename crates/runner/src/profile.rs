@@ -260,7 +260,7 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
 fn record_in_run(dir: &Path, report: &ProfileReport) -> Result<(), RunError> {
     let mut events = EventLog::create(dir).map_err(RunError::io(dir))?;
     let mut markdown =
-        format!("| layer | ms | share | MACs/sample | params |\n|---|---|---|---|---|\n");
+        "| layer | ms | share | MACs/sample | params |\n|---|---|---|---|---|\n".to_string();
     for l in &report.layers {
         markdown += &format!(
             "| {} | {:.4} | {:.1}% | {} | {} |\n",

@@ -34,6 +34,11 @@ enum Command {
     Bench(BenchArgs),
     /// Time a trained model's forward pass layer by layer, with a Chrome trace.
     Profile(ProfileArgs),
+    /// Tabulate and plot every finished run under a folder (report.md and PNG plots).
+    Report {
+        /// A folder of runs, e.g. `runs`.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -123,6 +128,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Run(args)) => run_stage(&args),
+        Some(Command::Report { dir }) => {
+            if !dir.is_dir() {
+                anyhow::bail!("{} is not a folder of runs", dir.display());
+            }
+            let report = measure::report::write_report(&dir).map_err(anyhow::Error::msg)?;
+            for (folder, reason) in &report.skipped {
+                eprintln!("warning: skipped {}: {reason}", folder.display());
+            }
+            print!("{}", measure::report::table(&report.runs));
+            println!(
+                "{} runs; wrote {} and {}",
+                report.runs.len(),
+                report.markdown.display(),
+                report
+                    .plots
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(())
+        }
         Some(Command::Profile(args)) => {
             let report = runner::profile::profile(&runner::profile::ProfileRequest {
                 target: args.target,

@@ -1,0 +1,178 @@
+//! `train report DIR`: every finished run under a folder in one table, and plots of accuracy
+//! against latency and against size with the Pareto front marked.
+
+use std::path::{Path, PathBuf};
+
+use crate::plot::{accuracy_plot, Point, HEIGHT, WIDTH};
+use crate::summary::{group_digits, RunSummary};
+use crate::EventLog;
+
+/// One run of the report.
+#[derive(Debug, Clone)]
+pub struct ReportRun {
+    pub dir: PathBuf,
+    pub summary: RunSummary,
+}
+
+impl ReportRun {
+    pub fn technique(&self) -> &'static str {
+        match self.summary.parent.as_ref().map(|p| p.role.as_str()) {
+            Some("teacher") => "distill",
+            _ => "train",
+        }
+    }
+
+    /// `name/hash`, unique within a runs folder.
+    pub fn label(&self) -> String {
+        format!(
+            "{}/{}",
+            self.summary.name,
+            &self.summary.hash[..self.summary.hash.len().min(6)]
+        )
+    }
+}
+
+/// A run folder left out of the report, and why.
+pub type Skipped = (PathBuf, String);
+
+/// What `report` found and wrote.
+pub struct Report {
+    pub runs: Vec<ReportRun>,
+    pub skipped: Vec<Skipped>,
+    pub markdown: PathBuf,
+    pub plots: Vec<PathBuf>,
+}
+
+/// Every folder under `dir` (recursively) holding a `summary.json`; unreadable summaries are
+/// returned as skipped with the reason.
+pub fn collect(dir: &Path) -> std::io::Result<(Vec<ReportRun>, Vec<Skipped>)> {
+    let mut runs = Vec::new();
+    let mut skipped = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&folder)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "summary.json") {
+                let parsed = std::fs::read_to_string(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| {
+                        serde_json::from_str::<RunSummary>(&t).map_err(|e| e.to_string())
+                    });
+                match parsed {
+                    Ok(summary) => runs.push(ReportRun {
+                        dir: folder.clone(),
+                        summary,
+                    }),
+                    Err(reason) => skipped.push((folder.clone(), reason)),
+                }
+            }
+        }
+    }
+    runs.sort_by_key(ReportRun::label);
+    Ok((runs, skipped))
+}
+
+/// The markdown table of `runs`.
+pub fn table(runs: &[ReportRun]) -> String {
+    let mut out = String::from(
+        "| run | technique | accuracy (%) | params | bytes | MACs/sample | latency p50 (ms) | vs parent: params / bytes / MACs / latency (x smaller or faster), accuracy (points) |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for run in runs {
+        let s = &run.summary;
+        let vs = match &s.parent {
+            Some(p) => format!(
+                "{} {}: {:.2} / {:.2} / {:.2} / {:.2}, {:+.2}",
+                p.role,
+                p.name,
+                p.ratios.params,
+                p.ratios.model_bytes,
+                p.ratios.macs,
+                p.ratios.latency_p50,
+                p.ratios.accuracy_delta_points
+            ),
+            None => "-".into(),
+        };
+        out += &format!(
+            "| {} | {} | {:.2} | {} | {} | {} | {:.3} | {} |\n",
+            run.label(),
+            run.technique(),
+            s.accuracy * 100.0,
+            group_digits(s.params as u64),
+            group_digits(s.model_bytes),
+            group_digits(s.macs),
+            s.latency_ms_p50,
+            vs
+        );
+    }
+    out
+}
+
+/// Writes `report.md`, `report-accuracy-latency.png` and `report-accuracy-size.png` into `dir`,
+/// and the plots as images into a TensorBoard run at `dir/report`.
+pub fn write_report(dir: &Path) -> Result<Report, String> {
+    let (runs, skipped) = collect(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    let points = |cost: &dyn Fn(&RunSummary) -> f64| -> Vec<Point> {
+        runs.iter()
+            .map(|r| Point {
+                label: r.label(),
+                cost: cost(&r.summary),
+                accuracy: r.summary.accuracy,
+            })
+            .collect()
+    };
+    let latency_png = dir.join("report-accuracy-latency.png");
+    let size_png = dir.join("report-accuracy-size.png");
+    accuracy_plot(
+        &latency_png,
+        "Accuracy against latency (batch 1, end to end)",
+        "latency p50 per image (ms, log scale)",
+        &points(&|s| s.latency_ms_p50),
+        true,
+    )?;
+    accuracy_plot(
+        &size_png,
+        "Accuracy against model size",
+        "model file size (bytes, log scale)",
+        &points(&|s| s.model_bytes as f64),
+        true,
+    )?;
+    let markdown = dir.join("report.md");
+    let mut text = format!(
+        "# Report of {}\n\n{} runs. Reproduce: `train report {}`.\n\n{}\n![accuracy against latency](report-accuracy-latency.png)\n\n![accuracy against size](report-accuracy-size.png)\n",
+        dir.display(),
+        runs.len(),
+        dir.display(),
+        table(&runs)
+    );
+    if !skipped.is_empty() {
+        text += "\nSkipped (unreadable summary.json):\n\n";
+        for (folder, reason) in &skipped {
+            text += &format!("- `{}`: {reason}\n", folder.display());
+        }
+    }
+    std::fs::write(&markdown, text).map_err(|e| format!("writing {}: {e}", markdown.display()))?;
+
+    let tb = dir.join("report");
+    let mut events = EventLog::create(&tb).map_err(|e| format!("{}: {e}", tb.display()))?;
+    for (tag, png) in [
+        ("report/accuracy_vs_latency", &latency_png),
+        ("report/accuracy_vs_size", &size_png),
+    ] {
+        let bytes = std::fs::read(png).map_err(|e| format!("{}: {e}", png.display()))?;
+        events.image(tag, &bytes, HEIGHT, WIDTH, 0);
+    }
+    events.text("report/table", &table(&runs), 0);
+    events.close();
+    Ok(Report {
+        runs,
+        skipped,
+        markdown,
+        plots: vec![latency_png, size_png],
+    })
+}
