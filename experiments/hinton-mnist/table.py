@@ -24,15 +24,18 @@ def load(name):
 
 
 def errors(rows):
-    return [s["test_errors"] for _, s in rows]
+    """(seed, test errors) of each run, by seed."""
+    return sorted((c["seed"], s["test_errors"]) for c, s in rows)
 
 
-def mean_std(values):
-    if not values:
+def mean_std(pairs):
+    if not pairs:
         return "not run"
+    values = [e for _, e in pairs]
     if len(values) == 1:
         return f"{values[0]}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)}: {', '.join(map(str, values))})"
+    seeds = ", ".join(f"seed {s}: {e}" for s, e in pairs)
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} ({seeds})"
 
 
 teacher = load("hinton-teacher")

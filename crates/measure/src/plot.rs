@@ -22,11 +22,69 @@ pub struct Point {
 pub const WIDTH: u32 = 1000;
 pub const HEIGHT: u32 = 650;
 
-/// Draws the plot to `path` (PNG). `x_label` names the cost with its unit.
+/// `1234567.0` -> `1.2 MB`: tick labels for byte axes.
+pub fn human_bytes(bytes: f64) -> String {
+    let units = ["B", "kB", "MB", "GB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if value >= 10.0 || value.fract() == 0.0 {
+        format!("{value:.0} {}", units[unit])
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
+/// Places labels (pixel anchors, text) so that none overlaps another: each label goes to the
+/// right of its point and moves down (then up) in steps until its box is free. Returns the top
+/// left corner of each label.
+fn place_labels(
+    anchors: &[(i32, i32)],
+    texts: &[&str],
+    char_width: i32,
+    height: i32,
+) -> Vec<(i32, i32)> {
+    let mut placed: Vec<(i32, i32, i32)> = Vec::new(); // x, y, width
+    let mut out = vec![(0, 0); anchors.len()];
+    let mut order: Vec<usize> = (0..anchors.len()).collect();
+    order.sort_by_key(|&i| (anchors[i].1, anchors[i].0));
+    for i in order {
+        let (ax, ay) = anchors[i];
+        let width = texts[i].chars().count() as i32 * char_width;
+        let free = |x: i32, y: i32| {
+            placed.iter().all(|&(px, py, pw)| {
+                x + width <= px || px + pw <= x || y + height <= py || py + height <= y
+            })
+        };
+        let x = ax + 9;
+        let mut y = ay - height / 2;
+        for step in 0..40 {
+            let dy = if step % 2 == 0 {
+                step / 2
+            } else {
+                -(step / 2 + 1)
+            } * height;
+            if free(x, ay - height / 2 + dy) {
+                y = ay - height / 2 + dy;
+                break;
+            }
+        }
+        placed.push((x, y, width));
+        out[i] = (x, y);
+    }
+    out
+}
+
+/// Draws the plot to `path` (PNG). `x_label` names the cost with its unit; `x_format` writes
+/// the tick labels.
 pub fn accuracy_plot(
     path: &Path,
     title: &str,
     x_label: &str,
+    x_format: &dyn Fn(f64) -> String,
     points: &[Point],
     log_x: bool,
 ) -> Result<(), String> {
@@ -93,6 +151,7 @@ pub fn accuracy_plot(
             let mut chart = $chart;
             chart
                 .configure_mesh()
+                .x_label_formatter(&|v| x_format(*v))
                 .x_desc(x_label)
                 .y_desc("test accuracy (%)")
                 .label_style(("sans-serif", 16))
@@ -105,13 +164,26 @@ pub fn accuracy_plot(
                 .label("Pareto front")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
             chart
-                .draw_series(labels.iter().map(|&(x, y, label, on_front)| {
+                .draw_series(labels.iter().map(|&(x, y, _, on_front)| {
                     let color = if on_front { RED } else { BLUE };
-                    EmptyElement::at((x, y))
-                        + Circle::new((0, 0), 6, color.filled())
-                        + Text::new(label.to_string(), (9, -18), ("sans-serif", 15))
+                    Circle::new((x, y), 6, color.filled())
                 }))
                 .map_err(|e| err(&e))?;
+            let anchors: Vec<(i32, i32)> = labels
+                .iter()
+                .map(|l| chart.backend_coord(&(l.0, l.1)))
+                .collect();
+            let texts: Vec<&str> = labels.iter().map(|l| l.2).collect();
+            let spots = place_labels(&anchors, &texts, 8, 17);
+            for ((&(ax, ay), (x, y)), text) in anchors.iter().zip(spots).zip(&texts) {
+                if (y + 8 - ay).abs() > 8 {
+                    // A label moved away from its point gets a leader line back to it.
+                    let line = PathElement::new(vec![(ax, ay), (x - 2, y + 8)], BLACK.mix(0.35));
+                    root.draw(&line).map_err(|e| err(&e))?;
+                }
+                root.draw(&Text::new(text.to_string(), (x, y), ("sans-serif", 14)))
+                    .map_err(|e| err(&e))?;
+            }
             chart
                 .configure_series_labels()
                 .border_style(BLACK)
@@ -124,7 +196,7 @@ pub fn accuracy_plot(
     }
     if log_x {
         // Room on the right for the labels of the costliest runs.
-        let range = (lo / 1.5).max(f64::MIN_POSITIVE)..(hi * 3.0);
+        let range = (lo / 1.5).max(f64::MIN_POSITIVE)..(hi * 6.0);
         draw!(chart
             .build_cartesian_2d(range.log_scale(), y_range)
             .map_err(|e| err(&e))?);
@@ -137,4 +209,30 @@ pub fn accuracy_plot(
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_like_people_write_them() {
+        assert_eq!(human_bytes(100_000.0), "100 kB");
+        assert_eq!(human_bytes(1_000_000.0), "1 MB");
+        assert_eq!(human_bytes(2_500_000.0), "2.5 MB");
+        assert_eq!(human_bytes(512.0), "512 B");
+    }
+
+    #[test]
+    fn labels_of_close_points_do_not_overlap() {
+        let anchors = [(100, 100), (102, 103), (101, 98), (400, 100)];
+        let texts = ["alpha", "beta", "gamma", "far away"];
+        let spots = place_labels(&anchors, &texts, 8, 17);
+        for i in 0..3 {
+            for j in i + 1..3 {
+                assert!((spots[i].1 - spots[j].1).abs() >= 17, "{spots:?}");
+            }
+        }
+        assert_eq!(spots[3], (409, 100 - 8));
+    }
 }

@@ -131,7 +131,8 @@ pub fn write_report(dir: &Path) -> Result<Report, String> {
     accuracy_plot(
         &latency_png,
         "Accuracy against latency (batch 1, end to end)",
-        "latency p50 per image (ms, log scale)",
+        "latency p50 per image, batch 1 (ms, log scale)",
+        &|v| format!("{v}"),
         &points(&|s| s.latency_ms_p50),
         true,
     )?;
@@ -139,6 +140,7 @@ pub fn write_report(dir: &Path) -> Result<Report, String> {
         &size_png,
         "Accuracy against model size",
         "model file size (bytes, log scale)",
+        &crate::plot::human_bytes,
         &points(&|s| s.model_bytes as f64),
         true,
     )?;
