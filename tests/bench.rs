@@ -153,3 +153,25 @@ fn profiles_a_run_layer_by_layer_with_a_chrome_trace() {
         .collect();
     assert!(texts.iter().any(|t| t == "profile"), "{texts:?}");
 }
+
+#[test]
+fn input_size_resizes_images_and_the_models_adapt() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx_dataset(&data, 64);
+    // LeNet-5 needs 12x12 at least; the 8x8 images are resized to 16x16 for it.
+    let config = small_config(&data)
+        .replace("kind = \"mlp\"\nhidden = [16]", "kind = \"lenet5\"\nchannels = [2, 4]\nfc = [8, 8]")
+        .replace("dataset = \"idx\"", "dataset = \"idx\"\ninput_size = 16");
+    let path = write(&dir.path().join("c.toml"), &config);
+    let out = train(dir.path()).arg(&path).output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("images of 16x16"), "{t}");
+    let run = only_run_dir(dir.path(), "small");
+    // conv1 (pad 2) keeps 16x16, pool 8x8, conv2 (5x5) 4x4, pool 2x2: fc1 sees 4 * 2 * 2 = 16.
+    // MACs: 16*16*2*25 + 4*4*4*2*25 + 16*8 + 8*8 + 8*4.
+    let summary = summary(&run);
+    assert_eq!(summary["macs"], 12_800 + 3_200 + 128 + 64 + 32);
+}
