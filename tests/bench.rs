@@ -162,7 +162,10 @@ fn input_size_resizes_images_and_the_models_adapt() {
     write_idx_dataset(&data, 64);
     // LeNet-5 needs 12x12 at least; the 8x8 images are resized to 16x16 for it.
     let config = small_config(&data)
-        .replace("kind = \"mlp\"\nhidden = [16]", "kind = \"lenet5\"\nchannels = [2, 4]\nfc = [8, 8]")
+        .replace(
+            "kind = \"mlp\"\nhidden = [16]",
+            "kind = \"lenet5\"\nchannels = [2, 4]\nfc = [8, 8]",
+        )
         .replace("dataset = \"idx\"", "dataset = \"idx\"\ninput_size = 16");
     let path = write(&dir.path().join("c.toml"), &config);
     let out = train(dir.path()).arg(&path).output().unwrap();
