@@ -45,6 +45,10 @@ pub struct LayerProfile {
     pub macs: u64,
     pub params: usize,
     pub output: Vec<usize>,
+    /// Median milliseconds of this layer's part of a backward pass: the backward time of the
+    /// graph ending at this layer minus that of the graph ending at the previous one (clamped
+    /// at zero: the two are separate measurements).
+    pub backward_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,17 +93,18 @@ impl ProfileReport {
             .unwrap_or(5)
             .max(5);
         let mut out = format!(
-            "forward pass of {} ({}), batch {}, {} thread(s), median of {} runs:\n  {:<width$} {:>10} {:>7} {:>12} {:>9}  output\n",
-            self.target, self.model, self.batch, self.threads, self.runs, "layer", "ms", "share", "MACs/sample", "params"
+            "forward pass of {} ({}), batch {}, {} thread(s), median of {} runs:\n  {:<width$} {:>10} {:>7} {:>12} {:>9} {:>12}  output\n",
+            self.target, self.model, self.batch, self.threads, self.runs, "layer", "ms", "share", "MACs/sample", "params", "backward ms"
         );
         for l in &self.layers {
             out += &format!(
-                "  {:<width$} {:>10.4} {:>6.1}% {:>12} {:>9}  {:?}\n",
+                "  {:<width$} {:>10.4} {:>6.1}% {:>12} {:>9} {:>12.4}  {:?}\n",
                 l.name,
                 l.ms,
                 l.share * 100.0,
                 group_digits(l.macs),
                 group_digits(l.params as u64),
+                l.backward_ms,
                 l.output
             );
         }
@@ -110,9 +115,13 @@ impl ProfileReport {
             self.layer_sum_ms / self.forward_ms
         );
         out += &format!(
-            "  training step at batch {}: forward {:.4} ms, backward {:.4} ms (backward is timed \
-             as a whole, not per layer)\n  Chrome trace: {}\n",
-            self.batch, self.train_forward_ms, self.train_backward_ms, self.trace
+            "  training step at batch {}: forward {:.4} ms, backward {:.4} ms; per-layer backward \
+             sums to {:.4} ms (from cumulative backward times, see the docs)\n  Chrome trace: {}\n",
+            self.batch,
+            self.train_forward_ms,
+            self.train_backward_ms,
+            self.layers.iter().map(|l| l.backward_ms).sum::<f64>(),
+            self.trace
         );
         out
     }
@@ -131,10 +140,15 @@ impl ProfileReport {
             }));
             ts += dur;
         }
-        events.push(serde_json::json!({
-            "name": "backward (whole)", "cat": "backward", "ph": "X", "ts": ts,
-            "dur": self.train_backward_ms * 1e3, "pid": 1, "tid": 2, "args": {},
-        }));
+        // The backward pass runs the layers in reverse.
+        for l in self.layers.iter().rev() {
+            let dur = l.backward_ms * 1e3;
+            events.push(serde_json::json!({
+                "name": l.name, "cat": "backward", "ph": "X", "ts": ts, "dur": dur,
+                "pid": 1, "tid": 2, "args": {},
+            }));
+            ts += dur;
+        }
         serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ms" })
     }
 }
@@ -167,44 +181,68 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
         .build()
         .expect("a rayon pool of a valid size");
 
-    let (segments, forward, train_forward, train_backward) = pool.install(|| {
-        let input = make_batch(&dataset.test, &indices, &prep, None, &device);
-        let warmup = (runs / 10).max(3);
-        let mut per_run: Vec<Vec<Segment>> = Vec::new();
-        let mut plain = Vec::new();
-        for i in 0..warmup + runs {
-            let start = Instant::now();
-            let logits = model.forward(input.images.clone());
-            let _ = logits.device().sync();
-            let whole = start.elapsed().as_secs_f64() * 1e3;
-            let mut tap = Tap::profile();
-            model.forward_tapped(input.images.clone(), &mut tap);
-            if i >= warmup {
-                plain.push(whole);
-                per_run.push(tap.segments.unwrap_or_default());
+    let (segments, forward, train_forward, train_backward, cumulative_backward) =
+        pool.install(|| {
+            let input = make_batch(&dataset.test, &indices, &prep, None, &device);
+            let warmup = (runs / 10).max(3);
+            let mut per_run: Vec<Vec<Segment>> = Vec::new();
+            let mut plain = Vec::new();
+            for i in 0..warmup + runs {
+                let start = Instant::now();
+                let logits = model.forward(input.images.clone());
+                let _ = logits.device().sync();
+                let whole = start.elapsed().as_secs_f64() * 1e3;
+                let mut tap = Tap::profile();
+                model.forward_tapped(input.images.clone(), &mut tap);
+                if i >= warmup {
+                    plain.push(whole);
+                    per_run.push(tap.segments.unwrap_or_default());
+                }
             }
-        }
-        // A training step: forward with autodiff, then backward, each timed.
-        let ad_input = make_batch(&dataset.test, &indices, &prep, None, &ad);
-        let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
-        for i in 0..warmup + runs.min(50) {
-            let start = Instant::now();
-            let loss = cross_entropy(
-                trainee.forward(ad_input.images.clone()),
-                ad_input.labels.clone(),
-            );
-            let _ = ad.sync();
-            let mid = Instant::now();
-            let grads = loss.backward();
-            let _ = ad.sync();
-            std::hint::black_box(grads);
-            if i >= warmup {
-                fwd.push((mid - start).as_secs_f64() * 1e3);
-                bwd.push(mid.elapsed().as_secs_f64() * 1e3);
+            // A training step: forward with autodiff, then backward, each timed.
+            let ad_input = make_batch(&dataset.test, &indices, &prep, None, &ad);
+            let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
+            for i in 0..warmup + runs.min(50) {
+                let start = Instant::now();
+                let loss = cross_entropy(
+                    trainee.forward(ad_input.images.clone()),
+                    ad_input.labels.clone(),
+                );
+                let _ = ad.sync();
+                let mid = Instant::now();
+                let grads = loss.backward();
+                let _ = ad.sync();
+                std::hint::black_box(grads);
+                if i >= warmup {
+                    fwd.push((mid - start).as_secs_f64() * 1e3);
+                    bwd.push(mid.elapsed().as_secs_f64() * 1e3);
+                }
             }
-        }
-        (per_run, median(plain), median(fwd), median(bwd))
-    });
+            // Backward through the graph ending at each point in turn: the differences between
+            // consecutive points are the layers' shares of a backward pass.
+            let names: Vec<String> = per_run[0].iter().map(|s| s.name.clone()).collect();
+            let cumulative: Vec<f64> = names
+                .iter()
+                .map(|name| {
+                    let mut times = Vec::new();
+                    for i in 0..warmup + runs.min(50) {
+                        let mut tap = Tap::at(name);
+                        trainee.forward_tapped(ad_input.images.clone(), &mut tap);
+                        let loss = tap.found.expect("every profiled point can be tapped").sum();
+                        let _ = ad.sync();
+                        let start = Instant::now();
+                        let grads = loss.backward();
+                        let _ = ad.sync();
+                        std::hint::black_box(grads);
+                        if i >= warmup {
+                            times.push(start.elapsed().as_secs_f64() * 1e3);
+                        }
+                    }
+                    median(times)
+                })
+                .collect();
+            (per_run, median(plain), median(fwd), median(bwd), cumulative)
+        });
 
     let first = &segments[0];
     let times: Vec<f64> = (0..first.len())
@@ -221,13 +259,21 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
     let layers: Vec<LayerProfile> = first
         .iter()
         .zip(times.iter().zip(&layer_shares))
-        .map(|(s, (&ms, &share))| LayerProfile {
+        .enumerate()
+        .map(|(k, (s, (&ms, &share)))| LayerProfile {
             name: s.name.clone(),
             ms,
             share,
             macs: s.macs,
             params: s.params,
             output: s.output.clone(),
+            backward_ms: (cumulative_backward[k]
+                - if k > 0 {
+                    cumulative_backward[k - 1]
+                } else {
+                    0.0
+                })
+            .max(0.0),
         })
         .collect();
     let trace = request.trace.clone().unwrap_or_else(|| {
