@@ -6,10 +6,7 @@ use common::*;
 
 /// Runs `train CONFIG` in a fresh folder and returns (exit ok, output, whether runs/ appeared).
 fn run_config(edit: impl Fn(String) -> String, extra: &[&str]) -> (bool, String, bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_idx_dataset(&data, 32);
+    let (dir, data) = folder_with_data(32);
     let config = write(&dir.path().join("c.toml"), &edit(small_config(&data)));
     let out = train(dir.path()).arg(&config).args(extra).output().unwrap();
     let runs = dir.path().join("runs").exists();
@@ -138,10 +135,7 @@ fn missing_config_file() {
 
 #[test]
 fn truncated_idx_file_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_idx_dataset(&data, 32);
+    let (dir, data) = folder_with_data(32);
     let images = data.join("train-images-idx3-ubyte");
     let bytes = std::fs::read(&images).unwrap();
     std::fs::write(&images, &bytes[..bytes.len() - 100]).unwrap();
@@ -163,17 +157,7 @@ fn corrupt_cached_dataset_fails_the_checksum_and_says_what_to_do() {
     for file in data::fetch::MNIST.files {
         std::fs::write(mnist.join(file.name), b"not mnist").unwrap();
     }
-    let config = r#"name = "m"
-[data]
-dataset = "mnist"
-[model]
-kind = "mlp"
-hidden = [8]
-[train]
-epochs = 1
-optimizer = { kind = "sgd", lr = 0.1 }
-"#;
-    let config = write(&dir.path().join("c.toml"), config);
+    let config = write(&dir.path().join("c.toml"), MNIST_MLP);
     let out = train(dir.path())
         .arg(&config)
         .env("COMPRESS_DATA__CACHE_DIR", &cache)
@@ -185,6 +169,18 @@ optimizer = { kind = "sgd", lr = 0.1 }
     assert!(t.contains("delete it"), "{t}");
     assert!(!dir.path().join("runs").exists());
 }
+
+/// A tiny MNIST config, for the tests of fetching and verifying the real dataset.
+const MNIST_MLP: &str = r#"name = "m"
+[data]
+dataset = "mnist"
+[model]
+kind = "mlp"
+hidden = [8]
+[train]
+epochs = 1
+optimizer = { kind = "sgd", lr = 0.1 }
+"#;
 
 #[test]
 fn check_accepts_every_shipped_config() {
@@ -207,17 +203,7 @@ fn a_missing_registry_client_is_a_clear_error_and_leaves_no_partial_dataset() {
     let cache = dir.path().join("cache");
     let empty_path = dir.path().join("bin");
     std::fs::create_dir(&empty_path).unwrap();
-    let config = r#"name = "m"
-[data]
-dataset = "mnist"
-[model]
-kind = "mlp"
-hidden = [8]
-[train]
-epochs = 1
-optimizer = { kind = "sgd", lr = 0.1 }
-"#;
-    let config = write(&dir.path().join("c.toml"), config);
+    let config = write(&dir.path().join("c.toml"), MNIST_MLP);
     let out = train(dir.path())
         .arg(&config)
         .env("PATH", &empty_path)

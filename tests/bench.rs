@@ -8,13 +8,9 @@ use measure::tensorboard::read_events;
 
 #[test]
 fn benchmarks_a_run_folder_and_records_the_results() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_idx_dataset(&data, 64);
+    let (dir, data) = folder_with_data(64);
     let path = write(&dir.path().join("c.toml"), &small_config(&data));
-    let out = train(dir.path()).arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    train_ok(dir.path(), &path, &[]);
     let run = only_run_dir(dir.path(), "small");
 
     let out = train(dir.path())
@@ -96,14 +92,10 @@ fn unbenchable_targets_are_clear_errors() {
 
 #[test]
 fn profiles_a_run_layer_by_layer_with_a_chrome_trace() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_idx_dataset(&data, 64);
+    let (dir, data) = folder_with_data(64);
     let config = small_config(&data).replace("hidden = [16]", "hidden = [16, 8]");
     let path = write(&dir.path().join("c.toml"), &config);
-    let out = train(dir.path()).arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    train_ok(dir.path(), &path, &[]);
     let run = only_run_dir(dir.path(), "small");
 
     let out = train(dir.path())
@@ -156,10 +148,7 @@ fn profiles_a_run_layer_by_layer_with_a_chrome_trace() {
 
 #[test]
 fn input_size_resizes_images_and_the_models_adapt() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_idx_dataset(&data, 64);
+    let (dir, data) = folder_with_data(64);
     // LeNet-5 needs 12x12 at least; the 8x8 images are resized to 16x16 for it.
     let config = small_config(&data)
         .replace(

@@ -8,10 +8,7 @@ use measure::tensorboard::{read_events, EventValue};
 
 #[test]
 fn reports_every_run_and_skips_broken_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_idx_dataset(&data, 64);
+    let (dir, data) = folder_with_data(64);
     let path = write(&dir.path().join("c.toml"), &small_config(&data));
     for seed in ["1", "2"] {
         let out = train(dir.path())

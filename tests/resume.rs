@@ -49,10 +49,7 @@ fn killed_mlp_with_dropout_and_adam_resumes_to_identical_numbers() {
 
 #[test]
 fn nan_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_idx_dataset(&data, 64);
+    let (dir, data) = folder_with_data(64);
     let path = write(&dir.path().join("c.toml"), &small_config(&data));
     // 64 samples / batch 16 = 4 steps per epoch: step 6 is epoch 2, step 2.
     let out = train(dir.path())
@@ -78,10 +75,7 @@ fn nan_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint() {
 
 #[test]
 fn a_finished_run_is_reused_not_retrained() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_idx_dataset(&data, 32);
+    let (dir, data) = folder_with_data(32);
     let path = write(&dir.path().join("c.toml"), &small_config(&data));
     let first = train(dir.path()).arg(&path).output().unwrap();
     assert!(first.status.success(), "{}", text(&first));

@@ -56,13 +56,9 @@ print(json.dumps(out))
 
 #[test]
 fn tensorboard_reads_every_promised_tag() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_idx_dataset(&data, 64);
+    let (dir, data) = folder_with_data(64);
     let path = write(&dir.path().join("c.toml"), &small_config(&data));
-    let out = train(dir.path()).arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    train_ok(dir.path(), &path, &[]);
     let run = std::fs::read_dir(dir.path().join("runs/small"))
         .unwrap()
         .next()

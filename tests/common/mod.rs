@@ -75,6 +75,23 @@ pub fn write_idx_dataset(dir: &Path, n: usize) {
     }
 }
 
+/// A temp folder holding a small IDX dataset of `n` images per split in `data/`.
+pub fn folder_with_data(n: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_idx_dataset(&data, n);
+    (dir, data)
+}
+
+/// Runs `train CONFIG ARGS...` in `dir`, asserting it succeeds; returns its output.
+pub fn train_ok(dir: &Path, config: &Path, args: &[&str]) -> String {
+    let out = train(dir).arg(config).args(args).output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    t
+}
+
 /// A config for a quick MLP run on the IDX folder `data`.
 pub fn small_config(data: &Path) -> String {
     format!(
