@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::store::ModuleRecord;
 use measure::latency::PHASES;
 use measure::{batch_latency, EventLog, LatencyStats};
 use models::Model;
@@ -15,6 +14,7 @@ use crate::error::RunError;
 use crate::run_dir::{write_atomic, MODEL, RESOLVED_CONFIG, SUMMARY};
 use crate::schema::StageConfig;
 use crate::stage::{input_for, load_dataset};
+use crate::teacher::{load_model_file, TeacherFormat};
 
 /// What to benchmark and how.
 #[derive(Debug, Clone)]
@@ -147,11 +147,15 @@ pub fn open_target(target: &Path, config: Option<&Path>) -> Result<Target, RunEr
     let device = parse_device(&config.device).map_err(|e| error(&model_path, e))?;
     let dataset = load_dataset(&config)?;
     let (input, prep) = input_for(&config, &dataset);
-    let model = Model::new(&config.model, &input, &device).map_err(RunError::Model)?;
-    let record = ModuleRecord::load(&model_path).map_err(|e| error(&model_path, e.to_string()))?;
-    let model = model
-        .try_load_record(record)
-        .map_err(|e| error(&model_path, e.to_string()))?;
+    let model = load_model_file(
+        &model_path,
+        TeacherFormat::Burnpack,
+        &config.model,
+        &[],
+        &input,
+        &device,
+    )
+    .map_err(|e| error(&model_path, e))?;
     Ok(Target {
         model,
         config,

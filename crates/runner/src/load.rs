@@ -11,7 +11,7 @@ use config::{Config, Environment, File, FileFormat, Value, ValueKind};
 
 use crate::run_dir::config_hash;
 use crate::schema::StageConfig;
-use crate::teacher::{file_sha256, load_teacher_file, resolve_path, TeacherFormat, TeacherSource};
+use crate::teacher::{file_sha256, load_model_file, resolve_path, TeacherFormat, TeacherSource};
 use crate::validate::{input_shape, validate, Invalid};
 
 /// Prefix of environment overrides: `COMPRESS_TRAIN__EPOCHS=3` sets `train.epochs`.
@@ -213,7 +213,7 @@ fn load_chain(
                 Some(format) => {
                     let spec = distill.teacher_model.clone().expect("validated");
                     // Load it once now, so a file that does not fit fails before any training.
-                    load_teacher_file(
+                    load_model_file(
                         &teacher_path,
                         format,
                         &spec,

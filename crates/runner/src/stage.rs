@@ -18,7 +18,7 @@ use crate::objective::CrossEntropy;
 use crate::progress::Progress;
 use crate::run_dir::{write_atomic, RunDir, CHECKPOINT, LOG, MODEL, RESOLVED_CONFIG, SUMMARY};
 use crate::schema::{DatasetName, StageConfig};
-use crate::teacher::{load_teacher_file, TeacherSource};
+use crate::teacher::{load_model_file, TeacherFormat, TeacherSource};
 use crate::train::{replay_history, train, TrainSetup};
 
 #[derive(Debug, Clone, Default)]
@@ -199,21 +199,20 @@ fn prepare_teacher(
                 outcome.summary.accuracy * 100.0
             ));
             let device = parse_device(&teacher.config.device).expect("validated device");
-            let model = models::Model::new(&teacher.config.model, input, &device)
-                .map_err(RunError::Model)?;
             let path = outcome.dir.join(MODEL);
-            let record = burn::store::ModuleRecord::load(&path).map_err(|e| RunError::Record {
+            let model = load_model_file(
+                &path,
+                TeacherFormat::Burnpack,
+                &teacher.config.model,
+                &[],
+                input,
+                &device,
+            )
+            .map_err(|message| RunError::Record {
                 what: "teacher model",
                 path: path.clone(),
-                message: e.to_string(),
+                message,
             })?;
-            let model = model
-                .try_load_record(record)
-                .map_err(|e| RunError::Record {
-                    what: "teacher model",
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
             Ok(ReadyTeacher {
                 model,
                 summary: Some(outcome.summary),
@@ -227,7 +226,7 @@ fn prepare_teacher(
             key_map,
             sha256,
         } => {
-            let model = load_teacher_file(path, *format, spec, key_map, input, &device).map_err(
+            let model = load_model_file(path, *format, spec, key_map, input, &device).map_err(
                 |message| RunError::Record {
                     what: "teacher file",
                     path: path.clone(),

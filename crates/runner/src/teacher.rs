@@ -70,11 +70,12 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(&Sha256::digest(std::fs::read(path)?)[..6]))
 }
 
-/// Builds `spec` for `input` and loads the teacher file's weights into it.
+/// Builds `spec` for `input` and loads a model file's weights into it: a teacher from
+/// elsewhere, or one of our own run folders' `model.bpk`.
 ///
 /// A file whose tensors do not fit (another class count, another input size, another
 /// architecture) is an error listing the mismatches.
-pub fn load_teacher_file(
+pub fn load_model_file(
     path: &Path,
     format: TeacherFormat,
     spec: &ModelSpec,
@@ -251,7 +252,7 @@ mod tests {
         let path = dir.path().join("teacher.safetensors");
         write_safetensors(&path, &pytorch_state_dict(&original));
 
-        let loaded = load_teacher_file(
+        let loaded = load_model_file(
             &path,
             TeacherFormat::Safetensors,
             &lenet_spec(),
@@ -288,7 +289,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("teacher.safetensors");
         write_safetensors(&path, &pytorch_state_dict(&m));
-        let err = load_teacher_file(
+        let err = load_model_file(
             &path,
             TeacherFormat::Safetensors,
             &lenet_spec(),
@@ -307,7 +308,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("teacher.safetensors");
         write_safetensors(&path, &pytorch_state_dict(&m));
-        let err = load_teacher_file(
+        let err = load_model_file(
             &path,
             TeacherFormat::Safetensors,
             &lenet_spec(),
