@@ -8,10 +8,6 @@
 pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
     /// A generator for one `(seed, stream)` pair, e.g. one epoch of one run.
     pub fn for_stream(seed: u64, stream: u64) -> Self {
         let mut mixer = Self(seed ^ stream.wrapping_mul(0xA24B_AED4_963E_E407));

@@ -60,19 +60,6 @@ pub fn hint_loss(adapted_student: Tensor<2>, teacher: Tensor<2>) -> Tensor<1> {
     (adapted_student - teacher.detach()).powi_scalar(2).mean()
 }
 
-/// Number of rows where student and teacher pick the same class.
-///
-/// # Shapes
-/// - student, teacher: `[batch, classes]`
-pub fn agreement(student: Tensor<2>, teacher: Tensor<2>) -> usize {
-    student
-        .argmax(1)
-        .equal(teacher.argmax(1))
-        .int()
-        .sum()
-        .into_scalar::<i64>() as usize
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,4 +6,4 @@
 
 mod kd;
 
-pub use kd::{agreement, distillation_loss, hint_loss, kd_loss, DistillLoss};
+pub use kd::{distillation_loss, hint_loss, kd_loss, DistillLoss};

@@ -21,7 +21,6 @@ use tensorboard_rs::summary_writer::FileWriter;
 /// names files by second and pid, so two writers started in the same second collide.
 pub struct EventLog {
     writer: Option<FileWriter>,
-    dir: PathBuf,
 }
 
 impl EventLog {
@@ -31,12 +30,7 @@ impl EventLog {
         std::fs::create_dir_all(dir)?;
         Ok(Self {
             writer: Some(FileWriter::new(dir)),
-            dir: dir.to_path_buf(),
         })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     pub fn scalar(&mut self, tag: &str, value: f64, step: usize) {

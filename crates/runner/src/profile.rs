@@ -305,23 +305,7 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
 
 fn record_in_run(dir: &Path, report: &ProfileReport) -> Result<(), RunError> {
     let mut events = EventLog::create(dir).map_err(RunError::io(dir))?;
-    let mut markdown =
-        "| layer | ms | share | MACs/sample | params |\n|---|---|---|---|---|\n".to_string();
-    for l in &report.layers {
-        markdown += &format!(
-            "| {} | {:.4} | {:.1}% | {} | {} |\n",
-            l.name,
-            l.ms,
-            l.share * 100.0,
-            l.macs,
-            l.params
-        );
-    }
-    markdown += &format!(
-        "\nsum of layers {:.4} ms, whole forward {:.4} ms, batch {}",
-        report.layer_sum_ms, report.forward_ms, report.batch
-    );
-    events.text("profile", &markdown, 0);
+    events.text("profile", &format!("```\n{}```", report.table()), 0);
     events.close();
     Ok(())
 }

@@ -169,6 +169,14 @@ impl OptimizerConfig {
             | OptimizerConfig::Adamw { lr, .. } => *lr,
         }
     }
+
+    pub fn weight_decay(&self) -> f64 {
+        match self {
+            OptimizerConfig::Sgd { weight_decay, .. }
+            | OptimizerConfig::Adam { weight_decay, .. }
+            | OptimizerConfig::Adamw { weight_decay, .. } => *weight_decay,
+        }
+    }
 }
 
 /// Learning-rate schedule over the run; every kind may start with a linear warm-up.

@@ -244,23 +244,27 @@ mod tests {
         m
     }
 
+    /// Writes `m` as a PyTorch-style safetensors file and loads it back for MNIST-shaped
+    /// LeNet-5 inputs through `key_map`.
+    fn round_trip(m: &LeNet5, key_map: &[[String; 2]], device: &Device) -> Result<Model, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("teacher.safetensors");
+        write_safetensors(&path, &pytorch_state_dict(m));
+        load_model_file(
+            &path,
+            TeacherFormat::Safetensors,
+            &lenet_spec(),
+            key_map,
+            &MNIST,
+            device,
+        )
+    }
+
     #[test]
     fn a_pytorch_style_safetensors_teacher_gives_the_original_logits() {
         let device = Device::flex();
         let original = trained_looking_lenet(&device);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("teacher.safetensors");
-        write_safetensors(&path, &pytorch_state_dict(&original));
-
-        let loaded = load_model_file(
-            &path,
-            TeacherFormat::Safetensors,
-            &lenet_spec(),
-            &key_map(),
-            &MNIST,
-            &device,
-        )
-        .unwrap();
+        let loaded = round_trip(&original, &key_map(), &device).unwrap();
         let x = Tensor::<4>::random([4, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
         let original = Model::LeNet5(original);
         let want: Vec<f32> = original
@@ -286,37 +290,14 @@ mod tests {
         let Model::LeNet5(m) = Model::new(&lenet_spec(), &five, &device).unwrap() else {
             unreachable!()
         };
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("teacher.safetensors");
-        write_safetensors(&path, &pytorch_state_dict(&m));
-        let err = load_model_file(
-            &path,
-            TeacherFormat::Safetensors,
-            &lenet_spec(),
-            &key_map(),
-            &MNIST,
-            &device,
-        )
-        .unwrap_err();
+        let err = round_trip(&m, &key_map(), &device).unwrap_err();
         assert!(err.contains("fc3"), "{err}");
     }
 
     #[test]
     fn unmapped_keys_are_named() {
         let device = Device::flex();
-        let m = trained_looking_lenet(&device);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("teacher.safetensors");
-        write_safetensors(&path, &pytorch_state_dict(&m));
-        let err = load_model_file(
-            &path,
-            TeacherFormat::Safetensors,
-            &lenet_spec(),
-            &[],
-            &MNIST,
-            &device,
-        )
-        .unwrap_err();
+        let err = round_trip(&trained_looking_lenet(&device), &[], &device).unwrap_err();
         assert!(
             err.contains("conv1.conv.weight") && err.contains("conv1.0.weight"),
             "{err}"

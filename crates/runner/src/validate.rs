@@ -137,12 +137,11 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
     at_least("train.log_every", train.log_every, 1)?;
     let lr = train.optimizer.lr();
     positive_finite("train.optimizer.lr", lr)?;
+    let decay = train.optimizer.weight_decay();
+    in_range("train.optimizer.weight_decay", decay, 0.0, 1.0, "in [0, 1)")?;
     match &train.optimizer {
         OptimizerConfig::Sgd {
-            momentum,
-            nesterov,
-            weight_decay,
-            ..
+            momentum, nesterov, ..
         } => {
             in_range("train.optimizer.momentum", *momentum, 0.0, 1.0, "in [0, 1)")?;
             if *nesterov && *momentum == 0.0 {
@@ -152,38 +151,16 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
                     "Nesterov momentum needs train.optimizer.momentum > 0",
                 ));
             }
-            in_range(
-                "train.optimizer.weight_decay",
-                *weight_decay,
-                0.0,
-                1.0,
-                "in [0, 1)",
-            )?;
         }
         OptimizerConfig::Adam {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            ..
+            beta1, beta2, eps, ..
         }
         | OptimizerConfig::Adamw {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            ..
+            beta1, beta2, eps, ..
         } => {
             in_range("train.optimizer.beta1", *beta1, 0.0, 1.0, "in [0, 1)")?;
             in_range("train.optimizer.beta2", *beta2, 0.0, 1.0, "in [0, 1)")?;
             positive_finite("train.optimizer.eps", *eps)?;
-            in_range(
-                "train.optimizer.weight_decay",
-                *weight_decay,
-                0.0,
-                1.0,
-                "in [0, 1)",
-            )?;
         }
     }
     let warmup = match &train.schedule {
