@@ -167,6 +167,22 @@ pub fn summary(run: &Path) -> serde_json::Value {
 /// Runs `config` to completion in one folder, and killed (SIGKILL) during epoch `kill_epoch`
 /// then restarted in another; the two must agree exactly.
 pub fn kill_and_resume_matches(config: &str, name: &str, kill_epoch: usize) {
+    kill_and_resume_matches_with_env(config, name, kill_epoch, &[]);
+}
+
+/// [`kill_and_resume_matches`] with extra environment variables for every run; returns the
+/// folders holding the two runs (kept alive by the returned temp dirs).
+pub fn kill_and_resume_matches_with_env(
+    config: &str,
+    name: &str,
+    kill_epoch: usize,
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, tempfile::TempDir) {
+    let train = |dir: &Path| {
+        let mut cmd = train(dir);
+        cmd.envs(env.iter().copied());
+        cmd
+    };
     let straight = tempfile::tempdir().unwrap();
     let path = write(&straight.path().join("c.toml"), config);
     let out = train(straight.path())
@@ -237,4 +253,5 @@ pub fn kill_and_resume_matches(config: &str, name: &str, kill_epoch: usize) {
     let (ea, eb) = (outcome_scalars(&a), outcome_scalars(&run));
     assert!(ea.iter().any(|(t, _, _)| t == "eval/accuracy"));
     assert_eq!(ea, eb, "TensorBoard histories differ");
+    (straight, killed)
 }

@@ -3,7 +3,7 @@
 use burn::prelude::*;
 use data::{make_batch, Preprocess, Split};
 use models::loss::cross_entropy;
-use models::Model;
+use models::Classifier;
 
 /// Accuracy and mean loss over a split.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,7 +17,7 @@ pub struct Evaluation {
 /// Evaluates `model` (an inference copy: no autodiff, BatchNorm in eval mode) on all of
 /// `split`, in batches of `batch_size`.
 pub fn evaluate(
-    model: &Model,
+    model: &dyn Classifier,
     split: &Split,
     prep: &Preprocess,
     batch_size: usize,
@@ -28,7 +28,7 @@ pub fn evaluate(
     let mut correct = 0usize;
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = make_batch(split, chunk, prep, None, device);
-        let logits = model.forward(batch.images); // [batch, classes]
+        let logits = model.classify(batch.images); // [batch, classes]
         let hits = logits
             .clone()
             .argmax(1)

@@ -3,7 +3,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use data::{make_batch, Preprocess, Split};
-use models::Model;
+use models::Classifier;
 
 use crate::latency::{measure_latency, measure_throughput, LatencyStats};
 
@@ -39,7 +39,7 @@ fn pool(threads: usize) -> rayon::ThreadPool {
 /// across threads per op and is erratic; a dedicated pool is what a server would do).
 #[allow(clippy::too_many_arguments)]
 pub fn batch_latency(
-    model: &Model,
+    model: &dyn Classifier,
     test: &Split,
     prep: &Preprocess,
     batch: usize,
@@ -68,7 +68,7 @@ pub fn batch_latency(
                 Tensor::<4>::from_data(TensorData::new(values, shape), device)
             },
             |input| {
-                let logits = model.forward(input);
+                let logits = model.classify(input);
                 let _ = device.sync();
                 logits
             },
@@ -95,7 +95,7 @@ pub fn batch_latency(
 /// Batch-1 end-to-end latency over test images (see [`batch_latency`]), then inference
 /// throughput at batch N.
 pub fn bench_model(
-    model: &Model,
+    model: &dyn Classifier,
     test: &Split,
     prep: &Preprocess,
     options: &BenchOptions,
@@ -119,7 +119,7 @@ pub fn bench_model(
             let start = (b * batch) % n;
             let indices: Vec<usize> = (start..start + batch).map(|i| i % n).collect();
             let input = make_batch(test, &indices, prep, None, device);
-            let classes = model.forward(input.images).argmax(1);
+            let classes = model.classify(input.images).argmax(1);
             std::hint::black_box(classes.into_data());
         })
     });

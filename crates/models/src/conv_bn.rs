@@ -40,9 +40,9 @@ impl ConvBn {
     /// - output: `[batch, c_out, h', w']` where `h' = (h + 2 * padding - kernel) / stride + 1`
     pub fn forward(&self, x: Tensor<4>, tap: &mut Tap, name: &str) -> Tensor<4> {
         let x = self.conv.forward(x);
-        tap.offer(&format!("{name}.conv"), &x, LayerRef::Conv(&self.conv));
+        let x = tap.probe(&format!("{name}.conv"), x, LayerRef::Conv(&self.conv));
         let x = self.bn.forward(x);
-        tap.offer(&format!("{name}.bn"), &x, LayerRef::BatchNorm(&self.bn));
+        let x = tap.probe(&format!("{name}.bn"), x, LayerRef::BatchNorm(&self.bn));
         x
     }
 

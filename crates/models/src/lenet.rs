@@ -54,23 +54,18 @@ impl LeNet5 {
     pub fn forward(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
         let x = self.conv1.forward(x, tap, "conv1"); // [batch, 6, 28, 28]
         let x = self.pool.forward(relu(x)); // [batch, 6, 14, 14]
-        tap.offer("conv1", &x, LayerRef::Other);
+        let x = tap.probe("conv1", x, LayerRef::Other);
         let x = self.conv2.forward(x, tap, "conv2"); // [batch, 16, 10, 10]
         let x = self.pool.forward(relu(x)); // [batch, 16, 5, 5]
-        tap.offer("conv2", &x, LayerRef::Other);
+        let x = tap.probe("conv2", x, LayerRef::Other);
         let x = x.flatten::<2>(1, 3); // [batch, 400]
         let x = relu(self.fc1.forward(x)); // [batch, 120]
-        tap.offer("fc1", &x, LayerRef::Linear(&self.fc1));
+        let x = tap.probe("fc1", x, LayerRef::Linear(&self.fc1));
         let x = relu(self.fc2.forward(x)); // [batch, 84]
-        tap.offer("fc2", &x, LayerRef::Linear(&self.fc2));
+        let x = tap.probe("fc2", x, LayerRef::Linear(&self.fc2));
         let x = self.fc3.forward(x); // [batch, classes]
-        tap.offer("fc3", &x, LayerRef::Linear(&self.fc3));
+        let x = tap.probe("fc3", x, LayerRef::Linear(&self.fc3));
         x
-    }
-
-    /// Tap points: each conv block (after pooling) and each hidden fully connected layer.
-    pub fn taps(&self) -> Vec<String> {
-        ["conv1", "conv2", "fc1", "fc2"].map(String::from).to_vec()
     }
 
     pub fn macs(&self, size: [usize; 2]) -> u64 {

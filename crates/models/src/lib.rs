@@ -2,9 +2,12 @@
 //! reports its MACs and its prunable channel groups, so later stages (pruning, quantization)
 //! work on any of them without special cases.
 
+mod classifier;
 mod conv_bn;
+pub mod file;
 mod groups;
 mod lenet;
+mod linear_stack;
 pub mod loss;
 mod mlp;
 mod model;
@@ -13,14 +16,16 @@ mod spec;
 mod tap;
 mod vgg;
 
+pub use classifier::Classifier;
 pub use conv_bn::ConvBn;
-pub use groups::{ChannelGroup, GroupMember};
+pub use file::{ModelFileError, ModelFormat};
+pub use groups::{ChannelGroup, GroupMember, Role};
 pub use lenet::LeNet5;
 pub use mlp::Mlp;
 pub use model::Model;
 pub use resnet::{BasicBlock, ResNet};
-pub use spec::{InputShape, ModelSpec, SpecError};
-pub use tap::{LayerRef, Segment, Tap};
+pub use spec::{InputShape, ModelSpec, ResnetBlock, SpecError};
+pub use tap::{LayerRef, ProbeTransform, Segment, Tap};
 pub use vgg::Vgg;
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use burn::prelude::*;
 
 use crate::groups::ChannelGroup;
 use crate::lenet::LeNet5;
+use crate::linear_stack;
 use crate::mlp::Mlp;
 use crate::resnet::ResNet;
 use crate::spec::{InputShape, ModelSpec, SpecError};
@@ -61,19 +62,41 @@ impl Model {
                 input.classes,
                 device,
             )),
-            ModelSpec::Resnet {
-                stem,
-                stages,
-                blocks,
-            } => Model::ResNet(ResNet::new(
+            ModelSpec::Resnet { stem, .. } => Model::ResNet(ResNet::new(
                 input.channels,
                 *stem,
-                stages,
-                *blocks,
+                &spec.resnet_blocks(),
                 input.classes,
                 device,
             )),
         })
+    }
+
+    /// The spec of this model as its tensors stand (after pruning, the narrower widths), so a
+    /// saved model or checkpoint describes itself. Built with [`Model::new`] for the same
+    /// input, it gives a model of exactly these shapes.
+    pub fn spec(&self) -> ModelSpec {
+        match self {
+            Model::Mlp(m) => ModelSpec::Mlp {
+                hidden: linear_stack::hidden_widths(&m.layers),
+                dropout: m.dropout.prob,
+                input_dropout: m.input_dropout.prob,
+            },
+            Model::LeNet5(m) => ModelSpec::LeNet5 {
+                channels: [m.conv1.conv.weight.dims()[0], m.conv2.conv.weight.dims()[0]],
+                fc: [m.fc1.weight.dims()[1], m.fc2.weight.dims()[1]],
+            },
+            Model::Vgg(m) => ModelSpec::Vgg {
+                stages: m
+                    .stages
+                    .iter()
+                    .map(|s| s.iter().map(|c| c.conv.weight.dims()[0]).collect())
+                    .collect(),
+                fc: linear_stack::hidden_widths(&m.fc),
+                dropout: m.dropout.prob,
+            },
+            Model::ResNet(m) => m.spec(),
+        }
     }
 
     /// The architecture's `kind`, as written in configs.
@@ -117,12 +140,7 @@ impl Model {
 
     /// Names of the points whose activations [`Model::forward_tapped`] can capture.
     pub fn taps(&self) -> Vec<String> {
-        match self {
-            Model::Mlp(m) => m.taps(),
-            Model::LeNet5(m) => m.taps(),
-            Model::Vgg(m) => m.taps(),
-            Model::ResNet(m) => m.taps(),
-        }
+        self.spec().taps()
     }
 
     /// Multiply-accumulates of one forward pass for one sample (convolutions and linear
@@ -154,7 +172,7 @@ fn linear_chain_groups(prefix: &str, layers: &[burn::nn::Linear]) -> Vec<Channel
             let width = layers[i].weight.dims()[1];
             ChannelGroup::new(format!("{prefix}.{i}"), width)
                 .linear_output(&format!("{prefix}.{i}"))
-                .member(format!("{prefix}.{}.weight", i + 1), 0, 1)
+                .linear_input(&format!("{prefix}.{}", i + 1), 1)
         })
         .collect()
 }
@@ -170,16 +188,16 @@ fn lenet_groups(m: &LeNet5) -> Vec<ChannelGroup> {
     vec![
         ChannelGroup::new("conv1", c1)
             .conv_bn_output("conv1")
-            .member("conv2.conv.weight", 1, 1),
+            .conv_input("conv2"),
         ChannelGroup::new("conv2", c2)
             .conv_bn_output("conv2")
-            .member("fc1.weight", 0, spatial),
+            .linear_input("fc1", spatial),
         ChannelGroup::new("fc1", m.fc1.weight.dims()[1])
             .linear_output("fc1")
-            .member("fc2.weight", 0, 1),
+            .linear_input("fc2", 1),
         ChannelGroup::new("fc2", m.fc2.weight.dims()[1])
             .linear_output("fc2")
-            .member("fc3.weight", 0, 1),
+            .linear_input("fc3", 1),
     ]
 }
 
@@ -204,8 +222,8 @@ fn vgg_groups(m: &Vgg, input: &InputShape) -> Vec<ChannelGroup> {
         .map(|(i, name)| {
             let group = ChannelGroup::new(name.clone(), widths[i]).conv_bn_output(name);
             match convs.get(i + 1) {
-                Some(next) => group.member(format!("{next}.conv.weight"), 1, 1),
-                None => group.member("fc.0.weight", 0, spatial),
+                Some(next) => group.conv_input(next),
+                None => group.linear_input("fc.0", spatial),
             }
         })
         .collect();
@@ -224,9 +242,9 @@ fn resnet_groups(m: &ResNet) -> Vec<ChannelGroup> {
         let width = block.conv2.conv.weight.dims()[0];
         // A projection starts a new residual stream; without one the block adds into the
         // stream it reads.
-        stream = stream.member(format!("{prefix}.conv1.conv.weight"), 1, 1);
+        stream = stream.conv_input(&format!("{prefix}.conv1"));
         if block.projection.is_some() {
-            stream = stream.member(format!("{prefix}.projection.conv.weight"), 1, 1);
+            stream = stream.conv_input(&format!("{prefix}.projection"));
             groups.push(stream);
             stream = ChannelGroup::new(format!("{prefix}.out"), width)
                 .conv_bn_output(&format!("{prefix}.projection"));
@@ -235,9 +253,9 @@ fn resnet_groups(m: &ResNet) -> Vec<ChannelGroup> {
         groups.push(
             ChannelGroup::new(format!("{prefix}.inner"), block.conv1.conv.weight.dims()[0])
                 .conv_bn_output(&format!("{prefix}.conv1"))
-                .member(format!("{prefix}.conv2.conv.weight"), 1, 1),
+                .conv_input(&format!("{prefix}.conv2")),
         );
     }
-    groups.push(stream.member("fc.weight", 0, 1));
+    groups.push(stream.linear_input("fc", 1));
     groups
 }

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::conv_bn::ConvBn;
+use crate::spec::{ModelSpec, ResnetBlock};
 use crate::tap::{LayerRef, Tap};
 
 #[derive(Module, Debug)]
@@ -18,13 +19,30 @@ pub struct BasicBlock {
 }
 
 impl BasicBlock {
-    pub fn new([c_in, c_out]: [usize; 2], stride: usize, device: &Device) -> Self {
-        let projection = (stride != 1 || c_in != c_out)
-            .then(|| ConvBn::new([c_in, c_out], 1, stride, 0, device));
-        Self {
-            conv1: ConvBn::new([c_in, c_out], 3, stride, 1, device),
-            conv2: ConvBn::new([c_out, c_out], 3, 1, 1, device),
+    pub fn new(spec: &ResnetBlock, device: &Device) -> Self {
+        let ResnetBlock {
+            c_in,
+            inner,
+            c_out,
+            stride,
             projection,
+        } = *spec;
+        Self {
+            conv1: ConvBn::new([c_in, inner], 3, stride, 1, device),
+            conv2: ConvBn::new([inner, c_out], 3, 1, 1, device),
+            projection: projection.then(|| ConvBn::new([c_in, c_out], 1, stride, 0, device)),
+        }
+    }
+
+    /// The block's layout, read from its live tensors.
+    pub fn layout(&self) -> ResnetBlock {
+        let [inner, c_in, _, _] = self.conv1.conv.weight.dims();
+        ResnetBlock {
+            c_in,
+            inner,
+            c_out: self.conv2.conv.weight.dims()[0],
+            stride: self.conv1.conv.stride[0],
+            projection: self.projection.is_some(),
         }
     }
 
@@ -39,8 +57,7 @@ impl BasicBlock {
         let y = relu(self.conv1.forward(x, tap, &format!("{name}.conv1")));
         let y = self.conv2.forward(y, tap, &format!("{name}.conv2"));
         let y = relu(y + shortcut);
-        tap.offer(name, &y, LayerRef::Other);
-        y
+        tap.probe(name, y, LayerRef::Other)
     }
 
     pub fn macs(&self, size: [usize; 2]) -> u64 {
@@ -63,51 +80,52 @@ pub struct ResNet {
 }
 
 impl ResNet {
+    /// `blocks` as [`ModelSpec::resnet_blocks`] lays them out.
     pub fn new(
         in_channels: usize,
         stem: usize,
-        stages: &[usize],
-        blocks_per_stage: usize,
+        blocks: &[ResnetBlock],
         classes: usize,
         device: &Device,
     ) -> Self {
-        let mut blocks = Vec::new();
-        let mut c_in = stem;
-        for (s, &width) in stages.iter().enumerate() {
-            for b in 0..blocks_per_stage {
-                let stride = if s > 0 && b == 0 { 2 } else { 1 };
-                blocks.push(BasicBlock::new([c_in, width], stride, device));
-                c_in = width;
-            }
-        }
+        let c_last = blocks.last().map_or(stem, |b| b.c_out);
         Self {
             stem: ConvBn::new([in_channels, stem], 3, 1, 1, device),
-            blocks,
-            fc: LinearConfig::new(c_in, classes).init(device),
+            blocks: blocks.iter().map(|b| BasicBlock::new(b, device)).collect(),
+            fc: LinearConfig::new(c_last, classes).init(device),
         }
+    }
+
+    /// The spec these live tensors make (normalised: explicit lists only where needed).
+    pub fn spec(&self) -> ModelSpec {
+        let layouts: Vec<ResnetBlock> = self.blocks.iter().map(BasicBlock::layout).collect();
+        // Every stage after the first starts with a stride-2 block.
+        let stages = 1 + layouts[1..].iter().filter(|b| b.stride == 2).count();
+        let blocks = layouts.len() / stages;
+        ModelSpec::Resnet {
+            stem: self.stem.conv.weight.dims()[0],
+            stages: layouts.chunks(blocks).map(|s| s[0].c_out).collect(),
+            blocks,
+            inner: layouts.iter().map(|b| b.inner).collect(),
+            projection: layouts.iter().map(|b| b.projection).collect(),
+        }
+        .normalized()
     }
 
     /// # Shapes
     /// - input: `[batch, c, h, w]`
     /// - output: `[batch, classes]` logits
     pub fn forward(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
-        let mut x = relu(self.stem.forward(x, tap, "stem")); // [batch, stem, h, w]
-        tap.offer("stem", &x, LayerRef::Other);
+        let x = relu(self.stem.forward(x, tap, "stem")); // [batch, stem, h, w]
+        let mut x = tap.probe("stem", x, LayerRef::Other);
         for (b, block) in self.blocks.iter().enumerate() {
             x = block.forward(x, tap, &format!("blocks.{b}")); // [batch, width, h_s, w_s]
         }
         let x = x.mean_dim(3).mean_dim(2).flatten::<2>(1, 3); // [batch, width]
-        tap.offer("pool", &x, LayerRef::Other);
+        let x = tap.probe("pool", x, LayerRef::Other);
         let x = self.fc.forward(x); // [batch, classes]
-        tap.offer("fc", &x, LayerRef::Linear(&self.fc));
+        let x = tap.probe("fc", x, LayerRef::Linear(&self.fc));
         x
-    }
-
-    /// Tap points: the stem and each block's output.
-    pub fn taps(&self) -> Vec<String> {
-        std::iter::once("stem".to_string())
-            .chain((0..self.blocks.len()).map(|b| format!("blocks.{b}")))
-            .collect()
     }
 
     pub fn macs(&self, size: [usize; 2]) -> u64 {

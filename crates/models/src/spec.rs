@@ -56,6 +56,15 @@ pub enum ModelSpec {
         /// Basic blocks per stage.
         #[serde(default = "one")]
         blocks: usize,
+        /// Inner width (the first conv's output) of every block, in order; empty means each
+        /// block's stage width. Pruning narrows these block by block.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        inner: Vec<usize>,
+        /// Whether each block has a 1x1 projection shortcut; empty means exactly where the
+        /// width or the resolution changes. Kept explicit by pruned models, whose stage widths
+        /// may come to coincide while the trained projection is still there.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        projection: Vec<bool>,
     },
 }
 
@@ -107,7 +116,116 @@ fn spec_error(key: &str, value: impl std::fmt::Debug, allowed: impl Into<String>
     }
 }
 
+/// One ResNet basic block as a spec lays it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResnetBlock {
+    pub c_in: usize,
+    pub inner: usize,
+    pub c_out: usize,
+    pub stride: usize,
+    pub projection: bool,
+}
+
+impl ResnetBlock {
+    /// A shortcut without projection only works when shape is kept.
+    pub fn needs_projection(&self) -> bool {
+        self.stride != 1 || self.c_in != self.c_out
+    }
+}
+
 impl ModelSpec {
+    /// The blocks of a ResNet spec in order (empty for other kinds): stride 2 at the start of
+    /// every stage after the first, inner widths and projections from the explicit lists when
+    /// given.
+    pub fn resnet_blocks(&self) -> Vec<ResnetBlock> {
+        let ModelSpec::Resnet {
+            stem,
+            stages,
+            blocks,
+            inner,
+            projection,
+        } = self
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut c_in = *stem;
+        for (s, &width) in stages.iter().enumerate() {
+            for b in 0..*blocks {
+                let i = out.len();
+                let stride = if s > 0 && b == 0 { 2 } else { 1 };
+                let mut block = ResnetBlock {
+                    c_in,
+                    inner: inner.get(i).copied().unwrap_or(width),
+                    c_out: width,
+                    stride,
+                    projection: false,
+                };
+                block.projection = projection
+                    .get(i)
+                    .copied()
+                    .unwrap_or_else(|| block.needs_projection());
+                out.push(block);
+                c_in = width;
+            }
+        }
+        out
+    }
+
+    /// The same spec with explicit lists dropped where they say what the short form says, so
+    /// an unpruned model's spec reads like the config it was built from.
+    pub fn normalized(mut self) -> Self {
+        if let ModelSpec::Resnet {
+            stages,
+            blocks,
+            inner,
+            ..
+        } = &mut self
+        {
+            let stage_width = |i: usize| stages[i / *blocks];
+            if inner.iter().enumerate().all(|(i, &w)| w == stage_width(i)) {
+                inner.clear();
+            }
+        }
+        if let ModelSpec::Resnet { projection, .. } = &self {
+            if !projection.is_empty() {
+                let mut implied = self.clone();
+                if let ModelSpec::Resnet { projection, .. } = &mut implied {
+                    projection.clear();
+                }
+                let implied: Vec<bool> = implied
+                    .resnet_blocks()
+                    .iter()
+                    .map(|b| b.projection)
+                    .collect();
+                if implied == *projection {
+                    if let ModelSpec::Resnet { projection, .. } = &mut self {
+                        projection.clear();
+                    }
+                }
+            }
+        }
+        self
+    }
+
+    /// Names of the points whose activations a model of this spec offers to a tap (see
+    /// [`crate::Model::forward_tapped`]).
+    pub fn taps(&self) -> Vec<String> {
+        match self {
+            ModelSpec::Mlp { hidden, .. } => {
+                (0..hidden.len()).map(|i| format!("layers.{i}")).collect()
+            }
+            ModelSpec::LeNet5 { .. } => ["conv1", "conv2", "fc1", "fc2"].map(String::from).to_vec(),
+            ModelSpec::Vgg { stages, fc, .. } => (0..stages.len())
+                .map(|s| format!("stages.{s}"))
+                .chain((0..fc.len()).map(|i| format!("fc.{i}")))
+                .collect(),
+            ModelSpec::Resnet { .. } => std::iter::once("stem".to_string())
+                .chain((0..self.resnet_blocks().len()).map(|b| format!("blocks.{b}")))
+                .collect(),
+        }
+    }
+
     /// The `kind` as written in configs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -190,6 +308,8 @@ impl ModelSpec {
                 stem,
                 stages,
                 blocks,
+                inner,
+                projection,
             } => {
                 positive("stem", &[*stem])?;
                 if stages.is_empty() {
@@ -198,6 +318,35 @@ impl ModelSpec {
                 positive("stages", stages)?;
                 if *blocks == 0 {
                     return Err(spec_error("blocks", blocks, "at least 1 block per stage"));
+                }
+                let n = stages.len() * blocks;
+                if !inner.is_empty() && inner.len() != n {
+                    return Err(spec_error(
+                        "inner",
+                        inner,
+                        format!("one width per block ({n}), or leave it out"),
+                    ));
+                }
+                positive("inner", inner)?;
+                if !projection.is_empty() && projection.len() != n {
+                    return Err(spec_error(
+                        "projection",
+                        projection,
+                        format!("one entry per block ({n}), or leave it out"),
+                    ));
+                }
+                for (b, block) in self.resnet_blocks().into_iter().enumerate() {
+                    if block.needs_projection() && !block.projection {
+                        return Err(spec_error(
+                            "projection",
+                            projection,
+                            format!(
+                                "block {b} changes width or resolution ({} -> {} channels, \
+                                 stride {}) and needs a projection",
+                                block.c_in, block.c_out, block.stride
+                            ),
+                        ));
+                    }
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! Taps: named points of a forward pass. A tap can capture the activation at one point, for
+//! Taps: named points of a forward pass (probes). A tap can transform the activation at every
+//! point (what activation fake-quantization needs), capture the activation at one point, for
 //! feature ("hint") distillation (Romero et al. 2015, "FitNets"), and can time every segment
 //! between consecutive points, for per-layer profiles.
 
@@ -69,7 +70,12 @@ pub struct Tap<'a> {
     /// The timed segments, in order, when profiling.
     pub segments: Option<Vec<Segment>>,
     last: Instant,
+    transform: Option<&'a ProbeTransform>,
 }
+
+/// Maps the activation at a named point, seen per sample as `[batch, features]`, to the
+/// activation the forward pass continues with (same shape).
+pub type ProbeTransform = dyn Fn(&str, Tensor<2>) -> Tensor<2> + Sync;
 
 impl<'a> Tap<'a> {
     /// Captures nothing (a plain forward pass).
@@ -79,6 +85,7 @@ impl<'a> Tap<'a> {
             found: None,
             segments: None,
             last: Instant::now(),
+            transform: None,
         }
     }
 
@@ -86,6 +93,14 @@ impl<'a> Tap<'a> {
     pub fn at(name: &'a str) -> Self {
         Self {
             want: Some(name),
+            ..Self::none()
+        }
+    }
+
+    /// Passes every activation through `transform` (and captures nothing).
+    pub fn transforming(transform: &'a ProbeTransform) -> Self {
+        Self {
+            transform: Some(transform),
             ..Self::none()
         }
     }
@@ -99,8 +114,22 @@ impl<'a> Tap<'a> {
         }
     }
 
-    /// Called by models at each named point, with the layer that produced `x`.
-    pub(crate) fn offer<const D: usize>(&mut self, name: &str, x: &Tensor<D>, layer: LayerRef) {
+    /// Called by models at each named point, with the layer that produced `x`; returns the
+    /// activation the forward pass continues with (`x` itself, or `x` through the tap's
+    /// transform, e.g. an activation fake-quantizer).
+    pub(crate) fn probe<const D: usize>(
+        &mut self,
+        name: &str,
+        x: Tensor<D>,
+        layer: LayerRef,
+    ) -> Tensor<D> {
+        let x = match &self.transform {
+            Some(transform) => {
+                let dims = x.dims();
+                transform(name, x.flatten::<2>(1, D - 1)).reshape(dims)
+            }
+            None => x,
+        };
         if self.want == Some(name) {
             self.found = Some(x.clone().flatten::<2>(1, D - 1));
         }
@@ -117,5 +146,6 @@ impl<'a> Tap<'a> {
             });
             self.last = now;
         }
+        x
     }
 }

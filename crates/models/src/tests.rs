@@ -167,3 +167,37 @@ fn a_profile_covers_every_layer_and_its_macs_add_up() {
         assert_eq!(params, model.num_params(), "{}", spec.kind());
     }
 }
+
+#[test]
+fn a_model_describes_itself_with_the_spec_it_was_built_from() {
+    for spec in specs() {
+        let model = Model::new(&spec, &MNIST, &device()).unwrap();
+        assert_eq!(model.spec(), spec, "{}", spec.kind());
+    }
+}
+
+#[test]
+fn per_block_resnet_widths_round_trip_through_the_spec() {
+    // Inner widths narrowed block by block, and stage widths that coincide after pruning
+    // while the trained projection stays.
+    let spec = ModelSpec::Resnet {
+        stem: 8,
+        stages: vec![8, 8],
+        blocks: 2,
+        inner: vec![5, 8, 3, 7],
+        projection: vec![true, false, true, false],
+    };
+    let model = Model::new(&spec, &MNIST, &device()).unwrap();
+    assert_eq!(model.spec(), spec);
+    let rebuilt = Model::new(&model.spec(), &MNIST, &device()).unwrap();
+    assert_eq!(rebuilt.num_params(), model.num_params());
+    // A block that changes resolution cannot drop its projection.
+    let bad = ModelSpec::Resnet {
+        stem: 8,
+        stages: vec![8, 8],
+        blocks: 1,
+        inner: Vec::new(),
+        projection: vec![false, false],
+    };
+    assert_eq!(bad.validate(&MNIST).unwrap_err().key, "projection");
+}

@@ -2,11 +2,12 @@
 //! conv + BatchNorm + ReLU, a 2x2 max-pool after each stage, then fully connected layers.
 
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::conv_bn::ConvBn;
+use crate::linear_stack;
 use crate::tap::{LayerRef, Tap};
 
 #[derive(Module, Debug)]
@@ -48,10 +49,7 @@ impl Vgg {
         Self {
             stages,
             pool: MaxPool2dConfig::new([2, 2]).init(),
-            fc: widths
-                .windows(2)
-                .map(|w| LinearConfig::new(w[0], w[1]).init(device))
-                .collect(),
+            fc: linear_stack::build(&widths, device),
             dropout: DropoutConfig::new(dropout).init(),
         }
     }
@@ -64,32 +62,13 @@ impl Vgg {
             for (i, conv) in stage.iter().enumerate() {
                 x = conv.forward(x, tap, &format!("stages.{s}.{i}")); // [batch, c_out, h_s, w_s]
                 x = relu(x);
-                tap.offer(&format!("stages.{s}.{i}.relu"), &x, LayerRef::Other);
+                x = tap.probe(&format!("stages.{s}.{i}.relu"), x, LayerRef::Other);
             }
             x = self.pool.forward(x); // [batch, c_out, h_s / 2, w_s / 2]
-            tap.offer(&format!("stages.{s}"), &x, LayerRef::Other);
+            x = tap.probe(&format!("stages.{s}"), x, LayerRef::Other);
         }
-        let mut x = x.flatten::<2>(1, 3);
-        let last = self.fc.len() - 1;
-        for (i, layer) in self.fc.iter().enumerate() {
-            x = layer.forward(x);
-            if i < last {
-                x = relu(x);
-            }
-            tap.offer(&format!("fc.{i}"), &x, LayerRef::Linear(layer));
-            if i < last {
-                x = self.dropout.forward(x);
-            }
-        }
-        x
-    }
-
-    /// Tap points: each stage (after pooling) and each hidden fully connected layer.
-    pub fn taps(&self) -> Vec<String> {
-        (0..self.stages.len())
-            .map(|s| format!("stages.{s}"))
-            .chain((0..self.fc.len() - 1).map(|i| format!("fc.{i}")))
-            .collect()
+        let x = x.flatten::<2>(1, 3); // [batch, c * h_s * w_s]
+        linear_stack::forward(&self.fc, &self.dropout, x, tap, "fc")
     }
 
     pub fn macs(&self, mut size: [usize; 2]) -> u64 {
@@ -101,11 +80,6 @@ impl Vgg {
             }
             size = size.map(|n| n / 2);
         }
-        total
-            + self
-                .fc
-                .iter()
-                .map(|l| l.weight.dims().iter().product::<usize>() as u64)
-                .sum::<u64>()
+        total + linear_stack::macs(&self.fc)
     }
 }

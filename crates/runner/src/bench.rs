@@ -14,7 +14,8 @@ use crate::error::RunError;
 use crate::run_dir::{write_atomic, MODEL, RESOLVED_CONFIG, SUMMARY};
 use crate::schema::StageConfig;
 use crate::stage::{input_for, load_dataset};
-use crate::teacher::{load_model_file, TeacherFormat};
+use models::file::{self, LoadOptions};
+use models::{ModelFileError, ModelFormat};
 
 /// What to benchmark and how.
 #[derive(Debug, Clone)]
@@ -144,18 +145,24 @@ pub struct Target {
 /// Opens a run folder, or a model file described by `config`.
 pub fn open_target(target: &Path, config: Option<&Path>) -> Result<Target, RunError> {
     let (model_path, config, is_run) = resolve(target, config)?;
-    let device = parse_device(&config.device).map_err(|e| error(&model_path, e))?;
+    let device = parse_device(&config.device).map_err(|e| error(&model_path, e.to_string()))?;
     let dataset = load_dataset(&config)?;
     let (input, prep) = input_for(&config, &dataset);
-    let model = load_model_file(
-        &model_path,
-        TeacherFormat::Burnpack,
-        &config.model,
-        &[],
-        &input,
-        &device,
-    )
-    .map_err(|e| error(&model_path, e))?;
+    // The file describes itself; an older file without a spec is built from the config's.
+    let options = LoadOptions {
+        spec: None,
+        key_map: &[],
+    };
+    let model = match file::load(&model_path, ModelFormat::Burnpack, options, &input, &device) {
+        Err(ModelFileError::NoSpec { .. }) if config.model.is_some() => {
+            let options = LoadOptions {
+                spec: config.model.as_ref(),
+                key_map: &[],
+            };
+            file::load(&model_path, ModelFormat::Burnpack, options, &input, &device)?
+        }
+        other => other?,
+    };
     Ok(Target {
         model,
         config,
@@ -233,8 +240,10 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
                 std::fs::read_to_string(&summary_path).map_err(RunError::io(&summary_path))?;
             let mut summary: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| error(&summary_path, e.to_string()))?;
-            summary["bench"] = serde_json::to_value(&report).expect("report serialises");
-            let json = serde_json::to_string_pretty(&summary).expect("json serialises");
+            summary["bench"] =
+                serde_json::to_value(&report).map_err(|e| error(&summary_path, e.to_string()))?;
+            let json = serde_json::to_string_pretty(&summary)
+                .map_err(|e| error(&summary_path, e.to_string()))?;
             write_atomic(&summary_path, json.as_bytes()).map_err(RunError::io(&summary_path))?;
         }
     }

@@ -25,6 +25,9 @@ pub struct ScalarPoint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     pub config_hash: String,
+    /// The model's spec as it stands at this checkpoint (a technique may have narrowed it):
+    /// resume rebuilds the model from it before loading the weights.
+    pub model_spec: models::ModelSpec,
     pub epochs_done: usize,
     pub global_step: usize,
     /// Seconds spent training so far, across restarts.
@@ -33,6 +36,9 @@ pub struct TrainState {
     pub step_seconds: f64,
     pub samples_seen: u64,
     pub history: Vec<ScalarPoint>,
+    /// Each technique's own state ([`technique::Technique::state`]), in stage order.
+    #[serde(default)]
+    pub technique_state: Vec<serde_json::Value>,
 }
 
 #[derive(Debug)]
@@ -112,6 +118,11 @@ mod tests {
         let ckpt = Checkpoint {
             state: TrainState {
                 config_hash: "abc".into(),
+                model_spec: models::ModelSpec::Mlp {
+                    hidden: vec![4],
+                    dropout: 0.0,
+                    input_dropout: 0.0,
+                },
                 epochs_done: 2,
                 global_step: 10,
                 train_seconds: 1.5,
@@ -122,6 +133,7 @@ mod tests {
                     step: 1,
                     value: 0.5,
                 }],
+                technique_state: vec![serde_json::json!({"kept": [1, 2]})],
             },
             model: vec![1, 2, 3],
             optimizer: vec![4, 5],

@@ -26,6 +26,12 @@ pub enum RunError {
     },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    ModelFile(#[from] models::ModelFileError),
+    #[error(transparent)]
+    Technique(#[from] technique::TechniqueError),
+    #[error("cannot start {threads} worker threads: {message}")]
+    Threads { threads: usize, message: String },
     #[error("{what} {}: {message}", path.display())]
     Record {
         what: &'static str,

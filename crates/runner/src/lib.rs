@@ -3,19 +3,21 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod context;
 pub mod device;
-pub mod distillation;
 mod error;
+pub mod identity;
 pub mod load;
-pub mod objective;
 mod optim;
+pub mod parents;
 pub mod profile;
 pub mod progress;
 pub mod run_dir;
 pub mod schedule;
 pub mod schema;
 pub mod stage;
-pub mod teacher;
+pub mod techniques;
+pub mod testing;
 pub mod train;
 pub mod validate;
 

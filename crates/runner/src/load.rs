@@ -9,10 +9,16 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat, Value, ValueKind};
 
-use crate::run_dir::config_hash;
+use burn::tensor::Device;
+use models::{InputShape, ModelSpec};
+use technique::{Invalid, ParentKey, ParentShape};
+
+use crate::context::Execution;
+use crate::identity::stage_hash;
+use crate::parents::{self, ChildSide, Parent, ResolveError, FROM_KEY};
 use crate::schema::StageConfig;
-use crate::teacher::{file_sha256, load_model_file, resolve_path, TeacherFormat, TeacherSource};
-use crate::validate::{input_shape, validate, Invalid};
+use crate::techniques;
+use crate::validate::validate;
 
 /// Prefix of environment overrides: `COMPRESS_TRAIN__EPOCHS=3` sets `train.epochs`.
 pub const ENV_PREFIX: &str = "COMPRESS";
@@ -39,44 +45,65 @@ pub enum ConfigError {
     Invalid { location: String, invalid: Invalid },
 }
 
-/// A config that parsed and validated, with where it came from and its resolved teacher.
+/// A stage that parsed and validated, with everything derived from it: where it came from,
+/// its input, the architecture it starts from, its device, its resolved parents and its
+/// identity. Nothing downstream re-validates.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
     pub path: PathBuf,
     pub config: StageConfig,
-    pub teacher: Option<TeacherSource>,
+    /// The per-sample input and class count the data section gives.
+    pub input: InputShape,
+    /// The architecture the stage starts from: `[model]`, or its `from` parent's.
+    pub model: ModelSpec,
+    pub device: Device,
+    pub parents: Vec<Parent>,
+    /// The run folder's name under `<output.dir>/<name>/` (see [`crate::identity`]).
+    pub hash: String,
 }
 
 impl LoadedConfig {
-    /// The hash naming this stage's run folder: its config plus its teacher's identity (the
-    /// teacher stage's hash, or the teacher file's SHA-256).
-    pub fn hash(&self) -> String {
-        let parent = match &self.teacher {
-            Some(TeacherSource::Stage(teacher)) => Some(teacher.hash()),
-            Some(TeacherSource::File { sha256, .. }) => Some(sha256.clone()),
-            None => None,
-        };
-        config_hash(&self.config, parent.as_deref())
+    /// The run folder of this stage.
+    pub fn run_path(&self) -> PathBuf {
+        self.config
+            .output
+            .dir
+            .join(&self.config.name)
+            .join(&self.hash)
+    }
+
+    /// The parent the stage starts from, if any.
+    pub fn from_parent(&self) -> Option<&Parent> {
+        self.parents.iter().find(|p| p.key == FROM_KEY)
     }
 }
 
 /// Loads `path`, applies `COMPRESS_*` variables from `env` and the `KEY=VALUE` `overrides`
-/// (later wins), and validates the result.
+/// (later wins), validates the result and resolves its parents (which run with this stage's
+/// execution context).
 pub fn load(
     path: &Path,
     overrides: &[String],
     env: &HashMap<String, String>,
 ) -> Result<LoadedConfig, ConfigError> {
-    load_chain(path, overrides, env, &mut Vec::new())
+    load_chain(path, overrides, env, None, &mut Vec::new())
 }
 
-/// `chain` holds the configs that led here (teacher of a teacher ...), to refuse cycles.
-fn load_chain(
+/// A config file with its overrides applied.
+struct Layered {
+    /// The file's text (for line numbers).
+    text: String,
+    config: StageConfig,
+    /// `(dotted key, how it was set)` for every override, to point at the right culprit.
+    overridden: Vec<(String, String)>,
+}
+
+/// Reads the file and layers the overrides on it.
+fn read_layered(
     path: &Path,
     overrides: &[String],
     env: &HashMap<String, String>,
-    chain: &mut Vec<PathBuf>,
-) -> Result<LoadedConfig, ConfigError> {
+) -> Result<Layered, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -99,40 +126,6 @@ fn load_chain(
             .ok_or_else(|| ConfigError::BadOverride { text: text.clone() })?;
         set.push((key.trim().to_string(), value.trim().to_string()));
     }
-
-    let config = if env.is_empty() && set.is_empty() {
-        from_file
-    } else {
-        let described: Vec<String> = env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .chain(set.iter().map(|(k, v)| format!("--set {k}={v}")))
-            .collect();
-        let err = |message: String| ConfigError::Override {
-            path: path.to_path_buf(),
-            overrides: described.join(", "),
-            message,
-        };
-        let mut builder = Config::builder()
-            .add_source(File::from_str(&text, FileFormat::Toml))
-            .add_source(
-                Environment::with_prefix(ENV_PREFIX)
-                    .prefix_separator("_")
-                    .separator("__")
-                    .try_parsing(true)
-                    .source(Some(env.clone().into_iter().collect())),
-            );
-        for (key, value) in &set {
-            builder = builder
-                .set_override(key.as_str(), parse_value(value))
-                .map_err(|e| err(e.to_string()))?;
-        }
-        builder
-            .build()
-            .and_then(|c| c.try_deserialize::<StageConfig>())
-            .map_err(|e| err(e.to_string()))?
-    };
-
     // Which overrides set which key, to point at the right culprit.
     let overridden: Vec<(String, String)> = env
         .iter()
@@ -145,156 +138,170 @@ fn load_chain(
                 .map(|(k, v)| (k.clone(), format!("--set {k}={v}"))),
         )
         .collect();
-    validate(&config).map_err(|invalid| {
+    if env.is_empty() && set.is_empty() {
+        return Ok(Layered {
+            text,
+            config: from_file,
+            overridden,
+        });
+    }
+    let described: Vec<String> = overridden.iter().map(|(_, how)| how.clone()).collect();
+    let err = |message: String| ConfigError::Override {
+        path: path.to_path_buf(),
+        overrides: described.join(", "),
+        message,
+    };
+    let mut builder = Config::builder()
+        .add_source(File::from_str(&text, FileFormat::Toml))
+        .add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env.clone().into_iter().collect())),
+        );
+    for (key, value) in &set {
+        builder = builder
+            .set_override(key.as_str(), parse_value(value))
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let config = builder
+        .build()
+        .and_then(|c| c.try_deserialize::<StageConfig>())
+        .map_err(|e| err(e.to_string()))?;
+    Ok(Layered {
+        text,
+        config,
+        overridden,
+    })
+}
+
+/// `inherited`: the execution context of the stage that named this one as a parent. `chain`
+/// holds the configs that led here, to refuse cycles.
+pub(crate) fn load_chain(
+    path: &Path,
+    overrides: &[String],
+    env: &HashMap<String, String>,
+    inherited: Option<&Execution>,
+    chain: &mut Vec<PathBuf>,
+) -> Result<LoadedConfig, ConfigError> {
+    let Layered {
+        text,
+        mut config,
+        overridden,
+    } = read_layered(path, overrides, env)?;
+    if let Some(execution) = inherited {
+        execution.apply_to(&mut config);
+    }
+    let locate = |invalid: Invalid| {
         let by_override = overridden.iter().rev().find(|(k, _)| *k == invalid.key);
         let location = match (by_override, key_line(&text, &invalid.key)) {
             (Some((_, how)), _) => format!("{} (set by {how})", path.display()),
             (None, Some(line)) => format!("{}:{line}", path.display()),
+            (None, None) if inherited.is_some() && is_execution_key(&invalid.key) => format!(
+                "{} (inherited from the stage that uses it as a parent)",
+                path.display()
+            ),
             (None, None) => format!("{} (default value)", path.display()),
         };
         ConfigError::Invalid { location, invalid }
-    })?;
-    let teacher_error = |allowed: String| ConfigError::Invalid {
-        location: match key_line(&text, "distill.teacher") {
-            Some(line) => format!("{}:{line}", path.display()),
-            None => path.display().to_string(),
-        },
-        invalid: Invalid {
-            key: "distill.teacher".into(),
-            value: config
-                .distill
-                .as_ref()
-                .map(|d| format!("{:?}", d.teacher.display().to_string()))
-                .unwrap_or_default(),
-            allowed,
-        },
     };
-    let teacher = match &config.distill {
-        None => None,
-        Some(distill) => {
-            let teacher_path = resolve_path(&distill.teacher, path);
-            if !teacher_path.exists() {
-                return Err(teacher_error(format!(
-                    "no such file (looked beside {} and in the current directory)",
-                    path.display()
-                )));
-            }
-            let student_input = input_shape(&config).expect("validated");
-            match TeacherFormat::from_path(&teacher_path) {
-                None => {
-                    let here = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-                    chain.push(here);
-                    let there = teacher_path.canonicalize().unwrap_or(teacher_path.clone());
-                    if chain.contains(&there) {
-                        return Err(teacher_error(
-                            "the teacher chain loops back to this config".into(),
-                        ));
-                    }
-                    let mut teacher = load_chain(&teacher_path, &[], &HashMap::new(), chain)?;
-                    chain.pop();
-                    // Storage locations follow the student; they are not part of any hash.
-                    teacher.config.data.cache_dir = config.data.cache_dir.clone();
-                    teacher.config.output.dir = config.output.dir.clone();
-                    let teacher_input = input_shape(&teacher.config).expect("validated");
-                    if (teacher_input.height, teacher_input.width)
-                        != (student_input.height, student_input.width)
-                    {
-                        return Err(teacher_error(format!(
-                            "the teacher sees {}x{} inputs but this stage {}x{}; they must match \
-                             (data.dataset / data.input_size)",
-                            teacher_input.height,
-                            teacher_input.width,
-                            student_input.height,
-                            student_input.width
-                        )));
-                    }
-                    Some(TeacherSource::Stage(Box::new(teacher)))
-                }
-                Some(format) => {
-                    let spec = distill.teacher_model.clone().expect("validated");
-                    // Load it once now, so a file that does not fit fails before any training.
-                    load_model_file(
-                        &teacher_path,
-                        format,
-                        &spec,
-                        &distill.key_map,
-                        &student_input,
-                        &burn::tensor::Device::flex(),
-                    )
-                    .map_err(|e| {
-                        teacher_error(format!(
-                            "its weights do not fit distill.teacher_model ({}) built for this \
-                             stage's {}x{} inputs and {} classes: {e}",
-                            spec.kind(),
-                            student_input.height,
-                            student_input.width,
-                            student_input.classes
-                        ))
-                    })?;
-                    let sha256 = file_sha256(&teacher_path)
-                        .map_err(|e| teacher_error(format!("cannot read it: {e}")))?;
-                    Some(TeacherSource::File {
-                        path: teacher_path,
-                        format,
-                        spec,
-                        key_map: distill.key_map.clone(),
-                        sha256,
-                    })
-                }
-            }
-        }
-    };
-    if let (Some(hint), Some(teacher)) = (
-        config.distill.as_ref().and_then(|d| d.hint.as_ref()),
-        &teacher,
-    ) {
-        let flex = burn::tensor::Device::flex();
-        let input = input_shape(&config).expect("validated");
-        let student = models::Model::new(&config.model, &input, &flex).expect("validated");
-        let teacher_spec = match teacher {
-            TeacherSource::Stage(t) => &t.config.model,
-            TeacherSource::File { spec, .. } => spec,
+    let valid = validate(&config).map_err(locate)?;
+
+    let execution = Execution::of(&config);
+    let mut parents = Vec::new();
+    for key in parent_keys(&config) {
+        let child = ChildSide {
+            path,
+            execution: &execution,
+            input: &valid.input,
+            device: &valid.device,
+            chain,
         };
-        let teacher_model = models::Model::new(teacher_spec, &input, &flex).expect("validated");
-        for (key, layer, model) in [
-            ("distill.hint.student_layer", &hint.student_layer, &student),
-            (
-                "distill.hint.teacher_layer",
-                &hint.teacher_layer,
-                &teacher_model,
-            ),
-        ] {
-            if !model.taps().contains(layer) {
-                return Err(ConfigError::Invalid {
-                    location: match key_line(&text, key) {
-                        Some(line) => format!("{}:{line}", path.display()),
-                        None => path.display().to_string(),
-                    },
-                    invalid: Invalid {
-                        key: key.into(),
-                        value: format!("{layer:?}"),
-                        allowed: format!(
-                            "one of this {} model's taps: {}",
-                            model.kind(),
-                            model.taps().join(", ")
-                        ),
-                    },
-                });
-            }
+        match parents::resolve(&key, child) {
+            Ok(parent) => parents.push(parent),
+            Err(ResolveError::Invalid(invalid)) => return Err(locate(invalid)),
+            Err(ResolveError::InParent(error)) => return Err(*error),
         }
     }
+    let model = match (&config.model, parents.iter().find(|p| p.key == FROM_KEY)) {
+        (Some(model), None) => model.clone(),
+        (None, Some(parent)) => parent.spec().clone(),
+        (Some(_), Some(_)) => {
+            return Err(locate(Invalid::new(
+                "model",
+                "a [model] table",
+                "leave it out: the model is the one `from` names",
+            )))
+        }
+        (None, None) => {
+            return Err(locate(Invalid::new(
+                "model",
+                "missing",
+                "a [model] table (kind = \"mlp\", \"lenet5\", \"vgg\" or \"resnet\"), or \
+                 `from` naming the stage or model file to start from",
+            )))
+        }
+    };
+    let shapes: Vec<ParentShape> = parents
+        .iter()
+        .map(|p| ParentShape {
+            key: &p.key,
+            spec: p.spec(),
+        })
+        .collect();
+    for section in techniques::sections(&config) {
+        section
+            .check(&model, &shapes, &valid.input)
+            .map_err(locate)?;
+    }
+    let identities: Vec<(String, String)> = parents
+        .iter()
+        .map(|p| (p.key.clone(), p.identity()))
+        .collect();
     Ok(LoadedConfig {
         path: path.to_path_buf(),
+        hash: stage_hash(&config, &identities),
         config,
-        teacher,
+        input: valid.input,
+        model,
+        device: valid.device,
+        parents,
     })
+}
+
+/// Every parent a config names: `from`, then each technique section's.
+fn parent_keys(config: &StageConfig) -> Vec<ParentKey> {
+    let from = config.from.as_ref().map(|path| ParentKey {
+        key: FROM_KEY.into(),
+        path: path.clone(),
+        spec: None,
+        spec_key: None,
+        key_map: Vec::new(),
+    });
+    from.into_iter()
+        .chain(
+            techniques::sections(config)
+                .into_iter()
+                .flat_map(|s| s.parents()),
+        )
+        .collect()
+}
+
+fn is_execution_key(key: &str) -> bool {
+    Execution::KEYS
+        .iter()
+        .any(|k| key == *k || key.starts_with(&format!("{k}.")))
 }
 
 /// Reads an override's value as TOML (`3`, `0.1`, `true`, `[800, 800]`, `"text"`), falling
 /// back to a plain string (`--set data.dataset=digits`).
 fn parse_value(text: &str) -> Value {
     match toml::from_str::<toml::Table>(&format!("v = {text}")) {
-        Ok(mut table) => toml_to_config(table.remove("v").expect("parsed key")),
+        Ok(mut table) => match table.remove("v") {
+            Some(value) => toml_to_config(value),
+            None => Value::from(text),
+        },
         Err(_) => Value::from(text),
     }
 }

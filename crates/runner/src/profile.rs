@@ -156,7 +156,7 @@ impl ProfileReport {
 pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
     let Target {
         model,
-        config,
+        config: _,
         dataset,
         input,
         prep,
@@ -165,7 +165,7 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
     } = open_target(&request.target, request.config.as_deref())?;
     // The same weights on the autodiff device, with gradients tracked, for the training step.
     let ad = device.clone().autodiff();
-    let trainee = models::Model::new(&config.model, &input, &ad)
+    let trainee = models::Model::new(&model.spec(), &input, &ad)
         .map_err(RunError::Model)?
         .try_load_record(model.clone().into_record())
         .map_err(|e| RunError::Record {
@@ -176,10 +176,7 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
     let runs = request.runs.max(1);
     let batch = request.batch.max(1);
     let indices: Vec<usize> = (0..batch).map(|i| i % dataset.test.len()).collect();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(request.threads.max(1))
-        .build()
-        .expect("a rayon pool of a valid size");
+    let pool = crate::context::thread_pool(request.threads)?;
 
     let (segments, forward, train_forward, train_backward, cumulative_backward) =
         pool.install(|| {

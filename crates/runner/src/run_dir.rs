@@ -1,17 +1,13 @@
 //! The run folder of one stage result: `<output.dir>/<name>/<hash>/`.
 //!
-//! The hash covers the resolved config (minus where things are stored), so the same config
-//! always lands in the same folder: run again and it resumes or reuses, change anything that
-//! affects the result and it gets a folder of its own. `summary.json` is written last, so a
-//! folder without it is an unfinished run, never a result.
+//! The hash ([`crate::identity`]) covers what the config computes, not how or where it runs,
+//! so the same config always lands in the same folder: run again and it resumes or reuses,
+//! change anything that affects the result and it gets a folder of its own. `summary.json` is
+//! written last, so a folder without it is an unfinished run, never a result.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
-
-use crate::schema::StageConfig;
 
 pub const RESOLVED_CONFIG: &str = "config.resolved.toml";
 pub const CHECKPOINT: &str = "checkpoint.bin";
@@ -19,20 +15,6 @@ pub const MODEL: &str = "model.bpk";
 pub const SUMMARY: &str = "summary.json";
 pub const LOG: &str = "train.log";
 const LOCK: &str = ".lock";
-
-/// The hash naming a config's run folder: 12 hex digits of SHA-256 over its canonical JSON,
-/// with the storage locations (`data.cache_dir`, `output.dir`) left out and the teacher's path
-/// replaced by the teacher's own hash (`parent`), so a changed teacher means a new student.
-pub fn config_hash(config: &StageConfig, parent: Option<&str>) -> String {
-    let mut canonical = config.clone();
-    canonical.data.cache_dir = None;
-    canonical.output.dir = PathBuf::new();
-    if let (Some(distill), Some(parent)) = (canonical.distill.as_mut(), parent) {
-        distill.teacher = PathBuf::from(format!("hash:{parent}"));
-    }
-    let json = serde_json::to_vec(&canonical).expect("configs serialise");
-    hex::encode(&Sha256::digest(&json)[..6])
-}
 
 pub struct RunDir {
     pub path: PathBuf,
@@ -42,14 +24,10 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates (or reopens) the folder of `config` under `hash` and takes its lock, waiting
-    /// while another process holds it.
-    pub fn open(
-        config: &StageConfig,
-        hash: String,
-        on_wait: impl FnOnce(&Path),
-    ) -> std::io::Result<Self> {
-        let path = config.output.dir.join(&config.name).join(&hash);
+    /// Creates (or reopens) the run folder `path` (named by `hash`) and takes its lock,
+    /// waiting while another process holds it.
+    pub fn open(path: &Path, hash: String, on_wait: impl FnOnce(&Path)) -> std::io::Result<Self> {
+        let path = path.to_path_buf();
         std::fs::create_dir_all(&path)?;
         let lock = File::options()
             .create(true)

@@ -1,5 +1,10 @@
 //! The experiment config: one TOML file per stage. Parsed strictly (`deny_unknown_fields`,
 //! tagged enums) so a typo is an error with a line number, never a silently ignored key.
+//!
+//! Each technique owns its section's type (`distill::DistillConfig`); this file only places
+//! the sections. Execution settings (device, threads, measurement, logging, folders) live
+//! beside the rest for the user, but are not part of a run's identity (see
+//! [`crate::context`]).
 
 use std::path::PathBuf;
 
@@ -20,12 +25,19 @@ pub struct StageConfig {
     /// Worker threads for training; 0 means one per core.
     #[serde(default)]
     pub threads: usize,
-    pub data: DataConfig,
-    pub model: ModelSpec,
-    pub train: TrainConfig,
-    /// Train this stage as the student of a teacher.
+    /// Start from this parent's trained weights: another stage's config (`.toml`: trained
+    /// if missing, reused if finished) or one of our model files (`.bpk`). The model is the
+    /// parent's, so `[model]` is left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub distill: Option<DistillConfig>,
+    pub from: Option<PathBuf>,
+    pub data: DataConfig,
+    /// The architecture; required unless `from` gives the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+    pub train: TrainConfig,
+    /// Train this stage as the student of a teacher (the `distill` technique).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<distill::DistillConfig>,
     #[serde(default)]
     pub measure: MeasureConfig,
     #[serde(default)]
@@ -265,54 +277,4 @@ impl Default for OutputConfig {
     fn default() -> Self {
         Self { dir: runs_dir() }
     }
-}
-
-/// Knowledge distillation (Hinton et al. 2015): loss = alpha * T^2 * KL(teacher_T || student_T)
-/// + (1 - alpha) * cross-entropy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DistillConfig {
-    /// Another stage's config (`.toml`: trained if missing, reused if finished), or a model
-    /// file: ours (`.bpk`), a PyTorch `state_dict` (`.pt` / `.pth`) or `.safetensors`.
-    pub teacher: PathBuf,
-    /// The teacher's architecture, required when `teacher` is a model file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub teacher_model: Option<ModelSpec>,
-    /// Renames applied to the keys of a PyTorch / safetensors file before loading, as
-    /// `[regex, replacement]` pairs, e.g. `[["^conv1\\.0\\.", "conv1.conv."]]`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub key_map: Vec<[String; 2]>,
-    /// Softmax temperature T (> 0).
-    pub temperature: f64,
-    /// Weight of the soft-target term, in [0, 1].
-    pub alpha: f64,
-    /// Compute the teacher's logits on the training set once when inputs are not augmented
-    /// (and no hint is used).
-    #[serde(default = "yes")]
-    pub cache_teacher_logits: bool,
-    /// Optional feature distillation (FitNets-style hint).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hint: Option<HintConfig>,
-}
-
-/// An L2 loss between a student layer's activations, mapped by a learned linear adapter, and a
-/// teacher layer's (Romero et al. 2015, "FitNets: Hints for Thin Deep Nets").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HintConfig {
-    /// A tap point of the student, e.g. `"fc1"` (LeNet-5) or `"layers.0"` (MLP).
-    pub student_layer: String,
-    /// A tap point of the teacher.
-    pub teacher_layer: String,
-    /// Weight of the hint loss added to the distillation loss.
-    #[serde(default = "hint_weight")]
-    pub weight: f64,
-}
-
-fn hint_weight() -> f64 {
-    1.0
-}
-
-fn yes() -> bool {
-    true
 }

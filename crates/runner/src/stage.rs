@@ -1,25 +1,28 @@
-//! Running one stage end to end: data, run folder, training (or resuming, or reusing a
-//! finished result), the final measurements, `summary.json` and the end-of-run table.
+//! Running one stage end to end: its parents, data, run folder, training (or resuming, or
+//! reusing a finished result), the final artefacts and measurements, `summary.json` and the
+//! end-of-run table.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
+use burn::prelude::*;
 use data::{Dataset, Preprocess, Source};
 use measure::tensorboard::remove_event_files;
 use measure::{bench_model, evaluate, BenchOptions, EventLog, ParentSummary, RunSummary};
-use models::InputShape;
+use models::file::{self, LoadOptions};
+use models::{Classifier, InputShape, Model, ModelFormat};
+use technique::{ReadyParent, StageContext, Technique};
 
-use crate::checkpoint::Checkpoint;
-use crate::device::parse_device;
-use crate::distillation::{Distillation, Hint};
+use crate::checkpoint::{Checkpoint, TrainState};
+use crate::context::{thread_pool, worker_threads};
 use crate::error::RunError;
 use crate::load::LoadedConfig;
-use crate::objective::CrossEntropy;
+use crate::parents::{Parent, ParentSource};
 use crate::progress::Progress;
 use crate::run_dir::{write_atomic, RunDir, CHECKPOINT, LOG, MODEL, RESOLVED_CONFIG, SUMMARY};
 use crate::schema::{DatasetName, StageConfig};
-use crate::teacher::{load_model_file, TeacherFormat, TeacherSource};
-use crate::train::{replay_history, train, TrainSetup};
+use crate::techniques;
+use crate::train::{replay_history, train, Start, TrainSetup, TrainSink};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -38,13 +41,6 @@ pub struct StageOutcome {
     pub reused: bool,
 }
 
-fn worker_threads(config: &StageConfig) -> usize {
-    match config.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    }
-}
-
 /// Loads the dataset a config names, with its limits applied.
 pub fn load_dataset(config: &StageConfig) -> Result<Dataset, RunError> {
     let data = &config.data;
@@ -52,9 +48,8 @@ pub fn load_dataset(config: &StageConfig) -> Result<Dataset, RunError> {
         DatasetName::Mnist => Source::Mnist,
         DatasetName::FashionMnist => Source::FashionMnist,
         DatasetName::Digits => Source::Digits,
-        DatasetName::Idx => {
-            Source::IdxFolder(data.path.clone().expect("validated: idx has a path"))
-        }
+        // Validation guarantees the path; an empty one fails to load with the reason.
+        DatasetName::Idx => Source::IdxFolder(data.path.clone().unwrap_or_default()),
     };
     let cache = data
         .cache_dir
@@ -88,7 +83,7 @@ pub fn input_for(config: &StageConfig, dataset: &Dataset) -> (InputShape, Prepro
     (input, prep)
 }
 
-fn read_summary(path: &std::path::Path) -> Result<RunSummary, RunError> {
+fn read_summary(path: &Path) -> Result<RunSummary, RunError> {
     let text = std::fs::read_to_string(path).map_err(RunError::io(path))?;
     serde_json::from_str(&text).map_err(|e| RunError::Record {
         what: "summary",
@@ -97,39 +92,38 @@ fn read_summary(path: &std::path::Path) -> Result<RunSummary, RunError> {
     })
 }
 
+/// The data a stage measures on.
+pub struct MeasureData<'a> {
+    pub dataset: &'a Dataset,
+    pub input: InputShape,
+    pub prep: Preprocess,
+    pub device: &'a Device,
+}
+
 /// Measures `model` the way every stage is measured: test accuracy, size, MACs, latency,
 /// throughput. Training figures are left at zero for the caller to fill in.
-#[allow(clippy::too_many_arguments)]
-fn measure_model(
-    name: &str,
-    hash: &str,
-    model: &models::Model,
+pub fn measure_model(
+    (name, hash): (&str, &str),
+    model: &dyn Classifier,
     model_bytes: u64,
     config: &StageConfig,
-    dataset: &Dataset,
-    input: &InputShape,
-    prep: &Preprocess,
-    device: &burn::tensor::Device,
-    threads: usize,
-) -> RunSummary {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("a rayon pool of a valid size");
-    let eval = pool.install(|| {
+    data: &MeasureData,
+) -> Result<RunSummary, RunError> {
+    let threads = worker_threads(config.threads);
+    let eval = thread_pool(threads)?.install(|| {
         evaluate(
             model,
-            &dataset.test,
-            prep,
+            &data.dataset.test,
+            &data.prep,
             config.train.eval_batch_size,
-            device,
+            data.device,
         )
     });
     let m = &config.measure;
     let bench = bench_model(
         model,
-        &dataset.test,
-        prep,
+        &data.dataset.test,
+        &data.prep,
         &BenchOptions {
             latency_images: m.latency_images,
             latency_warmup: m.latency_warmup,
@@ -137,20 +131,20 @@ fn measure_model(
             throughput_batch: m.throughput_batch,
             throughput_threads: threads,
         },
-        device,
+        data.device,
     );
-    RunSummary {
+    Ok(RunSummary {
         name: name.to_string(),
         hash: hash.to_string(),
         model: model.kind().to_string(),
-        dataset: dataset.name.clone(),
+        dataset: data.dataset.name.clone(),
         accuracy: eval.accuracy,
         test_errors: eval.errors,
         test_samples: eval.samples,
         test_loss: eval.loss,
         params: model.num_params(),
         model_bytes,
-        macs: model.macs(input),
+        macs: model.macs(&data.input),
         latency_ms_p50: bench.latency.p50_ms,
         latency_ms_p95: bench.latency.p95_ms,
         latency_ms_p99: bench.latency.p99_ms,
@@ -166,30 +160,45 @@ fn measure_model(
         device: config.device.clone(),
         threads,
         parent: None,
-    }
+    })
 }
 
-/// A teacher ready to teach: its inference model, and its summary (measured or read back).
-struct ReadyTeacher {
-    model: models::Model,
+/// A parent ready for its child: its model, and its summary when it is a stage.
+struct PreparedParent {
+    ready: ReadyParent,
+    role: String,
     summary: Option<RunSummary>,
-    file: Option<(std::path::PathBuf, String)>,
+    file: Option<(PathBuf, String)>,
 }
 
-/// Runs (or reuses) a teacher stage, or loads a teacher file.
-fn prepare_teacher(
-    source: &TeacherSource,
+/// Runs (or reuses) parent stages and loads parent files, on the stage's device.
+fn prepare_parents(
+    loaded: &LoadedConfig,
     input: &InputShape,
     options: &RunOptions,
     progress: &mut Progress,
-) -> Result<ReadyTeacher, RunError> {
-    let device = burn::tensor::Device::flex();
-    match source {
-        TeacherSource::Stage(teacher) => {
-            let outcome = run_stage(teacher, options)?;
+) -> Result<Vec<PreparedParent>, RunError> {
+    loaded
+        .parents
+        .iter()
+        .map(|parent| prepare_parent(parent, &loaded.device, input, options, progress))
+        .collect()
+}
+
+fn prepare_parent(
+    parent: &Parent,
+    device: &Device,
+    input: &InputShape,
+    options: &RunOptions,
+    progress: &mut Progress,
+) -> Result<PreparedParent, RunError> {
+    let role = parent.role().to_string();
+    let (model, summary, file) = match &parent.source {
+        ParentSource::Stage(stage) => {
+            let outcome = run_stage(stage, options)?;
             progress.line(&format!(
-                "teacher {}: {} {} ({:.2}% test accuracy)",
-                teacher.config.name,
+                "{role} {}: {} {} ({:.2}% test accuracy)",
+                stage.config.name,
                 if outcome.reused {
                     "reused the finished run"
                 } else {
@@ -198,86 +207,98 @@ fn prepare_teacher(
                 outcome.dir.display(),
                 outcome.summary.accuracy * 100.0
             ));
-            let device = parse_device(&teacher.config.device).expect("validated device");
             let path = outcome.dir.join(MODEL);
-            let model = load_model_file(
-                &path,
-                TeacherFormat::Burnpack,
-                &teacher.config.model,
-                &[],
-                input,
-                &device,
-            )
-            .map_err(|message| RunError::Record {
-                what: "teacher model",
-                path: path.clone(),
-                message,
-            })?;
-            Ok(ReadyTeacher {
-                model,
-                summary: Some(outcome.summary),
-                file: None,
-            })
+            let options = LoadOptions {
+                spec: None,
+                key_map: &[],
+            };
+            let model = file::load(&path, ModelFormat::Burnpack, options, input, device)?;
+            (model, Some(outcome.summary), None)
         }
-        TeacherSource::File {
+        ParentSource::File {
             path,
             format,
             spec,
             key_map,
             sha256,
         } => {
-            let model = load_model_file(path, *format, spec, key_map, input, &device).map_err(
-                |message| RunError::Record {
-                    what: "teacher file",
-                    path: path.clone(),
-                    message,
-                },
-            )?;
-            progress.line(&format!(
-                "teacher: loaded {} ({:?})",
-                path.display(),
-                format
-            ));
-            Ok(ReadyTeacher {
-                model,
-                summary: None,
-                file: Some((path.clone(), sha256.clone())),
-            })
+            let options = LoadOptions {
+                spec: Some(spec),
+                key_map,
+            };
+            let model = file::load(path, *format, options, input, device)?;
+            progress.line(&format!("{role}: loaded {} ({format:?})", path.display()));
+            (model, None, Some((path.clone(), sha256.clone())))
         }
+    };
+    Ok(PreparedParent {
+        ready: ReadyParent {
+            key: parent.key.clone(),
+            model,
+        },
+        role,
+        summary,
+        file,
+    })
+}
+
+/// Sends the loop's output to the run folder: TensorBoard, the log, the checkpoint file.
+struct RunSink<'a> {
+    progress: &'a mut Progress,
+    events: &'a mut EventLog,
+    checkpoint: PathBuf,
+}
+
+impl TrainSink for RunSink<'_> {
+    fn progress(&mut self) -> &mut Progress {
+        self.progress
+    }
+
+    fn scalar(&mut self, tag: &str, step: usize, value: f64) {
+        self.events.scalar(tag, value, step);
+    }
+
+    fn save_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), RunError> {
+        checkpoint
+            .save(&self.checkpoint)
+            .map_err(RunError::io(&self.checkpoint))
+    }
+
+    fn checkpoint_name(&self) -> String {
+        self.checkpoint.display().to_string()
     }
 }
 
-/// Runs (or resumes, or reuses) the stage `loaded` describes; a distillation stage first
-/// runs (or reuses) its teacher.
+/// The finished result of `loaded`, when there is one.
+fn finished(loaded: &LoadedConfig) -> Result<Option<StageOutcome>, RunError> {
+    let dir = loaded.run_path();
+    let summary = dir.join(SUMMARY);
+    if !summary.exists() {
+        return Ok(None);
+    }
+    Ok(Some(StageOutcome {
+        summary: read_summary(&summary)?,
+        dir,
+        reused: true,
+    }))
+}
+
+/// Runs (or resumes, or reuses) the stage `loaded` describes; its parents run (or are
+/// reused) first.
 pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOutcome, RunError> {
     let config = &loaded.config;
-    let device = parse_device(&config.device).expect("validated device");
-    let threads = worker_threads(config);
     let mut progress = Progress::new(options.plain);
-    let hash = loaded.hash();
-
     progress.line(&format!(
         "stage {} ({})",
         config.name,
         loaded.path.display()
     ));
-    let finished = config
-        .output
-        .dir
-        .join(&config.name)
-        .join(&hash)
-        .join(SUMMARY);
-    if finished.exists() {
-        let summary = read_summary(&finished)?;
+    if let Some(outcome) = finished(loaded)? {
         progress.line(&format!(
             "reusing the finished run {} (delete it to train again)",
-            finished.parent().expect("run folder").display()
+            outcome.dir.display()
         ));
-        return Ok(StageOutcome {
-            dir: finished.parent().expect("run folder").to_path_buf(),
-            summary,
-            reused: true,
-        });
+        return Ok(outcome);
     }
 
     progress.line(&format!(
@@ -292,10 +313,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     ));
     let dataset = load_dataset(config)?;
     let (input, prep) = input_for(config, &dataset);
-    let teacher = match &loaded.teacher {
-        Some(source) => Some(prepare_teacher(source, &input, options, &mut progress)?),
-        None => None,
-    };
+    let parents = prepare_parents(loaded, &input, options, &mut progress)?;
     progress.line(&format!(
         "data: {} ({} train / {} test images of {}x{}, {} classes)",
         dataset.name,
@@ -306,13 +324,13 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         input.classes
     ));
 
-    let run = RunDir::open(config, hash, |path| {
+    let run = RunDir::open(&loaded.run_path(), loaded.hash.clone(), |path| {
         println!(
             "waiting for another process that is running {}",
             path.display()
         )
     })
-    .map_err(RunError::io(config.output.dir.join(&config.name)))?;
+    .map_err(RunError::io(loaded.run_path()))?;
     if run.is_complete() {
         // Another process finished it while we waited for the lock.
         return Ok(StageOutcome {
@@ -321,8 +339,11 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
             reused: true,
         });
     }
-
-    let resolved = toml::to_string(config).expect("configs serialise to TOML");
+    let resolved = toml::to_string(config).map_err(|e| RunError::Record {
+        what: "resolved config",
+        path: run.file(RESOLVED_CONFIG),
+        message: e.to_string(),
+    })?;
     write_atomic(&run.file(RESOLVED_CONFIG), resolved.as_bytes())
         .map_err(RunError::io(run.file(RESOLVED_CONFIG)))?;
     progress
@@ -351,119 +372,150 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         replay_history(&mut events, &ckpt.state.history);
     }
 
-    let setup = TrainSetup {
-        config,
+    let ready: Vec<ReadyParent> = parents
+        .iter()
+        .map(|p| ReadyParent {
+            key: p.ready.key.clone(),
+            model: p.ready.model.clone(),
+        })
+        .collect();
+    let ctx = StageContext {
         dataset: &dataset,
         prep,
         input,
-        device: device.clone(),
-        run: &run,
-        fault_nonfinite_at_step: options.fault_nonfinite_at_step,
+        device: loaded.device.clone(),
+        eval_batch_size: config.train.eval_batch_size,
+        augmented: config.data.augment.shift_pixels > 0 || config.data.augment.noise_std > 0.0,
+        parents: &ready,
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("a rayon pool of a valid size");
-    let (model, state) = pool.install(|| match (&teacher, &config.distill) {
-        (Some(teacher), Some(distill)) => {
-            let augmented =
-                config.data.augment.shift_pixels > 0 || config.data.augment.noise_std > 0.0;
-            let flex = burn::tensor::Device::flex();
-            let hint = distill.hint.as_ref().map(|hint| {
-                let student = models::Model::new(&config.model, &input, &flex).expect("validated");
-                Hint {
-                    config: hint.clone(),
-                    student_width: student
-                        .tap_width(&hint.student_layer, &input, &flex)
-                        .expect("validated tap"),
-                    teacher_width: teacher
-                        .model
-                        .tap_width(&hint.teacher_layer, &input, &flex)
-                        .expect("validated tap"),
-                }
-            });
-            let mut objective = Distillation::new(
-                teacher.model.clone(),
-                distill,
-                hint,
-                &dataset,
-                prep,
-                augmented,
-                config.train.eval_batch_size,
-                burn::tensor::Device::flex(),
-            );
-            progress.line(&format!(
-                "distilling at T = {}, alpha = {}; teacher test accuracy {:.2}%{}",
-                distill.temperature,
-                distill.alpha,
-                objective.teacher_accuracy * 100.0,
-                if objective.caches_train_logits() {
-                    ", teacher logits cached (inputs not augmented)"
-                } else {
-                    ""
-                }
-            ));
-            train(&setup, &mut objective, resume, &mut progress, &mut events)
-        }
-        _ => train(
-            &setup,
-            &mut CrossEntropy,
-            resume,
-            &mut progress,
-            &mut events,
-        ),
+    let threads = worker_threads(config.threads);
+    let pool = thread_pool(threads)?;
+    let (model, state, mut techniques) = pool.install(|| -> Result<_, RunError> {
+        let mut techniques = techniques::build(config, &ctx)?;
+        let start = match resume {
+            Some(ckpt) => Start::Resume(ckpt),
+            None => Start::Fresh(initial_model(loaded, &parents, &input)?),
+        };
+        let setup = TrainSetup {
+            config,
+            dataset: &dataset,
+            prep,
+            input,
+            device: loaded.device.clone(),
+            hash: loaded.hash.clone(),
+            fault_nonfinite_at_step: options.fault_nonfinite_at_step,
+        };
+        let mut sink = RunSink {
+            progress: &mut progress,
+            events: &mut events,
+            checkpoint: checkpoint_path.clone(),
+        };
+        let (model, state) = train(&setup, start, &mut techniques, &mut sink)?;
+        Ok((model, state, techniques))
     })?;
 
-    // The final model, then its measurements.
+    let data = MeasureData {
+        dataset: &dataset,
+        input,
+        prep,
+        device: &loaded.device,
+    };
+    let summary = finish(
+        loaded,
+        &run,
+        (&model, &state),
+        &mut techniques,
+        &parents,
+        &data,
+        &mut progress,
+        events,
+    )?;
+    Ok(StageOutcome {
+        dir: run.path.clone(),
+        summary,
+        reused: false,
+    })
+}
+
+/// The model a fresh run starts from, on the autodiff device: the `from` parent's weights,
+/// or a new model initialised from the seed.
+fn initial_model(
+    loaded: &LoadedConfig,
+    parents: &[PreparedParent],
+    input: &InputShape,
+) -> Result<Model, RunError> {
+    let device = loaded.device.clone().autodiff();
+    device.seed(loaded.config.seed);
+    let from = loaded
+        .from_parent()
+        .and_then(|p| parents.iter().find(|r| r.ready.key == p.key));
+    match from {
+        Some(parent) => {
+            let weights = &parent.ready.model;
+            Model::new(&weights.spec(), input, &device)
+                .map_err(RunError::Model)?
+                .try_load_record(weights.clone().into_record())
+                .map_err(|e| RunError::Record {
+                    what: "parent model",
+                    path: loaded.path.clone(),
+                    message: e.to_string(),
+                })
+        }
+        None => Model::new(&loaded.model, input, &device).map_err(RunError::Model),
+    }
+}
+
+/// Saves the final model (and a technique's artefact), measures it, compares it with its
+/// parent, and writes `summary.json` last.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    loaded: &LoadedConfig,
+    run: &RunDir,
+    (model, state): (&Model, &TrainState),
+    techniques: &mut [Box<dyn Technique + '_>],
+    parents: &[PreparedParent],
+    data: &MeasureData,
+    progress: &mut Progress,
+    mut events: EventLog,
+) -> Result<RunSummary, RunError> {
+    let config = &loaded.config;
     let model_path = run.file(MODEL);
-    let bytes = model
-        .clone()
-        .into_record()
-        .into_bytes()
-        .map_err(|e| RunError::Record {
-            what: "final model",
-            path: model_path.clone(),
-            message: e.to_string(),
-        })?;
+    let bytes = file::to_bytes(model)?;
     write_atomic(&model_path, &bytes).map_err(RunError::io(&model_path))?;
+    let mut model_bytes = bytes.len() as u64;
+    for technique in techniques.iter() {
+        if let Some(artifact) = technique.export(model) {
+            let artifact = artifact?;
+            let path = run.file(&artifact.file_name);
+            write_atomic(&path, &artifact.bytes).map_err(RunError::io(&path))?;
+            model_bytes = artifact.bytes.len() as u64;
+        }
+    }
     progress.line("measuring accuracy, latency and throughput");
-    let mut summary = measure_model(
-        &config.name,
-        &run.hash,
-        &model,
-        bytes.len() as u64,
-        config,
-        &dataset,
-        &input,
-        &prep,
-        &device,
-        threads,
-    );
+    let mut summary = measure_model((&config.name, &run.hash), model, model_bytes, config, data)?;
     summary.epochs = state.epochs_done;
     summary.train_seconds = state.train_seconds;
     summary.train_samples_per_s = state.samples_seen as f64 / state.step_seconds.max(1e-9);
-    if let Some(teacher) = &teacher {
-        let parent = match (&teacher.summary, &teacher.file) {
-            (Some(parent), _) => parent.clone(),
+    // The parent to compare with: the one the stage started from, else the first.
+    let compared = loaded
+        .from_parent()
+        .and_then(|p| parents.iter().find(|r| r.ready.key == p.key))
+        .or(parents.first());
+    if let Some(parent) = compared {
+        let parent_summary = match (&parent.summary, &parent.file) {
+            (Some(summary), _) => summary.clone(),
             (None, Some((path, sha))) => {
                 let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
                 let name = path.display().to_string();
-                measure_model(
-                    &name,
-                    sha,
-                    &teacher.model,
-                    bytes,
-                    config,
-                    &dataset,
-                    &input,
-                    &prep,
-                    &burn::tensor::Device::flex(),
-                    threads,
-                )
+                measure_model((&name, sha), &parent.ready.model, bytes, config, data)?
             }
-            (None, None) => unreachable!("a teacher is a stage or a file"),
+            (None, None) => summary.clone(),
         };
-        summary.parent = Some(ParentSummary::compare("teacher", &parent, &summary));
+        summary.parent = Some(ParentSummary::compare(
+            &parent.role,
+            &parent_summary,
+            &summary,
+        ));
     }
 
     let step = state.global_step;
@@ -482,7 +534,11 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         events.scalar(tag, value, step);
     }
     if let Some(parent) = &summary.parent {
-        events.scalar("summary/teacher_accuracy", parent.accuracy, step);
+        events.scalar(
+            &format!("summary/{}_accuracy", parent.role),
+            parent.accuracy,
+            step,
+        );
         events.scalar("summary/params_ratio", parent.ratios.params, step);
         events.scalar("summary/latency_p50_ratio", parent.ratios.latency_p50, step);
     }
@@ -490,17 +546,17 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     events.text("summary", &format!("```\n{table}```"), step);
     events.close();
 
-    let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Record {
+        what: "summary",
+        path: run.file(SUMMARY),
+        message: e.to_string(),
+    })?;
     write_atomic(&run.file(SUMMARY), json.as_bytes()).map_err(RunError::io(run.file(SUMMARY)))?;
-    let _ = std::fs::remove_file(&checkpoint_path);
+    let _ = std::fs::remove_file(run.file(CHECKPOINT));
     progress.line(&format!(
         "\nresult of {} ({}):\n{table}",
         config.name,
         run.path.display()
     ));
-    Ok(StageOutcome {
-        dir: run.path.clone(),
-        summary,
-        reused: false,
-    })
+    Ok(summary)
 }

@@ -1,28 +1,31 @@
-//! The training loop, written once for every technique (see [`Objective`]).
+//! The training loop, written once for every technique (see [`technique::Technique`]).
 //!
 //! Reproducibility: the data order and augmentation of epoch `e` come from RNG streams keyed by
 //! `(seed, e)`, and the backend RNG (dropout) is reseeded from `(seed, e)` at the start of each
 //! epoch. A run resumed from the checkpoint of epoch `e` therefore replays exactly what an
 //! uninterrupted run would have done.
+//!
+//! Seams: the loop starts from a model the caller gives (fresh, or a parent's weights) or
+//! from a checkpoint; one step is [`train_step`]; techniques hook in before training, after
+//! each step and after each epoch (a reshaped model rebuilds the optimiser); checkpoints,
+//! scalars and progress leave through a [`TrainSink`].
 
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::LinearConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
-use data::{make_batch, Dataset, Preprocess, SplitMix64};
+use data::{make_batch, Batch, Dataset, Preprocess, SplitMix64};
 use measure::{evaluate, EventLog};
 use models::{InputShape, Model};
+use technique::{CrossEntropy, Loss, StepLoss, Technique, TechniqueError, Trainee};
 
 use crate::checkpoint::{Checkpoint, ScalarPoint, TrainState};
 use crate::error::RunError;
-use crate::objective::{Objective, StepLoss, Trainee};
 use crate::optim::build_optimizer;
 use crate::progress::Progress;
-use crate::run_dir::{RunDir, CHECKPOINT};
 use crate::schedule::learning_rate;
 use crate::schema::StageConfig;
 
@@ -37,87 +40,202 @@ pub struct TrainSetup<'a> {
     pub input: InputShape,
     /// The inference device; training runs on its autodiff twin.
     pub device: Device,
-    pub run: &'a RunDir,
+    /// The run's identity, recorded in checkpoints.
+    pub hash: String,
     /// Fault injection for tests (see [`crate::RunOptions`]).
     pub fault_nonfinite_at_step: Option<usize>,
 }
 
-/// Records history points and writes them to TensorBoard as they come.
-struct History<'a> {
-    points: Vec<ScalarPoint>,
-    events: &'a mut EventLog,
+/// Where the loop starts. One value per run: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Start {
+    /// A model on the autodiff device: freshly initialised, or a parent's trained weights.
+    Fresh(Model),
+    /// The checkpoint of an interrupted run.
+    Resume(Checkpoint),
 }
 
-impl History<'_> {
-    fn push(&mut self, tag: &str, step: usize, value: f64) {
-        self.events.scalar(tag, value, step);
-        self.points.push(ScalarPoint {
-            tag: tag.to_string(),
-            step,
-            value,
-        });
+/// Where the loop's output goes: progress, scalars (TensorBoard), checkpoints.
+pub trait TrainSink {
+    fn progress(&mut self) -> &mut Progress;
+    fn scalar(&mut self, tag: &str, step: usize, value: f64);
+    fn save_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), RunError>;
+    /// Where checkpoints go, for messages.
+    fn checkpoint_name(&self) -> String;
+}
+
+/// What one optimiser step did.
+pub struct StepOutcome {
+    pub trainee: Trainee,
+    pub loss: f64,
+    pub correct: usize,
+    pub parts: Vec<(&'static str, f64)>,
+}
+
+/// One optimiser step: forward and loss, backward, update. A non-finite loss is returned as
+/// `Err(value)` and nothing is updated.
+pub fn train_step(
+    trainee: Trainee,
+    optim: &mut ModuleOptimizer,
+    loss: &dyn Loss,
+    batch: &Batch,
+    indices: &[usize],
+    lr: f64,
+    poison: bool,
+) -> Result<StepOutcome, f64> {
+    let StepLoss {
+        logits,
+        total,
+        parts,
+    } = loss.loss(&trainee, batch, indices); // logits: [batch, classes]
+    let total = if poison {
+        total.mul_scalar(f32::NAN)
+    } else {
+        total
+    };
+    let value: f64 = total.clone().into_scalar();
+    if !value.is_finite() {
+        return Err(value);
     }
+    let correct = logits
+        .argmax(1)
+        .flatten::<1>(0, 1)
+        .equal(batch.labels.clone())
+        .int()
+        .sum()
+        .into_scalar::<i64>() as usize;
+    let parts = parts
+        .into_iter()
+        .map(|(name, part)| (name, part.into_scalar::<f64>()))
+        .collect();
+    let grads = GradientsParams::from_grads(total.backward(), &trainee);
+    Ok(StepOutcome {
+        trainee: optim.step(lr, trainee, grads),
+        loss: value,
+        correct,
+        parts,
+    })
 }
 
-/// Trains from scratch or from `resume`, checkpointing after every epoch. Returns the final
-/// model (inference copy) and the final state.
-pub fn train(
+/// The loss the stage minimises: the one a technique supplies, else cross-entropy.
+fn stage_loss<'t>(techniques: &'t [Box<dyn Technique + '_>]) -> &'t dyn Loss {
+    techniques
+        .iter()
+        .find_map(|t| t.loss())
+        .unwrap_or(&CrossEntropy)
+}
+
+fn technique_error(e: TechniqueError) -> RunError {
+    RunError::Technique(e)
+}
+
+/// Builds the trainee skeleton for `model`: the model plus every technique's aux modules.
+fn with_aux(model: Model, techniques: &[Box<dyn Technique + '_>], device: &Device) -> Trainee {
+    let aux = techniques
+        .iter()
+        .flat_map(|t| t.aux(&model, device))
+        .collect();
+    Trainee { model, aux }
+}
+
+/// Restores the trainee, optimiser and state from a checkpoint: the model is rebuilt from the
+/// spec the checkpoint records (a narrowed model resumes narrowed).
+fn resume(
     setup: &TrainSetup,
-    objective: &mut dyn Objective,
-    resume: Option<Checkpoint>,
-    progress: &mut Progress,
-    events: &mut EventLog,
-) -> Result<(Model, TrainState), RunError> {
-    let config = setup.config;
-    let tc = &config.train;
-    let device = setup.device.clone().autodiff();
-    device.seed(config.seed);
-    let model = Model::new(&config.model, &setup.input, &device).map_err(RunError::Model)?;
-    let adapter = objective
-        .adapter_dims()
-        .map(|[d_in, d_out]| LinearConfig::new(d_in, d_out).init(&device));
-    let mut trainee = Trainee { model, adapter };
-    let mut optim: ModuleOptimizer = build_optimizer(&tc.optimizer);
-    let checkpoint_path = setup.run.file(CHECKPOINT);
+    ckpt: Checkpoint,
+    techniques: &mut [Box<dyn Technique + '_>],
+    device: &Device,
+    checkpoint_name: &str,
+) -> Result<(Trainee, ModuleOptimizer, TrainState), RunError> {
     let record_error = |what: &'static str| {
-        let path = checkpoint_path.clone();
+        let path = checkpoint_name.into();
         move |e: burn::store::RecordError| RunError::Record {
             what,
             path,
             message: e.to_string(),
         }
     };
+    let state = ckpt.state;
+    let model = Model::new(&state.model_spec, &setup.input, device).map_err(RunError::Model)?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model))
+        .map_err(record_error("model in checkpoint"))?;
+    let trainee = with_aux(model, techniques, device)
+        .try_load_record(record)
+        .map_err(record_error("model in checkpoint"))?;
+    let optim = build_optimizer(&setup.config.train.optimizer)
+        .from_bytes(Bytes::from_bytes_vec(ckpt.optimizer))
+        .map_err(record_error("optimizer in checkpoint"))?;
+    if state.technique_state.len() != techniques.len() {
+        return Err(RunError::Record {
+            what: "technique state in checkpoint",
+            path: checkpoint_name.into(),
+            message: format!(
+                "{} techniques saved, {} in this stage",
+                state.technique_state.len(),
+                techniques.len()
+            ),
+        });
+    }
+    for (technique, saved) in techniques.iter_mut().zip(&state.technique_state) {
+        technique.restore(saved.clone()).map_err(technique_error)?;
+    }
+    Ok((trainee, optim, state))
+}
 
-    let mut state = match resume {
-        Some(ckpt) => {
-            let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model))
-                .map_err(record_error("model in checkpoint"))?;
-            trainee = trainee
-                .try_load_record(record)
-                .map_err(record_error("model in checkpoint"))?;
-            optim = optim
-                .from_bytes(Bytes::from_bytes_vec(ckpt.optimizer))
-                .map_err(record_error("optimizer in checkpoint"))?;
-            ckpt.state
+/// Trains from `start`, checkpointing after every epoch. Returns the final model (inference
+/// copy) and the final state.
+pub fn train(
+    setup: &TrainSetup,
+    start: Start,
+    techniques: &mut [Box<dyn Technique + '_>],
+    sink: &mut dyn TrainSink,
+) -> Result<(Model, TrainState), RunError> {
+    let config = setup.config;
+    let tc = &config.train;
+    let device = setup.device.clone().autodiff();
+    let suppliers = techniques.iter().filter(|t| t.loss().is_some()).count();
+    if suppliers > 1 {
+        return Err(RunError::Technique(TechniqueError {
+            technique: "stage",
+            message: format!("{suppliers} techniques each replace the loss; at most one may"),
+        }));
+    }
+    for line in techniques.iter().filter_map(|t| t.describe()) {
+        sink.progress().line(&line);
+    }
+    let checkpoint_name = sink.checkpoint_name();
+    let (mut trainee, mut optim, mut state) = match start {
+        Start::Resume(ckpt) => resume(setup, ckpt, techniques, &device, &checkpoint_name)?,
+        Start::Fresh(model) => {
+            let mut trainee = with_aux(model, techniques, &device);
+            for technique in techniques.iter_mut() {
+                trainee = technique.prepare(trainee).map_err(technique_error)?;
+            }
+            let state = TrainState {
+                config_hash: setup.hash.clone(),
+                model_spec: trainee.model.spec(),
+                epochs_done: 0,
+                global_step: 0,
+                train_seconds: 0.0,
+                step_seconds: 0.0,
+                samples_seen: 0,
+                history: Vec::new(),
+                technique_state: Vec::new(),
+            };
+            (trainee, build_optimizer(&tc.optimizer), state)
         }
-        None => TrainState {
-            config_hash: setup.run.hash.clone(),
-            epochs_done: 0,
-            global_step: 0,
-            train_seconds: 0.0,
-            step_seconds: 0.0,
-            samples_seen: 0,
-            history: Vec::new(),
-        },
     };
 
     let train = &setup.dataset.train;
     let steps_per_epoch = train.len().div_ceil(tc.batch_size);
     let mut history = History {
         points: std::mem::take(&mut state.history),
-        events,
+        sink,
     };
-    progress.start_run(tc.epochs, state.epochs_done);
+    history
+        .sink
+        .progress()
+        .start_run(tc.epochs, state.epochs_done);
 
     for epoch in state.epochs_done..tc.epochs {
         let epoch_start = Instant::now();
@@ -130,9 +248,12 @@ pub fn train(
             noise_std: config.data.augment.noise_std,
         };
 
-        progress.start_epoch(epoch + 1, steps_per_epoch);
-        let (mut window_loss, mut window_correct, mut window_samples) = (0.0, 0usize, 0usize);
-        let (mut epoch_loss, mut epoch_correct) = (0.0, 0usize);
+        history
+            .sink
+            .progress()
+            .start_epoch(epoch + 1, steps_per_epoch);
+        let mut window = Tally::default();
+        let mut whole = Tally::default();
         let mut part_sums: Vec<(&'static str, f64)> = Vec::new();
         let mut step_seconds = 0.0;
         let mut lr = 0.0;
@@ -152,86 +273,85 @@ pub fn train(
                 Some((&augment, &mut augment_rng)),
                 &device,
             );
-            let StepLoss {
-                logits,
-                total: loss,
-                parts,
-            } = objective.loss(&trainee, &batch, indices); // logits: [batch, classes]
-            let loss = match setup.fault_nonfinite_at_step {
-                Some(at) if at == state.global_step + 1 => loss.mul_scalar(f32::NAN),
-                _ => loss,
-            };
-            let loss_value: f64 = loss.clone().into_scalar();
-            if !loss_value.is_finite() {
-                return Err(RunError::NonFiniteLoss {
-                    epoch: epoch + 1,
-                    step: step + 1,
-                    value: loss_value,
-                    checkpoint: if state.epochs_done > 0 {
-                        format!("{}, epoch {}", checkpoint_path.display(), state.epochs_done)
-                    } else {
-                        "none yet: the run failed in its first epoch".to_string()
-                    },
-                });
+            let poison = setup.fault_nonfinite_at_step == Some(state.global_step + 1);
+            let outcome = train_step(
+                trainee,
+                &mut optim,
+                stage_loss(techniques),
+                &batch,
+                indices,
+                lr,
+                poison,
+            )
+            .map_err(|value| RunError::NonFiniteLoss {
+                epoch: epoch + 1,
+                step: step + 1,
+                value,
+                checkpoint: if state.epochs_done > 0 {
+                    format!("{checkpoint_name}, epoch {}", state.epochs_done)
+                } else {
+                    "none yet: the run failed in its first epoch".to_string()
+                },
+            })?;
+            trainee = outcome.trainee;
+            state.global_step += 1;
+            for technique in techniques.iter_mut() {
+                trainee = technique
+                    .after_step(state.global_step, trainee)
+                    .map_err(technique_error)?;
             }
-            let correct = logits
-                .argmax(1)
-                .flatten::<1>(0, 1)
-                .equal(batch.labels.clone())
-                .int()
-                .sum()
-                .into_scalar::<i64>() as usize;
-            for (name, part) in parts {
-                let value: f64 = part.into_scalar();
-                match part_sums.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, sum)) => *sum += value * indices.len() as f64,
-                    None => part_sums.push((name, value * indices.len() as f64)),
-                }
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), &trainee);
-            trainee = optim.step(lr, trainee, grads);
             step_seconds += step_start.elapsed().as_secs_f64();
 
             let n = indices.len();
-            state.global_step += 1;
+            for (name, value) in outcome.parts {
+                match part_sums.iter_mut().find(|(p, _)| *p == name) {
+                    Some((_, sum)) => *sum += value * n as f64,
+                    None => part_sums.push((name, value * n as f64)),
+                }
+            }
             state.samples_seen += n as u64;
-            window_loss += loss_value * n as f64;
-            window_correct += correct;
-            window_samples += n;
-            epoch_loss += loss_value * n as f64;
-            epoch_correct += correct;
+            window.add(outcome.loss, outcome.correct, n);
+            whole.add(outcome.loss, outcome.correct, n);
             let log_now = state.global_step % tc.log_every == 0 || step + 1 == steps_per_epoch;
             if log_now {
-                history.push(
-                    "train/loss",
-                    state.global_step,
-                    window_loss / window_samples as f64,
-                );
-                history.push(
-                    "train/accuracy",
-                    state.global_step,
-                    window_correct as f64 / window_samples as f64,
-                );
+                history.push("train/loss", state.global_step, window.mean_loss());
+                history.push("train/accuracy", state.global_step, window.accuracy());
             }
             let seen = (step + 1).min(steps_per_epoch);
             let done_samples = (seen * tc.batch_size).min(train.len());
-            progress.step(
+            history.sink.progress().step(
                 seen,
                 &format!(
                     "epoch {} step {seen}/{steps_per_epoch} loss {:.4} acc {:.2}% {:.0} samples/s",
                     epoch + 1,
-                    window_loss / window_samples.max(1) as f64,
-                    100.0 * window_correct as f64 / window_samples.max(1) as f64,
+                    window.mean_loss(),
+                    100.0 * window.accuracy(),
                     done_samples as f64 / step_seconds.max(1e-9)
                 ),
                 log_now,
             );
             if log_now {
-                (window_loss, window_correct, window_samples) = (0.0, 0, 0);
+                window = Tally::default();
             }
         }
 
-        trainee.model = objective.after_epoch(epoch, trainee.model);
+        let spec_before = trainee.model.spec();
+        for technique in techniques.iter_mut() {
+            trainee = technique
+                .after_epoch(epoch, trainee)
+                .map_err(technique_error)?;
+        }
+        let spec_after = trainee.model.spec();
+        if spec_after != spec_before {
+            // The parameters changed shape: the optimiser's state (momentum, Adam moments)
+            // belongs to tensors that no longer exist.
+            optim = build_optimizer(&tc.optimizer);
+            history.sink.progress().line(&format!(
+                "epoch {}: the model was reshaped to {spec_after:?}; optimiser state reset",
+                epoch + 1
+            ));
+            state.model_spec = spec_after;
+        }
         let model = trainee.model.valid();
         let eval = evaluate(
             &model,
@@ -244,13 +364,15 @@ pub fn train(
         let step = state.global_step;
         let seen = train.len() as f64;
         history.push("epoch", step, (epoch + 1) as f64);
-        history.push("train/epoch_loss", step, epoch_loss / seen);
-        history.push("train/epoch_accuracy", step, epoch_correct as f64 / seen);
+        history.push("train/epoch_loss", step, whole.mean_loss());
+        history.push("train/epoch_accuracy", step, whole.accuracy());
         for (name, sum) in &part_sums {
             history.push(name, step, sum / seen);
         }
-        for (name, value) in objective.epoch_metrics(&model) {
-            history.push(name, step, value);
+        for technique in techniques.iter_mut() {
+            for (name, value) in technique.metrics(&model) {
+                history.push(name, step, value);
+            }
         }
         history.push("eval/loss", step, eval.loss);
         history.push("eval/accuracy", step, eval.accuracy);
@@ -262,6 +384,15 @@ pub fn train(
         state.train_seconds += epoch_seconds;
         state.step_seconds += step_seconds;
         state.history = history.points.clone();
+        state.technique_state = techniques.iter().map(|t| t.state()).collect();
+        let record_error = |what: &'static str| {
+            let path = checkpoint_name.clone().into();
+            move |e: burn::store::RecordError| RunError::Record {
+                what,
+                path,
+                message: e.to_string(),
+            }
+        };
         let checkpoint = Checkpoint {
             state: state.clone(),
             model: trainee
@@ -275,15 +406,13 @@ pub fn train(
                 .map_err(record_error("optimizer for checkpoint"))?
                 .to_vec(),
         };
-        checkpoint
-            .save(&checkpoint_path)
-            .map_err(RunError::io(&checkpoint_path))?;
-        progress.end_epoch(&format!(
+        history.sink.save_checkpoint(&checkpoint)?;
+        history.sink.progress().end_epoch(&format!(
             "epoch {}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | lr {:.2e} | {:.1} s, {:.0} samples/s",
             epoch + 1,
             tc.epochs,
-            epoch_loss / seen,
-            100.0 * epoch_correct as f64 / seen,
+            whole.mean_loss(),
+            100.0 * whole.accuracy(),
             eval.loss,
             100.0 * eval.accuracy,
             lr,
@@ -291,9 +420,50 @@ pub fn train(
             seen / step_seconds.max(1e-9)
         ));
     }
-    progress.finish();
+    history.sink.progress().finish();
     state.history = history.points;
     Ok((trainee.model.valid(), state))
+}
+
+/// Loss and accuracy over a window of steps.
+#[derive(Default)]
+struct Tally {
+    loss: f64,
+    correct: usize,
+    samples: usize,
+}
+
+impl Tally {
+    fn add(&mut self, loss: f64, correct: usize, n: usize) {
+        self.loss += loss * n as f64;
+        self.correct += correct;
+        self.samples += n;
+    }
+
+    fn mean_loss(&self) -> f64 {
+        self.loss / self.samples.max(1) as f64
+    }
+
+    fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.samples.max(1) as f64
+    }
+}
+
+/// Records history points and sends them to the sink as they come.
+struct History<'s> {
+    points: Vec<ScalarPoint>,
+    sink: &'s mut dyn TrainSink,
+}
+
+impl History<'_> {
+    fn push(&mut self, tag: &str, step: usize, value: f64) {
+        self.sink.scalar(tag, step, value);
+        self.points.push(ScalarPoint {
+            tag: tag.to_string(),
+            step,
+            value,
+        });
+    }
 }
 
 /// Writes a resumed run's history into a fresh event file.

@@ -1,24 +1,20 @@
 //! Checks every value a stage config can hold, before anything runs.
 
+use burn::tensor::Device;
 use models::InputShape;
+pub use technique::Invalid;
 
 use crate::schema::{DatasetName, OptimizerConfig, ScheduleConfig, StageConfig};
-
-/// One bad value: its dotted key, the value, and what is allowed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{key} = {value}: {allowed}")]
-pub struct Invalid {
-    pub key: String,
-    pub value: String,
-    pub allowed: String,
-}
+use crate::techniques;
 
 fn invalid(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>) -> Invalid {
-    Invalid {
-        key: key.into(),
-        value: value.to_string(),
-        allowed: allowed.into(),
-    }
+    Invalid::new(key, value, allowed)
+}
+
+/// What validation derives, so nothing downstream derives it again.
+pub struct Valid {
+    pub input: InputShape,
+    pub device: Device,
 }
 
 fn at_least(key: &str, value: usize, min: usize) -> Result<(), Invalid> {
@@ -71,8 +67,8 @@ pub fn input_shape(config: &StageConfig) -> Result<InputShape, Invalid> {
     })
 }
 
-/// Checks `config`; the first problem found is returned.
-pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
+/// Checks `config` (the first problem found is returned) and derives its input and device.
+pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
     if config.name.is_empty()
         || !config
             .name
@@ -86,8 +82,8 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
             "a folder name: letters, digits, '-', '_' or '.', not starting with '.'",
         ));
     }
-    crate::device::parse_device(&config.device)
-        .map_err(|allowed| invalid("device", format!("{:?}", config.device), allowed))?;
+    let device = crate::device::parse_device(&config.device)
+        .map_err(|e| invalid("device", format!("{:?}", config.device), e.to_string()))?;
 
     let data = &config.data;
     if let (false, Some(path)) = (data.dataset == DatasetName::Idx, &data.path) {
@@ -131,7 +127,12 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
     )?;
 
     let train = &config.train;
-    at_least("train.epochs", train.epochs, 1)?;
+    // A stage that starts from a parent may train 0 epochs: it then measures the parent.
+    at_least(
+        "train.epochs",
+        train.epochs,
+        usize::from(config.from.is_none()),
+    )?;
     at_least("train.batch_size", train.batch_size, 1)?;
     at_least("train.eval_batch_size", train.eval_batch_size, 1)?;
     at_least("train.log_every", train.log_every, 1)?;
@@ -190,45 +191,18 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
             *warmup_epochs
         }
     };
-    in_range(
-        "train.schedule.warmup_epochs",
-        warmup,
-        0.0,
-        train.epochs as f64,
-        "in [0, train.epochs)",
-    )?;
+    if warmup != 0.0 {
+        in_range(
+            "train.schedule.warmup_epochs",
+            warmup,
+            0.0,
+            train.epochs as f64,
+            "in [0, train.epochs)",
+        )?;
+    }
 
-    if let Some(d) = &config.distill {
-        positive_finite("distill.temperature", d.temperature)?;
-        if !(d.alpha.is_finite() && (0.0..=1.0).contains(&d.alpha)) {
-            return Err(invalid("distill.alpha", d.alpha, "must be in [0, 1]"));
-        }
-        if let Some(hint) = &d.hint {
-            if !(hint.weight.is_finite() && hint.weight >= 0.0) {
-                return Err(invalid(
-                    "distill.hint.weight",
-                    hint.weight,
-                    "must be a finite number >= 0",
-                ));
-            }
-        }
-        let is_config = d.teacher.extension().is_some_and(|e| e == "toml");
-        if !is_config && crate::teacher::TeacherFormat::from_path(&d.teacher).is_none() {
-            return Err(invalid(
-                "distill.teacher",
-                d.teacher.display(),
-                "a stage config (.toml) or a model file: .bpk (ours), .pt / .pth (PyTorch \
-                 state_dict) or .safetensors",
-            ));
-        }
-        if !is_config && d.teacher_model.is_none() {
-            return Err(invalid(
-                "distill.teacher",
-                d.teacher.display(),
-                "a model file needs its architecture: add a [distill.teacher_model] table \
-                 (kind = \"mlp\", ...)",
-            ));
-        }
+    for section in techniques::sections(config) {
+        section.validate()?;
     }
 
     let m = &config.measure;
@@ -236,11 +210,13 @@ pub fn validate(config: &StageConfig) -> Result<(), Invalid> {
     at_least("measure.latency_threads", m.latency_threads, 1)?;
     at_least("measure.throughput_batch", m.throughput_batch, 1)?;
 
-    let shape = input_shape(config)?;
-    config.model.validate(&shape).map_err(|e| Invalid {
-        key: format!("model.{}", e.key),
-        value: e.value,
-        allowed: e.allowed,
-    })?;
-    Ok(())
+    let input = input_shape(config)?;
+    if let Some(model) = &config.model {
+        model.validate(&input).map_err(|e| Invalid {
+            key: format!("model.{}", e.key),
+            value: e.value,
+            allowed: e.allowed,
+        })?;
+    }
+    Ok(Valid { input, device })
 }

@@ -113,17 +113,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "{}: ok ({} on {}, {} epochs; results in {})",
                 loaded.path.display(),
-                config.model.kind(),
+                loaded.model.kind(),
                 serde_json::to_value(config.data.dataset)?
                     .as_str()
                     .unwrap_or("?"),
                 config.train.epochs,
-                config
-                    .output
-                    .dir
-                    .join(&config.name)
-                    .join(loaded.hash())
-                    .display()
+                loaded.run_path().display()
             );
             Ok(())
         }

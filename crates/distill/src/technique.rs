@@ -1,0 +1,259 @@
+//! Distillation as a technique: the student's loss against a teacher's soft targets, with the
+//! teacher run in inference mode (no autodiff graph) on the stage's device, and its logits on
+//! the training set computed once when the inputs are not augmented. Teacher logits never
+//! leave the device.
+
+use burn::prelude::*;
+use data::{make_batch, Batch, Split};
+use models::{Model, Tap};
+use technique::{Aux, Loss, StageContext, StepLoss, Technique, TechniqueError, Trainee};
+
+use crate::config::{DistillConfig, TEACHER_KEY};
+
+/// The distillation loss: KD + cross-entropy, plus an optional hint through `trainee.aux[0]`.
+struct DistillationLoss {
+    teacher: Model,
+    temperature: f64,
+    alpha: f64,
+    hint: Option<Hint>,
+    /// Teacher logits of every training sample, `[n_train, classes]` on the device, when
+    /// cacheable.
+    train_logits: Option<Tensor<2>>,
+}
+
+/// A hint between two taps, with the widths the adapter maps between.
+struct Hint {
+    student_layer: String,
+    teacher_layer: String,
+    weight: f64,
+    teacher_width: usize,
+}
+
+pub struct Distillation {
+    loss: DistillationLoss,
+    /// The teacher's top-1 class of every test sample.
+    test_classes: Tensor<1, Int>,
+    test: Split,
+    prep: data::Preprocess,
+    batch_size: usize,
+    device: Device,
+    input: models::InputShape,
+    pub teacher_accuracy: f64,
+}
+
+/// Logits of `model` on `split`, `[len, classes]` on `device`.
+fn logits_of(
+    model: &Model,
+    split: &Split,
+    prep: &data::Preprocess,
+    batch_size: usize,
+    device: &Device,
+) -> Tensor<2> {
+    let indices: Vec<usize> = (0..split.len()).collect();
+    let parts: Vec<Tensor<2>> = indices
+        .chunks(batch_size.max(1))
+        .map(|chunk| model.forward(make_batch(split, chunk, prep, None, device).images))
+        .collect();
+    Tensor::cat(parts, 0)
+}
+
+fn error(message: impl Into<String>) -> TechniqueError {
+    TechniqueError {
+        technique: "distill",
+        message: message.into(),
+    }
+}
+
+impl Distillation {
+    /// Builds distillation for a stage whose teacher (parent `distill.teacher`) is ready.
+    pub fn new(config: &DistillConfig, ctx: &StageContext) -> Result<Self, TechniqueError> {
+        let teacher = ctx
+            .parent(TEACHER_KEY)
+            .ok_or_else(|| error("no teacher was prepared for distill.teacher"))?
+            .clone();
+        let hint = match &config.hint {
+            Some(h) => Some(Hint {
+                student_layer: h.student_layer.clone(),
+                teacher_layer: h.teacher_layer.clone(),
+                weight: h.weight,
+                teacher_width: teacher
+                    .tap_width(&h.teacher_layer, &ctx.input, &ctx.device)
+                    .ok_or_else(|| {
+                        error(format!("the teacher has no tap {:?}", h.teacher_layer))
+                    })?,
+            }),
+            None => None,
+        };
+        // With a hint the teacher runs on every batch anyway, for its features.
+        let cache = config.cache_teacher_logits && !ctx.augmented && hint.is_none();
+        let train_logits = cache.then(|| {
+            logits_of(
+                &teacher,
+                &ctx.dataset.train,
+                &ctx.prep,
+                ctx.eval_batch_size,
+                &ctx.device,
+            )
+        });
+        let test_logits = logits_of(
+            &teacher,
+            &ctx.dataset.test,
+            &ctx.prep,
+            ctx.eval_batch_size,
+            &ctx.device,
+        );
+        let test_classes = test_logits.argmax(1).flatten::<1>(0, 1);
+        let labels: Vec<i64> = ctx.dataset.test.labels.iter().map(|&l| l as i64).collect();
+        let labels = Tensor::<1, Int>::from_data(TensorData::from(labels.as_slice()), &ctx.device);
+        let correct = test_classes
+            .clone()
+            .equal(labels)
+            .int()
+            .sum()
+            .into_scalar::<i64>() as f64;
+        Ok(Self {
+            loss: DistillationLoss {
+                teacher,
+                temperature: config.temperature,
+                alpha: config.alpha,
+                hint,
+                train_logits,
+            },
+            test_classes,
+            test: ctx.dataset.test.clone(),
+            prep: ctx.prep,
+            batch_size: ctx.eval_batch_size,
+            device: ctx.device.clone(),
+            input: ctx.input,
+            teacher_accuracy: correct / ctx.dataset.test.len().max(1) as f64,
+        })
+    }
+
+    pub fn caches_train_logits(&self) -> bool {
+        self.loss.train_logits.is_some()
+    }
+
+    /// Fraction of test samples where student and teacher agree on the top class.
+    pub fn agreement(&self, student: &Model) -> f64 {
+        let student = logits_of(
+            student,
+            &self.test,
+            &self.prep,
+            self.batch_size,
+            &self.device,
+        );
+        let same = student
+            .argmax(1)
+            .flatten::<1>(0, 1)
+            .equal(self.test_classes.clone())
+            .int()
+            .sum()
+            .into_scalar::<i64>() as f64;
+        same / self.test.len().max(1) as f64
+    }
+}
+
+impl Loss for DistillationLoss {
+    fn loss(&self, trainee: &Trainee, batch: &Batch, indices: &[usize]) -> StepLoss {
+        let mut student_tap = match &self.hint {
+            Some(hint) => Tap::at(&hint.student_layer),
+            None => Tap::none(),
+        };
+        let logits = trainee
+            .model
+            .forward_tapped(batch.images.clone(), &mut student_tap); // [batch, classes]
+        let device = logits.device();
+        let mut teacher_feature = None;
+        let teacher = match &self.train_logits {
+            Some(cache) => {
+                let rows: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+                let rows =
+                    Tensor::<1, Int>::from_data(TensorData::from(rows.as_slice()), &cache.device());
+                cache.clone().select(0, rows) // [batch, classes]
+            }
+            // Augmented inputs differ every epoch (and hints need features): run the teacher
+            // on exactly what the student sees, outside the autodiff graph.
+            None => {
+                let mut tap = match &self.hint {
+                    Some(hint) => Tap::at(&hint.teacher_layer),
+                    None => Tap::none(),
+                };
+                let out = self
+                    .teacher
+                    .forward_tapped(batch.images.clone().inner(), &mut tap);
+                teacher_feature = tap.found;
+                out
+            }
+        };
+        // Constants for the student's graph: on its device, no gradient.
+        let teacher = teacher.autodiff().to_device(&device);
+        let loss = crate::distillation_loss(
+            logits.clone(),
+            teacher,
+            batch.labels.clone(),
+            self.temperature,
+            self.alpha,
+        );
+        let mut total = loss.total;
+        let mut parts = vec![("distill/kd_loss", loss.kd), ("distill/ce_loss", loss.ce)];
+        if let (Some(hint), Some(adapter), Some(student), Some(target)) = (
+            &self.hint,
+            trainee.aux_linear(0),
+            student_tap.found,
+            teacher_feature,
+        ) {
+            let target = target.autodiff().to_device(&device); // [batch, teacher_width]
+            let hint_loss = crate::hint_loss(adapter.forward(student), target);
+            total = total + hint_loss.clone().mul_scalar(hint.weight);
+            parts.push(("distill/hint_loss", hint_loss));
+        }
+        StepLoss {
+            logits,
+            total,
+            parts,
+        }
+    }
+}
+
+impl Technique for Distillation {
+    fn name(&self) -> &'static str {
+        "distill"
+    }
+
+    fn describe(&self) -> Option<String> {
+        Some(format!(
+            "distilling at T = {}, alpha = {}; teacher test accuracy {:.2}%{}",
+            self.loss.temperature,
+            self.loss.alpha,
+            self.teacher_accuracy * 100.0,
+            if self.caches_train_logits() {
+                ", teacher logits cached (inputs not augmented)"
+            } else {
+                ""
+            }
+        ))
+    }
+
+    fn aux(&self, model: &Model, device: &Device) -> Vec<Aux> {
+        let Some(hint) = &self.loss.hint else {
+            return Vec::new();
+        };
+        let student_width = model
+            .tap_width(&hint.student_layer, &self.input, device)
+            .unwrap_or(0);
+        vec![Aux::Linear(
+            burn::nn::LinearConfig::new(student_width, hint.teacher_width).init(device),
+        )]
+    }
+
+    fn loss(&self) -> Option<&dyn Loss> {
+        Some(&self.loss)
+    }
+
+    fn metrics(&mut self, model: &Model) -> Vec<(&'static str, f64)> {
+        vec![
+            ("distill/agreement", self.agreement(model)),
+            ("distill/teacher_accuracy", self.teacher_accuracy),
+        ]
+    }
+}

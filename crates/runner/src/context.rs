@@ -1,0 +1,78 @@
+//! The execution context: how and where a stage runs, as opposed to what it computes.
+//!
+//! Device, threads, measurement sizes, logging cadence and the storage folders change neither
+//! the trained weights' meaning nor the run's identity: they are left out of the hash (so
+//! changing the number of latency images never retrains), and a stage's parents run with the
+//! context of the stage that was launched (so `COMPRESS_DEVICE=cuda:0` trains the teacher on
+//! the GPU too).
+
+use std::path::PathBuf;
+
+use crate::schema::{MeasureConfig, StageConfig};
+
+/// The execution settings of a stage config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    pub device: String,
+    pub threads: usize,
+    pub measure: MeasureConfig,
+    pub log_every: usize,
+    pub eval_batch_size: usize,
+    pub cache_dir: Option<PathBuf>,
+    pub output_dir: PathBuf,
+}
+
+impl Execution {
+    /// The dotted config keys that hold execution settings: left out of run identity.
+    pub const KEYS: [&'static str; 7] = [
+        "device",
+        "threads",
+        "measure",
+        "train.log_every",
+        "train.eval_batch_size",
+        "data.cache_dir",
+        "output.dir",
+    ];
+
+    pub fn of(config: &StageConfig) -> Self {
+        Self {
+            device: config.device.clone(),
+            threads: config.threads,
+            measure: config.measure.clone(),
+            log_every: config.train.log_every,
+            eval_batch_size: config.train.eval_batch_size,
+            cache_dir: config.data.cache_dir.clone(),
+            output_dir: config.output.dir.clone(),
+        }
+    }
+
+    /// Makes `config` run with these settings (a parent inheriting its child's context).
+    pub fn apply_to(&self, config: &mut StageConfig) {
+        config.device = self.device.clone();
+        config.threads = self.threads;
+        config.measure = self.measure.clone();
+        config.train.log_every = self.log_every;
+        config.train.eval_batch_size = self.eval_batch_size;
+        config.data.cache_dir = self.cache_dir.clone();
+        config.output.dir = self.output_dir.clone();
+    }
+}
+
+/// Worker threads for `threads` (0 means one per core).
+pub fn worker_threads(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// A rayon pool of `threads` workers; a failure to start threads is an I/O-level error.
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, crate::RunError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| crate::RunError::Threads {
+            threads,
+            message: e.to_string(),
+        })
+}

@@ -1,0 +1,200 @@
+//! Parents: the stages (or model files) a stage builds on, whatever the role. `from` (start
+//! from this result's weights) and every key a technique's section names (`distill.teacher`)
+//! are resolved here the same way: the path is found, a config is loaded recursively with the
+//! child's execution context (refusing cycles), a model file is loaded once to prove it fits,
+//! and the parent's identity enters the child's hash. Nothing here names a technique.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use models::file::{self, LoadOptions};
+use models::{InputShape, ModelFormat, ModelSpec};
+use technique::{Invalid, ParentKey};
+
+use crate::context::Execution;
+use crate::load::{load_chain, ConfigError, LoadedConfig};
+
+/// The key of the parent whose weights a stage starts from.
+pub const FROM_KEY: &str = "from";
+
+/// A resolved parent.
+#[derive(Debug, Clone)]
+pub struct Parent {
+    /// The dotted config key that names it.
+    pub key: String,
+    pub source: ParentSource,
+}
+
+#[derive(Debug, Clone)]
+pub enum ParentSource {
+    /// Another stage: its run folder is found by its hash, trained first when missing.
+    Stage(Box<LoadedConfig>),
+    /// A model file trained elsewhere, or one of ours.
+    File {
+        path: PathBuf,
+        format: ModelFormat,
+        spec: ModelSpec,
+        key_map: Vec<[String; 2]>,
+        /// SHA-256 of the file (12 hex digits): its identity in the child's hash.
+        sha256: String,
+    },
+}
+
+impl Parent {
+    /// What enters the child's hash: the parent stage's hash or the file's SHA-256.
+    pub fn identity(&self) -> String {
+        match &self.source {
+            ParentSource::Stage(stage) => stage.hash.clone(),
+            ParentSource::File { sha256, .. } => sha256.clone(),
+        }
+    }
+
+    /// The parent's architecture (for a stage, the one it starts from).
+    pub fn spec(&self) -> &ModelSpec {
+        match &self.source {
+            ParentSource::Stage(stage) => &stage.model,
+            ParentSource::File { spec, .. } => spec,
+        }
+    }
+
+    /// How the end-of-run table names the parent: the key's last part (`teacher`), or
+    /// `parent` for `from`.
+    pub fn role(&self) -> &str {
+        match self.key.as_str() {
+            FROM_KEY => "parent",
+            key => key.rsplit('.').next().unwrap_or(key),
+        }
+    }
+}
+
+/// A relative path is looked up beside the config first, then from the current directory (so
+/// both `teacher = "teacher.toml"` in an experiment folder and `teacher =
+/// "configs/teacher.toml"` run from the repository root work).
+pub fn resolve_path(path: &Path, config_path: &Path) -> PathBuf {
+    if path.is_relative() {
+        if let Some(dir) = config_path.parent() {
+            let beside = dir.join(path);
+            if beside.exists() {
+                return beside;
+            }
+        }
+    }
+    path.to_path_buf()
+}
+
+/// Where a parent is being resolved from: the child's file, its context and the chain of
+/// configs that led here (to refuse cycles).
+pub struct ChildSide<'a> {
+    pub path: &'a Path,
+    pub execution: &'a Execution,
+    pub input: &'a InputShape,
+    pub device: &'a burn::tensor::Device,
+    pub chain: &'a mut Vec<PathBuf>,
+}
+
+/// Resolves one parent key; an error is the key's [`Invalid`] (the caller adds the line).
+pub fn resolve(parent: &ParentKey, child: ChildSide) -> Result<Parent, ResolveError> {
+    let bad = |allowed: String| {
+        ResolveError::Invalid(Invalid::new(
+            &parent.key,
+            format!("{:?}", parent.path.display().to_string()),
+            allowed,
+        ))
+    };
+    let path = resolve_path(&parent.path, child.path);
+    let is_config = path.extension().is_some_and(|e| e == "toml");
+    let format = ModelFormat::from_path(&path);
+    if !is_config && format.is_none() {
+        return Err(bad(format!(
+            "a stage config (.toml) or a model file: {}",
+            file::FORMATS
+        )));
+    }
+    if !path.exists() {
+        return Err(bad(format!(
+            "no such file (looked beside {} and in the current directory)",
+            child.path.display()
+        )));
+    }
+    let source = match format {
+        None => {
+            let here = child
+                .path
+                .canonicalize()
+                .unwrap_or_else(|_| child.path.to_path_buf());
+            let there = path.canonicalize().unwrap_or_else(|_| path.clone());
+            if there == here || child.chain.contains(&there) {
+                return Err(bad("the chain of parents loops back to this config".into()));
+            }
+            child.chain.push(here);
+            let stage = load_chain(
+                &path,
+                &[],
+                &HashMap::new(),
+                Some(child.execution),
+                child.chain,
+            );
+            child.chain.pop();
+            let stage = stage.map_err(|e| ResolveError::InParent(Box::new(e)))?;
+            if (stage.input.height, stage.input.width) != (child.input.height, child.input.width) {
+                return Err(bad(format!(
+                    "the parent sees {}x{} inputs but this stage {}x{}; they must match \
+                     (data.dataset / data.input_size)",
+                    stage.input.height, stage.input.width, child.input.height, child.input.width
+                )));
+            }
+            ParentSource::Stage(Box::new(stage))
+        }
+        Some(format) => {
+            if format != ModelFormat::Burnpack && parent.spec.is_none() {
+                return Err(bad(format!(
+                    "a PyTorch or safetensors file needs its architecture: add {}",
+                    parent
+                        .spec_key
+                        .as_deref()
+                        .map_or("the model spec beside this key".to_string(), |k| format!(
+                            "a [{k}] table (kind = \"mlp\", ...)"
+                        ))
+                )));
+            }
+            // Load it once now, so a file that does not fit fails before any training.
+            let model = file::load(
+                &path,
+                format,
+                LoadOptions {
+                    spec: parent.spec.as_ref(),
+                    key_map: &parent.key_map,
+                },
+                child.input,
+                child.device,
+            )
+            .map_err(|e| {
+                bad(format!(
+                    "its weights do not fit this stage's {}x{} inputs and {} classes: {e}",
+                    child.input.height, child.input.width, child.input.classes
+                ))
+            })?;
+            let sha256 =
+                file::file_sha256(&path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+            ParentSource::File {
+                path,
+                format,
+                spec: model.spec(),
+                key_map: parent.key_map.clone(),
+                sha256,
+            }
+        }
+    };
+    Ok(Parent {
+        key: parent.key.clone(),
+        source,
+    })
+}
+
+/// Why a parent did not resolve.
+pub enum ResolveError {
+    /// The key's value is wrong (located by the caller).
+    Invalid(Invalid),
+    /// The parent's own config is wrong (already located in the parent's file).
+    InParent(Box<ConfigError>),
+}

@@ -1,0 +1,66 @@
+//! A technique's config section: its validation and the parents it names.
+
+use std::path::PathBuf;
+
+use models::{InputShape, ModelSpec};
+
+/// One bad config value: its dotted key, the value, and what is allowed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key} = {value}: {allowed}")]
+pub struct Invalid {
+    pub key: String,
+    pub value: String,
+    pub allowed: String,
+}
+
+impl Invalid {
+    pub fn new(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.to_string(),
+            allowed: allowed.into(),
+        }
+    }
+}
+
+/// A config key naming a parent: another stage's config (`.toml`) or a model file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParentKey {
+    /// Dotted key, e.g. `distill.teacher`.
+    pub key: String,
+    pub path: PathBuf,
+    /// The architecture of a model file trained elsewhere (PyTorch, safetensors).
+    pub spec: Option<ModelSpec>,
+    /// The key where users give that architecture, e.g. `distill.teacher_model`.
+    pub spec_key: Option<String>,
+    /// Renames for a PyTorch / safetensors file's keys, as `[regex, replacement]`.
+    pub key_map: Vec<[String; 2]>,
+}
+
+/// What a resolved parent's model looks like, for checks that need it (hint taps).
+pub struct ParentShape<'a> {
+    pub key: &'a str,
+    pub spec: &'a ModelSpec,
+}
+
+/// A technique's section of the stage config.
+pub trait TechniqueConfig {
+    /// Checks every value of the section (keys in errors are full: `distill.alpha`).
+    fn validate(&self) -> Result<(), Invalid>;
+
+    /// The parents this section names.
+    fn parents(&self) -> Vec<ParentKey> {
+        Vec::new()
+    }
+
+    /// Checks that need the resolved parents and the stage's own model (e.g. that a hint's
+    /// layers exist), before anything runs.
+    fn check(
+        &self,
+        _own: &ModelSpec,
+        _parents: &[ParentShape],
+        _input: &InputShape,
+    ) -> Result<(), Invalid> {
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! The hooks a technique gives the training loop.
+
+use burn::prelude::*;
+use data::{Dataset, Preprocess};
+use models::{InputShape, Model};
+
+use crate::{Aux, Loss, Trainee};
+
+/// A technique that failed: which one, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{technique}: {message}")]
+pub struct TechniqueError {
+    pub technique: &'static str,
+    pub message: String,
+}
+
+/// A final model file a technique produces instead of the plain one (sparse, integer). Its
+/// length is what the run reports as the model's size.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// File name inside the run folder, e.g. `model.int8.bin`.
+    pub file_name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A parent stage's (or file's) trained model, ready for a technique that uses it.
+pub struct ReadyParent {
+    /// The config key that named it, e.g. `distill.teacher` or `from`.
+    pub key: String,
+    /// The inference model, on the stage's device.
+    pub model: Model,
+}
+
+/// What a technique may read when it is built for a stage.
+pub struct StageContext<'a> {
+    pub dataset: &'a Dataset,
+    pub prep: Preprocess,
+    pub input: InputShape,
+    /// The inference device; training runs on its autodiff twin.
+    pub device: Device,
+    pub eval_batch_size: usize,
+    /// Whether training inputs are augmented (then they differ every epoch).
+    pub augmented: bool,
+    pub parents: &'a [ReadyParent],
+}
+
+impl StageContext<'_> {
+    pub fn parent(&self, key: &str) -> Option<&Model> {
+        self.parents.iter().find(|p| p.key == key).map(|p| &p.model)
+    }
+}
+
+/// Hooks into the training loop. Every method has a default that does nothing, so a
+/// technique implements only what it changes.
+pub trait Technique: Send {
+    /// Short name for logs and errors, e.g. `"distill"`.
+    fn name(&self) -> &'static str;
+
+    /// A line describing the technique's settings, printed when training starts.
+    fn describe(&self) -> Option<String> {
+        None
+    }
+
+    /// Modules trained beside `model` (hint adapters, masks), created on a fresh start and
+    /// again, as skeletons to load into, on resume. On `device` (the autodiff device).
+    fn aux(&self, _model: &Model, _device: &Device) -> Vec<Aux> {
+        Vec::new()
+    }
+
+    /// The loss this technique minimises, when it replaces plain cross-entropy. At most one
+    /// technique of a stage supplies it.
+    fn loss(&self) -> Option<&dyn Loss> {
+        None
+    }
+
+    /// Before the first epoch of a fresh run (not on resume): fold BatchNorm, attach
+    /// quantizers, prune one-shot.
+    fn prepare(&mut self, trainee: Trainee) -> Result<Trainee, TechniqueError> {
+        Ok(trainee)
+    }
+
+    /// After every optimiser step (`step` counts from 1 over the run): apply masks, advance
+    /// schedules, gather gradient statistics.
+    fn after_step(&mut self, _step: usize, trainee: Trainee) -> Result<Trainee, TechniqueError> {
+        Ok(trainee)
+    }
+
+    /// After an epoch's steps (`epoch` counts from 0), before evaluation. A returned model of
+    /// another spec (narrower widths) makes the loop rebuild the optimiser and record the
+    /// new spec in the checkpoint.
+    fn after_epoch(&mut self, _epoch: usize, trainee: Trainee) -> Result<Trainee, TechniqueError> {
+        Ok(trainee)
+    }
+
+    /// Scalars to log after each epoch's evaluation, given the inference model.
+    fn metrics(&mut self, _model: &Model) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
+
+    /// State outside the trainee's tensors, saved in every checkpoint.
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Restores what [`Technique::state`] saved, on resume.
+    fn restore(&mut self, _state: serde_json::Value) -> Result<(), TechniqueError> {
+        Ok(())
+    }
+
+    /// The final artefact, when the technique exports something other than the plain model
+    /// file.
+    fn export(&self, _model: &Model) -> Option<Result<Artifact, TechniqueError>> {
+        None
+    }
+}

@@ -1,0 +1,23 @@
+//! The technique API: what a compression technique (distillation, pruning, quantization) plugs
+//! into, so the training loop and the stage runner are written once and no technique depends
+//! on another.
+//!
+//! - [`Trainee`]: the model plus the modules a technique trains or keeps beside it
+//!   (checkpointed with it).
+//! - [`Loss`]: what a step minimises; `Sync`, so replicas can share it, and usable by any
+//!   technique (pruning's fine-tuning can distill).
+//! - [`Technique`]: hooks before training, after each optimiser step, after each epoch (a
+//!   reshaped model makes the loop rebuild its optimiser), metrics, checkpointed state, and
+//!   the final artefact.
+//! - [`TechniqueConfig`]: a technique's config section: validation, and the parents it names
+//!   (resolved, hashed and run by the runner, which never names a technique).
+
+mod config;
+mod hooks;
+mod loss;
+mod trainee;
+
+pub use config::{Invalid, ParentKey, ParentShape, TechniqueConfig};
+pub use hooks::{Artifact, ReadyParent, StageContext, Technique, TechniqueError};
+pub use loss::{CrossEntropy, Loss, LossPart, StepLoss};
+pub use trainee::{Aux, Trainee};

@@ -1,0 +1,40 @@
+//! Losses: what one training step minimises.
+
+use burn::prelude::*;
+use data::Batch;
+use models::loss::cross_entropy;
+
+use crate::Trainee;
+
+/// A named part of the loss, logged to TensorBoard as its mean over the epoch.
+pub type LossPart = (&'static str, Tensor<1>);
+
+/// One step's forward pass and loss.
+pub struct StepLoss {
+    /// `[batch, classes]`
+    pub logits: Tensor<2>,
+    /// `[1]`, what the optimiser minimises.
+    pub total: Tensor<1>,
+    pub parts: Vec<LossPart>,
+}
+
+/// The loss of a batch. `&self` and `Sync`: a loss holds no per-step state, so replicas of
+/// the model can evaluate it concurrently.
+pub trait Loss: Sync {
+    /// Runs the forward pass of `trainee` on `batch` (samples `indices` of the training split).
+    fn loss(&self, trainee: &Trainee, batch: &Batch, indices: &[usize]) -> StepLoss;
+}
+
+/// Plain supervised training: cross-entropy against the labels.
+pub struct CrossEntropy;
+
+impl Loss for CrossEntropy {
+    fn loss(&self, trainee: &Trainee, batch: &Batch, _indices: &[usize]) -> StepLoss {
+        let logits = trainee.model.forward(batch.images.clone()); // [batch, classes]
+        StepLoss {
+            total: cross_entropy(logits.clone(), batch.labels.clone()),
+            logits,
+            parts: Vec::new(),
+        }
+    }
+}
