@@ -2,6 +2,7 @@
 
 use burn::prelude::*;
 
+use crate::file::ModelFileError;
 use crate::groups::ChannelGroup;
 use crate::lenet::LeNet5;
 use crate::linear_stack;
@@ -97,6 +98,22 @@ impl Model {
             },
             Model::ResNet(m) => m.spec(),
         }
+    }
+
+    /// A copy of this model with the same weights on `device`, e.g. its autodiff twin for
+    /// training (a parent's weights a stage starts from, or a profile's training step).
+    pub fn copy_to(&self, input: &InputShape, device: &Device) -> Result<Self, ModelFileError> {
+        let path = std::path::PathBuf::from("<in memory>");
+        Model::new(&self.spec(), input, device)
+            .map_err(|source| ModelFileError::Spec {
+                path: path.clone(),
+                source,
+            })?
+            .try_load_record(self.clone().into_record())
+            .map_err(|e| ModelFileError::Mismatch {
+                path,
+                message: e.to_string(),
+            })
     }
 
     /// The architecture's `kind`, as written in configs.

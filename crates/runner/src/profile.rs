@@ -10,7 +10,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::Module;
 use data::make_batch;
 use measure::latency::percentile;
 use measure::summary::group_digits;
@@ -165,14 +164,7 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
     } = open_target(&request.target, request.config.as_deref())?;
     // The same weights on the autodiff device, with gradients tracked, for the training step.
     let ad = device.clone().autodiff();
-    let trainee = models::Model::new(&model.spec(), &input, &ad)
-        .map_err(RunError::Model)?
-        .try_load_record(model.clone().into_record())
-        .map_err(|e| RunError::Record {
-            what: "model",
-            path: request.target.clone(),
-            message: e.to_string(),
-        })?;
+    let trainee = model.copy_to(&input, &ad)?;
     let runs = request.runs.max(1);
     let batch = request.batch.max(1);
     let indices: Vec<usize> = (0..batch).map(|i| i % dataset.test.len()).collect();

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::prelude::*;
 use data::{Dataset, Preprocess, Source};
 use measure::tensorboard::remove_event_files;
@@ -450,17 +449,7 @@ fn initial_model(
         .from_parent()
         .and_then(|p| parents.iter().find(|r| r.ready.key == p.key));
     match from {
-        Some(parent) => {
-            let weights = &parent.ready.model;
-            Model::new(&weights.spec(), input, &device)
-                .map_err(RunError::Model)?
-                .try_load_record(weights.clone().into_record())
-                .map_err(|e| RunError::Record {
-                    what: "parent model",
-                    path: loaded.path.clone(),
-                    message: e.to_string(),
-                })
-        }
+        Some(parent) => Ok(parent.ready.model.copy_to(input, &device)?),
         None => Model::new(&loaded.model, input, &device).map_err(RunError::Model),
     }
 }
