@@ -238,8 +238,13 @@ impl Technique for Distillation {
         let Some(hint) = &self.loss.hint else {
             return Vec::new();
         };
-        let student_width = model
-            .tap_width(&hint.student_layer, &self.input, device)
+        // Measured on a throwaway copy of the architecture on the inference device: touching
+        // `model` itself would initialise its lazy parameters (and draw dropout masks) here,
+        // not at the first training step, and change the run's random stream.
+        let probe_device = device.clone().inner();
+        let student_width = Model::new(&model.spec(), &self.input, &probe_device)
+            .ok()
+            .and_then(|m| m.tap_width(&hint.student_layer, &self.input, &probe_device))
             .unwrap_or(0);
         vec![Aux::Linear(
             burn::nn::LinearConfig::new(student_width, hint.teacher_width).init(device),

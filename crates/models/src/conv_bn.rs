@@ -59,7 +59,7 @@ impl ConvBn {
 
     /// Multiply-accumulates for one sample with an input of `size` pixels.
     pub fn macs(&self, size: [usize; 2]) -> u64 {
-        let [c_out, c_in_per_group, k0, k1] = self.conv.weight.dims();
+        let [c_out, c_in_per_group, k0, k1] = crate::dims(&self.conv.weight);
         let [h, w] = self.out_size(size);
         (h * w * c_out * c_in_per_group * k0 * k1) as u64
     }

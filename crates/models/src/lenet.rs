@@ -72,7 +72,7 @@ impl LeNet5 {
         let after1 = self.conv1.out_size(size).map(|n| n / 2);
         let linear = [&self.fc1, &self.fc2, &self.fc3]
             .iter()
-            .map(|l| l.weight.dims().iter().product::<usize>() as u64)
+            .map(|l| crate::dims(&l.weight).iter().product::<usize>() as u64)
             .sum::<u64>();
         self.conv1.macs(size) + self.conv2.macs(after1) + linear
     }

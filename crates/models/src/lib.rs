@@ -24,9 +24,16 @@ pub use lenet::LeNet5;
 pub use mlp::Mlp;
 pub use model::Model;
 pub use resnet::{BasicBlock, ResNet};
-pub use spec::{InputShape, ModelSpec, ResnetBlock, SpecError};
+pub use spec::{InputShape, Invalid, ModelSpec, ResnetBlock, SpecError};
 pub use tap::{LayerRef, ProbeTransform, Segment, Tap};
 pub use vgg::Vgg;
+
+/// The dims of a parameter **without initialising it**. Parameters are initialised lazily,
+/// on first use, from the device's RNG: reading a shape through the tensor would draw their
+/// values at that moment, in that order, and change every run's initial weights.
+pub(crate) fn dims<const D: usize>(param: &burn::module::Param<burn::Tensor<D>>) -> [usize; D] {
+    param.lazy_shape().dims::<D>()
+}
 
 #[cfg(test)]
 mod tests;

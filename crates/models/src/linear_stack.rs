@@ -46,7 +46,7 @@ pub(crate) fn forward(
 pub(crate) fn macs(layers: &[Linear]) -> u64 {
     layers
         .iter()
-        .map(|l| l.weight.dims().iter().product::<usize>() as u64)
+        .map(|l| crate::dims(&l.weight).iter().product::<usize>() as u64)
         .sum()
 }
 
@@ -54,6 +54,6 @@ pub(crate) fn macs(layers: &[Linear]) -> u64 {
 pub(crate) fn hidden_widths(layers: &[Linear]) -> Vec<usize> {
     layers[..layers.len() - 1]
         .iter()
-        .map(|l| l.weight.dims()[1])
+        .map(|l| crate::dims(&l.weight)[1])
         .collect()
 }

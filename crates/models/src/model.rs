@@ -84,14 +84,17 @@ impl Model {
                 input_dropout: m.input_dropout.prob,
             },
             Model::LeNet5(m) => ModelSpec::LeNet5 {
-                channels: [m.conv1.conv.weight.dims()[0], m.conv2.conv.weight.dims()[0]],
-                fc: [m.fc1.weight.dims()[1], m.fc2.weight.dims()[1]],
+                channels: [
+                    crate::dims(&m.conv1.conv.weight)[0],
+                    crate::dims(&m.conv2.conv.weight)[0],
+                ],
+                fc: [crate::dims(&m.fc1.weight)[1], crate::dims(&m.fc2.weight)[1]],
             },
             Model::Vgg(m) => ModelSpec::Vgg {
                 stages: m
                     .stages
                     .iter()
-                    .map(|s| s.iter().map(|c| c.conv.weight.dims()[0]).collect())
+                    .map(|s| s.iter().map(|c| crate::dims(&c.conv.weight)[0]).collect())
                     .collect(),
                 fc: linear_stack::hidden_widths(&m.fc),
                 dropout: m.dropout.prob,
@@ -186,7 +189,7 @@ impl Model {
 fn linear_chain_groups(prefix: &str, layers: &[burn::nn::Linear]) -> Vec<ChannelGroup> {
     (0..layers.len().saturating_sub(1))
         .map(|i| {
-            let width = layers[i].weight.dims()[1];
+            let width = crate::dims(&layers[i].weight)[1];
             ChannelGroup::new(format!("{prefix}.{i}"), width)
                 .linear_output(&format!("{prefix}.{i}"))
                 .linear_input(&format!("{prefix}.{}", i + 1), 1)
@@ -199,9 +202,9 @@ fn mlp_groups(m: &Mlp) -> Vec<ChannelGroup> {
 }
 
 fn lenet_groups(m: &LeNet5) -> Vec<ChannelGroup> {
-    let c1 = m.conv1.conv.weight.dims()[0];
-    let c2 = m.conv2.conv.weight.dims()[0];
-    let spatial = m.fc1.weight.dims()[0] / c2;
+    let c1 = crate::dims(&m.conv1.conv.weight)[0];
+    let c2 = crate::dims(&m.conv2.conv.weight)[0];
+    let spatial = crate::dims(&m.fc1.weight)[0] / c2;
     vec![
         ChannelGroup::new("conv1", c1)
             .conv_bn_output("conv1")
@@ -209,10 +212,10 @@ fn lenet_groups(m: &LeNet5) -> Vec<ChannelGroup> {
         ChannelGroup::new("conv2", c2)
             .conv_bn_output("conv2")
             .linear_input("fc1", spatial),
-        ChannelGroup::new("fc1", m.fc1.weight.dims()[1])
+        ChannelGroup::new("fc1", crate::dims(&m.fc1.weight)[1])
             .linear_output("fc1")
             .linear_input("fc2", 1),
-        ChannelGroup::new("fc2", m.fc2.weight.dims()[1])
+        ChannelGroup::new("fc2", crate::dims(&m.fc2.weight)[1])
             .linear_output("fc2")
             .linear_input("fc3", 1),
     ]
@@ -229,7 +232,7 @@ fn vgg_groups(m: &Vgg, input: &InputShape) -> Vec<ChannelGroup> {
         .stages
         .iter()
         .flatten()
-        .map(|c| c.conv.weight.dims()[0])
+        .map(|c| crate::dims(&c.conv.weight)[0])
         .collect();
     let shrink = 1 << m.stages.len();
     let spatial = (input.height / shrink) * (input.width / shrink);
@@ -253,10 +256,11 @@ fn vgg_groups(m: &Vgg, input: &InputShape) -> Vec<ChannelGroup> {
 /// reading from it. Each block's inner channels (conv1 -> conv2) form a group of their own.
 fn resnet_groups(m: &ResNet) -> Vec<ChannelGroup> {
     let mut groups = Vec::new();
-    let mut stream = ChannelGroup::new("stem", m.stem.conv.weight.dims()[0]).conv_bn_output("stem");
+    let mut stream =
+        ChannelGroup::new("stem", crate::dims(&m.stem.conv.weight)[0]).conv_bn_output("stem");
     for (b, block) in m.blocks.iter().enumerate() {
         let prefix = format!("blocks.{b}");
-        let width = block.conv2.conv.weight.dims()[0];
+        let width = crate::dims(&block.conv2.conv.weight)[0];
         // A projection starts a new residual stream; without one the block adds into the
         // stream it reads.
         stream = stream.conv_input(&format!("{prefix}.conv1"));
@@ -268,9 +272,12 @@ fn resnet_groups(m: &ResNet) -> Vec<ChannelGroup> {
         }
         stream = stream.conv_bn_output(&format!("{prefix}.conv2"));
         groups.push(
-            ChannelGroup::new(format!("{prefix}.inner"), block.conv1.conv.weight.dims()[0])
-                .conv_bn_output(&format!("{prefix}.conv1"))
-                .conv_input(&format!("{prefix}.conv2")),
+            ChannelGroup::new(
+                format!("{prefix}.inner"),
+                crate::dims(&block.conv1.conv.weight)[0],
+            )
+            .conv_bn_output(&format!("{prefix}.conv1"))
+            .conv_input(&format!("{prefix}.conv2")),
         );
     }
     groups.push(stream.linear_input("fc", 1));

@@ -36,11 +36,11 @@ impl BasicBlock {
 
     /// The block's layout, read from its live tensors.
     pub fn layout(&self) -> ResnetBlock {
-        let [inner, c_in, _, _] = self.conv1.conv.weight.dims();
+        let [inner, c_in, _, _] = crate::dims(&self.conv1.conv.weight);
         ResnetBlock {
             c_in,
             inner,
-            c_out: self.conv2.conv.weight.dims()[0],
+            c_out: crate::dims(&self.conv2.conv.weight)[0],
             stride: self.conv1.conv.stride[0],
             projection: self.projection.is_some(),
         }
@@ -103,7 +103,7 @@ impl ResNet {
         let stages = 1 + layouts[1..].iter().filter(|b| b.stride == 2).count();
         let blocks = layouts.len() / stages;
         ModelSpec::Resnet {
-            stem: self.stem.conv.weight.dims()[0],
+            stem: crate::dims(&self.stem.conv.weight)[0],
             stages: layouts.chunks(blocks).map(|s| s[0].c_out).collect(),
             blocks,
             inner: layouts.iter().map(|b| b.inner).collect(),
@@ -135,6 +135,6 @@ impl ResNet {
             total += block.macs(size);
             size = block.out_size(size);
         }
-        total + self.fc.weight.dims().iter().product::<usize>() as u64
+        total + crate::dims(&self.fc.weight).iter().product::<usize>() as u64
     }
 }

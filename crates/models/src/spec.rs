@@ -99,21 +99,32 @@ pub struct InputShape {
     pub classes: usize,
 }
 
-/// A spec that cannot be built: names the key below `model.`, the value, and what is allowed.
+/// One bad config value: its full dotted key, the value, and what is allowed. The one error
+/// type of config validation, used by specs (keys under `model.`), the runner and every
+/// technique's section.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("model.{key} = {value}: {allowed}")]
-pub struct SpecError {
+#[error("{key} = {value}: {allowed}")]
+pub struct Invalid {
     pub key: String,
     pub value: String,
     pub allowed: String,
 }
 
-fn spec_error(key: &str, value: impl std::fmt::Debug, allowed: impl Into<String>) -> SpecError {
-    SpecError {
-        key: key.into(),
-        value: format!("{value:?}"),
-        allowed: allowed.into(),
+impl Invalid {
+    pub fn new(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.to_string(),
+            allowed: allowed.into(),
+        }
     }
+}
+
+/// A spec that cannot be built (its key is under `model.`).
+pub type SpecError = Invalid;
+
+fn spec_error(key: &str, value: impl std::fmt::Debug, allowed: impl Into<String>) -> SpecError {
+    Invalid::new(&format!("model.{key}"), format!("{value:?}"), allowed)
 }
 
 /// One ResNet basic block as a spec lays it out.

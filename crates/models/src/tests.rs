@@ -199,5 +199,5 @@ fn per_block_resnet_widths_round_trip_through_the_spec() {
         inner: Vec::new(),
         projection: vec![false, false],
     };
-    assert_eq!(bad.validate(&MNIST).unwrap_err().key, "projection");
+    assert_eq!(bad.validate(&MNIST).unwrap_err().key, "model.projection");
 }

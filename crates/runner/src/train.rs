@@ -190,8 +190,6 @@ pub fn train(
     techniques: &mut [Box<dyn Technique + '_>],
     sink: &mut dyn TrainSink,
 ) -> Result<(Model, TrainState), RunError> {
-    let config = setup.config;
-    let tc = &config.train;
     let device = setup.device.clone().autodiff();
     let suppliers = techniques.iter().filter(|t| t.loss().is_some()).count();
     if suppliers > 1 {
@@ -204,7 +202,7 @@ pub fn train(
         sink.progress().line(&line);
     }
     let checkpoint_name = sink.checkpoint_name();
-    let (mut trainee, mut optim, mut state) = match start {
+    let (mut trainee, optim, mut state) = match start {
         Start::Resume(ckpt) => resume(setup, ckpt, techniques, &device, &checkpoint_name)?,
         Start::Fresh(model) => {
             let mut trainee = with_aux(model, techniques, &device);
@@ -222,24 +220,73 @@ pub fn train(
                 history: Vec::new(),
                 technique_state: Vec::new(),
             };
-            (trainee, build_optimizer(&tc.optimizer), state)
+            (
+                trainee,
+                build_optimizer(&setup.config.train.optimizer),
+                state,
+            )
         }
     };
-
-    let train = &setup.dataset.train;
-    let steps_per_epoch = train.len().div_ceil(tc.batch_size);
-    let mut history = History {
-        points: std::mem::take(&mut state.history),
-        sink,
+    let epochs = setup.config.train.epochs;
+    sink.progress().start_run(epochs, state.epochs_done);
+    let mut training = Training {
+        setup,
+        techniques,
+        optim,
+        history: History {
+            points: std::mem::take(&mut state.history),
+            sink,
+        },
+        state,
+        device,
+        checkpoint_name,
     };
-    history
-        .sink
-        .progress()
-        .start_run(tc.epochs, state.epochs_done);
-
-    for epoch in state.epochs_done..tc.epochs {
+    for epoch in training.state.epochs_done..epochs {
         let epoch_start = Instant::now();
-        device.seed(SplitMix64::for_stream(config.seed, epoch as u64).next_u64());
+        let (trained, tally) = training.epoch_steps(trainee, epoch)?;
+        trainee = training.end_epoch(trained, epoch, tally, epoch_start)?;
+    }
+    training.history.sink.progress().finish();
+    let mut state = training.state;
+    state.history = training.history.points;
+    Ok((trainee.model.valid(), state))
+}
+
+/// What an epoch's steps add up to.
+struct EpochTally {
+    whole: Tally,
+    /// Sums of each loss part over the epoch's samples.
+    part_sums: Vec<(&'static str, f64)>,
+    step_seconds: f64,
+    /// The learning rate of the last step.
+    lr: f64,
+}
+
+/// The loop's state between epochs (the trainee is passed by value through it).
+struct Training<'a, 's, 't> {
+    setup: &'a TrainSetup<'a>,
+    techniques: &'a mut [Box<dyn Technique + 't>],
+    optim: ModuleOptimizer,
+    history: History<'s>,
+    state: TrainState,
+    /// The autodiff device.
+    device: Device,
+    checkpoint_name: String,
+}
+
+impl Training<'_, '_, '_> {
+    /// The optimiser steps of epoch `epoch` (0-based), with the techniques' step hooks.
+    fn epoch_steps(
+        &mut self,
+        mut trainee: Trainee,
+        epoch: usize,
+    ) -> Result<(Trainee, EpochTally), RunError> {
+        let config = self.setup.config;
+        let tc = &config.train;
+        let train = &self.setup.dataset.train;
+        let steps_per_epoch = train.len().div_ceil(tc.batch_size);
+        self.device
+            .seed(SplitMix64::for_stream(config.seed, epoch as u64).next_u64());
         let mut order: Vec<usize> = (0..train.len()).collect();
         SplitMix64::for_stream(config.seed, epoch as u64).shuffle(&mut order);
         let mut augment_rng = SplitMix64::for_stream(config.seed ^ AUGMENT_STREAM, epoch as u64);
@@ -248,18 +295,21 @@ pub fn train(
             noise_std: config.data.augment.noise_std,
         };
 
-        history
+        self.history
             .sink
             .progress()
             .start_epoch(epoch + 1, steps_per_epoch);
         let mut window = Tally::default();
-        let mut whole = Tally::default();
-        let mut part_sums: Vec<(&'static str, f64)> = Vec::new();
-        let mut step_seconds = 0.0;
-        let mut lr = 0.0;
+        let mut tally = EpochTally {
+            whole: Tally::default(),
+            part_sums: Vec::new(),
+            step_seconds: 0.0,
+            lr: 0.0,
+        };
         for (step, indices) in order.chunks(tc.batch_size).enumerate() {
             let step_start = Instant::now();
-            lr = learning_rate(
+            let state = &mut self.state;
+            tally.lr = learning_rate(
                 &tc.schedule,
                 tc.optimizer.lr(),
                 state.global_step,
@@ -269,18 +319,18 @@ pub fn train(
             let batch = make_batch(
                 train,
                 indices,
-                &setup.prep,
+                &self.setup.prep,
                 Some((&augment, &mut augment_rng)),
-                &device,
+                &self.device,
             );
-            let poison = setup.fault_nonfinite_at_step == Some(state.global_step + 1);
+            let poison = self.setup.fault_nonfinite_at_step == Some(state.global_step + 1);
             let outcome = train_step(
                 trainee,
-                &mut optim,
-                stage_loss(techniques),
+                &mut self.optim,
+                stage_loss(self.techniques),
                 &batch,
                 indices,
-                lr,
+                tally.lr,
                 poison,
             )
             .map_err(|value| RunError::NonFiniteLoss {
@@ -288,45 +338,48 @@ pub fn train(
                 step: step + 1,
                 value,
                 checkpoint: if state.epochs_done > 0 {
-                    format!("{checkpoint_name}, epoch {}", state.epochs_done)
+                    format!("{}, epoch {}", self.checkpoint_name, state.epochs_done)
                 } else {
                     "none yet: the run failed in its first epoch".to_string()
                 },
             })?;
             trainee = outcome.trainee;
             state.global_step += 1;
-            for technique in techniques.iter_mut() {
+            for technique in self.techniques.iter_mut() {
                 trainee = technique
                     .after_step(state.global_step, trainee)
                     .map_err(technique_error)?;
             }
-            step_seconds += step_start.elapsed().as_secs_f64();
+            tally.step_seconds += step_start.elapsed().as_secs_f64();
 
             let n = indices.len();
             for (name, value) in outcome.parts {
-                match part_sums.iter_mut().find(|(p, _)| *p == name) {
+                match tally.part_sums.iter_mut().find(|(p, _)| *p == name) {
                     Some((_, sum)) => *sum += value * n as f64,
-                    None => part_sums.push((name, value * n as f64)),
+                    None => tally.part_sums.push((name, value * n as f64)),
                 }
             }
             state.samples_seen += n as u64;
             window.add(outcome.loss, outcome.correct, n);
-            whole.add(outcome.loss, outcome.correct, n);
-            let log_now = state.global_step % tc.log_every == 0 || step + 1 == steps_per_epoch;
+            tally.whole.add(outcome.loss, outcome.correct, n);
+            let global_step = state.global_step;
+            let log_now = global_step.is_multiple_of(tc.log_every) || step + 1 == steps_per_epoch;
             if log_now {
-                history.push("train/loss", state.global_step, window.mean_loss());
-                history.push("train/accuracy", state.global_step, window.accuracy());
+                self.history
+                    .push("train/loss", global_step, window.mean_loss());
+                self.history
+                    .push("train/accuracy", global_step, window.accuracy());
             }
             let seen = (step + 1).min(steps_per_epoch);
             let done_samples = (seen * tc.batch_size).min(train.len());
-            history.sink.progress().step(
+            self.history.sink.progress().step(
                 seen,
                 &format!(
                     "epoch {} step {seen}/{steps_per_epoch} loss {:.4} acc {:.2}% {:.0} samples/s",
                     epoch + 1,
                     window.mean_loss(),
                     100.0 * window.accuracy(),
-                    done_samples as f64 / step_seconds.max(1e-9)
+                    done_samples as f64 / tally.step_seconds.max(1e-9)
                 ),
                 log_now,
             );
@@ -334,9 +387,21 @@ pub fn train(
                 window = Tally::default();
             }
         }
+        Ok((trainee, tally))
+    }
 
+    /// After an epoch's steps: the techniques' epoch hooks (rebuilding the optimiser when the
+    /// model was reshaped), evaluation, scalars, and the checkpoint.
+    fn end_epoch(
+        &mut self,
+        mut trainee: Trainee,
+        epoch: usize,
+        tally: EpochTally,
+        epoch_start: Instant,
+    ) -> Result<Trainee, RunError> {
+        let tc = &self.setup.config.train;
         let spec_before = trainee.model.spec();
-        for technique in techniques.iter_mut() {
+        for technique in self.techniques.iter_mut() {
             trainee = technique
                 .after_epoch(epoch, trainee)
                 .map_err(technique_error)?;
@@ -345,48 +410,51 @@ pub fn train(
         if spec_after != spec_before {
             // The parameters changed shape: the optimiser's state (momentum, Adam moments)
             // belongs to tensors that no longer exist.
-            optim = build_optimizer(&tc.optimizer);
-            history.sink.progress().line(&format!(
+            self.optim = build_optimizer(&tc.optimizer);
+            self.history.sink.progress().line(&format!(
                 "epoch {}: the model was reshaped to {spec_after:?}; optimiser state reset",
                 epoch + 1
             ));
-            state.model_spec = spec_after;
+            self.state.model_spec = spec_after;
         }
         let model = trainee.model.valid();
         let eval = evaluate(
             &model,
-            &setup.dataset.test,
-            &setup.prep,
+            &self.setup.dataset.test,
+            &self.setup.prep,
             tc.eval_batch_size,
-            &setup.device,
+            &self.setup.device,
         );
         let epoch_seconds = epoch_start.elapsed().as_secs_f64();
-        let step = state.global_step;
-        let seen = train.len() as f64;
+        let step = self.state.global_step;
+        let seen = self.setup.dataset.train.len() as f64;
+        let history = &mut self.history;
         history.push("epoch", step, (epoch + 1) as f64);
-        history.push("train/epoch_loss", step, whole.mean_loss());
-        history.push("train/epoch_accuracy", step, whole.accuracy());
-        for (name, sum) in &part_sums {
+        history.push("train/epoch_loss", step, tally.whole.mean_loss());
+        history.push("train/epoch_accuracy", step, tally.whole.accuracy());
+        for (name, sum) in &tally.part_sums {
             history.push(name, step, sum / seen);
         }
-        for technique in techniques.iter_mut() {
+        for technique in self.techniques.iter_mut() {
             for (name, value) in technique.metrics(&model) {
                 history.push(name, step, value);
             }
         }
+        let samples_per_second = seen / tally.step_seconds.max(1e-9);
         history.push("eval/loss", step, eval.loss);
         history.push("eval/accuracy", step, eval.accuracy);
-        history.push("lr", step, lr);
+        history.push("lr", step, tally.lr);
         history.push("epoch_seconds", step, epoch_seconds);
-        history.push("samples_per_second", step, seen / step_seconds.max(1e-9));
+        history.push("samples_per_second", step, samples_per_second);
 
+        let state = &mut self.state;
         state.epochs_done = epoch + 1;
         state.train_seconds += epoch_seconds;
-        state.step_seconds += step_seconds;
+        state.step_seconds += tally.step_seconds;
         state.history = history.points.clone();
-        state.technique_state = techniques.iter().map(|t| t.state()).collect();
+        state.technique_state = self.techniques.iter().map(|t| t.state()).collect();
         let record_error = |what: &'static str| {
-            let path = checkpoint_name.clone().into();
+            let path = self.checkpoint_name.clone().into();
             move |e: burn::store::RecordError| RunError::Record {
                 what,
                 path,
@@ -401,7 +469,8 @@ pub fn train(
                 .into_bytes()
                 .map_err(record_error("model for checkpoint"))?
                 .to_vec(),
-            optimizer: optim
+            optimizer: self
+                .optim
                 .into_bytes()
                 .map_err(record_error("optimizer for checkpoint"))?
                 .to_vec(),
@@ -411,18 +480,16 @@ pub fn train(
             "epoch {}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | lr {:.2e} | {:.1} s, {:.0} samples/s",
             epoch + 1,
             tc.epochs,
-            whole.mean_loss(),
-            100.0 * whole.accuracy(),
+            tally.whole.mean_loss(),
+            100.0 * tally.whole.accuracy(),
             eval.loss,
             100.0 * eval.accuracy,
-            lr,
+            tally.lr,
             epoch_seconds,
-            seen / step_seconds.max(1e-9)
+            samples_per_second
         ));
+        Ok(trainee)
     }
-    history.sink.progress().finish();
-    state.history = history.points;
-    Ok((trainee.model.valid(), state))
 }
 
 /// Loss and accuracy over a window of steps.

@@ -212,11 +212,7 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
 
     let input = input_shape(config)?;
     if let Some(model) = &config.model {
-        model.validate(&input).map_err(|e| Invalid {
-            key: format!("model.{}", e.key),
-            value: e.value,
-            allowed: e.allowed,
-        })?;
+        model.validate(&input)?;
     }
     Ok(Valid { input, device })
 }

@@ -2,26 +2,8 @@
 
 use std::path::PathBuf;
 
+pub use models::Invalid;
 use models::{InputShape, ModelSpec};
-
-/// One bad config value: its dotted key, the value, and what is allowed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{key} = {value}: {allowed}")]
-pub struct Invalid {
-    pub key: String,
-    pub value: String,
-    pub allowed: String,
-}
-
-impl Invalid {
-    pub fn new(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            value: value.to_string(),
-            allowed: allowed.into(),
-        }
-    }
-}
 
 /// A config key naming a parent: another stage's config (`.toml`) or a model file.
 #[derive(Debug, Clone, PartialEq)]
