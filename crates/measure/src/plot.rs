@@ -8,6 +8,7 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use crate::pareto::pareto_front;
+use crate::report::ReportError;
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
@@ -87,12 +88,15 @@ pub fn accuracy_plot(
     x_format: &dyn Fn(f64) -> String,
     points: &[Point],
     log_x: bool,
-) -> Result<(), String> {
+) -> Result<(), ReportError> {
     REGISTER.call_once(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
             .unwrap_or_else(|_| panic!("the embedded font is a valid TTF"));
     });
-    let err = |e: &dyn std::fmt::Display| format!("drawing {}: {e}", path.display());
+    let err = |e: &dyn std::fmt::Display| ReportError::Draw {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
 

@@ -113,10 +113,29 @@ pub fn table(runs: &[ReportRun]) -> String {
     out
 }
 
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("drawing {}: {message}", path.display())]
+    Draw { path: PathBuf, message: String },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ReportError {
+    let path = path.to_path_buf();
+    move |source| ReportError::Io { what, path, source }
+}
+
 /// Writes `report.md`, `report-accuracy-latency.png` and `report-accuracy-size.png` into `dir`,
 /// and the plots as images into a TensorBoard run at `dir/report`.
-pub fn write_report(dir: &Path) -> Result<Report, String> {
-    let (runs, skipped) = collect(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
+    let (runs, skipped) = collect(dir).map_err(io("reading", dir))?;
     let points = |cost: &dyn Fn(&RunSummary) -> f64| -> Vec<Point> {
         runs.iter()
             .map(|r| Point {
@@ -158,15 +177,15 @@ pub fn write_report(dir: &Path) -> Result<Report, String> {
             text += &format!("- `{}`: {reason}\n", folder.display());
         }
     }
-    std::fs::write(&markdown, text).map_err(|e| format!("writing {}: {e}", markdown.display()))?;
+    std::fs::write(&markdown, text).map_err(io("writing", &markdown))?;
 
     let tb = dir.join("report");
-    let mut events = EventLog::create(&tb).map_err(|e| format!("{}: {e}", tb.display()))?;
+    let mut events = EventLog::create(&tb).map_err(io("creating the event file in", &tb))?;
     for (tag, png) in [
         ("report/accuracy_vs_latency", &latency_png),
         ("report/accuracy_vs_size", &size_png),
     ] {
-        let bytes = std::fs::read(png).map_err(|e| format!("{}: {e}", png.display()))?;
+        let bytes = std::fs::read(png).map_err(io("reading", png))?;
         events.image(tag, &bytes, HEIGHT, WIDTH, 0);
     }
     events.text("report/table", &table(&runs), 0);

@@ -323,53 +323,15 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         input.classes
     ));
 
-    let run = RunDir::open(&loaded.run_path(), loaded.hash.clone(), |path| {
-        println!(
-            "waiting for another process that is running {}",
-            path.display()
-        )
-    })
-    .map_err(RunError::io(loaded.run_path()))?;
-    if run.is_complete() {
-        // Another process finished it while we waited for the lock.
-        return Ok(StageOutcome {
-            dir: run.path.clone(),
-            summary: read_summary(&run.file(SUMMARY))?,
-            reused: true,
-        });
-    }
-    let resolved = toml::to_string(config).map_err(|e| RunError::Record {
-        what: "resolved config",
-        path: run.file(RESOLVED_CONFIG),
-        message: e.to_string(),
-    })?;
-    write_atomic(&run.file(RESOLVED_CONFIG), resolved.as_bytes())
-        .map_err(RunError::io(run.file(RESOLVED_CONFIG)))?;
-    progress
-        .log_to(&run.file(LOG))
-        .map_err(RunError::io(run.file(LOG)))?;
-
-    let checkpoint_path = run.file(CHECKPOINT);
-    let resume = if checkpoint_path.exists() {
-        let ckpt = Checkpoint::load(&checkpoint_path)?;
-        progress.line(&format!(
-            "resuming {} from the end of epoch {}",
-            run.path.display(),
-            ckpt.state.epochs_done
-        ));
-        Some(ckpt)
-    } else {
-        progress.line(&format!("run folder {}", run.path.display()));
-        None
+    let OpenRun {
+        run,
+        mut events,
+        resume,
+    } = match open_run(loaded, &mut progress)? {
+        Opened::Finished(outcome) => return Ok(outcome),
+        Opened::Run(open) => open,
     };
-
-    // One event file per run folder: a resumed run rewrites its history into a new file.
-    remove_event_files(&run.path).map_err(RunError::io(&run.path))?;
-    let mut events = EventLog::create(&run.path).map_err(RunError::io(&run.path))?;
-    events.text("config", &format!("```toml\n{resolved}\n```"), 0);
-    if let Some(ckpt) = &resume {
-        replay_history(&mut events, &ckpt.state.history);
-    }
+    let checkpoint_path = run.file(CHECKPOINT);
 
     let ready: Vec<ReadyParent> = parents
         .iter()
@@ -434,6 +396,76 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         summary,
         reused: false,
     })
+}
+
+/// A run folder ready to train in: its lock held, the resolved config written, the log
+/// attached, a fresh event file (with a resumed run's history replayed into it).
+struct OpenRun {
+    run: RunDir,
+    events: EventLog,
+    resume: Option<Checkpoint>,
+}
+
+enum Opened {
+    /// Another process finished the run while we waited for its lock.
+    Finished(StageOutcome),
+    Run(OpenRun),
+}
+
+fn open_run(loaded: &LoadedConfig, progress: &mut Progress) -> Result<Opened, RunError> {
+    let config = &loaded.config;
+    let run = RunDir::open(&loaded.run_path(), loaded.hash.clone(), |path| {
+        println!(
+            "waiting for another process that is running {}",
+            path.display()
+        )
+    })
+    .map_err(RunError::io(loaded.run_path()))?;
+    if run.is_complete() {
+        return Ok(Opened::Finished(StageOutcome {
+            dir: run.path.clone(),
+            summary: read_summary(&run.file(SUMMARY))?,
+            reused: true,
+        }));
+    }
+    let resolved = toml::to_string(config).map_err(|e| RunError::Record {
+        what: "resolved config",
+        path: run.file(RESOLVED_CONFIG),
+        message: e.to_string(),
+    })?;
+    write_atomic(&run.file(RESOLVED_CONFIG), resolved.as_bytes())
+        .map_err(RunError::io(run.file(RESOLVED_CONFIG)))?;
+    progress
+        .log_to(&run.file(LOG))
+        .map_err(RunError::io(run.file(LOG)))?;
+
+    let checkpoint_path = run.file(CHECKPOINT);
+    let resume = if checkpoint_path.exists() {
+        let ckpt = Checkpoint::load(&checkpoint_path)?;
+        progress.line(&format!(
+            "resuming {} from the end of epoch {}",
+            run.path.display(),
+            ckpt.state.epochs_done
+        ));
+        Some(ckpt)
+    } else {
+        progress.line(&format!("run folder {}", run.path.display()));
+        None
+    };
+
+    // One event file per run folder: a resumed run rewrites its history into a new file.
+    remove_event_files(&run.path).map_err(RunError::io(&run.path))?;
+    let mut events = EventLog::create(&run.path).map_err(RunError::io(&run.path))?;
+    events.text("config", &format!("```toml\n{resolved}\n```"), 0);
+    if let Some(ckpt) = &resume {
+        replay_history(&mut events, &ckpt.state.history);
+    }
+
+    Ok(Opened::Run(OpenRun {
+        run,
+        events,
+        resume,
+    }))
 }
 
 /// The model a fresh run starts from, on the autodiff device: the `from` parent's weights,

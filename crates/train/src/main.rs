@@ -127,7 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !dir.is_dir() {
                 anyhow::bail!("{} is not a folder of runs", dir.display());
             }
-            let report = measure::report::write_report(&dir).map_err(anyhow::Error::msg)?;
+            let report = measure::report::write_report(&dir)?;
             for (folder, reason) in &report.skipped {
                 eprintln!("warning: skipped {}: {reason}", folder.display());
             }
