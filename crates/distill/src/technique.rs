@@ -67,10 +67,10 @@ fn error(message: impl Into<String>) -> TechniqueError {
 impl Distillation {
     /// Builds distillation for a stage whose teacher (parent `distill.teacher`) is ready.
     pub fn new(config: &DistillConfig, ctx: &StageContext) -> Result<Self, TechniqueError> {
-        let teacher = ctx
+        let parent = ctx
             .parent(TEACHER_KEY)
-            .ok_or_else(|| error("no teacher was prepared for distill.teacher"))?
-            .clone();
+            .ok_or_else(|| error("no teacher was prepared for distill.teacher"))?;
+        let teacher = parent.model.clone();
         let hint = match &config.hint {
             Some(h) => Some(Hint {
                 student_layer: h.student_layer.clone(),
@@ -102,6 +102,16 @@ impl Distillation {
             ctx.eval_batch_size,
             &ctx.device,
         );
+        let finite = test_logits
+            .clone()
+            .is_nan()
+            .bool_or(test_logits.clone().is_inf());
+        if finite.any().into_scalar::<bool>() {
+            return Err(error(
+                "the teacher's outputs on the test split are not finite (NaN or Inf weights); \
+                 use another teacher",
+            ));
+        }
         let test_classes = test_logits.argmax(1).flatten::<1>(0, 1);
         let labels: Vec<i64> = ctx.dataset.test.labels.iter().map(|&l| l as i64).collect();
         let labels = Tensor::<1, Int>::from_data(TensorData::from(labels.as_slice()), &ctx.device);
@@ -111,6 +121,20 @@ impl Distillation {
             .int()
             .sum()
             .into_scalar::<i64>() as f64;
+        let teacher_accuracy = correct / ctx.dataset.test.len().max(1) as f64;
+        // Test limits may differ between the stages, so only a far lower accuracy is a sign
+        // of a model file that changed since its run measured it.
+        if let Some(recorded) = parent.recorded_accuracy {
+            if teacher_accuracy < recorded - 0.1 {
+                return Err(error(format!(
+                    "the teacher measures {:.2}% test accuracy here but its run recorded \
+                     {:.2}%: its model file does not match its run; delete the teacher's run \
+                     folder to train it again",
+                    teacher_accuracy * 100.0,
+                    recorded * 100.0
+                )));
+            }
+        }
         Ok(Self {
             loss: DistillationLoss {
                 teacher,
@@ -125,7 +149,7 @@ impl Distillation {
             batch_size: ctx.eval_batch_size,
             device: ctx.device.clone(),
             input: ctx.input,
-            teacher_accuracy: correct / ctx.dataset.test.len().max(1) as f64,
+            teacher_accuracy,
         })
     }
 

@@ -125,6 +125,8 @@ pub enum ReportError {
     },
     #[error("drawing {}: {message}", path.display())]
     Draw { path: PathBuf, message: String },
+    #[error(transparent)]
+    Events(#[from] crate::tensorboard::EventLogError),
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ReportError {
@@ -189,7 +191,7 @@ pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
         events.image(tag, &bytes, HEIGHT, WIDTH, 0);
     }
     events.text("report/table", &table(&runs), 0);
-    events.close();
+    events.close()?;
     Ok(Report {
         runs,
         skipped,

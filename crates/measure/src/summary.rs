@@ -47,6 +47,10 @@ pub struct RunSummary {
     /// way, for side-by-side comparison.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentSummary>,
+    /// SHA-256 (hex) of the run's `model.bpk`: checked whenever the file is read back, so a
+    /// changed or corrupted model is never used as this run's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model_sha256: String,
 }
 
 /// The headline numbers of a parent model, and how this run compares.

@@ -1,36 +1,84 @@
-//! TensorBoard event files, written through `tensorboard-rs` behind this one small type.
+//! TensorBoard event files: tensorboard-rs's summary and event types, written by our own
+//! record writer.
 //!
-//! The crate's scalar path is sound; its `add_text` (and several other methods) are
-//! `unimplemented!()` and panic, so text goes through its public `FileWriter::add_summary` with
-//! a summary we build ourselves (the `text` plugin reads a DT_STRING tensor). Its writes go
-//! through a background thread that only finishes on drop: [`EventLog::close`] (or dropping
-//! the log) must happen before the process exits, or events are lost.
+//! The crate's protobuf types are sound; its `FileWriter` is not what a long run needs: it
+//! writes from a background thread that panics on an I/O error (a full disk aborts the
+//! process) and cannot report the error to us, and several of its helpers (`add_text`) are
+//! `unimplemented!()`. So the summaries are built here (text through the `text` plugin's
+//! DT_STRING tensor, images with the right width and height), and records (length, masked
+//! CRC-32C of the length, data, masked CRC-32C of the data, as TensorFlow's record format
+//! defines them) are written synchronously. The first I/O error is kept and returned by
+//! [`EventLog::flush`] / [`EventLog::close`], with the file's path.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use protobuf::RepeatedField;
+use protobuf::{Message, RepeatedField};
+use tensorboard_proto::event::Event;
 use tensorboard_proto::summary::{
     Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Image, Summary_Value,
 };
 use tensorboard_proto::tensor::TensorProto;
 use tensorboard_proto::tensor_shape::{TensorShapeProto, TensorShapeProto_Dim};
 use tensorboard_proto::types::DataType;
-use tensorboard_rs::summary_writer::FileWriter;
+use tensorboard_rs::masked_crc32c::masked_crc32c;
 
-/// One event file in one folder. Only one `EventLog` may write a folder at a time: the crate
-/// names files by second and pid, so two writers started in the same second collide.
+/// An event file that could not be written: which one, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the TensorBoard event file {}", path.display())]
+pub struct EventLogError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// One event file in one folder.
 pub struct EventLog {
-    writer: Option<FileWriter>,
+    path: PathBuf,
+    out: BufWriter<File>,
+    /// The first write error; later writes are skipped.
+    error: Option<std::io::Error>,
+}
+
+fn wall_time() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl EventLog {
     /// Opens a new event file in `dir` (created if missing).
     pub fn create(dir: &Path) -> std::io::Result<Self> {
-        // The crate `expect`s on directory creation; create it first so errors are ours.
         std::fs::create_dir_all(dir)?;
-        Ok(Self {
-            writer: Some(FileWriter::new(dir)),
-        })
+        let secs = wall_time() as u64;
+        let path = dir.join(format!(
+            "events.out.tfevents.{secs:010}.compress.{}",
+            std::process::id()
+        ));
+        let mut log = Self {
+            out: BufWriter::new(File::create(&path)?),
+            path,
+            error: None,
+        };
+        let mut version = Event::new();
+        version.set_wall_time(wall_time());
+        version.set_file_version("brain.Event:2".to_string());
+        log.write_event(&version);
+        log.flush().map_err(|e| e.source)?;
+        Ok(log)
+    }
+
+    /// Fault injection for tests: from now on, records go to `path` (e.g. `/dev/full`, whose
+    /// writes fail with "No space left on device"), as if the disk had filled up.
+    pub fn redirect_writes(&mut self, path: &Path) -> std::io::Result<()> {
+        self.out = BufWriter::new(File::options().write(true).open(path)?);
+        Ok(())
+    }
+
+    /// The event file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn scalar(&mut self, tag: &str, value: f64, step: usize) {
@@ -63,8 +111,7 @@ impl EventLog {
         self.add(v, step);
     }
 
-    /// An image from its encoded PNG bytes (`height` x `width`, RGB). Written as an image
-    /// summary of our own: the crate's `add_image` swaps width and height.
+    /// An image from its encoded PNG bytes (`height` x `width`, RGB).
     pub fn image(&mut self, tag: &str, png: &[u8], height: u32, width: u32, step: usize) {
         let mut image = Summary_Image::new();
         image.set_height(height as i32);
@@ -80,14 +127,63 @@ impl EventLog {
     fn add(&mut self, value: Summary_Value, step: usize) {
         let mut summary = Summary::new();
         summary.set_value(RepeatedField::from_vec(vec![value]));
-        if let Some(writer) = self.writer.as_mut() {
-            writer.add_summary(summary, step);
+        let mut event = Event::new();
+        event.set_wall_time(wall_time());
+        event.set_step(step as i64);
+        event.set_summary(summary);
+        self.write_event(&event);
+    }
+
+    fn write_event(&mut self, event: &Event) {
+        if self.error.is_some() {
+            return;
+        }
+        let result = event
+            .write_to_bytes()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|data| {
+                let len = (data.len() as u64).to_le_bytes();
+                self.out.write_all(&len)?;
+                self.out.write_all(&masked_crc32c(&len).to_le_bytes())?;
+                self.out.write_all(&data)?;
+                self.out.write_all(&masked_crc32c(&data).to_le_bytes())
+            });
+        if let Err(e) = result {
+            self.error = Some(e);
         }
     }
 
-    /// Writes everything queued and closes the file (joins the writer thread).
-    pub fn close(mut self) {
-        self.writer.take();
+    /// Pushes what is buffered to the file; the first error of any write so far, if one
+    /// happened, with the file's path.
+    pub fn flush(&mut self) -> Result<(), EventLogError> {
+        if self.error.is_none() {
+            if let Err(e) = self.out.flush() {
+                self.error = Some(e);
+            }
+        }
+        match self.error.take() {
+            None => Ok(()),
+            Some(source) => {
+                // Keep failing: a log that lost events stays failed.
+                self.error = Some(std::io::Error::new(source.kind(), source.to_string()));
+                Err(EventLogError {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Writes everything buffered and closes the file.
+    pub fn close(mut self) -> Result<(), EventLogError> {
+        self.flush()?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(|source| EventLogError {
+                path: self.path.clone(),
+                source,
+            })
     }
 }
 
@@ -126,10 +222,6 @@ pub enum EventValue {
 /// Reads every summary value of every event file in `dir`, in file order, checking each
 /// record's length and data CRCs (masked CRC-32C, as TensorFlow's record format defines them).
 pub fn read_events(dir: &Path) -> std::io::Result<Vec<(String, i64, EventValue)>> {
-    use protobuf::Message;
-    use tensorboard_proto::event::Event;
-    use tensorboard_rs::masked_crc32c::masked_crc32c;
-
     let bad = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidData, msg);
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -209,7 +301,7 @@ mod tests {
             log.scalar("train/loss", 1.0 / (step + 1) as f64, step);
         }
         log.text("config", "seed = 1", 0);
-        log.close();
+        log.close().unwrap();
         let events = read_events(dir.path()).unwrap();
         assert_eq!(events.len(), 101);
         assert_eq!(
@@ -223,11 +315,28 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_is_an_error_with_the_path_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = EventLog::create(dir.path()).unwrap();
+        log.scalar("x", 1.0, 0);
+        log.flush().unwrap();
+        log.redirect_writes(Path::new("/dev/full")).unwrap();
+        for step in 0..10_000 {
+            log.scalar("x", 1.0, step);
+        }
+        let err = log.flush().unwrap_err();
+        assert_eq!(err.source.kind(), std::io::ErrorKind::StorageFull, "{err}");
+        assert!(err.to_string().contains("events.out.tfevents."), "{err}");
+        // It stays failed: events were lost.
+        assert!(log.close().is_err());
+    }
+
+    #[test]
     fn a_flipped_byte_is_caught() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = EventLog::create(dir.path()).unwrap();
         log.scalar("x", 1.0, 0);
-        log.close();
+        log.close().unwrap();
         let file = std::fs::read_dir(dir.path())
             .unwrap()
             .next()

@@ -65,6 +65,16 @@ pub enum ModelFileError {
     KeyMap { pattern: String, message: String },
     #[error("cannot serialise the model: {0}")]
     Write(String),
+    #[error(
+        "{}: the file changed since its run recorded it (SHA-256 {actual}, recorded {expected}): \
+         it is corrupt or was replaced; delete the run folder to train it again",
+        path.display()
+    )]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
 }
 
 /// A model file's bytes: burnpack with the spec (derived from the live widths) inside.
@@ -269,6 +279,28 @@ pub fn load(
         return Err(mismatch(problems.join("; ")));
     }
     Ok(model)
+}
+
+/// The SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads our model file at `path`, checking it against the SHA-256 its run recorded.
+pub fn verify_sha256(path: &Path, expected: &str) -> Result<(), ModelFileError> {
+    let bytes = std::fs::read(path).map_err(|e| ModelFileError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let actual = sha256_hex(&bytes);
+    if actual != expected {
+        return Err(ModelFileError::Checksum {
+            path: path.to_path_buf(),
+            expected: expected.to_string(),
+            actual,
+        });
+    }
+    Ok(())
 }
 
 /// The first 12 hex digits of a file's SHA-256: a file parent's identity in a stage's hash.

@@ -24,7 +24,7 @@ pub use lenet::LeNet5;
 pub use mlp::Mlp;
 pub use model::Model;
 pub use resnet::{BasicBlock, ResNet};
-pub use spec::{InputShape, Invalid, ModelSpec, ResnetBlock, SpecError};
+pub use spec::{Footprint, InputShape, Invalid, ModelSpec, ResnetBlock, SpecError};
 pub use tap::{LayerRef, ProbeTransform, Segment, Tap};
 pub use vgg::Vgg;
 

@@ -127,6 +127,28 @@ fn spec_error(key: &str, value: impl std::fmt::Debug, allowed: impl Into<String>
     Invalid::new(&format!("model.{key}"), format!("{value:?}"), allowed)
 }
 
+/// What a spec holds and computes, counted before it is built (see [`ModelSpec::footprint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    /// Parameters and buffers (BatchNorm running statistics included), as burn counts them.
+    pub params: u128,
+    /// Activation values per sample kept for the backward pass (an estimate).
+    pub activations_per_sample: u128,
+}
+
+impl Footprint {
+    /// Bytes to train with `batch` samples per step: f32 weights, gradients and two optimiser
+    /// moments, plus the activations and their gradients.
+    pub fn training_bytes(&self, batch: usize) -> u128 {
+        let weights = self.params.saturating_mul(4 * 4);
+        let activations = self
+            .activations_per_sample
+            .saturating_mul(batch as u128)
+            .saturating_mul(4 * 2);
+        weights.saturating_add(activations)
+    }
+}
+
 /// One ResNet basic block as a spec lays it out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResnetBlock {
@@ -181,6 +203,93 @@ impl ModelSpec {
             }
         }
         out
+    }
+
+    /// What a model of this spec holds and computes per sample, counted from the widths
+    /// alone (nothing is allocated), so a spec too large for memory is refused before it is
+    /// built. Saturating arithmetic: absurd widths give huge numbers, never an overflow.
+    pub fn footprint(&self, input: &InputShape) -> Footprint {
+        let mul = |a: u128, b: u128| a.saturating_mul(b);
+        let linear = |d_in: u128, d_out: u128| mul(d_in, d_out).saturating_add(d_out);
+        // A conv with BatchNorm: weights, plus gamma, beta and the two running statistics.
+        let conv_bn = |c_in: u128, c_out: u128, k: u128| {
+            mul(mul(c_in, c_out), k * k).saturating_add(4 * c_out)
+        };
+        let (c, h, w) = (
+            input.channels as u128,
+            input.height as u128,
+            input.width as u128,
+        );
+        let classes = input.classes as u128;
+        let mut params: u128 = 0;
+        // Activation values kept per sample for the backward pass (a few per layer).
+        let mut acts: u128 = c * h * w;
+        match self {
+            ModelSpec::Mlp { hidden, .. } => {
+                let mut d = c * h * w;
+                for &width in hidden {
+                    params = params.saturating_add(linear(d, width as u128));
+                    acts = acts.saturating_add(3 * width as u128);
+                    d = width as u128;
+                }
+                params = params.saturating_add(linear(d, classes));
+            }
+            ModelSpec::LeNet5 { channels, fc } => {
+                let [c1, c2] = channels.map(|x| x as u128);
+                let (h2, w2) = ((h / 2).saturating_sub(4) / 2, (w / 2).saturating_sub(4) / 2);
+                params = conv_bn(c, c1, 5)
+                    .saturating_add(conv_bn(c1, c2, 5))
+                    .saturating_add(linear(mul(c2, h2 * w2), fc[0] as u128))
+                    .saturating_add(linear(fc[0] as u128, fc[1] as u128))
+                    .saturating_add(linear(fc[1] as u128, classes));
+                acts = acts
+                    .saturating_add(mul(4 * c1, h * w))
+                    .saturating_add(mul(4 * c2, (h / 2) * (w / 2)))
+                    .saturating_add(3 * (fc[0] + fc[1]) as u128);
+            }
+            ModelSpec::Vgg { stages, fc, .. } => {
+                let (mut c_in, mut hs, mut ws) = (c, h, w);
+                for stage in stages {
+                    for &width in stage {
+                        params = params.saturating_add(conv_bn(c_in, width as u128, 3));
+                        acts = acts.saturating_add(mul(4 * width as u128, hs * ws));
+                        c_in = width as u128;
+                    }
+                    (hs, ws) = (hs / 2, ws / 2);
+                }
+                let mut d = mul(c_in, hs * ws);
+                for &width in fc {
+                    params = params.saturating_add(linear(d, width as u128));
+                    acts = acts.saturating_add(3 * width as u128);
+                    d = width as u128;
+                }
+                params = params.saturating_add(linear(d, classes));
+            }
+            ModelSpec::Resnet { stem, .. } => {
+                params = conv_bn(c, *stem as u128, 3);
+                acts = acts.saturating_add(mul(4 * *stem as u128, h * w));
+                let (mut hs, mut ws) = (h, w);
+                for b in self.resnet_blocks() {
+                    if b.stride == 2 {
+                        (hs, ws) = (hs.div_ceil(2), ws.div_ceil(2));
+                    }
+                    let (c_in, inner, c_out) = (b.c_in as u128, b.inner as u128, b.c_out as u128);
+                    params = params
+                        .saturating_add(conv_bn(c_in, inner, 3))
+                        .saturating_add(conv_bn(inner, c_out, 3));
+                    if b.projection {
+                        params = params.saturating_add(conv_bn(c_in, c_out, 1));
+                    }
+                    acts = acts.saturating_add(mul(4 * (inner + 2 * c_out), hs * ws));
+                }
+                let last = self.resnet_blocks().last().map_or(*stem, |b| b.c_out);
+                params = params.saturating_add(linear(last as u128, classes));
+            }
+        }
+        Footprint {
+            params,
+            activations_per_sample: acts,
+        }
     }
 
     /// The same spec with explicit lists dropped where they say what the short form says, so

@@ -201,3 +201,22 @@ fn per_block_resnet_widths_round_trip_through_the_spec() {
     };
     assert_eq!(bad.validate(&MNIST).unwrap_err().key, "model.projection");
 }
+
+#[test]
+fn the_footprint_counts_parameters_as_burn_does() {
+    for spec in specs() {
+        let model = Model::new(&spec, &MNIST, &device()).unwrap();
+        assert_eq!(
+            spec.footprint(&MNIST).params,
+            model.num_params() as u128,
+            "{}",
+            spec.kind()
+        );
+    }
+    let absurd = ModelSpec::Mlp {
+        hidden: vec![usize::MAX, usize::MAX],
+        dropout: 0.0,
+        input_dropout: 0.0,
+    };
+    assert!(absurd.footprint(&MNIST).training_bytes(128) > 1 << 60);
+}

@@ -114,6 +114,15 @@ fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig
         }
         let text = std::fs::read_to_string(&config).map_err(RunError::io(&config))?;
         let parsed = toml::from_str(&text).map_err(|e| error(&config, e.to_string()))?;
+        // A finished run records its model's checksum: a changed file is not this run's.
+        let summary = target.join(SUMMARY);
+        if let Ok(text) = std::fs::read_to_string(&summary) {
+            let recorded: measure::RunSummary =
+                serde_json::from_str(&text).map_err(|e| error(&summary, e.to_string()))?;
+            if !recorded.model_sha256.is_empty() {
+                file::verify_sha256(&model, &recorded.model_sha256)?;
+            }
+        }
         return Ok((model, parsed, true));
     }
     if !target.exists() {
@@ -233,7 +242,7 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
             events.scalar(tag, value, 0);
         }
         events.text("bench", &format!("```\n{}```", report.table()), 0);
-        events.close();
+        events.close()?;
         let summary_path = dir.join(SUMMARY);
         if summary_path.exists() {
             let text =

@@ -61,7 +61,7 @@ impl Execution {
 /// Worker threads for `threads` (0 means one per core).
 pub fn worker_threads(threads: usize) -> usize {
     match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => cores(),
         n => n,
     }
 }
@@ -75,4 +75,28 @@ pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, crate::RunError>
             threads,
             message: e.to_string(),
         })
+}
+
+/// Cores of this machine.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The most worker threads a setting may ask for: a few per core is the most that ever
+/// helps, and an unbounded number makes the OS spend minutes creating threads.
+pub fn max_threads() -> usize {
+    (4 * cores()).max(8)
+}
+
+/// This machine's memory in bytes (`MemTotal` of /proc/meminfo), or 8 GiB where that cannot
+/// be read: the budget a model and its training batch must fit in.
+pub fn memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(8 << 30)
 }

@@ -29,6 +29,8 @@ pub enum RunError {
     #[error(transparent)]
     ModelFile(#[from] models::ModelFileError),
     #[error(transparent)]
+    Events(#[from] measure::tensorboard::EventLogError),
+    #[error(transparent)]
     Technique(#[from] technique::TechniqueError),
     #[error("cannot start {threads} worker threads: {message}")]
     Threads { threads: usize, message: String },

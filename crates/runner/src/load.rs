@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use config::{Config, Environment, File, FileFormat, Value, ValueKind};
+use config::{Config, File, FileFormat, Value, ValueKind};
 
 use burn::tensor::Device;
 use models::{InputShape, ModelSpec};
@@ -98,7 +98,34 @@ struct Layered {
     overridden: Vec<(String, String)>,
 }
 
-/// Reads the file and layers the overrides on it.
+/// The top-level keys of a stage config: an environment variable `COMPRESS_<KEY>...` whose
+/// first part is not one of them belongs to some other tool and is ignored.
+const TOP_KEYS: [&str; 11] = [
+    "name", "seed", "device", "threads", "from", "data", "model", "train", "distill", "measure",
+    "output",
+];
+
+/// One override: the dotted key, its raw text, and how it was given (for messages).
+struct Override {
+    key: String,
+    raw: String,
+    how: String,
+}
+
+/// Reads an override's text the way the file would hold it: as a TOML value (`3`, `0.1`,
+/// `true`, `[800, 800]`, `"text"`), falling back to a plain string (`digits`, `cuda:0`). A
+/// key that holds a string in the file stays a string (`--set name=0x10` names the run
+/// `0x10`, not 16).
+fn typed_value(raw: &str, string_key: bool) -> Value {
+    if string_key {
+        return Value::from(raw.trim_matches('"'));
+    }
+    parse_value(raw)
+}
+
+/// Reads the file and layers the overrides on it. The layered result must meet exactly the
+/// schema the file meets: the `config` crate merges, and the result is deserialized by the
+/// same strict TOML deserializer as the file (no `true` for a number, no `2.7` for an integer).
 fn read_layered(
     path: &Path,
     overrides: &[String],
@@ -113,62 +140,85 @@ fn read_layered(
         message: e.to_string().trim_end().to_string(),
     })?;
 
-    let env: HashMap<String, String> = env
+    let mut all = Vec::new();
+    let mut env: Vec<(&String, &String)> = env
         .iter()
         .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")))
-        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let mut set = Vec::new();
+    env.sort();
+    for (name, value) in env {
+        let key = name[ENV_PREFIX.len() + 1..]
+            .to_lowercase()
+            .replace("__", ".");
+        let top = key.split('.').next().unwrap_or_default();
+        if TOP_KEYS.contains(&top) {
+            all.push(Override {
+                key,
+                raw: value.clone(),
+                how: format!("{name}={value}"),
+            });
+        }
+    }
     for text in overrides {
         let (key, value) = text
             .split_once('=')
             .filter(|(k, _)| !k.trim().is_empty())
             .ok_or_else(|| ConfigError::BadOverride { text: text.clone() })?;
-        set.push((key.trim().to_string(), value.trim().to_string()));
+        let (key, value) = (key.trim().to_string(), value.trim().to_string());
+        all.push(Override {
+            how: format!("--set {key}={value}"),
+            key,
+            raw: value,
+        });
     }
-    // Which overrides set which key, to point at the right culprit.
-    let overridden: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| {
-            let key = k[ENV_PREFIX.len() + 1..].to_lowercase().replace("__", ".");
-            (key, format!("{k}={v}"))
-        })
-        .chain(
-            set.iter()
-                .map(|(k, v)| (k.clone(), format!("--set {k}={v}"))),
-        )
-        .collect();
-    if env.is_empty() && set.is_empty() {
+    let overridden: Vec<(String, String)> =
+        all.iter().map(|o| (o.key.clone(), o.how.clone())).collect();
+    if all.is_empty() {
         return Ok(Layered {
             text,
             config: from_file,
             overridden,
         });
     }
-    let described: Vec<String> = overridden.iter().map(|(_, how)| how.clone()).collect();
     let err = |message: String| ConfigError::Override {
         path: path.to_path_buf(),
-        overrides: described.join(", "),
+        overrides: all
+            .iter()
+            .map(|o| o.how.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         message,
     };
-    let mut builder = Config::builder()
-        .add_source(File::from_str(&text, FileFormat::Toml))
-        .add_source(
-            Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(env.clone().into_iter().collect())),
-        );
-    for (key, value) in &set {
-        builder = builder
-            .set_override(key.as_str(), parse_value(value))
-            .map_err(|e| err(e.to_string()))?;
-    }
-    let config = builder
-        .build()
-        .and_then(|c| c.try_deserialize::<StageConfig>())
-        .map_err(|e| err(e.to_string()))?;
+    // Which overridden keys hold strings in the file's config.
+    let in_file = serde_json::to_value(&from_file).unwrap_or_default();
+    let holds = |key: &str| {
+        key.split('.')
+            .try_fold(&in_file, |v, part| v.get(part))
+            .cloned()
+    };
+    let layer = |strings_for_absent: bool| -> Result<StageConfig, String> {
+        let mut builder = Config::builder().add_source(File::from_str(&text, FileFormat::Toml));
+        for o in &all {
+            let string_key = match holds(&o.key) {
+                Some(v) => v.is_string(),
+                None => strings_for_absent,
+            };
+            builder = builder
+                .set_override(o.key.as_str(), typed_value(&o.raw, string_key))
+                .map_err(|e| e.to_string())?;
+        }
+        let merged: toml::Value = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| e.to_string())?;
+        merged.try_into::<StageConfig>().map_err(|e| e.to_string())
+    };
+    // A key the file leaves out (`from`, `data.path`) may be a string too: when the typed
+    // reading does not fit the schema, try the overrides of absent keys as strings.
+    let config = match layer(false) {
+        Ok(config) => config,
+        Err(typed) => layer(true).map_err(|_| err(typed.trim().replace('\n', " ")))?,
+    };
     Ok(Layered {
         text,
         config,

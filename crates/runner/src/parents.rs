@@ -157,6 +157,12 @@ pub fn resolve(parent: &ParentKey, child: ChildSide) -> Result<Parent, ResolveEr
                         ))
                 )));
             }
+            if let Some(spec) = &parent.spec {
+                let key = parent.spec_key.as_deref().unwrap_or(&parent.key);
+                spec.validate(child.input).map_err(ResolveError::Invalid)?;
+                crate::validate::check_fits(key, spec, child.input, 1)
+                    .map_err(ResolveError::Invalid)?;
+            }
             // Load it once now, so a file that does not fit fails before any training.
             let model = file::load(
                 &path,

@@ -295,7 +295,7 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
 fn record_in_run(dir: &Path, report: &ProfileReport) -> Result<(), RunError> {
     let mut events = EventLog::create(dir).map_err(RunError::io(dir))?;
     events.text("profile", &format!("```\n{}```", report.table()), 0);
-    events.close();
+    events.close()?;
     Ok(())
 }
 

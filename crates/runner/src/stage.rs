@@ -29,6 +29,9 @@ pub struct RunOptions {
     pub plain: bool,
     /// Fault injection for tests: make the loss of this global step (1-based) NaN.
     pub fault_nonfinite_at_step: Option<usize>,
+    /// Fault injection for tests: the event file's writes fail (as on a full disk) from the
+    /// end of this epoch (1-based) on.
+    pub fault_events_full_at_epoch: Option<usize>,
 }
 
 /// What a finished stage left behind.
@@ -159,6 +162,7 @@ pub fn measure_model(
         device: config.device.clone(),
         threads,
         parent: None,
+        model_sha256: String::new(),
     })
 }
 
@@ -207,6 +211,9 @@ fn prepare_parent(
                 outcome.summary.accuracy * 100.0
             ));
             let path = outcome.dir.join(MODEL);
+            if !outcome.summary.model_sha256.is_empty() {
+                file::verify_sha256(&path, &outcome.summary.model_sha256)?;
+            }
             let options = LoadOptions {
                 spec: None,
                 key_map: &[],
@@ -234,6 +241,7 @@ fn prepare_parent(
         ready: ReadyParent {
             key: parent.key.clone(),
             model,
+            recorded_accuracy: summary.as_ref().map(|s| s.accuracy),
         },
         role,
         summary,
@@ -246,6 +254,9 @@ struct RunSink<'a> {
     progress: &'a mut Progress,
     events: &'a mut EventLog,
     checkpoint: PathBuf,
+    /// Fault injection for tests: the event file's writes fail from this epoch on.
+    events_full_at_epoch: Option<usize>,
+    epochs_flushed: usize,
 }
 
 impl TrainSink for RunSink<'_> {
@@ -255,6 +266,17 @@ impl TrainSink for RunSink<'_> {
 
     fn scalar(&mut self, tag: &str, step: usize, value: f64) {
         self.events.scalar(tag, value, step);
+    }
+
+    fn flush(&mut self) -> Result<(), RunError> {
+        self.epochs_flushed += 1;
+        if self.events_full_at_epoch == Some(self.epochs_flushed) {
+            let full = Path::new("/dev/full");
+            self.events
+                .redirect_writes(full)
+                .map_err(RunError::io(full))?;
+        }
+        Ok(self.events.flush()?)
     }
 
     fn save_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), RunError> {
@@ -332,12 +354,14 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         Opened::Run(open) => open,
     };
     let checkpoint_path = run.file(CHECKPOINT);
+    let resume_epochs = resume.as_ref().map_or(0, |c| c.state.epochs_done);
 
     let ready: Vec<ReadyParent> = parents
         .iter()
         .map(|p| ReadyParent {
             key: p.ready.key.clone(),
             model: p.ready.model.clone(),
+            recorded_accuracy: p.ready.recorded_accuracy,
         })
         .collect();
     let ctx = StageContext {
@@ -351,7 +375,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     };
     let threads = worker_threads(config.threads);
     let pool = thread_pool(threads)?;
-    let (model, state, mut techniques) = pool.install(|| -> Result<_, RunError> {
+    let trained = pool.install(|| -> Result<_, RunError> {
         let mut techniques = techniques::build(config, &ctx)?;
         let start = match resume {
             Some(ckpt) => Start::Resume(ckpt),
@@ -370,10 +394,20 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
             progress: &mut progress,
             events: &mut events,
             checkpoint: checkpoint_path.clone(),
+            events_full_at_epoch: options.fault_events_full_at_epoch,
+            epochs_flushed: resume_epochs,
         };
         let (model, state) = train(&setup, start, &mut techniques, &mut sink)?;
         Ok((model, state, techniques))
-    })?;
+    });
+    // The log keeps the error that stopped the run, beside the run's history.
+    let (model, state, mut techniques) = match trained {
+        Ok(trained) => trained,
+        Err(e) => {
+            progress.line(&format!("error: {}", error_chain(&e)));
+            return Err(e);
+        }
+    };
 
     let data = MeasureData {
         dataset: &dataset,
@@ -381,7 +415,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         prep,
         device: &loaded.device,
     };
-    let summary = finish(
+    let summary = match finish(
         loaded,
         &run,
         (&model, &state),
@@ -390,12 +424,42 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         &data,
         &mut progress,
         events,
-    )?;
+    ) {
+        Ok(summary) => summary,
+        Err(e) => {
+            progress.line(&format!("error: {}", error_chain(&e)));
+            return Err(e);
+        }
+    };
     Ok(StageOutcome {
         dir: run.path.clone(),
         summary,
         reused: false,
     })
+}
+
+/// An error with its causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text += &format!(": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// Removes the temporaries a killed process left in `dir` (`.NAME.tmp-PID` from atomic
+/// writes). Called with the run's lock held, so no live writer owns them.
+fn remove_stale_temporaries(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// A run folder ready to train in: its lock held, the resolved config written, the log
@@ -428,6 +492,7 @@ fn open_run(loaded: &LoadedConfig, progress: &mut Progress) -> Result<Opened, Ru
             reused: true,
         }));
     }
+    remove_stale_temporaries(&run.path).map_err(RunError::io(&run.path))?;
     let resolved = toml::to_string(config).map_err(|e| RunError::Record {
         what: "resolved config",
         path: run.file(RESOLVED_CONFIG),
@@ -514,6 +579,7 @@ fn finish(
     }
     progress.line("measuring accuracy, latency and throughput");
     let mut summary = measure_model((&config.name, &run.hash), model, model_bytes, config, data)?;
+    summary.model_sha256 = file::sha256_hex(&bytes);
     summary.epochs = state.epochs_done;
     summary.train_seconds = state.train_seconds;
     summary.train_samples_per_s = state.samples_seen as f64 / state.step_seconds.max(1e-9);
@@ -565,7 +631,7 @@ fn finish(
     }
     let table = summary.table();
     events.text("summary", &format!("```\n{table}```"), step);
-    events.close();
+    events.close()?;
 
     let json = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Record {
         what: "summary",

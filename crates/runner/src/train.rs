@@ -59,6 +59,9 @@ pub enum Start {
 pub trait TrainSink {
     fn progress(&mut self) -> &mut Progress;
     fn scalar(&mut self, tag: &str, step: usize, value: f64);
+    /// Makes everything logged so far durable; an error (a full disk) stops the run before
+    /// the next checkpoint, so the last good one is kept.
+    fn flush(&mut self) -> Result<(), RunError>;
     fn save_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), RunError>;
     /// Where checkpoints go, for messages.
     fn checkpoint_name(&self) -> String;
@@ -475,6 +478,7 @@ impl Training<'_, '_, '_> {
                 .map_err(record_error("optimizer for checkpoint"))?
                 .to_vec(),
         };
+        history.sink.flush()?;
         history.sink.save_checkpoint(&checkpoint)?;
         history.sink.progress().end_epoch(&format!(
             "epoch {}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | lr {:.2e} | {:.1} s, {:.0} samples/s",

@@ -24,6 +24,51 @@ fn at_least(key: &str, value: usize, min: usize) -> Result<(), Invalid> {
     Ok(())
 }
 
+fn at_most(key: &str, value: usize, max: usize, why: &str) -> Result<(), Invalid> {
+    if value > max {
+        return Err(invalid(
+            key,
+            value,
+            format!("must be at most {max} ({why})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Batch sizes beyond this are refused: they only size allocations.
+pub const MAX_BATCH: usize = 65_536;
+/// The largest inference batch measured for throughput and bench.
+pub const MAX_MEASURE_BATCH: usize = 4096;
+/// The most images timed one by one.
+pub const MAX_LATENCY_IMAGES: usize = 100_000;
+
+/// Refuses a spec whose training needs more memory than this machine has (at `batch`
+/// samples per step), naming `key`, the estimate and the budget.
+pub fn check_fits(
+    key: &str,
+    spec: &models::ModelSpec,
+    input: &InputShape,
+    batch: usize,
+) -> Result<(), Invalid> {
+    let footprint = spec.footprint(input);
+    let needed = footprint.training_bytes(batch);
+    let budget = crate::context::memory_bytes() as u128;
+    if needed > budget * 8 / 10 {
+        let gib = |b: u128| b as f64 / (1u128 << 30) as f64;
+        return Err(invalid(
+            key,
+            format!("a {} model of {} parameters", spec.kind(), footprint.params),
+            format!(
+                "needs about {:.1} GiB to train at batch {batch}, more than this machine's {:.1} \
+                 GiB allows: use smaller widths (or a smaller train.batch_size)",
+                gib(needed),
+                gib(budget)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn positive_finite(key: &str, value: f64) -> Result<(), Invalid> {
     if !(value.is_finite() && value > 0.0) {
         return Err(invalid(key, value, "must be a finite number > 0"));
@@ -85,6 +130,15 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
     let device = crate::device::parse_device(&config.device)
         .map_err(|e| invalid("device", format!("{:?}", config.device), e.to_string()))?;
 
+    let cores = crate::context::cores();
+    let threads_why = format!("4 per core on this {cores}-core machine, or 8");
+    at_most(
+        "threads",
+        config.threads,
+        crate::context::max_threads(),
+        &threads_why,
+    )?;
+
     let data = &config.data;
     if let (false, Some(path)) = (data.dataset == DatasetName::Idx, &data.path) {
         return Err(invalid(
@@ -135,6 +189,18 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
     )?;
     at_least("train.batch_size", train.batch_size, 1)?;
     at_least("train.eval_batch_size", train.eval_batch_size, 1)?;
+    at_most(
+        "train.batch_size",
+        train.batch_size,
+        MAX_BATCH,
+        "a batch only sizes memory",
+    )?;
+    at_most(
+        "train.eval_batch_size",
+        train.eval_batch_size,
+        MAX_BATCH,
+        "a batch only sizes memory",
+    )?;
     at_least("train.log_every", train.log_every, 1)?;
     let lr = train.optimizer.lr();
     positive_finite("train.optimizer.lr", lr)?;
@@ -209,10 +275,35 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
     at_least("measure.latency_images", m.latency_images, 1)?;
     at_least("measure.latency_threads", m.latency_threads, 1)?;
     at_least("measure.throughput_batch", m.throughput_batch, 1)?;
+    at_most(
+        "measure.latency_images",
+        m.latency_images,
+        MAX_LATENCY_IMAGES,
+        "enough for stable percentiles",
+    )?;
+    at_most(
+        "measure.latency_warmup",
+        m.latency_warmup,
+        MAX_LATENCY_IMAGES,
+        "enough to warm any cache",
+    )?;
+    at_most(
+        "measure.latency_threads",
+        m.latency_threads,
+        crate::context::max_threads(),
+        &threads_why,
+    )?;
+    at_most(
+        "measure.throughput_batch",
+        m.throughput_batch,
+        MAX_MEASURE_BATCH,
+        "a batch only sizes memory",
+    )?;
 
     let input = input_shape(config)?;
     if let Some(model) = &config.model {
         model.validate(&input)?;
+        check_fits("model", model, &input, train.batch_size)?;
     }
     Ok(Valid { input, device })
 }

@@ -29,6 +29,9 @@ pub struct ReadyParent {
     pub key: String,
     /// The inference model, on the stage's device.
     pub model: Model,
+    /// The test accuracy the parent's run recorded, when it is a stage: a technique that
+    /// measures the parent again can tell a model that changed since.
+    pub recorded_accuracy: Option<f64>,
 }
 
 /// What a technique may read when it is built for a stage.
@@ -45,8 +48,8 @@ pub struct StageContext<'a> {
 }
 
 impl StageContext<'_> {
-    pub fn parent(&self, key: &str) -> Option<&Model> {
-        self.parents.iter().find(|p| p.key == key).map(|p| &p.model)
+    pub fn parent(&self, key: &str) -> Option<&ReadyParent> {
+        self.parents.iter().find(|p| p.key == key)
     }
 }
 

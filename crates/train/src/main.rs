@@ -146,6 +146,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Profile(args)) => {
+            check_counts(&[
+                ("--batch", args.batch, runner::validate::MAX_MEASURE_BATCH),
+                ("--runs", args.runs, runner::validate::MAX_LATENCY_IMAGES),
+                ("--threads", args.threads, runner::context::max_threads()),
+            ])?;
             let report = runner::profile::profile(&runner::profile::ProfileRequest {
                 target: args.target,
                 config: args.config,
@@ -158,8 +163,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Bench(args)) => {
-            if args.images == 0 || args.batch == 0 || args.threads == 0 {
-                anyhow::bail!("--images, --batch and --threads must be at least 1");
+            check_counts(&[
+                (
+                    "--images",
+                    args.images,
+                    runner::validate::MAX_LATENCY_IMAGES,
+                ),
+                ("--batch", args.batch, runner::validate::MAX_MEASURE_BATCH),
+                ("--threads", args.threads, runner::context::max_threads()),
+            ])?;
+            if args.warmup > runner::validate::MAX_LATENCY_IMAGES {
+                anyhow::bail!(
+                    "--warmup {}: must be at most {}",
+                    args.warmup,
+                    runner::validate::MAX_LATENCY_IMAGES
+                );
             }
             let report = runner::bench::bench(&runner::bench::BenchRequest {
                 target: args.target,
@@ -176,12 +194,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Each `(flag, value, max)` must be in `1..=max`: these numbers size allocations and
+/// thread pools.
+fn check_counts(counts: &[(&str, usize, usize)]) -> anyhow::Result<()> {
+    for &(flag, value, max) in counts {
+        if value == 0 || value > max {
+            anyhow::bail!("{flag} {value}: must be between 1 and {max}");
+        }
+    }
+    Ok(())
+}
+
 fn run_stage(args: &StageArgs) -> anyhow::Result<()> {
     let loaded = args.load()?;
     let options = runner::RunOptions {
         plain: args.plain,
         // Fault injection, used by the tests of divergence handling.
         fault_nonfinite_at_step: std::env::var("TRAIN_FAULT_NONFINITE_AT_STEP")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+        fault_events_full_at_epoch: std::env::var("TRAIN_FAULT_EVENTS_FULL_AT_EPOCH")
             .ok()
             .and_then(|v| v.parse().ok()),
     };
