@@ -167,6 +167,7 @@ pub fn ensure(dataset: &RegistryDataset, cache_root: &Path) -> Result<PathBuf, D
 fn fetch_into(dataset: &RegistryDataset, dir: &Path) -> Result<(), DataError> {
     let parent = dir.parent().expect("cache entry has a parent");
     std::fs::create_dir_all(parent).map_err(DataError::io(parent))?;
+    remove_dead_stagings(parent, dataset.id);
     let staging = parent.join(format!(".fetch-{}-{}", dataset.id, std::process::id()));
     let result = stage(dataset, &staging).and_then(|ready| {
         // Another process may have finished the same fetch first: theirs is as good as ours.
@@ -181,6 +182,31 @@ fn fetch_into(dataset: &RegistryDataset, dir: &Path) -> Result<(), DataError> {
     });
     let _ = std::fs::remove_dir_all(&staging);
     result
+}
+
+/// Removes the staging folders (`.fetch-ID-PID`) of fetches whose process is gone (killed
+/// mid-download), so an interrupted first fetch does not leave megabytes behind forever.
+/// Only where `/proc` tells which processes live; elsewhere they are left alone.
+fn remove_dead_stagings(parent: &Path, id: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = format!(".fetch-{id}-");
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Downloads and unpacks the package in `staging`, verifies the pinned files and gathers them
@@ -291,4 +317,26 @@ fn run(
         status: output.status.to_string(),
         output: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stagings_of_dead_fetches_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // PIDs above the kernel's maximum (4194304) belong to no process.
+        let dead = dir.path().join(".fetch-mnist-9999999");
+        let live = dir
+            .path()
+            .join(format!(".fetch-mnist-{}", std::process::id()));
+        let other = dir.path().join(".fetch-fashion-mnist-9999999");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir_all(d.join("unpacked")).unwrap();
+        }
+        remove_dead_stagings(dir.path(), "mnist");
+        assert!(!dead.exists());
+        assert!(live.exists() && other.exists());
+    }
 }
