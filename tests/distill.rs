@@ -43,7 +43,7 @@ fn the_teacher_is_trained_once_reused_after_and_retrained_when_changed() {
     let out = train(dir.path()).arg("student.toml").output().unwrap();
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("teacher teach: trained"), "{t}");
+    assert!(t.contains("teacher: stage teach trained"), "{t}");
 
     // A new student (another seed) reuses the teacher.
     let out = train(dir.path())
@@ -53,7 +53,10 @@ fn the_teacher_is_trained_once_reused_after_and_retrained_when_changed() {
         .unwrap();
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("teacher teach: reused the finished run"), "{t}");
+    assert!(
+        t.contains("teacher: stage teach reused the finished run"),
+        "{t}"
+    );
     assert_eq!(teacher_epochs_trained(dir.path()), 1);
     assert_eq!(folders(&dir.path().join("runs/student")), 2);
 
@@ -75,7 +78,7 @@ fn the_teacher_is_trained_once_reused_after_and_retrained_when_changed() {
     let out = train(dir.path()).arg("student.toml").output().unwrap();
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("teacher teach: trained"), "{t}");
+    assert!(t.contains("teacher: stage teach trained"), "{t}");
     assert_eq!(folders(&dir.path().join("runs/teach")), 2);
     assert_eq!(folders(&dir.path().join("runs/student")), 3);
 }

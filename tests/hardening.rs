@@ -55,10 +55,7 @@ fn overrides_meet_the_schema_the_file_meets() {
     assert!(out.status.success(), "{}", text(&out));
     let with_env = text(&out);
     let direct = text(&check(dir.path(), &config, &["model.hidden=[12, 6]"]));
-    assert_eq!(
-        with_env.rsplit("results in ").next(),
-        direct.rsplit("results in ").next()
-    );
+    assert_eq!(checked_folder(&with_env), checked_folder(&direct));
 }
 
 #[test]
@@ -183,11 +180,7 @@ fn stale_temporaries_of_a_killed_write_are_removed_at_the_next_start() {
         .output()
         .unwrap();
     let t = text(&out);
-    let folder = dir.path().join(
-        t[t.find("results in ").unwrap() + 11..]
-            .trim()
-            .trim_end_matches(')'),
-    );
+    let folder = dir.path().join(checked_folder(&t));
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join(".checkpoint.bin.tmp-99999"), b"torn").unwrap();
     train_ok(dir.path(), &config, &["--plain"]);

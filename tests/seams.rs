@@ -19,8 +19,7 @@ fn folder_of(dir: &Path, config: &Path, args: &[&str]) -> String {
         .unwrap();
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    let at = t.find("results in ").expect("check prints the run folder");
-    t[at..].trim_end().trim_end_matches(')').to_string()
+    checked_folder(&t)
 }
 
 #[test]
@@ -102,7 +101,7 @@ fn parent_and_child(epochs: usize, lr: f64) -> (tempfile::TempDir, std::path::Pa
 fn a_from_stage_of_zero_epochs_reproduces_its_parent_exactly() {
     let (dir, child) = parent_and_child(0, 0.05);
     let out = train_ok(dir.path(), &child, &["--plain"]);
-    assert!(out.contains("parent parent: trained"), "{out}");
+    assert!(out.contains("parent: stage parent trained"), "{out}");
     let parent = summary(&only_run_dir(dir.path(), "parent"));
     let child = summary(&only_run_dir(dir.path(), "child"));
     for key in ["accuracy", "test_errors", "test_loss", "params", "macs"] {

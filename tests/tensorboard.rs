@@ -17,26 +17,20 @@ const TAGS: [&str; 7] = [
     "samples_per_second",
 ];
 
-/// Makes sure `import tensorboard` works, installing the package with pip if it does not.
-fn python_with_tensorboard() -> &'static str {
-    let has = |py: &str| {
-        Command::new(py)
-            .args(["-c", "import tensorboard"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !has("python3") {
-        let out = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "tensorboard"])
-            .output()
-            .expect("python3 is needed to read event files back with TensorBoard");
-        assert!(
-            out.status.success(),
-            "pip install tensorboard failed: {}",
-            text(&out)
-        );
-    }
-    "python3"
+/// The project's own Python with TensorBoard (`target/tensorboard-venv`, prepared by
+/// `scripts/tensorboard-venv.sh` on first use): the global Python is never touched.
+fn python_with_tensorboard() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(root.join("scripts/tensorboard-venv.sh"))
+        .output()
+        .expect("bash runs scripts/tensorboard-venv.sh");
+    assert!(
+        out.status.success(),
+        "preparing TensorBoard's environment failed: {}",
+        text(&out)
+    );
+    let venv = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    format!("{venv}/bin/python")
 }
 
 const READER: &str = r#"

@@ -255,3 +255,13 @@ pub fn kill_and_resume_matches_with_env(
     assert_eq!(ea, eb, "TensorBoard histories differ");
     (straight, killed)
 }
+
+/// The run folder `train check` prints (`... results in FOLDER)`).
+pub fn checked_folder(check_output: &str) -> String {
+    let at = check_output
+        .find("results in ")
+        .expect("check prints the run folder")
+        + "results in ".len();
+    let rest = &check_output[at..];
+    rest[..rest.find(')').unwrap_or(rest.len())].to_string()
+}

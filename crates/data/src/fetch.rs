@@ -228,7 +228,8 @@ fn stage(dataset: &RegistryDataset, staging: &Path) -> Result<PathBuf, DataError
                 id,
                 "tar",
                 "GNU tar",
-                &["xzf", &tgz, "-C", "unpacked"],
+                // As root, tar would keep the tarball's owner ids on the cached files.
+                &["xzf", &tgz, "--no-same-owner", "-C", "unpacked"],
                 staging,
             )?;
         }

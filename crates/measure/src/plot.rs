@@ -23,20 +23,84 @@ pub struct Point {
 pub const WIDTH: u32 = 1000;
 pub const HEIGHT: u32 = 650;
 
-/// `1234567.0` -> `1.2 MB`: tick labels for byte axes.
-pub fn human_bytes(bytes: f64) -> String {
-    let units = ["B", "kB", "MB", "GB"];
-    let mut value = bytes;
+/// Decimals needed to tell ticks `step` apart: 0 for steps of 1 or more, 1 for 0.1, ...
+fn decimals_for(step: f64) -> usize {
+    if step >= 1.0 || step <= 0.0 || !step.is_finite() {
+        0
+    } else {
+        (-step.log10().floor()) as usize
+    }
+}
+
+/// A tick label for `value` on an axis whose ticks are `step` apart: as many decimals as
+/// the step needs, never floating-point noise (`0.30000000000000004`).
+pub fn plain_number(value: f64, step: f64) -> String {
+    format!("{value:.*}", decimals_for(step * 1.0001).min(9))
+}
+
+/// `1234567.0` -> `1.2 MB`: tick labels for byte axes, with the precision ticks `step` apart
+/// need (`1.21 MB`, `1.22 MB` on a narrow axis).
+pub fn human_bytes(bytes: f64, step: f64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut scale = 1.0;
     let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < units.len() {
-        value /= 1000.0;
+    while bytes >= scale * 1000.0 && unit + 1 < units.len() {
+        scale *= 1000.0;
         unit += 1;
     }
-    if value >= 10.0 || value.fract() == 0.0 {
-        format!("{value:.0} {}", units[unit])
+    let value = bytes / scale;
+    let decimals = decimals_for(step / scale * 1.0001).min(3);
+    let decimals = if decimals == 0 && value < 10.0 && value.fract() > 0.05 {
+        1
     } else {
-        format!("{value:.1} {}", units[unit])
+        decimals
+    };
+    format!("{value:.decimals$} {}", units[unit])
+}
+
+/// About `target` round tick values (steps of 1, 2 or 5 times a power of ten) inside
+/// `[lo, hi]`, and their step.
+pub fn linear_ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, f64) {
+    let span = (hi - lo).abs().max(hi.abs() * 1e-6).max(1e-12);
+    let raw = span / target.max(1) as f64;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * magnitude);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    let ticks = (first..=last).map(|i| i as f64 * step).collect();
+    (ticks, step)
+}
+
+/// Ticks for a log axis over `[lo, hi]` (both > 0): 1, 2 and 5 times each power of ten when
+/// the range spans decades (thinned to powers of ten when that gives too many), round linear
+/// steps when it spans less than one. Returns `(value, step)` pairs, the step being what a
+/// label needs to tell the tick from its neighbours.
+pub fn log_ticks(lo: f64, hi: f64) -> Vec<(f64, f64)> {
+    if hi / lo < 10.0 {
+        let (ticks, step) = linear_ticks(lo, hi, 5);
+        return ticks.into_iter().map(|t| (t, step)).collect();
     }
+    let mut out = Vec::new();
+    let first = lo.log10().floor() as i32;
+    let last = hi.log10().ceil() as i32;
+    let multiples: &[f64] = if last - first > 3 {
+        &[1.0]
+    } else {
+        &[1.0, 2.0, 5.0]
+    };
+    for exp in first..=last {
+        for m in multiples {
+            let v = m * 10f64.powi(exp);
+            if v >= lo && v <= hi {
+                out.push((v, 10f64.powi(exp)));
+            }
+        }
+    }
+    out
 }
 
 /// Places labels (pixel anchors, text) so that none overlaps another: each label goes to the
@@ -80,12 +144,14 @@ fn place_labels(
 }
 
 /// Draws the plot to `path` (PNG). `x_label` names the cost with its unit; `x_format` writes
-/// the tick labels.
+/// a tick label from its value and the step between ticks. The axes fit the data: a first
+/// set of runs within one decade gets round linear ticks where the points are, a sweep over
+/// decades gets 1-2-5 ticks per decade.
 pub fn accuracy_plot(
     path: &Path,
     title: &str,
     x_label: &str,
-    x_format: &dyn Fn(f64) -> String,
+    x_format: &dyn Fn(f64, f64) -> String,
     points: &[Point],
     log_x: bool,
 ) -> Result<(), ReportError> {
@@ -125,6 +191,7 @@ pub fn accuracy_plot(
     let chart = builder
         .caption(title, ("sans-serif", 26))
         .margin(20)
+        .margin_right(150)
         .x_label_area_size(55)
         .y_label_area_size(70);
     let labels: Vec<(f64, f64, &str, bool)> = {
@@ -151,17 +218,33 @@ pub fn accuracy_plot(
     front.sort_by(|a, b| a.0.total_cmp(&b.0));
 
     macro_rules! draw {
-        ($chart:expr) => {{
+        ($chart:expr, $x_ticks:expr, $y_range:expr) => {{
             let mut chart = $chart;
+            let x_ticks: Vec<(f64, f64)> = $x_ticks;
+            let y_range = $y_range;
             chart
                 .configure_mesh()
-                .x_label_formatter(&|v| x_format(*v))
+                .disable_x_mesh()
+                .x_labels(0)
                 .x_desc(x_label)
                 .y_desc("test accuracy (%)")
                 .label_style(("sans-serif", 16))
                 .axis_desc_style(("sans-serif", 19))
                 .draw()
                 .map_err(|e| err(&e))?;
+            // Our own x ticks: plotters' log-axis labels run together on narrow ranges.
+            for &(t, step) in &x_ticks {
+                let top = chart.backend_coord(&(t, y_range.end));
+                let (x, y) = chart.backend_coord(&(t, y_range.start));
+                root.draw(&PathElement::new(vec![top, (x, y)], BLACK.mix(0.12)))
+                    .map_err(|e| err(&e))?;
+                root.draw(&PathElement::new(vec![(x, y), (x, y + 5)], BLACK))
+                    .map_err(|e| err(&e))?;
+                let label = x_format(t, step);
+                let half = label.chars().count() as i32 * 4;
+                root.draw(&Text::new(label, (x - half, y + 8), ("sans-serif", 16)))
+                    .map_err(|e| err(&e))?;
+            }
             chart
                 .draw_series(LineSeries::new(front.clone(), RED.stroke_width(2)))
                 .map_err(|e| err(&e))?
@@ -199,17 +282,37 @@ pub fn accuracy_plot(
         }};
     }
     if log_x {
-        // Room on the right for the labels of the costliest runs.
-        let range = (lo / 1.5).max(f64::MIN_POSITIVE)..(hi * 6.0);
-        draw!(chart
-            .build_cartesian_2d(range.log_scale(), y_range)
-            .map_err(|e| err(&e))?);
+        let (lo, hi) = (lo.max(f64::MIN_POSITIVE), hi.max(f64::MIN_POSITIVE));
+        // Narrow ranges get a margin proportional to the spread, wide ones a fixed factor;
+        // the right margin of the chart leaves room for the labels of the costliest runs.
+        let factor = (hi / lo).powf(0.08).clamp(1.02, 1.3);
+        let (lo, hi) = if hi / lo < 1.05 {
+            (lo / 1.05, hi * 1.05)
+        } else {
+            (lo / factor, hi * factor)
+        };
+        let x_ticks = log_ticks(lo, hi);
+        let y_range = y_range.clone();
+        draw!(
+            chart
+                .build_cartesian_2d((lo..hi).log_scale(), y_range.clone())
+                .map_err(|e| err(&e))?,
+            x_ticks,
+            y_range
+        );
     } else {
         let span = (hi - lo).max(hi.abs() * 0.1).max(1e-9);
-        let range = (lo - span * 0.15).max(0.0)..(hi + span * 0.25);
-        draw!(chart
-            .build_cartesian_2d(range, y_range)
-            .map_err(|e| err(&e))?);
+        let range = (lo - span * 0.1).max(0.0)..(hi + span * 0.1);
+        let (ticks, step) = linear_ticks(range.start, range.end, 6);
+        let x_ticks: Vec<(f64, f64)> = ticks.into_iter().map(|t| (t, step)).collect();
+        let y_range = y_range.clone();
+        draw!(
+            chart
+                .build_cartesian_2d(range, y_range.clone())
+                .map_err(|e| err(&e))?,
+            x_ticks,
+            y_range
+        );
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
@@ -221,10 +324,46 @@ mod tests {
 
     #[test]
     fn bytes_read_like_people_write_them() {
-        assert_eq!(human_bytes(100_000.0), "100 kB");
-        assert_eq!(human_bytes(1_000_000.0), "1 MB");
-        assert_eq!(human_bytes(2_500_000.0), "2.5 MB");
-        assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(human_bytes(100_000.0, 100_000.0), "100 kB");
+        assert_eq!(human_bytes(1_000_000.0, 1_000_000.0), "1 MB");
+        assert_eq!(human_bytes(2_500_000.0, 1_000_000.0), "2.5 MB");
+        assert_eq!(human_bytes(512.0, 100.0), "512 B");
+        // Narrow axes keep neighbouring ticks apart.
+        assert_eq!(human_bytes(1_210_000.0, 10_000.0), "1.21 MB");
+        assert_eq!(human_bytes(1_220_000.0, 10_000.0), "1.22 MB");
+    }
+
+    /// Tick labels of an axis: distinct, short, inside the range, a handful of them.
+    fn assert_readable(lo: f64, hi: f64, format: &dyn Fn(f64, f64) -> String) {
+        let ticks = log_ticks(lo, hi);
+        assert!(
+            (2..=12).contains(&ticks.len()),
+            "{lo}..{hi}: {} ticks",
+            ticks.len()
+        );
+        let labels: Vec<String> = ticks.iter().map(|&(t, s)| format(t, s)).collect();
+        for (i, label) in labels.iter().enumerate() {
+            assert!(label.len() <= 9, "{label}");
+            assert!(
+                !labels[..i].contains(label),
+                "repeated {label} in {labels:?}"
+            );
+        }
+        let inside = |t: f64| t >= lo * (1.0 - 1e-9) && t <= hi * (1.0 + 1e-9);
+        assert!(ticks.iter().all(|&(t, _)| inside(t)), "{ticks:?}");
+    }
+
+    #[test]
+    fn axes_read_well_on_narrow_and_wide_ranges() {
+        // A first set of runs: latencies within 20%, sizes within one decade.
+        assert_readable(0.028, 0.036, &plain_number);
+        assert_readable(0.3, 0.9, &plain_number);
+        assert_readable(600_000.0, 1_000_000.0, &human_bytes);
+        assert_readable(24_000.0, 26_000.0, &human_bytes);
+        // Sweeps over decades.
+        assert_readable(0.02, 3.0, &plain_number);
+        assert_readable(5_000.0, 250_000_000.0, &human_bytes);
+        assert_eq!(plain_number(0.30000000000000004, 0.1), "0.3");
     }
 
     #[test]

@@ -18,6 +18,7 @@ impl ReportRun {
     pub fn technique(&self) -> &'static str {
         match self.summary.parent.as_ref().map(|p| p.role.as_str()) {
             Some("teacher") => "distill",
+            Some("parent") => "fine-tune",
             _ => "train",
         }
     }
@@ -80,16 +81,16 @@ pub fn collect(dir: &Path) -> std::io::Result<(Vec<ReportRun>, Vec<Skipped>)> {
 /// The markdown table of `runs`.
 pub fn table(runs: &[ReportRun]) -> String {
     let mut out = String::from(
-        "| run | technique | accuracy (%) | params | bytes | MACs/sample | latency p50 (ms) | vs parent: params / bytes / MACs / latency (x smaller or faster), accuracy (points) |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| run | technique | accuracy (%) | params | bytes | MACs/sample | latency p50 (ms) | vs parent: params / bytes / MACs / latency (x smaller or faster), accuracy (points) | seed | epochs | train limit | overrides | finished (UTC) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for run in runs {
         let s = &run.summary;
         let vs = match &s.parent {
             Some(p) => format!(
-                "{} {}: {:.2} / {:.2} / {:.2} / {:.2}, {:+.2}",
-                p.role,
+                "{} ({}): {:.2} / {:.2} / {:.2} / {:.2}, {:+.2}",
                 p.name,
+                p.role,
                 p.ratios.params,
                 p.ratios.model_bytes,
                 p.ratios.macs,
@@ -99,7 +100,7 @@ pub fn table(runs: &[ReportRun]) -> String {
             None => "-".into(),
         };
         out += &format!(
-            "| {} | {} | {:.2} | {} | {} | {} | {:.3} | {} |\n",
+            "| {} | {} | {:.2} | {} | {} | {} | {:.3} | {} | {} | {} | {} | {} | {} |\n",
             run.label(),
             run.technique(),
             s.accuracy * 100.0,
@@ -107,7 +108,25 @@ pub fn table(runs: &[ReportRun]) -> String {
             group_digits(s.model_bytes),
             group_digits(s.macs),
             s.latency_ms_p50,
-            vs
+            vs,
+            s.seed,
+            s.epochs,
+            s.train_limit
+                .map_or("all".to_string(), |n| group_digits(n as u64)),
+            if s.overrides.is_empty() {
+                "-".to_string()
+            } else {
+                s.overrides
+                    .iter()
+                    .map(|o| format!("`{}`", o.replace('|', "\\|")))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+            if s.finished_at.is_empty() {
+                "-"
+            } else {
+                &s.finished_at
+            }
         );
     }
     out
@@ -153,7 +172,7 @@ pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
         &latency_png,
         "Accuracy against latency (batch 1, end to end)",
         "latency p50 per image, batch 1 (ms, log scale)",
-        &|v| format!("{v}"),
+        &crate::plot::plain_number,
         &points(&|s| s.latency_ms_p50),
         true,
     )?;

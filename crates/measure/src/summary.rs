@@ -51,6 +51,20 @@ pub struct RunSummary {
     /// changed or corrupted model is never used as this run's.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub model_sha256: String,
+    /// The build that took the measurements, e.g. `release profile, opt-level 3`.
+    #[serde(default)]
+    pub build: String,
+    /// What tells runs of one config apart in a report: the seed, the training-set limit,
+    /// the overrides given on the command line or in the environment, and when it finished.
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
+    /// UTC, `YYYY-MM-DD HH:MM`.
+    #[serde(default)]
+    pub finished_at: String,
 }
 
 /// The headline numbers of a parent model, and how this run compares.
@@ -168,6 +182,38 @@ impl ParentSummary {
     }
 }
 
+/// The current UTC time as `YYYY-MM-DD HH:MM`.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60
+    )
+}
+
+/// `1 thread`, `2 threads`.
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 impl RunSummary {
     /// The end-of-run table, one metric per line.
     pub fn table(&self) -> String {
@@ -196,13 +242,18 @@ impl RunSummary {
             (
                 "latency, batch 1",
                 format!(
-                    "p50 {:.3} ms  p95 {:.3} ms  p99 {:.3} ms  (cv {:.2}, {} threads, {} images)",
+                    "p50 {:.3} ms  p95 {:.3} ms  p99 {:.3} ms  (cv {:.2}, {}, {} images){}",
                     self.latency_ms_p50,
                     self.latency_ms_p95,
                     self.latency_ms_p99,
                     self.latency_cv,
-                    self.latency_threads,
-                    self.latency.images
+                    plural(self.latency_threads, "thread"),
+                    self.latency.images,
+                    if self.latency_cv > 1.0 {
+                        "  noisy: was the machine busy? `train bench` measures again"
+                    } else {
+                        ""
+                    }
                 ),
             ),
             (
@@ -224,13 +275,21 @@ impl RunSummary {
             (
                 "training",
                 format!(
-                    "{} epochs in {:.1} s, {:.0} samples/s ({}, {} threads)",
-                    self.epochs,
+                    "{} in {:.1} s, {:.0} samples/s ({}, {})",
+                    plural(self.epochs, "epoch"),
                     self.train_seconds,
                     self.train_samples_per_s,
                     self.device,
-                    self.threads
+                    plural(self.threads, "thread")
                 ),
+            ),
+            (
+                "build",
+                if self.build.is_empty() {
+                    "not recorded".to_string()
+                } else {
+                    self.build.clone()
+                },
             ),
         ]
         .into_iter()

@@ -100,3 +100,18 @@ pub fn memory_bytes() -> u64 {
         })
         .unwrap_or(8 << 30)
 }
+
+/// The build that compiled this binary, e.g. `"debug profile, opt-level 3"` (cargo's `dev`
+/// profile is `debug`): recorded with every measurement, compared when a run is reused.
+pub fn build() -> String {
+    format!(
+        "{} profile, opt-level {}{}",
+        env!("COMPRESS_BUILD_PROFILE"),
+        env!("COMPRESS_BUILD_OPT_LEVEL"),
+        if cfg!(debug_assertions) {
+            ", debug assertions"
+        } else {
+            ""
+        }
+    )
+}

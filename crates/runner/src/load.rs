@@ -60,6 +60,8 @@ pub struct LoadedConfig {
     pub parents: Vec<Parent>,
     /// The run folder's name under `<output.dir>/<name>/` (see [`crate::identity`]).
     pub hash: String,
+    /// The overrides this stage was given (`--set k=v`, `COMPRESS_K=v`), for reports.
+    pub overrides: Vec<String>,
 }
 
 impl LoadedConfig {
@@ -311,6 +313,7 @@ pub(crate) fn load_chain(
         .collect();
     Ok(LoadedConfig {
         path: path.to_path_buf(),
+        overrides: overridden.iter().map(|(_, how)| how.clone()).collect(),
         hash: stage_hash(&config, &identities),
         config,
         input: valid.input,

@@ -10,6 +10,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub struct Progress {
     bars: Option<Bars>,
     log: Option<File>,
+    /// The epoch (1-based) and step count being shown, for plain step lines.
+    epoch: usize,
+    steps: usize,
 }
 
 struct Bars {
@@ -23,7 +26,8 @@ impl Progress {
     pub fn new(plain: bool) -> Self {
         let bars = (!plain && std::io::stdout().is_terminal()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
-            let epochs = multi.add(ProgressBar::new(0));
+            // Shown from `start_run` on, not while data loads and parents run.
+            let epochs = ProgressBar::hidden();
             epochs.set_style(
                 ProgressStyle::with_template("{prefix:>8} [{bar:30.cyan/blue}] {pos}/{len} {msg}")
                     .expect("valid template")
@@ -36,7 +40,12 @@ impl Progress {
                 batches: None,
             }
         });
-        Self { bars, log: None }
+        Self {
+            bars,
+            log: None,
+            epoch: 0,
+            steps: 0,
+        }
     }
 
     /// Also append every line to `path`.
@@ -59,18 +68,21 @@ impl Progress {
     }
 
     pub fn start_run(&mut self, epochs: usize, done: usize) {
-        if let Some(bars) = &self.bars {
+        if let Some(bars) = &mut self.bars {
+            bars.epochs = bars.multi.add(bars.epochs.clone());
             bars.epochs.set_length(epochs as u64);
             bars.epochs.set_position(done as u64);
         }
     }
 
     pub fn start_epoch(&mut self, epoch: usize, steps: usize) {
+        (self.epoch, self.steps) = (epoch, steps);
         if let Some(bars) = self.bars.as_mut() {
             let bar = bars.multi.add(ProgressBar::new(steps as u64));
+            // `wide_msg` takes what the terminal has left: the line never wraps.
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{prefix:>8} [{bar:30.green/white}] {pos}/{len} {msg} ETA {eta}",
+                    "{prefix:>8} [{bar:25.green/white}] {pos}/{len} ETA {eta} {wide_msg}",
                 )
                 .expect("valid template")
                 .progress_chars("=> "),
@@ -80,15 +92,18 @@ impl Progress {
         }
     }
 
-    /// After each step; `text` holds loss, accuracy and samples/s. In plain mode, `log_line`
-    /// says whether this step also prints a line.
+    /// After each step; `text` holds loss, accuracy and samples/s (the bar shows the step
+    /// counter). In plain mode, `log_line` says whether this step also prints a line.
     pub fn step(&mut self, done: usize, text: &str, log_line: bool) {
         match self.bars.as_ref().and_then(|b| b.batches.as_ref()) {
             Some(bar) => {
                 bar.set_position(done as u64);
                 bar.set_message(text.to_string());
             }
-            None if log_line => self.line(text),
+            None if log_line => {
+                let line = format!("epoch {} step {done}/{} {text}", self.epoch, self.steps);
+                self.line(&line)
+            }
             None => {}
         }
     }

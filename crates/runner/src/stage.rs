@@ -163,6 +163,11 @@ pub fn measure_model(
         threads,
         parent: None,
         model_sha256: String::new(),
+        build: crate::context::build(),
+        seed: config.seed,
+        train_limit: config.data.train_limit,
+        overrides: Vec::new(),
+        finished_at: measure::summary::utc_now(),
     })
 }
 
@@ -200,7 +205,7 @@ fn prepare_parent(
         ParentSource::Stage(stage) => {
             let outcome = run_stage(stage, options)?;
             progress.line(&format!(
-                "{role} {}: {} {} ({:.2}% test accuracy)",
+                "{role}: stage {} {} {} ({:.2}% test accuracy)",
                 stage.config.name,
                 if outcome.reused {
                     "reused the finished run"
@@ -319,6 +324,19 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
             "reusing the finished run {} (delete it to train again)",
             outcome.dir.display()
         ));
+        let build = crate::context::build();
+        if outcome.summary.build != build {
+            progress.line(&format!(
+                "note: its latency and throughput were measured by another build ({}); this \
+                 binary is a {build} build. `train bench {}` measures it again with this one",
+                if outcome.summary.build.is_empty() {
+                    "not recorded"
+                } else {
+                    &outcome.summary.build
+                },
+                outcome.dir.display()
+            ));
+        }
         return Ok(outcome);
     }
 
@@ -470,6 +488,8 @@ struct OpenRun {
     resume: Option<Checkpoint>,
 }
 
+/// One value per stage run: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Opened {
     /// Another process finished the run while we waited for its lock.
     Finished(StageOutcome),
@@ -522,6 +542,15 @@ fn open_run(loaded: &LoadedConfig, progress: &mut Progress) -> Result<Opened, Ru
     remove_event_files(&run.path).map_err(RunError::io(&run.path))?;
     let mut events = EventLog::create(&run.path).map_err(RunError::io(&run.path))?;
     events.text("config", &format!("```toml\n{resolved}\n```"), 0);
+    if !loaded.overrides.is_empty() {
+        // What differs from the config file, for telling quick tries from real runs.
+        let list: Vec<String> = loaded
+            .overrides
+            .iter()
+            .map(|o| format!("- `{o}`"))
+            .collect();
+        events.text("overrides", &list.join("\n"), 0);
+    }
     if let Some(ckpt) = &resume {
         replay_history(&mut events, &ckpt.state.history);
     }
@@ -580,6 +609,7 @@ fn finish(
     progress.line("measuring accuracy, latency and throughput");
     let mut summary = measure_model((&config.name, &run.hash), model, model_bytes, config, data)?;
     summary.model_sha256 = file::sha256_hex(&bytes);
+    summary.overrides = loaded.overrides.clone();
     summary.epochs = state.epochs_done;
     summary.train_seconds = state.train_seconds;
     summary.train_samples_per_s = state.samples_seen as f64 / state.step_seconds.max(1e-9);

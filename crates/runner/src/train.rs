@@ -378,8 +378,7 @@ impl Training<'_, '_, '_> {
             self.history.sink.progress().step(
                 seen,
                 &format!(
-                    "epoch {} step {seen}/{steps_per_epoch} loss {:.4} acc {:.2}% {:.0} samples/s",
-                    epoch + 1,
+                    "loss {:.4} acc {:.2}% {:.0} samples/s",
                     window.mean_loss(),
                     100.0 * window.accuracy(),
                     done_samples as f64 / tally.step_seconds.max(1e-9)

@@ -111,15 +111,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let loaded = args.load()?;
             let config = &loaded.config;
             println!(
-                "{}: ok ({} on {}, {} epochs; results in {})",
+                "{}: ok ({} on {}, {}; results in {})",
                 loaded.path.display(),
                 loaded.model.kind(),
                 serde_json::to_value(config.data.dataset)?
                     .as_str()
                     .unwrap_or("?"),
-                config.train.epochs,
+                measure::summary::plural(config.train.epochs, "epoch"),
                 loaded.run_path().display()
             );
+            let state = |stage: &runner::LoadedConfig| {
+                if stage.run_path().join("summary.json").exists() {
+                    "finished: it would be reused"
+                } else if stage.run_path().join("checkpoint.bin").exists() {
+                    "interrupted: it would resume"
+                } else {
+                    "not run yet: it would be trained"
+                }
+            };
+            for parent in &loaded.parents {
+                match &parent.source {
+                    runner::parents::ParentSource::Stage(stage) => println!(
+                        "  {} = stage {} ({}), {}",
+                        parent.key,
+                        stage.config.name,
+                        stage.run_path().display(),
+                        state(stage)
+                    ),
+                    runner::parents::ParentSource::File { path, .. } => {
+                        println!("  {} = file {}", parent.key, path.display())
+                    }
+                }
+            }
+            println!("  this stage: {}", state(&loaded));
             Ok(())
         }
         Some(Command::Run(args)) => run_stage(&args),
