@@ -4,8 +4,9 @@
 # temperatures. Finished runs are reused, so an interrupted run.sh picks up where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -p train
-train=target/release/train
+# The same optimised build `cargo run -p train` and `cargo test` use.
+cargo build -p train
+train=target/debug/train
 here=experiments/hinton-mnist
 
 "$train" "$here/teacher.toml" --plain

@@ -226,6 +226,8 @@ pub fn accuracy_plot(
                 .configure_mesh()
                 .disable_x_mesh()
                 .x_labels(0)
+                // plotters still labels a log axis' key points: blank them, ours follow.
+                .x_label_formatter(&|_| String::new())
                 .x_desc(x_label)
                 .y_desc("test accuracy (%)")
                 .label_style(("sans-serif", 16))

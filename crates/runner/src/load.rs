@@ -246,7 +246,10 @@ pub(crate) fn load_chain(
         execution.apply_to(&mut config);
     }
     let locate = |invalid: Invalid| {
-        let by_override = overridden.iter().rev().find(|(k, _)| *k == invalid.key);
+        // The override that set the key, or a key inside it (`--set model.hidden=...` for
+        // an error about `model`).
+        let within = |k: &str| k == invalid.key || k.starts_with(&format!("{}.", invalid.key));
+        let by_override = overridden.iter().rev().find(|(k, _)| within(k));
         let location = match (by_override, key_line(&text, &invalid.key)) {
             (Some((_, how)), _) => format!("{} (set by {how})", path.display()),
             (None, Some(line)) => format!("{}:{line}", path.display()),
