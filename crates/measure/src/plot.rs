@@ -80,27 +80,45 @@ pub fn linear_ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, f64) {
 /// steps when it spans less than one. Returns `(value, step)` pairs, the step being what a
 /// label needs to tell the tick from its neighbours.
 pub fn log_ticks(lo: f64, hi: f64) -> Vec<(f64, f64)> {
-    if hi / lo < 10.0 {
+    if hi / lo < 2.0 {
         let (ticks, step) = linear_ticks(lo, hi, 5);
         return ticks.into_iter().map(|t| (t, step)).collect();
     }
-    let mut out = Vec::new();
-    let first = lo.log10().floor() as i32;
-    let last = hi.log10().ceil() as i32;
-    let multiples: &[f64] = if last - first > 3 {
-        &[1.0]
-    } else {
-        &[1.0, 2.0, 5.0]
-    };
-    for exp in first..=last {
-        for m in multiples {
-            let v = m * 10f64.powi(exp);
-            if v >= lo && v <= hi {
-                out.push((v, 10f64.powi(exp)));
+    // Round values spread evenly in log space, as fine as keeps the count readable, so the
+    // cheap end of the axis gets ticks too.
+    let mantissas: [&[f64]; 3] = [&[1.0, 1.5, 2.0, 3.0, 5.0, 7.0], &[1.0, 2.0, 5.0], &[1.0]];
+    let within = |ms: &[f64]| -> Vec<f64> {
+        let mut ticks = Vec::new();
+        for exp in lo.log10().floor() as i32..=hi.log10().ceil() as i32 {
+            for m in ms {
+                let v = m * 10f64.powi(exp);
+                if v >= lo && v <= hi {
+                    ticks.push(v);
+                }
             }
         }
-    }
-    out
+        ticks
+    };
+    let ticks = mantissas
+        .iter()
+        .map(|ms| within(ms))
+        .find(|t| t.len() <= 9)
+        .unwrap_or_else(|| within(&[1.0]));
+    // Each label with the precision of its own round value (`1 MB`, `1.5 MB`, `0.07`).
+    ticks.into_iter().map(|t| (t, resolution(t))).collect()
+}
+
+/// The largest power of ten that `value` is a whole multiple of: `1.5e6` -> `1e5`.
+fn resolution(value: f64) -> f64 {
+    let top = value.abs().log10().ceil() as i32;
+    (top - 15..=top)
+        .rev()
+        .map(|k| 10f64.powi(k))
+        .find(|unit| {
+            let n = value / unit;
+            (n - n.round()).abs() < 1e-6 * n.abs().max(1.0)
+        })
+        .unwrap_or(value)
 }
 
 /// Places labels (pixel anchors, text) so that none overlaps another: each label goes to the
@@ -366,6 +384,18 @@ mod tests {
         assert_readable(0.02, 3.0, &plain_number);
         assert_readable(5_000.0, 250_000_000.0, &human_bytes);
         assert_eq!(plain_number(0.30000000000000004, 0.1), "0.3");
+        let labels = |lo, hi, f: &dyn Fn(f64, f64) -> String| -> Vec<String> {
+            log_ticks(lo, hi)
+                .into_iter()
+                .map(|(t, s)| f(t, s))
+                .collect()
+        };
+        assert_eq!(
+            labels(5_000.0, 20_000_000.0, &human_bytes),
+            ["10 kB", "100 kB", "1 MB", "10 MB"]
+        );
+        assert!(labels(60_000.0, 300_000.0, &human_bytes).contains(&"150 kB".to_string()));
+        assert!(labels(0.06, 0.25, &plain_number).contains(&"0.07".to_string()));
     }
 
     #[test]

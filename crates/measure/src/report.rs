@@ -109,7 +109,7 @@ pub fn table(runs: &[ReportRun]) -> String {
             group_digits(s.macs),
             s.latency_ms_p50,
             vs,
-            s.seed,
+            s.seed.map_or("-".to_string(), |seed| seed.to_string()),
             s.epochs,
             s.train_limit
                 .map_or("all".to_string(), |n| group_digits(n as u64)),

@@ -56,8 +56,8 @@ pub struct RunSummary {
     pub build: String,
     /// What tells runs of one config apart in a report: the seed, the training-set limit,
     /// the overrides given on the command line or in the environment, and when it finished.
-    #[serde(default)]
-    pub seed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_limit: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

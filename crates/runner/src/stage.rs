@@ -164,7 +164,7 @@ pub fn measure_model(
         parent: None,
         model_sha256: String::new(),
         build: crate::context::build(),
-        seed: config.seed,
+        seed: Some(config.seed),
         train_limit: config.data.train_limit,
         overrides: Vec::new(),
         finished_at: measure::summary::utc_now(),
