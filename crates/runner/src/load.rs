@@ -137,9 +137,19 @@ fn read_layered(
         path: path.to_path_buf(),
         source,
     })?;
-    let from_file: StageConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string().trim_end().to_string(),
+    let from_file: StageConfig = toml::from_str(&text).map_err(|e| {
+        match type_error_key(&text, &e) {
+            // serde's tagged enums (`kind = ...` tables) lose the key's span and point at
+            // the table header: name the key and its line instead.
+            Some((key, value, line)) => ConfigError::Invalid {
+                location: format!("{}:{line}", path.display()),
+                invalid: Invalid::new(&key, value, e.message().to_string()),
+            },
+            None => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string().trim_end().to_string(),
+            },
+        }
     })?;
 
     let mut all = Vec::new();
@@ -382,6 +392,40 @@ fn toml_to_config(value: toml::Value) -> Value {
     Value::new(None, kind)
 }
 
+/// For a type error that toml reports at a table header (`invalid type: string "0.05",
+/// expected f64` at `[train.optimizer]`), the dotted key in that table holding the offending
+/// value, and its line.
+fn type_error_key(text: &str, error: &toml::de::Error) -> Option<(String, String, usize)> {
+    let span = error.span()?;
+    let header = text.get(span.clone())?.trim().lines().next()?.trim();
+    let table = header
+        .strip_prefix('[')?
+        .strip_suffix(']')?
+        .trim()
+        .to_string();
+    let message = error.message();
+    let rest = message.strip_prefix("invalid type: ")?;
+    let shown = rest.split(", expected").next()?;
+    // `string "0.05"`, `integer `5``, `floating point `0.5``, `boolean `true``.
+    let value = match shown.split_once(' ') {
+        Some(("string", v)) => v.to_string(),
+        _ => shown.rsplit('`').nth(1)?.to_string(),
+    };
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut item: &dyn toml_edit::TableLike = doc.as_table();
+    for part in table.split('.') {
+        item = item.get(part)?.as_table_like()?;
+    }
+    let (key, found) = item.iter().find(|(_, v)| {
+        v.as_value()
+            .is_some_and(|v| v.to_string().trim() == value.trim())
+    })?;
+    let dotted = format!("{table}.{key}");
+    let line = key_line(text, &dotted)?;
+    let found = found.as_value()?.to_string().trim().to_string();
+    Some((dotted, found, line))
+}
+
 /// 1-based line of the dotted `key` in the TOML `text`, when the file sets it.
 pub fn key_line(text: &str, key: &str) -> Option<usize> {
     let doc = toml_edit::ImDocument::parse(text).ok()?;
@@ -410,6 +454,23 @@ mod tests {
         assert_eq!(key_line(text, "train.epochs"), Some(4));
         assert_eq!(key_line(text, "train.optimizer.lr"), Some(5));
         assert_eq!(key_line(text, "train.batch_size"), None);
+    }
+
+    #[test]
+    fn a_type_error_inside_a_kind_table_names_the_key_and_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "name = \"x\"\n[data]\ndataset = \"digits\"\n[model]\nkind = \"mlp\"\nhidden = [4]\n\
+             [train]\nepochs = 1\n[train.optimizer]\nkind = \"sgd\"\nlr = \"0.05\"\n",
+        )
+        .unwrap();
+        let err = load(&path, &[], &HashMap::new()).unwrap_err().to_string();
+        assert!(
+            err.contains("c.toml:11: train.optimizer.lr = \"0.05\": invalid type: string"),
+            "{err}"
+        );
     }
 
     #[test]
