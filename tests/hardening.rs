@@ -187,3 +187,12 @@ fn stale_temporaries_of_a_killed_write_are_removed_at_the_next_start() {
     assert!(!folder.join(".checkpoint.bin.tmp-99999").exists());
     assert!(folder.join("summary.json").exists());
 }
+
+#[test]
+fn two_configs_on_the_command_line_get_a_plain_message() {
+    let (dir, data) = folder_with_data(32);
+    let a = write(&dir.path().join("a.toml"), &small_config(&data));
+    let out = train(dir.path()).arg(&a).arg(&a).output().unwrap();
+    assert_clean_failure(&out, &["one config at a time"]);
+    assert!(!text(&out).contains("subcommand"), "{}", text(&out));
+}

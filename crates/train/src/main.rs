@@ -248,7 +248,36 @@ fn run_stage(args: &StageArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `train a.toml b.toml` would get clap's message about a subcommand named `b.toml`: say
+/// instead that a run takes one config.
+fn several_configs(args: &[String]) -> Option<String> {
+    const SUBCOMMANDS: [&str; 6] = ["run", "check", "bench", "profile", "report", "help"];
+    let mut positional = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if skip_value {
+            skip_value = false;
+        } else if arg == "--set" {
+            skip_value = true;
+        } else if !arg.starts_with('-') {
+            positional.push(arg.as_str());
+        }
+    }
+    match positional.as_slice() {
+        [first, second, ..] if !SUBCOMMANDS.contains(first) => Some(format!(
+            "one config at a time: got {first} and {second}. Run them one after the other (a \
+             stage's parents, such as its teacher, run first on their own)"
+        )),
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(message) = several_configs(&args) {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
