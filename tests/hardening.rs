@@ -109,14 +109,7 @@ fn sizes_that_only_allocate_are_bounded_before_anything_runs() {
 
 #[test]
 fn a_corrupted_model_file_is_refused_by_bench_and_by_a_student() {
-    let (dir, data) = folder_with_data(64);
-    write(
-        &dir.path().join("teacher.toml"),
-        &small_config(&data).replace("name = \"small\"", "name = \"teacher\""),
-    );
-    let student = small_config(&data).replace("name = \"small\"", "name = \"student\"")
-        + "\n[distill]\nteacher = \"teacher.toml\"\ntemperature = 4.0\nalpha = 0.7\n";
-    let student = write(&dir.path().join("student.toml"), &student);
+    let (dir, student) = teacher_and_student(64);
     train_ok(dir.path(), &dir.path().join("teacher.toml"), &["--plain"]);
     let run = only_run_dir(dir.path(), "teacher");
     let model = run.join("model.bpk");

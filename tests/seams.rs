@@ -53,14 +53,7 @@ fn execution_settings_neither_change_the_run_folder_nor_retrain() {
 
 #[test]
 fn environment_overrides_reach_the_teacher_stage() {
-    let (dir, data) = folder_with_data(64);
-    write(
-        &dir.path().join("teacher.toml"),
-        &small_config(&data).replace("name = \"small\"", "name = \"teacher\""),
-    );
-    let student = small_config(&data).replace("name = \"small\"", "name = \"student\"")
-        + "\n[distill]\nteacher = \"teacher.toml\"\ntemperature = 4.0\nalpha = 0.7\n";
-    let student = write(&dir.path().join("student.toml"), &student);
+    let (dir, student) = teacher_and_student(64);
     let out = train(dir.path())
         .arg(&student)
         .arg("--plain")

@@ -265,3 +265,17 @@ pub fn checked_folder(check_output: &str) -> String {
     let rest = &check_output[at..];
     rest[..rest.find(')').unwrap_or(rest.len())].to_string()
 }
+
+/// A folder with a small dataset, `teacher.toml` and `student.toml` distilling from it;
+/// returns the folder and the student's config.
+pub fn teacher_and_student(n: usize) -> (tempfile::TempDir, PathBuf) {
+    let (dir, data) = folder_with_data(n);
+    write(
+        &dir.path().join("teacher.toml"),
+        &small_config(&data).replace("name = \"small\"", "name = \"teacher\""),
+    );
+    let student = small_config(&data).replace("name = \"small\"", "name = \"student\"")
+        + "\n[distill]\nteacher = \"teacher.toml\"\ntemperature = 4.0\nalpha = 0.7\n";
+    let student = write(&dir.path().join("student.toml"), &student);
+    (dir, student)
+}
