@@ -11,7 +11,9 @@ use models::Model;
 pub enum Aux {
     /// A learned linear map, e.g. a hint adapter `[d_student, d_teacher]`.
     Linear(Linear),
-    /// A tensor of technique state, e.g. a mask or an observer's range.
+    /// A tensor of technique state, e.g. a mask or an observer's range. Create state that
+    /// must not be trained with `Param::from_tensor(t).set_require_grad(false)`: it gets no
+    /// gradient, so the optimiser leaves it alone, and it is still checkpointed.
     Tensor(Param<Tensor<1>>),
 }
 
