@@ -76,11 +76,6 @@ impl EventLog {
         Ok(())
     }
 
-    /// The event file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn scalar(&mut self, tag: &str, value: f64, step: usize) {
         let mut v = Summary_Value::new();
         v.set_tag(tag.to_string());

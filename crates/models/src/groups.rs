@@ -26,14 +26,6 @@ pub enum Role {
     BnRunningVar,
 }
 
-impl Role {
-    /// Whether the member produces the group's channels (its entries score them), as
-    /// opposed to reading them.
-    pub fn is_output(self) -> bool {
-        !matches!(self, Role::ConvIn | Role::LinearIn)
-    }
-}
-
 /// One tensor axis that follows a group's keep-mask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMember {

@@ -294,38 +294,45 @@ impl ModelSpec {
 
     /// The same spec with explicit lists dropped where they say what the short form says, so
     /// an unpruned model's spec reads like the config it was built from.
-    pub fn normalized(mut self) -> Self {
-        if let ModelSpec::Resnet {
+    pub fn normalized(self) -> Self {
+        let ModelSpec::Resnet {
+            stem,
             stages,
             blocks,
             inner,
-            ..
-        } = &mut self
+            projection,
+        } = self
+        else {
+            return self;
+        };
+        let short = ModelSpec::Resnet {
+            stem,
+            stages: stages.clone(),
+            blocks,
+            inner: Vec::new(),
+            projection: Vec::new(),
+        }
+        .resnet_blocks();
+        let inner = match inner.iter().zip(&short).all(|(w, b)| *w == b.inner) {
+            true => Vec::new(),
+            false => inner,
+        };
+        // Where a block has a projection depends on widths and strides, not on `inner`.
+        let projection = match projection
+            .iter()
+            .zip(&short)
+            .all(|(p, b)| *p == b.projection)
         {
-            let stage_width = |i: usize| stages[i / *blocks];
-            if inner.iter().enumerate().all(|(i, &w)| w == stage_width(i)) {
-                inner.clear();
-            }
+            true => Vec::new(),
+            false => projection,
+        };
+        ModelSpec::Resnet {
+            stem,
+            stages,
+            blocks,
+            inner,
+            projection,
         }
-        if let ModelSpec::Resnet { projection, .. } = &self {
-            if !projection.is_empty() {
-                let mut implied = self.clone();
-                if let ModelSpec::Resnet { projection, .. } = &mut implied {
-                    projection.clear();
-                }
-                let implied: Vec<bool> = implied
-                    .resnet_blocks()
-                    .iter()
-                    .map(|b| b.projection)
-                    .collect();
-                if implied == *projection {
-                    if let ModelSpec::Resnet { projection, .. } = &mut self {
-                        projection.clear();
-                    }
-                }
-            }
-        }
-        self
     }
 
     /// Names of the points whose activations a model of this spec offers to a tap (see

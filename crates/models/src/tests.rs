@@ -220,3 +220,21 @@ fn the_footprint_counts_parameters_as_burn_does() {
     };
     assert!(absurd.footprint(&MNIST).training_bytes(128) > 1 << 60);
 }
+
+#[test]
+fn a_probe_transform_changes_what_the_forward_pass_continues_with() {
+    use burn::tensor::Distribution;
+    let model = Model::new(&specs()[1], &MNIST, &device()).unwrap().valid();
+    let x = Tensor::<4>::random([2, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device());
+    let plain: Vec<f32> = model.forward(x.clone()).into_data().try_to_vec().unwrap();
+    // Zeroing the last hidden layer leaves only the classifier's bias: every row the same.
+    let zero_fc2 = |name: &str, x: Tensor<2>| if name == "fc2" { x.zeros_like() } else { x };
+    let mut tap = crate::Tap::transforming(&zero_fc2);
+    let cut: Vec<f32> = model
+        .forward_tapped(x, &mut tap)
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    assert_ne!(plain[..10], plain[10..]);
+    assert_eq!(cut[..10], cut[10..]);
+}

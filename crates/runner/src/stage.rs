@@ -374,14 +374,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     let checkpoint_path = run.file(CHECKPOINT);
     let resume_epochs = resume.as_ref().map_or(0, |c| c.state.epochs_done);
 
-    let ready: Vec<ReadyParent> = parents
-        .iter()
-        .map(|p| ReadyParent {
-            key: p.ready.key.clone(),
-            model: p.ready.model.clone(),
-            recorded_accuracy: p.ready.recorded_accuracy,
-        })
-        .collect();
+    let ready: Vec<&ReadyParent> = parents.iter().map(|p| &p.ready).collect();
     let ctx = StageContext {
         dataset: &dataset,
         prep,

@@ -44,12 +44,12 @@ pub struct StageContext<'a> {
     pub eval_batch_size: usize,
     /// Whether training inputs are augmented (then they differ every epoch).
     pub augmented: bool,
-    pub parents: &'a [ReadyParent],
+    pub parents: &'a [&'a ReadyParent],
 }
 
 impl StageContext<'_> {
     pub fn parent(&self, key: &str) -> Option<&ReadyParent> {
-        self.parents.iter().find(|p| p.key == key)
+        self.parents.iter().copied().find(|p| p.key == key)
     }
 }
 

@@ -26,13 +26,6 @@ pub struct Trainee {
 }
 
 impl Trainee {
-    pub fn new(model: Model) -> Self {
-        Self {
-            model,
-            aux: Vec::new(),
-        }
-    }
-
     /// The `index`-th aux module when it is a linear map.
     pub fn aux_linear(&self, index: usize) -> Option<&Linear> {
         match self.aux.get(index)? {
