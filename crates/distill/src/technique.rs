@@ -112,15 +112,10 @@ impl Distillation {
                  use another teacher",
             ));
         }
-        let test_classes = test_logits.argmax(1).flatten::<1>(0, 1);
         let labels: Vec<i64> = ctx.dataset.test.labels.iter().map(|&l| l as i64).collect();
         let labels = Tensor::<1, Int>::from_data(TensorData::from(labels.as_slice()), &ctx.device);
-        let correct = test_classes
-            .clone()
-            .equal(labels)
-            .int()
-            .sum()
-            .into_scalar::<i64>() as f64;
+        let correct = models::loss::correct(test_logits.clone(), labels) as f64;
+        let test_classes = test_logits.argmax(1).flatten::<1>(0, 1);
         let teacher_accuracy = correct / ctx.dataset.test.len().max(1) as f64;
         // Test limits may differ between the stages, so only a far lower accuracy is a sign
         // of a model file that changed since its run measured it.
@@ -166,13 +161,7 @@ impl Distillation {
             self.batch_size,
             &self.device,
         );
-        let same = student
-            .argmax(1)
-            .flatten::<1>(0, 1)
-            .equal(self.test_classes.clone())
-            .int()
-            .sum()
-            .into_scalar::<i64>() as f64;
+        let same = models::loss::correct(student, self.test_classes.clone()) as f64;
         same / self.test.len().max(1) as f64
     }
 }

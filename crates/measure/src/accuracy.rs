@@ -29,12 +29,7 @@ pub fn evaluate(
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = make_batch(split, chunk, prep, None, device);
         let logits = model.classify(batch.images); // [batch, classes]
-        let hits = logits
-            .clone()
-            .argmax(1)
-            .flatten::<1>(0, 1)
-            .equal(batch.labels.clone());
-        correct += hits.int().sum().into_scalar::<i64>() as usize;
+        correct += models::loss::correct(logits.clone(), batch.labels.clone());
         loss_sum += cross_entropy(logits, batch.labels).into_scalar::<f64>() * chunk.len() as f64;
     }
     let samples = split.len();

@@ -16,6 +16,21 @@ pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
     picked.mean().neg()
 }
 
+/// How many rows of `logits` have their largest value at the class `classes` names.
+///
+/// # Shapes
+/// - logits: `[batch, classes]`
+/// - classes: `[batch]`
+pub fn correct(logits: Tensor<2>, classes: Tensor<1, Int>) -> usize {
+    logits
+        .argmax(1)
+        .flatten::<1>(0, 1)
+        .equal(classes)
+        .int()
+        .sum()
+        .into_scalar::<i64>() as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

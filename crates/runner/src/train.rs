@@ -100,13 +100,7 @@ pub fn train_step(
     if !value.is_finite() {
         return Err(value);
     }
-    let correct = logits
-        .argmax(1)
-        .flatten::<1>(0, 1)
-        .equal(batch.labels.clone())
-        .int()
-        .sum()
-        .into_scalar::<i64>() as usize;
+    let correct = models::loss::correct(logits, batch.labels.clone());
     let parts = parts
         .into_iter()
         .map(|(name, part)| (name, part.into_scalar::<f64>()))
