@@ -268,7 +268,7 @@ impl Technique for Distillation {
         Some(&self.loss)
     }
 
-    fn metrics(&mut self, model: &Model) -> Vec<(&'static str, f64)> {
+    fn metrics(&mut self, model: &Model, _accuracy: f64) -> Vec<(&'static str, f64)> {
         vec![
             ("distill/agreement", self.agreement(model)),
             ("distill/teacher_accuracy", self.teacher_accuracy),

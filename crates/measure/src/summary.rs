@@ -65,6 +65,9 @@ pub struct RunSummary {
     /// UTC, `YYYY-MM-DD HH:MM`.
     #[serde(default)]
     pub finished_at: String,
+    /// What each technique did (e.g. `prune`: its steps), by technique name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub techniques: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// The headline numbers of a parent model, and how this run compares.

@@ -11,9 +11,11 @@ mod linear_stack;
 pub mod loss;
 mod mlp;
 mod model;
+pub mod params;
 mod resnet;
 mod spec;
 mod tap;
+pub mod thin;
 mod vgg;
 
 pub use classifier::Classifier;
@@ -26,6 +28,7 @@ pub use model::Model;
 pub use resnet::{BasicBlock, ResNet};
 pub use spec::{Footprint, InputShape, Invalid, ModelSpec, ResnetBlock, SpecError};
 pub use tap::{LayerRef, ProbeTransform, Segment, Tap};
+pub use thin::{thin, KeepPlan, ThinError};
 pub use vgg::Vgg;
 
 /// The dims of a parameter **without initialising it**. Parameters are initialised lazily,

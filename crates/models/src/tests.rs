@@ -238,3 +238,137 @@ fn a_probe_transform_changes_what_the_forward_pass_continues_with() {
     assert_ne!(plain[..10], plain[10..]);
     assert_eq!(cut[..10], cut[10..]);
 }
+
+/// Deterministic values in `[lo, hi)` for test tensors.
+fn pseudo_random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            lo + (hi - lo) * ((state >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+/// `model` with random BatchNorm parameters and running statistics (fresh ones are 1, 0, 0,
+/// 1: slicing them wrongly would go unnoticed), and the channels `removed` names silenced:
+/// the producing weights, biases, BN gammas, betas and running means set to zero, so those
+/// channels carry exactly zero everywhere.
+fn silenced(model: Model, removed: &crate::KeepPlan) -> Model {
+    use crate::params::{self, Edit, HostTensor};
+    use crate::Role;
+    let bn = |p: &str| p.contains(".bn.");
+    let mut values = params::values(&model, bn);
+    for (i, (path, t)) in values.iter_mut().enumerate() {
+        let (lo, hi) = if path.ends_with("running_var") {
+            (0.5, 2.0)
+        } else {
+            (-0.5, 0.5)
+        };
+        t.values = pseudo_random(t.values.len(), i as u64, lo, hi);
+    }
+    let groups = model.channel_groups(&MNIST);
+    for (name, channels) in removed {
+        let group = groups.iter().find(|g| &g.name == name).unwrap();
+        for m in &group.members {
+            let silence = matches!(
+                m.role,
+                Role::ConvOut
+                    | Role::LinearOut
+                    | Role::Bias
+                    | Role::BnGamma
+                    | Role::BnBeta
+                    | Role::BnRunningMean
+            );
+            if !silence {
+                continue;
+            }
+            let t = values.entry(m.param.clone()).or_insert_with(|| {
+                params::values(&model, |p| p == m.param)
+                    .remove(&m.param)
+                    .unwrap()
+            });
+            let inner: usize = t.shape[m.axis + 1..].iter().product();
+            let outer: usize = t.shape[..m.axis].iter().product();
+            let axis = t.shape[m.axis];
+            for &c in channels {
+                for o in 0..outer {
+                    for e in c * m.span..(c + 1) * m.span {
+                        let start = (o * axis + e) * inner;
+                        t.values[start..start + inner].fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+    let edits = values
+        .into_iter()
+        .map(|(p, t)| (p, Edit::Replace(HostTensor { ..t })))
+        .collect();
+    params::edit(model, &edits).0
+}
+
+#[test]
+fn thinning_keeps_outputs_exactly_when_the_removed_channels_were_silent() {
+    let x = Tensor::<4>::from_data(
+        TensorData::new(pseudo_random(2 * 28 * 28, 99, -1.0, 1.0), [2, 1, 28, 28]),
+        &device(),
+    );
+    for spec in specs() {
+        let model = Model::new(&spec, &MNIST, &device()).unwrap();
+        // Keep every other channel of every group (the first one always).
+        let groups = model.channel_groups(&MNIST);
+        let keep: crate::KeepPlan = groups
+            .iter()
+            .map(|g| (g.name.clone(), (0..g.width).step_by(2).collect()))
+            .collect();
+        let removed: crate::KeepPlan = groups
+            .iter()
+            .map(|g| (g.name.clone(), (1..g.width).step_by(2).collect()))
+            .collect();
+        let model = silenced(model, &removed);
+        let before = model.forward(x.clone());
+        let thinned = crate::thin(&model, &MNIST, &keep).unwrap();
+        let after = thinned.forward(x.clone());
+        let diff: f32 = (before - after.clone()).abs().max().into_scalar();
+        assert!(diff < 1e-4, "{}: outputs moved by {diff}", spec.kind());
+
+        // Widths are what the plan says.
+        for g in thinned.channel_groups(&MNIST) {
+            assert_eq!(g.width, keep[&g.name].len(), "{} {}", spec.kind(), g.name);
+        }
+        assert!(thinned.macs(&MNIST) < model.macs(&MNIST));
+
+        // The thinned model saves and reloads with identical outputs.
+        let bytes = crate::file::to_bytes(&thinned).unwrap();
+        let path = std::path::Path::new("<test>");
+        let reloaded = crate::file::from_bytes(&bytes, path, &MNIST, &device()).unwrap();
+        assert_eq!(reloaded.spec(), thinned.spec());
+        let again: f32 = (reloaded.forward(x.clone()) - after)
+            .abs()
+            .max()
+            .into_scalar();
+        assert_eq!(again, 0.0, "{}", spec.kind());
+    }
+}
+
+#[test]
+fn thinning_rejects_plans_that_do_not_fit_the_model() {
+    let model = Model::new(&specs()[1], &MNIST, &device()).unwrap();
+    let plan = |name: &str, keep: Vec<usize>| crate::KeepPlan::from([(name.to_string(), keep)]);
+    let err = crate::thin(&model, &MNIST, &plan("conv9", vec![0])).unwrap_err();
+    assert!(err.to_string().contains("conv1, conv2, fc1, fc2"), "{err}");
+    let err = crate::thin(&model, &MNIST, &plan("conv1", vec![])).unwrap_err();
+    assert!(err.to_string().contains("at least one"), "{err}");
+    let err = crate::thin(&model, &MNIST, &plan("conv1", vec![2, 1])).unwrap_err();
+    assert!(err.to_string().contains("increasing"), "{err}");
+    let err = crate::thin(&model, &MNIST, &plan("conv1", vec![0, 6])).unwrap_err();
+    assert!(
+        err.to_string().contains("channel 6 does not exist"),
+        "{err}"
+    );
+}

@@ -38,6 +38,9 @@ pub struct StageConfig {
     /// Train this stage as the student of a teacher (the `distill` technique).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distill: Option<distill::DistillConfig>,
+    /// Remove channels (the `prune` technique): the stage starts `from` a trained model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<prune::PruneConfig>,
     #[serde(default)]
     pub measure: MeasureConfig,
     #[serde(default)]

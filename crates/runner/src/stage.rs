@@ -168,6 +168,7 @@ pub fn measure_model(
         train_limit: config.data.train_limit,
         overrides: Vec::new(),
         finished_at: measure::summary::utc_now(),
+        techniques: Default::default(),
     })
 }
 
@@ -381,6 +382,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         input,
         device: loaded.device.clone(),
         eval_batch_size: config.train.eval_batch_size,
+        seed: config.seed,
         augmented: config.data.augment.shift_pixels > 0 || config.data.augment.noise_std > 0.0,
         parents: &ready,
     };
@@ -603,6 +605,15 @@ fn finish(
     let mut summary = measure_model((&config.name, &run.hash), model, model_bytes, config, data)?;
     summary.model_sha256 = file::sha256_hex(&bytes);
     summary.overrides = loaded.overrides.clone();
+    let reports: Vec<(&'static str, technique::Report)> = techniques
+        .iter()
+        .filter_map(|t| Some((t.name(), t.report()?)))
+        .collect();
+    for (name, report) in &reports {
+        summary
+            .techniques
+            .insert(name.to_string(), report.json.clone());
+    }
     summary.epochs = state.epochs_done;
     summary.train_seconds = state.train_seconds;
     summary.train_samples_per_s = state.samples_seen as f64 / state.step_seconds.max(1e-9);
@@ -652,7 +663,10 @@ fn finish(
         events.scalar("summary/params_ratio", parent.ratios.params, step);
         events.scalar("summary/latency_p50_ratio", parent.ratios.latency_p50, step);
     }
-    let table = summary.table();
+    let mut table = summary.table();
+    for (name, report) in &reports {
+        table += &format!("\n{name}:\n{}", report.table);
+    }
     events.text("summary", &format!("```\n{table}```"), step);
     events.close()?;
 

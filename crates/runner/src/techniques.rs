@@ -12,7 +12,24 @@ pub fn sections(config: &StageConfig) -> Vec<&dyn TechniqueConfig> {
     if let Some(distill) = &config.distill {
         out.push(distill);
     }
+    if let Some(prune) = &config.prune {
+        out.push(prune);
+    }
     out
+}
+
+/// Checks between sections: combinations that cannot work.
+pub fn check_combination(config: &StageConfig) -> Result<(), technique::Invalid> {
+    let hint = config.distill.as_ref().and_then(|d| d.hint.as_ref());
+    if let (Some(hint), Some(_)) = (hint, &config.prune) {
+        return Err(technique::Invalid::new(
+            "distill.hint.student_layer",
+            format!("{:?}", hint.student_layer),
+            "a hint cannot be combined with [prune]: pruning changes the widths the hint's \
+             adapter maps (distill without a hint works)",
+        ));
+    }
+    Ok(())
 }
 
 /// The techniques a stage trains with, built once its parents are ready.
@@ -23,6 +40,9 @@ pub fn build<'a>(
     let mut out: Vec<Box<dyn Technique + 'a>> = Vec::new();
     if let Some(distill) = &config.distill {
         out.push(Box::new(distill::Distillation::new(distill, ctx)?));
+    }
+    if let Some(prune) = &config.prune {
+        out.push(Box::new(prune::Pruning::new(prune, ctx)?));
     }
     if let Some(narrow) = crate::testing::NarrowAfterEpoch::from_env() {
         out.push(Box::new(narrow));

@@ -205,6 +205,9 @@ pub fn train(
             let mut trainee = with_aux(model, techniques, &device);
             for technique in techniques.iter_mut() {
                 trainee = technique.prepare(trainee).map_err(technique_error)?;
+                for line in technique.take_log() {
+                    sink.progress().line(&line);
+                }
             }
             let state = TrainState {
                 config_hash: setup.hash.clone(),
@@ -401,6 +404,9 @@ impl Training<'_, '_, '_> {
             trainee = technique
                 .after_epoch(epoch, trainee)
                 .map_err(technique_error)?;
+            for line in technique.take_log() {
+                self.history.sink.progress().line(&line);
+            }
         }
         let spec_after = trainee.model.spec();
         if spec_after != spec_before {
@@ -432,7 +438,7 @@ impl Training<'_, '_, '_> {
             history.push(name, step, sum / seen);
         }
         for technique in self.techniques.iter_mut() {
-            for (name, value) in technique.metrics(&model) {
+            for (name, value) in technique.metrics(&model, eval.accuracy) {
                 history.push(name, step, value);
             }
         }

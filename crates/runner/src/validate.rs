@@ -269,7 +269,9 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
 
     for section in techniques::sections(config) {
         section.validate()?;
+        section.check_training(config.train.epochs)?;
     }
+    techniques::check_combination(config)?;
 
     let m = &config.measure;
     at_least("measure.latency_images", m.latency_images, 1)?;

@@ -45,4 +45,9 @@ pub trait TechniqueConfig {
     ) -> Result<(), Invalid> {
         Ok(())
     }
+
+    /// Checks against the stage's training length (a schedule that needs more epochs).
+    fn check_training(&self, _epochs: usize) -> Result<(), Invalid> {
+        Ok(())
+    }
 }

@@ -23,6 +23,14 @@ pub struct Artifact {
     pub bytes: Vec<u8>,
 }
 
+/// A technique's part of the run summary.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub json: serde_json::Value,
+    /// A plain-text table, printed after the run's result table.
+    pub table: String,
+}
+
 /// A parent stage's (or file's) trained model, ready for a technique that uses it.
 pub struct ReadyParent {
     /// The config key that named it, e.g. `distill.teacher` or `from`.
@@ -42,6 +50,8 @@ pub struct StageContext<'a> {
     /// The inference device; training runs on its autodiff twin.
     pub device: Device,
     pub eval_batch_size: usize,
+    /// The stage's seed (random criteria, sampled batches).
+    pub seed: u64,
     /// Whether training inputs are augmented (then they differ every epoch).
     pub augmented: bool,
     pub parents: &'a [&'a ReadyParent],
@@ -95,9 +105,21 @@ pub trait Technique: Send {
         Ok(trainee)
     }
 
-    /// Scalars to log after each epoch's evaluation, given the inference model.
-    fn metrics(&mut self, _model: &Model) -> Vec<(&'static str, f64)> {
+    /// Scalars to log after each epoch's evaluation, given the inference model and the test
+    /// accuracy the loop just measured.
+    fn metrics(&mut self, _model: &Model, _accuracy: f64) -> Vec<(&'static str, f64)> {
         Vec::new()
+    }
+
+    /// Lines for the run's log (what a pruning step did), drained by the loop after each hook.
+    fn take_log(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// What the technique did, for the run summary (`techniques.<name>` in `summary.json`) and
+    /// the table printed at the end of the run.
+    fn report(&self) -> Option<Report> {
+        None
     }
 
     /// State outside the trainee's tensors, saved in every checkpoint.

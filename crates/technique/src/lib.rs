@@ -18,6 +18,6 @@ mod loss;
 mod trainee;
 
 pub use config::{Invalid, ParentKey, ParentShape, TechniqueConfig};
-pub use hooks::{Artifact, ReadyParent, StageContext, Technique, TechniqueError};
+pub use hooks::{Artifact, ReadyParent, Report, StageContext, Technique, TechniqueError};
 pub use loss::{CrossEntropy, Loss, LossPart, StepLoss};
 pub use trainee::{Aux, Trainee};

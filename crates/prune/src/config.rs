@@ -1,0 +1,279 @@
+//! The `[prune]` section of a stage config: structured (channel) pruning.
+
+use std::collections::BTreeMap;
+
+use models::{InputShape, Model, ModelSpec};
+use serde::{Deserialize, Serialize};
+use technique::{Invalid, ParentShape, TechniqueConfig};
+
+use crate::plan::{final_ratios, Targets};
+
+/// The parent a pruning stage starts from (`from = ...` at the top of the config).
+pub const FROM_KEY: &str = "from";
+
+/// Upper bounds on counts read from configs.
+const MAX_STEPS: usize = 100;
+const MAX_EVERY: usize = 10_000;
+const MAX_ROUND_TO: usize = 4096;
+const MAX_TAYLOR_BATCHES: usize = 10_000;
+
+/// How channels are ranked within a group. Every member of the group contributes: the conv or
+/// linear layer that produces the channels, the layers that read them, their BatchNorms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Criterion {
+    /// Sum of absolute weights over the group's members.
+    L1,
+    /// Euclidean norm over the group's members (Li et al. 2017 use L1; Torch-Pruning's
+    /// default is L2).
+    #[default]
+    L2,
+    /// |gamma| of the group's BatchNorms (Liu et al. 2017, network slimming); groups without
+    /// BatchNorm (linear layers) fall back to L2.
+    BnGamma,
+    /// First-order Taylor expansion of the loss (Molchanov et al. 2019): (sum of w * dL/dw
+    /// over the channel's weights)^2, summed over `taylor_batches` training batches.
+    Taylor,
+    /// Uniformly random ranking: the control every criterion must beat.
+    Random,
+}
+
+/// When channels are removed. Step k of n removes the fraction f(k/n) of the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// Everything before the first epoch, then fine-tune (`steps` must be 1).
+    #[default]
+    OneShot,
+    /// Equal steps: f = k/n, with `every` fine-tuning epochs after each.
+    Iterative,
+    /// Automated gradual pruning (Zhu and Gupta 2017): f = 1 - (1 - k/n)^3, large steps
+    /// while the network is redundant, small ones near the target.
+    Agp,
+}
+
+impl Schedule {
+    /// The fraction of the target reached after step `k` of `n` (k from 1).
+    pub fn fraction(self, k: usize, n: usize) -> f64 {
+        let t = k as f64 / n.max(1) as f64;
+        match self {
+            Schedule::OneShot => 1.0,
+            Schedule::Iterative => t,
+            Schedule::Agp => 1.0 - (1.0 - t).powi(3),
+        }
+    }
+}
+
+/// Channel pruning that removes channels for real: the stage's model gets narrower layers,
+/// fewer MACs and a smaller file, and runs faster where the kernels follow the MACs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneConfig {
+    #[serde(default)]
+    pub criterion: Criterion,
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Pruning steps (1 for one-shot).
+    #[serde(default = "one")]
+    pub steps: usize,
+    /// Fine-tuning epochs between steps.
+    #[serde(default = "one")]
+    pub every: usize,
+    /// Fraction of each group's channels to remove, in [0, 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// Fraction of the parent's MACs to remove, in [0, 1): the channel ratio of the groups
+    /// not set by `layers` is searched so the pruned model meets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macs_ratio: Option<f64>,
+    /// Per-group ratios by name pattern (`*` matches any run of characters), e.g.
+    /// `{ "conv1" = 0.2, "fc*" = 0.7 }`. The first matching pattern wins.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layers: BTreeMap<String, f64>,
+    /// Groups never pruned, by name pattern.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Fewest channels a pruned group keeps; 0 allows a plan to empty a group, which is then
+    /// an error.
+    #[serde(default = "one")]
+    pub min_channels: usize,
+    /// Keep a multiple of this many channels (vector units and GEMM tiles like multiples of 8).
+    #[serde(default = "one")]
+    pub round_to: usize,
+    /// Training batches the Taylor criterion accumulates over at each step.
+    #[serde(default = "taylor_batches")]
+    pub taylor_batches: usize,
+}
+
+fn one() -> usize {
+    1
+}
+fn taylor_batches() -> usize {
+    16
+}
+
+fn check_fraction(key: &str, value: f64) -> Result<(), Invalid> {
+    if !(value.is_finite() && (0.0..1.0).contains(&value)) {
+        return Err(Invalid::new(key, value, "must be in [0, 1)"));
+    }
+    Ok(())
+}
+
+fn check_count(key: &str, value: usize, lo: usize, hi: usize) -> Result<(), Invalid> {
+    if !(lo..=hi).contains(&value) {
+        return Err(Invalid::new(key, value, format!("must be in {lo}..={hi}")));
+    }
+    Ok(())
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+pub fn matches(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl PruneConfig {
+    /// The ratio targets this section asks for.
+    pub fn targets(&self) -> Targets<'_> {
+        Targets {
+            ratio: self.ratio,
+            macs_ratio: self.macs_ratio,
+            layers: &self.layers,
+            exclude: &self.exclude,
+            min_channels: self.min_channels,
+            round_to: self.round_to,
+        }
+    }
+}
+
+impl TechniqueConfig for PruneConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        check_count("prune.steps", self.steps, 1, MAX_STEPS)?;
+        check_count("prune.every", self.every, 1, MAX_EVERY)?;
+        check_count("prune.round_to", self.round_to, 1, MAX_ROUND_TO)?;
+        check_count("prune.min_channels", self.min_channels, 0, 1 << 20)?;
+        check_count(
+            "prune.taylor_batches",
+            self.taylor_batches,
+            1,
+            MAX_TAYLOR_BATCHES,
+        )?;
+        if self.schedule == Schedule::OneShot && self.steps != 1 {
+            return Err(Invalid::new(
+                "prune.steps",
+                self.steps,
+                "must be 1 with schedule = \"one-shot\" (use \"iterative\" or \"agp\" for more)",
+            ));
+        }
+        if let Some(ratio) = self.ratio {
+            check_fraction("prune.ratio", ratio)?;
+        }
+        if let Some(macs) = self.macs_ratio {
+            check_fraction("prune.macs_ratio", macs)?;
+        }
+        if self.ratio.is_some() && self.macs_ratio.is_some() {
+            return Err(Invalid::new(
+                "prune.macs_ratio",
+                self.macs_ratio.unwrap_or_default(),
+                "give either prune.ratio (channels) or prune.macs_ratio (MACs), not both",
+            ));
+        }
+        if self.ratio.is_none() && self.macs_ratio.is_none() && self.layers.is_empty() {
+            return Err(Invalid::new(
+                "prune",
+                "{}",
+                "needs a target: ratio (fraction of channels), macs_ratio (fraction of MACs) \
+                 or per-layer ratios in layers",
+            ));
+        }
+        for (pattern, &ratio) in &self.layers {
+            check_fraction(&format!("prune.layers.\"{pattern}\""), ratio)?;
+        }
+        Ok(())
+    }
+
+    fn check(
+        &self,
+        own: &ModelSpec,
+        parents: &[ParentShape],
+        input: &InputShape,
+    ) -> Result<(), Invalid> {
+        if !parents.iter().any(|p| p.key == FROM_KEY) {
+            return Err(Invalid::new(
+                "from",
+                "(missing)",
+                "a pruning stage starts from a trained model: set `from` to the stage config \
+                 (.toml) or model file (.bpk) to prune",
+            ));
+        }
+        // Widths only: the model is never run, so its parameters are never initialised.
+        let model = Model::new(own, input, &burn::prelude::Device::default())
+            .map_err(|e| Invalid::new("from", format!("{own:?}"), e.to_string()))?;
+        final_ratios(&model, input, &self.targets()).map(|_| ())
+    }
+
+    fn check_training(&self, epochs: usize) -> Result<(), Invalid> {
+        let last_step_epoch = (self.steps - 1) * self.every;
+        if self.steps > 1 && epochs <= last_step_epoch {
+            return Err(Invalid::new(
+                "train.epochs",
+                epochs,
+                format!(
+                    "prune.steps = {} with prune.every = {} prunes before epochs {}; \
+                     train.epochs must be at least {} (ideally {}, to fine-tune after the \
+                     last step too)",
+                    self.steps,
+                    self.every,
+                    (0..self.steps)
+                        .map(|k| (k * self.every + 1).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    last_step_epoch + 1,
+                    self.steps * self.every
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_like_globs() {
+        assert!(matches("conv1", "conv1"));
+        assert!(!matches("conv1", "conv12"));
+        assert!(matches("conv*", "conv12"));
+        assert!(matches("*.inner", "blocks.3.inner"));
+        assert!(matches("stages.*.1", "stages.0.1"));
+        assert!(!matches("stages.*.1", "stages.0.0"));
+        assert!(matches("*", "fc1"));
+        assert!(!matches("a*a", "a"));
+    }
+
+    #[test]
+    fn schedules_reach_the_target_at_the_last_step() {
+        for s in [Schedule::OneShot, Schedule::Iterative, Schedule::Agp] {
+            assert!((s.fraction(4, 4) - 1.0).abs() < 1e-12);
+        }
+        assert!((Schedule::Iterative.fraction(1, 4) - 0.25).abs() < 1e-12);
+        // AGP front-loads: after a quarter of the steps, 1 - 0.75^3 of the target.
+        assert!((Schedule::Agp.fraction(1, 4) - 0.578125).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,19 @@
+//! Pruning: structured channel pruning that makes models really smaller and faster.
+//!
+//! - [`PruneConfig`]: the `[prune]` section (criterion, schedule, targets by channel ratio or
+//!   MACs, per-layer ratios by pattern, exclusions, `min_channels`, `round_to`).
+//! - [`importance`]: channel scores over whole groups (L1, L2, BatchNorm gamma, first-order
+//!   Taylor, random).
+//! - [`plan`]: how many channels each group keeps at each step and which ones.
+//! - [`Pruning`]: the technique: at each scheduled step it scores, plans and thins the model
+//!   ([`models::thin`] slices every member of every group), measures the step (params, MACs,
+//!   file bytes, batch-1 latency, accuracy before and after), and lets the stage fine-tune
+//!   with whatever loss it uses (cross-entropy, or distillation from the unpruned parent).
+
+mod config;
+pub mod importance;
+pub mod plan;
+mod technique;
+
+pub use config::{matches, Criterion, PruneConfig, Schedule, FROM_KEY};
+pub use technique::{Pruning, StepRecord};
