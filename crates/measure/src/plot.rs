@@ -411,3 +411,88 @@ mod tests {
         assert_eq!(spots[3], (409, 100 - 8));
     }
 }
+
+/// One curve of a [`line_plot`]: a name for the legend and its `(x, y)` points.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Draws curves of y against x to `path` (PNG), one colour per series with a legend: e.g.
+/// accuracy against pruning ratio, one curve per layer.
+pub fn line_plot(
+    path: &Path,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    series: &[Series],
+) -> Result<(), ReportError> {
+    REGISTER.call_once(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+            .unwrap_or_else(|_| panic!("the embedded font is a valid TTF"));
+    });
+    let err = |e: &dyn std::fmt::Display| ReportError::Draw {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let all = series.iter().flat_map(|s| &s.points);
+    let (x_lo, x_hi, y_lo, y_hi) = all.fold(
+        (
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ),
+        |(a, b, c, d), &(x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
+    );
+    let (x_lo, x_hi) = if x_lo.is_finite() {
+        (x_lo, x_hi.max(x_lo + 1e-9))
+    } else {
+        (0.0, 1.0)
+    };
+    let (y_lo, y_hi) = if y_lo.is_finite() {
+        (y_lo, y_hi.max(y_lo + 1e-9))
+    } else {
+        (0.0, 1.0)
+    };
+    let pad = (y_hi - y_lo) * 0.05;
+    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 26))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x_lo..x_hi, (y_lo - pad)..(y_hi + pad))
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 19))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, s) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .label_font(("sans-serif", 16))
+        .position(SeriesLabelPosition::LowerLeft)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}

@@ -26,18 +26,21 @@ pub enum ModelFormat {
     Burnpack,
     /// `.pt` / `.pth`: a PyTorch `state_dict` (not a TorchScript archive).
     Pytorch,
+    /// `.sparse`: a magnitude-pruned model saved by this tool (see [`crate::sparse_file`]).
+    Sparse,
     /// `.safetensors`, with PyTorch's conventions (linear weights `[out, in]`, BatchNorm
     /// `weight`/`bias`).
     Safetensors,
 }
 
 /// What the formats are, for error messages.
-pub const FORMATS: &str = ".bpk (ours), .pt / .pth (PyTorch state_dict) or .safetensors";
+pub const FORMATS: &str = ".bpk or .sparse (ours), .pt / .pth (PyTorch state_dict) or .safetensors";
 
 impl ModelFormat {
     pub fn from_path(path: &Path) -> Option<Self> {
         match path.extension()?.to_str()? {
             "bpk" => Some(Self::Burnpack),
+            "sparse" => Some(Self::Sparse),
             "pt" | "pth" => Some(Self::Pytorch),
             "safetensors" => Some(Self::Safetensors),
             _ => None,
@@ -196,9 +199,12 @@ pub fn load(
         path: path.to_path_buf(),
         message,
     };
-    if format == ModelFormat::Burnpack {
+    if matches!(format, ModelFormat::Burnpack | ModelFormat::Sparse) {
         let bytes = std::fs::read(path).map_err(|e| read(e.to_string()))?;
         let model = match (spec_in_bytes(&bytes, path), options.spec) {
+            _ if format == ModelFormat::Sparse => {
+                crate::sparse_file::from_bytes(&bytes, path, input, device)?
+            }
             (Ok(_), _) => from_bytes(&bytes, path, input, device)?,
             // A file saved before models described themselves: the caller's spec builds it.
             (Err(ModelFileError::NoSpec { .. }), Some(spec)) => {
@@ -244,7 +250,7 @@ pub fn load(
                 .load_from(&mut store)
                 .map_err(|e| read(e.to_string()))?
         }
-        ModelFormat::Safetensors | ModelFormat::Burnpack /* handled above */ => {
+        ModelFormat::Safetensors | ModelFormat::Burnpack | ModelFormat::Sparse /* handled above */ => {
             let mut store = SafetensorsStore::from_file(path)
                 .with_from_adapter(PyTorchToBurnAdapter)
                 .remap(remapper)

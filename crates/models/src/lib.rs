@@ -13,6 +13,7 @@ mod mlp;
 mod model;
 pub mod params;
 mod resnet;
+pub mod sparse_file;
 mod spec;
 mod tap;
 pub mod thin;

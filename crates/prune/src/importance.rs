@@ -4,10 +4,88 @@
 
 use std::collections::BTreeMap;
 
-use models::params::HostTensor;
-use models::{ChannelGroup, GroupMember, Role};
+use burn::prelude::*;
+use data::{make_batch, Dataset, Preprocess, SplitMix64};
+use models::params::{self, HostTensor};
+use models::{ChannelGroup, GroupMember, InputShape, Model, Role};
 
 use crate::config::Criterion;
+
+/// Samples per batch of the Taylor criterion.
+const TAYLOR_BATCH: usize = 64;
+
+/// What the data-driven criteria read (Taylor's batches, random's seed).
+pub struct ScoreData<'a> {
+    pub dataset: &'a Dataset,
+    pub prep: Preprocess,
+    pub input: InputShape,
+    /// The inference device (Taylor runs on its autodiff twin).
+    pub device: Device,
+    pub seed: u64,
+    /// Which draw of batches / random scores this is (the pruning step).
+    pub draw: usize,
+    pub taylor_batches: usize,
+}
+
+/// Per-channel scores of every group of `model` (higher: more important). Taylor needs
+/// gradients: `model` must then live on an autodiff device.
+pub fn channel_scores(
+    model: &Model,
+    criterion: Criterion,
+    data: &ScoreData,
+) -> BTreeMap<String, Vec<f64>> {
+    let groups = model.channel_groups(&data.input);
+    match criterion {
+        Criterion::Random => {
+            let mut rng = SplitMix64::for_stream(data.seed ^ 0x9e37_79b9, data.draw as u64);
+            groups
+                .iter()
+                .map(|g| (g.name.clone(), (0..g.width).map(|_| rng.unit()).collect()))
+                .collect()
+        }
+        Criterion::Taylor => {
+            let wanted: Vec<&str> = groups
+                .iter()
+                .flat_map(|g| &g.members)
+                .filter(|m| scored_by_taylor(m.role))
+                .map(|m| m.param.as_str())
+                .collect();
+            let mut scores: BTreeMap<String, Vec<f64>> = groups
+                .iter()
+                .map(|g| (g.name.clone(), vec![0.0; g.width]))
+                .collect();
+            let train = &data.dataset.train;
+            let mut order: Vec<usize> = (0..train.len()).collect();
+            SplitMix64::for_stream(data.seed ^ 0x7a7, data.draw as u64).shuffle(&mut order);
+            let device = data.device.clone().autodiff();
+            for indices in order.chunks(TAYLOR_BATCH).take(data.taylor_batches) {
+                let batch = make_batch(train, indices, &data.prep, None, &device);
+                let logits = model.forward(batch.images); // [batch, classes]
+                let loss = models::loss::cross_entropy(logits, batch.labels);
+                let grads = loss.backward();
+                let products = params::grad_products(model, &grads, |p| wanted.contains(&p));
+                for g in &groups {
+                    if let Some(s) = scores.get_mut(&g.name) {
+                        add_taylor(g, &products, s);
+                    }
+                }
+            }
+            scores
+        }
+        criterion => {
+            let wanted: Vec<&str> = groups
+                .iter()
+                .flat_map(|g| &g.members)
+                .map(|m| m.param.as_str())
+                .collect();
+            let values = params::values(model, |p| wanted.contains(&p));
+            groups
+                .iter()
+                .map(|g| (g.name.clone(), magnitude(g, criterion, &values)))
+                .collect()
+        }
+    }
+}
 
 /// The members whose values a magnitude criterion scores: weights (both sides) and gammas.
 pub fn scored_by_magnitude(role: Role) -> bool {

@@ -9,11 +9,17 @@
 //!   ([`models::thin`] slices every member of every group), measures the step (params, MACs,
 //!   file bytes, batch-1 latency, accuracy before and after), and lets the stage fine-tune
 //!   with whatever loss it uses (cross-entropy, or distillation from the unpruned parent).
+//! - [`Sparsification`]: unstructured magnitude pruning with masks kept through fine-tuning,
+//!   exported as a sparse file ([`models::sparse_file`]).
 
 mod config;
 pub mod importance;
 pub mod plan;
+pub mod sensitivity;
+pub mod sparse;
 mod technique;
 
 pub use config::{matches, Criterion, PruneConfig, Schedule, FROM_KEY};
+pub use sensitivity::{sensitivity, SensitivityPoint, RATIOS};
+pub use sparse::{Scope, Sparsification, SparsifyConfig};
 pub use technique::{Pruning, StepRecord};

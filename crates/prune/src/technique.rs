@@ -5,18 +5,16 @@ use std::collections::BTreeMap;
 
 use burn::module::Module;
 use burn::prelude::*;
-use data::{make_batch, Dataset, Preprocess, SplitMix64};
-use models::{params, InputShape, KeepPlan, Model};
+use data::{Dataset, Preprocess};
+use models::{InputShape, KeepPlan, Model};
 use serde::{Deserialize, Serialize};
 use technique::{Report, StageContext, Technique, TechniqueError, Trainee};
 
 use crate::config::{Criterion, PruneConfig, FROM_KEY};
-use crate::importance;
+use crate::importance::{channel_scores, ScoreData};
 use crate::plan::{final_ratios, step_counts, top_channels};
 
 const NAME: &str = "prune";
-/// Samples per batch of the Taylor criterion.
-const TAYLOR_BATCH: usize = 64;
 /// Batch-1 inferences timed after each step (medians reported), after a short warm-up.
 const LATENCY_IMAGES: usize = 300;
 const LATENCY_WARMUP: usize = 30;
@@ -134,61 +132,6 @@ impl<'a> Pruning<'a> {
         ))
     }
 
-    /// Per-channel scores of every group of `model` (on the autodiff device).
-    fn scores(&self, model: &Model, step: usize) -> BTreeMap<String, Vec<f64>> {
-        let groups = model.channel_groups(&self.input);
-        match self.config.criterion {
-            Criterion::Random => {
-                let mut rng = SplitMix64::for_stream(self.seed ^ 0x9e3779b9, step as u64);
-                groups
-                    .iter()
-                    .map(|g| (g.name.clone(), (0..g.width).map(|_| rng.unit()).collect()))
-                    .collect()
-            }
-            Criterion::Taylor => {
-                let wanted: Vec<&str> = groups
-                    .iter()
-                    .flat_map(|g| &g.members)
-                    .filter(|m| importance::scored_by_taylor(m.role))
-                    .map(|m| m.param.as_str())
-                    .collect();
-                let mut scores: BTreeMap<String, Vec<f64>> = groups
-                    .iter()
-                    .map(|g| (g.name.clone(), vec![0.0; g.width]))
-                    .collect();
-                let train = &self.dataset.train;
-                let mut order: Vec<usize> = (0..train.len()).collect();
-                SplitMix64::for_stream(self.seed ^ 0x7a7, step as u64).shuffle(&mut order);
-                let device = self.device.clone().autodiff();
-                for indices in order.chunks(TAYLOR_BATCH).take(self.config.taylor_batches) {
-                    let batch = make_batch(train, indices, &self.prep, None, &device);
-                    let logits = model.forward(batch.images); // [batch, classes]
-                    let loss = models::loss::cross_entropy(logits, batch.labels);
-                    let grads = loss.backward();
-                    let products = params::grad_products(model, &grads, |p| wanted.contains(&p));
-                    for g in &groups {
-                        if let Some(s) = scores.get_mut(&g.name) {
-                            importance::add_taylor(g, &products, s);
-                        }
-                    }
-                }
-                scores
-            }
-            criterion => {
-                let wanted: Vec<&str> = groups
-                    .iter()
-                    .flat_map(|g| &g.members)
-                    .map(|m| m.param.as_str())
-                    .collect();
-                let values = params::values(model, |p| wanted.contains(&p));
-                groups
-                    .iter()
-                    .map(|g| (g.name.clone(), importance::magnitude(g, criterion, &values)))
-                    .collect()
-            }
-        }
-    }
-
     /// Pruning step `k` (from 1) after `epoch` epochs of fine-tuning.
     fn step(
         &mut self,
@@ -221,7 +164,19 @@ impl<'a> Pruning<'a> {
         }
         let fraction = self.config.schedule.fraction(k, n);
         let counts = step_counts(&self.widths, &self.ratios, fraction, &self.config.targets());
-        let scores = self.scores(&trainee.model, k);
+        let scores = channel_scores(
+            &trainee.model,
+            self.config.criterion,
+            &ScoreData {
+                dataset: self.dataset,
+                prep: self.prep,
+                input: self.input,
+                device: self.device.clone(),
+                seed: self.seed,
+                draw: k,
+                taylor_batches: self.config.taylor_batches,
+            },
+        );
         let mut keep = KeepPlan::new();
         for group in trainee.model.channel_groups(&self.input) {
             let Some(&count) = counts.get(&group.name) else {

@@ -162,7 +162,12 @@ pub fn open_target(target: &Path, config: Option<&Path>) -> Result<Target, RunEr
         spec: None,
         key_map: &[],
     };
-    let model = match file::load(&model_path, ModelFormat::Burnpack, options, &input, &device) {
+    // Our formats only: a run folder's model.bpk, or a file saved by a stage (.bpk, .sparse).
+    let format = match ModelFormat::from_path(&model_path) {
+        Some(ModelFormat::Sparse) => ModelFormat::Sparse,
+        _ => ModelFormat::Burnpack,
+    };
+    let model = match file::load(&model_path, format, options, &input, &device) {
         Err(ModelFileError::NoSpec { .. }) if config.model.is_some() => {
             let options = LoadOptions {
                 spec: config.model.as_ref(),

@@ -15,6 +15,7 @@ pub mod progress;
 pub mod run_dir;
 pub mod schedule;
 pub mod schema;
+pub mod sensitivity;
 pub mod stage;
 pub mod techniques;
 pub mod testing;

@@ -41,6 +41,9 @@ pub struct StageConfig {
     /// Remove channels (the `prune` technique): the stage starts `from` a trained model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<prune::PruneConfig>,
+    /// Zero the smallest weights (the `sparsify` technique), saved as a sparse file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparsify: Option<prune::SparsifyConfig>,
     #[serde(default)]
     pub measure: MeasureConfig,
     #[serde(default)]

@@ -15,6 +15,9 @@ pub fn sections(config: &StageConfig) -> Vec<&dyn TechniqueConfig> {
     if let Some(prune) = &config.prune {
         out.push(prune);
     }
+    if let Some(sparsify) = &config.sparsify {
+        out.push(sparsify);
+    }
     out
 }
 
@@ -27,6 +30,14 @@ pub fn check_combination(config: &StageConfig) -> Result<(), technique::Invalid>
             format!("{:?}", hint.student_layer),
             "a hint cannot be combined with [prune]: pruning changes the widths the hint's \
              adapter maps (distill without a hint works)",
+        ));
+    }
+    if let (Some(_), Some(sparsify)) = (&config.prune, &config.sparsify) {
+        return Err(technique::Invalid::new(
+            "sparsify.sparsity",
+            sparsify.sparsity,
+            "[sparsify] cannot share a stage with [prune] (thinning reshapes the weights its \
+             masks cover): prune first, then sparsify in a stage `from` the pruned one",
         ));
     }
     Ok(())
@@ -43,6 +54,9 @@ pub fn build<'a>(
     }
     if let Some(prune) = &config.prune {
         out.push(Box::new(prune::Pruning::new(prune, ctx)?));
+    }
+    if let Some(sparsify) = &config.sparsify {
+        out.push(Box::new(prune::Sparsification::new(sparsify, ctx)?));
     }
     if let Some(narrow) = crate::testing::NarrowAfterEpoch::from_env() {
         out.push(Box::new(narrow));

@@ -34,6 +34,15 @@ enum Command {
     Bench(BenchArgs),
     /// Time a trained model's forward pass layer by layer, with a Chrome trace.
     Profile(ProfileArgs),
+    /// Prune each channel group of a stage's trained model alone at ratios 0.1 to 0.9 (no
+    /// fine-tuning) and plot accuracy against ratio, one curve per group.
+    Sensitivity {
+        #[command(flatten)]
+        stage: StageArgs,
+        /// How channels are ranked: l1, l2, bn-gamma, taylor or random.
+        #[arg(long, default_value = "l2")]
+        criterion: String,
+    },
     /// Tabulate and plot every finished run under a folder (report.md and PNG plots).
     Report {
         /// A folder of runs, e.g. `runs`.
@@ -147,6 +156,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Run(args)) => run_stage(&args),
+        Some(Command::Sensitivity { stage, criterion }) => {
+            let criterion: prune::Criterion = serde_json::from_value(serde_json::Value::String(
+                criterion.clone(),
+            ))
+            .map_err(|_| {
+                anyhow::anyhow!("--criterion {criterion}: one of l1, l2, bn-gamma, taylor, random")
+            })?;
+            let loaded = stage.load()?;
+            let report = runner::sensitivity::sensitivity(&loaded, &stage.options(), criterion)?;
+            print!("{}", report.table());
+            println!(
+                "unpruned: {:.2}%; wrote {}, {} and TensorBoard scalars in {}",
+                100.0 * report.baseline,
+                report.csv.display(),
+                report.png.display(),
+                report.dir.display()
+            );
+            Ok(())
+        }
         Some(Command::Report { dir }) => {
             if !dir.is_dir() {
                 anyhow::bail!("{} is not a folder of runs", dir.display());
@@ -229,18 +257,24 @@ fn check_counts(counts: &[(&str, usize, usize)]) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl StageArgs {
+    fn options(&self) -> runner::RunOptions {
+        runner::RunOptions {
+            plain: self.plain,
+            // Fault injection, used by the tests of divergence handling.
+            fault_nonfinite_at_step: std::env::var("TRAIN_FAULT_NONFINITE_AT_STEP")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            fault_events_full_at_epoch: std::env::var("TRAIN_FAULT_EVENTS_FULL_AT_EPOCH")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        }
+    }
+}
+
 fn run_stage(args: &StageArgs) -> anyhow::Result<()> {
     let loaded = args.load()?;
-    let options = runner::RunOptions {
-        plain: args.plain,
-        // Fault injection, used by the tests of divergence handling.
-        fault_nonfinite_at_step: std::env::var("TRAIN_FAULT_NONFINITE_AT_STEP")
-            .ok()
-            .and_then(|v| v.parse().ok()),
-        fault_events_full_at_epoch: std::env::var("TRAIN_FAULT_EVENTS_FULL_AT_EPOCH")
-            .ok()
-            .and_then(|v| v.parse().ok()),
-    };
+    let options = args.options();
     let outcome = runner::run_stage(&loaded, &options)?;
     if outcome.reused {
         print!("{}", outcome.summary.table());
@@ -251,7 +285,15 @@ fn run_stage(args: &StageArgs) -> anyhow::Result<()> {
 /// `train a.toml b.toml` would get clap's message about a subcommand named `b.toml`: say
 /// instead that a run takes one config.
 fn several_configs(args: &[String]) -> Option<String> {
-    const SUBCOMMANDS: [&str; 6] = ["run", "check", "bench", "profile", "report", "help"];
+    const SUBCOMMANDS: [&str; 7] = [
+        "run",
+        "check",
+        "bench",
+        "profile",
+        "report",
+        "sensitivity",
+        "help",
+    ];
     let mut positional = Vec::new();
     let mut skip_value = false;
     for arg in args {
