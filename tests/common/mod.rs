@@ -136,6 +136,7 @@ pub fn outcome_scalars(run: &Path) -> Vec<(String, i64, f32)> {
         "samples_per_second",
         "summary/latency",
         "summary/throughput",
+        "prune/latency",
     ];
     let mut scalars: Vec<_> = read_events(run)
         .unwrap()

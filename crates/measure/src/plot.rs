@@ -338,80 +338,6 @@ pub fn accuracy_plot(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_read_like_people_write_them() {
-        assert_eq!(human_bytes(100_000.0, 100_000.0), "100 kB");
-        assert_eq!(human_bytes(1_000_000.0, 1_000_000.0), "1 MB");
-        assert_eq!(human_bytes(2_500_000.0, 1_000_000.0), "2.5 MB");
-        assert_eq!(human_bytes(512.0, 100.0), "512 B");
-        // Narrow axes keep neighbouring ticks apart.
-        assert_eq!(human_bytes(1_210_000.0, 10_000.0), "1.21 MB");
-        assert_eq!(human_bytes(1_220_000.0, 10_000.0), "1.22 MB");
-    }
-
-    /// Tick labels of an axis: distinct, short, inside the range, a handful of them.
-    fn assert_readable(lo: f64, hi: f64, format: &dyn Fn(f64, f64) -> String) {
-        let ticks = log_ticks(lo, hi);
-        assert!(
-            (2..=12).contains(&ticks.len()),
-            "{lo}..{hi}: {} ticks",
-            ticks.len()
-        );
-        let labels: Vec<String> = ticks.iter().map(|&(t, s)| format(t, s)).collect();
-        for (i, label) in labels.iter().enumerate() {
-            assert!(label.len() <= 9, "{label}");
-            assert!(
-                !labels[..i].contains(label),
-                "repeated {label} in {labels:?}"
-            );
-        }
-        let inside = |t: f64| t >= lo * (1.0 - 1e-9) && t <= hi * (1.0 + 1e-9);
-        assert!(ticks.iter().all(|&(t, _)| inside(t)), "{ticks:?}");
-    }
-
-    #[test]
-    fn axes_read_well_on_narrow_and_wide_ranges() {
-        // A first set of runs: latencies within 20%, sizes within one decade.
-        assert_readable(0.028, 0.036, &plain_number);
-        assert_readable(0.3, 0.9, &plain_number);
-        assert_readable(600_000.0, 1_000_000.0, &human_bytes);
-        assert_readable(24_000.0, 26_000.0, &human_bytes);
-        // Sweeps over decades.
-        assert_readable(0.02, 3.0, &plain_number);
-        assert_readable(5_000.0, 250_000_000.0, &human_bytes);
-        assert_eq!(plain_number(0.30000000000000004, 0.1), "0.3");
-        let labels = |lo, hi, f: &dyn Fn(f64, f64) -> String| -> Vec<String> {
-            log_ticks(lo, hi)
-                .into_iter()
-                .map(|(t, s)| f(t, s))
-                .collect()
-        };
-        assert_eq!(
-            labels(5_000.0, 20_000_000.0, &human_bytes),
-            ["10 kB", "100 kB", "1 MB", "10 MB"]
-        );
-        assert!(labels(60_000.0, 300_000.0, &human_bytes).contains(&"150 kB".to_string()));
-        assert!(labels(0.06, 0.25, &plain_number).contains(&"0.07".to_string()));
-    }
-
-    #[test]
-    fn labels_of_close_points_do_not_overlap() {
-        let anchors = [(100, 100), (102, 103), (101, 98), (400, 100)];
-        let texts = ["alpha", "beta", "gamma", "far away"];
-        let spots = place_labels(&anchors, &texts, 8, 17);
-        for i in 0..3 {
-            for j in i + 1..3 {
-                assert!((spots[i].1 - spots[j].1).abs() >= 17, "{spots:?}");
-            }
-        }
-        assert_eq!(spots[3], (409, 100 - 8));
-    }
-}
-
 /// One curve of a [`line_plot`]: a name for the legend and its `(x, y)` points.
 pub struct Series {
     pub name: String,
@@ -495,4 +421,78 @@ pub fn line_plot(
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_like_people_write_them() {
+        assert_eq!(human_bytes(100_000.0, 100_000.0), "100 kB");
+        assert_eq!(human_bytes(1_000_000.0, 1_000_000.0), "1 MB");
+        assert_eq!(human_bytes(2_500_000.0, 1_000_000.0), "2.5 MB");
+        assert_eq!(human_bytes(512.0, 100.0), "512 B");
+        // Narrow axes keep neighbouring ticks apart.
+        assert_eq!(human_bytes(1_210_000.0, 10_000.0), "1.21 MB");
+        assert_eq!(human_bytes(1_220_000.0, 10_000.0), "1.22 MB");
+    }
+
+    /// Tick labels of an axis: distinct, short, inside the range, a handful of them.
+    fn assert_readable(lo: f64, hi: f64, format: &dyn Fn(f64, f64) -> String) {
+        let ticks = log_ticks(lo, hi);
+        assert!(
+            (2..=12).contains(&ticks.len()),
+            "{lo}..{hi}: {} ticks",
+            ticks.len()
+        );
+        let labels: Vec<String> = ticks.iter().map(|&(t, s)| format(t, s)).collect();
+        for (i, label) in labels.iter().enumerate() {
+            assert!(label.len() <= 9, "{label}");
+            assert!(
+                !labels[..i].contains(label),
+                "repeated {label} in {labels:?}"
+            );
+        }
+        let inside = |t: f64| t >= lo * (1.0 - 1e-9) && t <= hi * (1.0 + 1e-9);
+        assert!(ticks.iter().all(|&(t, _)| inside(t)), "{ticks:?}");
+    }
+
+    #[test]
+    fn axes_read_well_on_narrow_and_wide_ranges() {
+        // A first set of runs: latencies within 20%, sizes within one decade.
+        assert_readable(0.028, 0.036, &plain_number);
+        assert_readable(0.3, 0.9, &plain_number);
+        assert_readable(600_000.0, 1_000_000.0, &human_bytes);
+        assert_readable(24_000.0, 26_000.0, &human_bytes);
+        // Sweeps over decades.
+        assert_readable(0.02, 3.0, &plain_number);
+        assert_readable(5_000.0, 250_000_000.0, &human_bytes);
+        assert_eq!(plain_number(0.30000000000000004, 0.1), "0.3");
+        let labels = |lo, hi, f: &dyn Fn(f64, f64) -> String| -> Vec<String> {
+            log_ticks(lo, hi)
+                .into_iter()
+                .map(|(t, s)| f(t, s))
+                .collect()
+        };
+        assert_eq!(
+            labels(5_000.0, 20_000_000.0, &human_bytes),
+            ["10 kB", "100 kB", "1 MB", "10 MB"]
+        );
+        assert!(labels(60_000.0, 300_000.0, &human_bytes).contains(&"150 kB".to_string()));
+        assert!(labels(0.06, 0.25, &plain_number).contains(&"0.07".to_string()));
+    }
+
+    #[test]
+    fn labels_of_close_points_do_not_overlap() {
+        let anchors = [(100, 100), (102, 103), (101, 98), (400, 100)];
+        let texts = ["alpha", "beta", "gamma", "far away"];
+        let spots = place_labels(&anchors, &texts, 8, 17);
+        for i in 0..3 {
+            for j in i + 1..3 {
+                assert!((spots[i].1 - spots[j].1).abs() >= 17, "{spots:?}");
+            }
+        }
+        assert_eq!(spots[3], (409, 100 - 8));
+    }
 }

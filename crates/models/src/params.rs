@@ -107,8 +107,10 @@ pub fn values(model: &Model, wanted: impl Fn(&str) -> bool) -> BTreeMap<String, 
     visitor.out
 }
 
-/// A change to one tensor.
+/// A change to one tensor. Few live at once (one per edited tensor), so the tensor handle
+/// inside `Mask` is not worth a `Box`.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Edit {
     /// Keep only these entries along these axes, in order: `(axis, indices)`.
     Select(Vec<(usize, Vec<usize>)>),

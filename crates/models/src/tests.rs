@@ -372,3 +372,53 @@ fn thinning_rejects_plans_that_do_not_fit_the_model() {
         "{err}"
     );
 }
+
+#[test]
+fn a_sparse_file_round_trips_with_identical_outputs() {
+    use crate::params::{self, Edit, HostTensor};
+    for spec in specs() {
+        let model = Model::new(&spec, &MNIST, &device()).unwrap();
+        // Zero 90% of every weight (every entry whose index is not a multiple of 10).
+        let weights = params::values(&model, |p| p.ends_with("weight"));
+        let edits = weights
+            .into_iter()
+            .map(|(p, t)| {
+                let values = t
+                    .values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| if i % 10 == 0 { *v } else { 0.0 })
+                    .collect();
+                (p, Edit::Replace(HostTensor { values, ..t }))
+            })
+            .collect();
+        let model = params::edit(model, &edits).0;
+        let sparse = crate::sparse_file::to_bytes(&model).unwrap();
+        let dense = crate::file::to_bytes(&model).unwrap();
+        assert!(
+            sparse.len() * 3 < dense.len(),
+            "{}: {} vs {}",
+            spec.kind(),
+            sparse.len(),
+            dense.len()
+        );
+        let path = std::path::Path::new("<test>");
+        let back = crate::sparse_file::from_bytes(&sparse, path, &MNIST, &device()).unwrap();
+        assert_eq!(back.spec(), model.spec());
+        let x = Tensor::<4>::from_data(
+            TensorData::new(pseudo_random(2 * 28 * 28, 7, -1.0, 1.0), [2, 1, 28, 28]),
+            &device(),
+        );
+        let diff: f32 = (back.forward(x.clone()) - model.forward(x))
+            .abs()
+            .max()
+            .into_scalar();
+        assert_eq!(diff, 0.0, "{}", spec.kind());
+
+        // A flipped byte is caught by the checksum.
+        let mut corrupt = sparse.clone();
+        corrupt[sparse.len() / 2] ^= 1;
+        let err = crate::sparse_file::from_bytes(&corrupt, path, &MNIST, &device()).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+}

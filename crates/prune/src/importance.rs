@@ -125,6 +125,8 @@ pub fn magnitude(
     let mut scores = vec![0.0_f64; group.width];
     let use_gamma =
         criterion == Criterion::BnGamma && group.members.iter().any(|m| m.role == Role::BnGamma);
+    // L2, and BN gamma's fallback for groups without BatchNorm, sum squares then take the root.
+    let squared = criterion == Criterion::L2 || (criterion == Criterion::BnGamma && !use_gamma);
     for member in &group.members {
         let counted = if use_gamma {
             member.role == Role::BnGamma
@@ -136,13 +138,10 @@ pub fn magnitude(
         };
         for_each_entry(member, tensor, |c, v| {
             let v = f64::from(v);
-            scores[c] += match criterion {
-                Criterion::L1 | Criterion::BnGamma => v.abs(),
-                _ => v * v,
-            };
+            scores[c] += if squared { v * v } else { v.abs() };
         });
     }
-    if matches!(criterion, Criterion::L2) || (criterion == Criterion::BnGamma && !use_gamma) {
+    if squared {
         scores.iter_mut().for_each(|s| *s = s.sqrt());
     }
     scores

@@ -146,7 +146,8 @@ pub fn resolve(parent: &ParentKey, child: ChildSide) -> Result<Parent, ResolveEr
             ParentSource::Stage(Box::new(stage))
         }
         Some(format) => {
-            if format != ModelFormat::Burnpack && parent.spec.is_none() {
+            let ours = matches!(format, ModelFormat::Burnpack | ModelFormat::Sparse);
+            if !ours && parent.spec.is_none() {
                 return Err(bad(format!(
                     "a PyTorch or safetensors file needs its architecture: add {}",
                     parent
