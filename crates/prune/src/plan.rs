@@ -185,6 +185,27 @@ pub fn final_ratios(
     Ok(ratios_for(hi))
 }
 
+/// Each prunable group's width now and after the last step, for a model of `spec` (widths
+/// only: nothing is initialised), e.g. for `train check`.
+pub fn final_widths(
+    spec: &models::ModelSpec,
+    input: &InputShape,
+    targets: &Targets,
+) -> Result<Vec<(String, usize, usize)>, Invalid> {
+    let model = Model::new(spec, input, &burn::prelude::Device::default())
+        .map_err(|e| Invalid::new("from", format!("{spec:?}"), e.to_string()))?;
+    let widths: BTreeMap<String, usize> = group_names(&model, input).into_iter().collect();
+    let ratios = final_ratios(&model, input, targets)?;
+    let counts = step_counts(&widths, &ratios, 1.0, targets);
+    Ok(group_names(&model, input)
+        .into_iter()
+        .map(|(name, width)| {
+            let after = counts.get(&name).copied().unwrap_or(width);
+            (name, width, after)
+        })
+        .collect())
+}
+
 /// The counts each group keeps after a step that reaches `fraction` of the final ratios, for
 /// groups of the original `widths`.
 pub fn step_counts(

@@ -153,6 +153,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             println!("  this stage: {}", state(&loaded));
+            if let Some(prune) = &config.prune {
+                let widths =
+                    prune::plan::final_widths(&loaded.model, &loaded.input, &prune.targets())?;
+                println!(
+                    "  prune plan (channels per group, parent -> after the last step): {}",
+                    widths
+                        .iter()
+                        .map(|(g, a, b)| format!("{g} {a}->{b}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             Ok(())
         }
         Some(Command::Run(args)) => run_stage(&args),
