@@ -69,6 +69,19 @@ pub struct HostTensor {
     pub values: Vec<f32>,
 }
 
+impl HostTensor {
+    /// A copy of `tensor` on the host.
+    pub fn from_tensor<const D: usize>(tensor: Tensor<D>) -> Self {
+        let shape = tensor.dims().to_vec();
+        let values = tensor
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
+        Self { shape, values }
+    }
+}
+
 /// The values of the float tensors whose path `wanted` accepts, copied to the host.
 pub fn values(model: &Model, wanted: impl Fn(&str) -> bool) -> BTreeMap<String, HostTensor> {
     struct Values<F> {
@@ -88,14 +101,7 @@ pub fn values(model: &Model, wanted: impl Fn(&str) -> bool) -> BTreeMap<String, 
             if !(self.wanted)(&path) {
                 return;
             }
-            let tensor = param.val();
-            let shape = tensor.dims().to_vec();
-            let values = tensor
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default();
-            self.out.insert(path, HostTensor { shape, values });
+            self.out.insert(path, HostTensor::from_tensor(param.val()));
         }
     }
     let mut visitor = Values {
@@ -223,14 +229,8 @@ pub fn grad_products(
             let Some(grad) = value.grad(self.grads) else {
                 return;
             };
-            let product = value.inner().mul(grad);
-            let shape = product.dims().to_vec();
-            let values = product
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default();
-            self.out.insert(path, HostTensor { shape, values });
+            self.out
+                .insert(path, HostTensor::from_tensor(value.inner().mul(grad)));
         }
     }
     let mut visitor = Products {

@@ -6,14 +6,10 @@ use models::{InputShape, Model, ModelSpec};
 use serde::{Deserialize, Serialize};
 use technique::{Invalid, ParentShape, TechniqueConfig};
 
+use crate::common::{check_epochs, check_schedule, require_from};
 use crate::plan::{final_ratios, Targets};
 
-/// The parent a pruning stage starts from (`from = ...` at the top of the config).
-pub const FROM_KEY: &str = "from";
-
 /// Upper bounds on counts read from configs.
-const MAX_STEPS: usize = 100;
-const MAX_EVERY: usize = 10_000;
 const MAX_ROUND_TO: usize = 4096;
 const MAX_TAYLOR_BATCHES: usize = 10_000;
 
@@ -162,8 +158,7 @@ impl PruneConfig {
 
 impl TechniqueConfig for PruneConfig {
     fn validate(&self) -> Result<(), Invalid> {
-        check_count("prune.steps", self.steps, 1, MAX_STEPS)?;
-        check_count("prune.every", self.every, 1, MAX_EVERY)?;
+        check_schedule("prune", self.schedule, self.steps, self.every)?;
         check_count("prune.round_to", self.round_to, 1, MAX_ROUND_TO)?;
         check_count("prune.min_channels", self.min_channels, 0, 1 << 20)?;
         check_count(
@@ -172,13 +167,6 @@ impl TechniqueConfig for PruneConfig {
             1,
             MAX_TAYLOR_BATCHES,
         )?;
-        if self.schedule == Schedule::OneShot && self.steps != 1 {
-            return Err(Invalid::new(
-                "prune.steps",
-                self.steps,
-                "must be 1 with schedule = \"one-shot\" (use \"iterative\" or \"agp\" for more)",
-            ));
-        }
         if let Some(ratio) = self.ratio {
             check_fraction("prune.ratio", ratio)?;
         }
@@ -212,14 +200,7 @@ impl TechniqueConfig for PruneConfig {
         parents: &[ParentShape],
         input: &InputShape,
     ) -> Result<(), Invalid> {
-        if !parents.iter().any(|p| p.key == FROM_KEY) {
-            return Err(Invalid::new(
-                "from",
-                "(missing)",
-                "a pruning stage starts from a trained model: set `from` to the stage config \
-                 (.toml) or model file (.bpk) to prune",
-            ));
-        }
+        require_from(parents, "a pruning stage")?;
         // Widths only: the model is never run, so its parameters are never initialised.
         let model = Model::new(own, input, &burn::prelude::Device::default())
             .map_err(|e| Invalid::new("from", format!("{own:?}"), e.to_string()))?;
@@ -227,27 +208,7 @@ impl TechniqueConfig for PruneConfig {
     }
 
     fn check_training(&self, epochs: usize) -> Result<(), Invalid> {
-        let last_step_epoch = (self.steps - 1) * self.every;
-        if self.steps > 1 && epochs <= last_step_epoch {
-            return Err(Invalid::new(
-                "train.epochs",
-                epochs,
-                format!(
-                    "prune.steps = {} with prune.every = {} prunes before epochs {}; \
-                     train.epochs must be at least {} (ideally {}, to fine-tune after the \
-                     last step too)",
-                    self.steps,
-                    self.every,
-                    (0..self.steps)
-                        .map(|k| (k * self.every + 1).to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    last_step_epoch + 1,
-                    self.steps * self.every
-                ),
-            ));
-        }
-        Ok(())
+        check_epochs("prune", self.steps, self.every, epochs)
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`Sparsification`]: unstructured magnitude pruning with masks kept through fine-tuning,
 //!   exported as a sparse file ([`models::sparse_file`]).
 
+mod common;
 mod config;
 pub mod importance;
 pub mod plan;
@@ -19,7 +20,8 @@ pub mod sensitivity;
 pub mod sparse;
 mod technique;
 
-pub use config::{matches, Criterion, PruneConfig, Schedule, FROM_KEY};
+pub use common::FROM_KEY;
+pub use config::{matches, Criterion, PruneConfig, Schedule};
 pub use sensitivity::{sensitivity, SensitivityPoint, RATIOS};
 pub use sparse::{Scope, Sparsification, SparsifyConfig};
 pub use technique::{Pruning, StepRecord};

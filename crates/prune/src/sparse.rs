@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use data::{Dataset, Preprocess};
 use models::params::{self, Edit};
 use models::{InputShape, Model, ModelSpec};
 use serde::{Deserialize, Serialize};
@@ -15,7 +14,10 @@ use technique::{
     TechniqueError, Trainee,
 };
 
-use crate::config::{matches, Schedule, FROM_KEY};
+use crate::common::{
+    check_epochs, check_schedule, error, require_from, step_due, Evaluator, FROM_KEY,
+};
+use crate::config::{matches, Schedule};
 
 const NAME: &str = "sparsify";
 
@@ -124,27 +126,7 @@ impl TechniqueConfig for SparsifyConfig {
         for (pattern, &s) in &self.layers {
             fraction(&format!("sparsify.layers.\"{pattern}\""), s)?;
         }
-        if !(1..=100).contains(&self.steps) {
-            return Err(Invalid::new(
-                "sparsify.steps",
-                self.steps,
-                "must be in 1..=100",
-            ));
-        }
-        if !(1..=10_000).contains(&self.every) {
-            return Err(Invalid::new(
-                "sparsify.every",
-                self.every,
-                "must be in 1..=10000",
-            ));
-        }
-        if self.schedule == Schedule::OneShot && self.steps != 1 {
-            return Err(Invalid::new(
-                "sparsify.steps",
-                self.steps,
-                "must be 1 with schedule = \"one-shot\" (use \"iterative\" or \"agp\" for more)",
-            ));
-        }
+        check_schedule("sparsify", self.schedule, self.steps, self.every)?;
         Ok(())
     }
 
@@ -154,36 +136,14 @@ impl TechniqueConfig for SparsifyConfig {
         parents: &[ParentShape],
         input: &InputShape,
     ) -> Result<(), Invalid> {
-        if !parents.iter().any(|p| p.key == FROM_KEY) {
-            return Err(Invalid::new(
-                "from",
-                "(missing)",
-                "sparsification starts from a trained model: set `from` to the stage config \
-                 (.toml) or model file to sparsify",
-            ));
-        }
+        require_from(parents, "sparsification")?;
         let model = Model::new(own, input, &Device::default())
             .map_err(|e| Invalid::new("from", format!("{own:?}"), e.to_string()))?;
         self.targets(&model).map(|_| ())
     }
 
     fn check_training(&self, epochs: usize) -> Result<(), Invalid> {
-        let last = (self.steps - 1) * self.every;
-        if self.steps > 1 && epochs <= last {
-            return Err(Invalid::new(
-                "train.epochs",
-                epochs,
-                format!(
-                    "sparsify.steps = {} with sparsify.every = {} needs train.epochs >= {} \
-                     (ideally {})",
-                    self.steps,
-                    self.every,
-                    last + 1,
-                    self.steps * self.every
-                ),
-            ));
-        }
-        Ok(())
+        check_epochs("sparsify", self.steps, self.every, epochs)
     }
 }
 
@@ -205,21 +165,13 @@ pub struct SparsityStep {
 pub struct Sparsification<'a> {
     config: SparsifyConfig,
     targets: Vec<(String, Option<f64>)>,
-    dataset: &'a Dataset,
-    prep: Preprocess,
+    eval: Evaluator<'a>,
+    /// The inference device.
     device: Device,
-    eval_batch_size: usize,
     steps: Vec<SparsityStep>,
     /// Sizes of the current model: the dense burnpack file and the sparse file.
     sizes: Option<(usize, usize)>,
     log: Vec<String>,
-}
-
-fn error(message: impl Into<String>) -> TechniqueError {
-    TechniqueError {
-        technique: NAME,
-        message: message.into(),
-    }
 }
 
 /// Masks (1 keep, 0 pruned) zeroing the `count` smallest magnitudes among `values`.
@@ -244,32 +196,19 @@ impl<'a> Sparsification<'a> {
     pub fn new(config: &SparsifyConfig, ctx: &StageContext<'a>) -> Result<Self, TechniqueError> {
         let parent = ctx
             .parent(FROM_KEY)
-            .ok_or_else(|| error("sparsification needs `from` (the trained model)"))?;
+            .ok_or_else(|| error(NAME, "sparsification needs `from` (the trained model)"))?;
         let targets = config
             .targets(&parent.model)
-            .map_err(|e| error(e.to_string()))?;
+            .map_err(|e| error(NAME, e.to_string()))?;
         Ok(Self {
             config: config.clone(),
             targets,
-            dataset: ctx.dataset,
-            prep: ctx.prep,
+            eval: Evaluator::new(ctx),
             device: ctx.device.clone(),
-            eval_batch_size: ctx.eval_batch_size,
             steps: Vec::new(),
             sizes: None,
             log: Vec::new(),
         })
-    }
-
-    fn accuracy(&self, model: &Model) -> f64 {
-        measure::evaluate(
-            model,
-            &self.dataset.test,
-            &self.prep,
-            self.eval_batch_size,
-            &self.device,
-        )
-        .accuracy
     }
 
     /// The masks among the trainee's aux modules (the `Aux::Tensor` entries, in target order).
@@ -308,7 +247,7 @@ impl<'a> Sparsification<'a> {
         let n = self.config.steps;
         let fraction = self.config.schedule.fraction(k, n);
         let before = trainee.model.valid();
-        let accuracy_before = self.accuracy(&before);
+        let accuracy_before = self.eval.accuracy(&before);
         if let Some(previous) = self.steps.last_mut() {
             previous.accuracy_finetuned = Some(accuracy_before);
         }
@@ -365,7 +304,7 @@ impl<'a> Sparsification<'a> {
             })
             .collect();
         let trainee = self.apply_masks(trainee);
-        let accuracy_after = self.accuracy(&trainee.model.valid());
+        let accuracy_after = self.eval.accuracy(&trainee.model.valid());
         let record = SparsityStep {
             step: k,
             epoch,
@@ -433,12 +372,15 @@ impl Technique for Sparsification<'_> {
     }
 
     fn after_epoch(&mut self, epoch: usize, trainee: Trainee) -> Result<Trainee, TechniqueError> {
-        let done = epoch + 1;
-        let k = self.steps.len() + 1;
-        if k <= self.config.steps && done == (k - 1) * self.config.every {
-            return self.step(k, done, trainee);
+        match step_due(
+            epoch,
+            self.steps.len(),
+            self.config.steps,
+            self.config.every,
+        ) {
+            Some(k) => self.step(k, epoch + 1, trainee),
+            None => Ok(trainee),
         }
-        Ok(trainee)
     }
 
     fn metrics(&mut self, model: &Model, accuracy: f64) -> Vec<(&'static str, f64)> {
@@ -476,9 +418,10 @@ impl Technique for Sparsification<'_> {
 
     fn restore(&mut self, state: serde_json::Value) -> Result<(), TechniqueError> {
         let saved: SavedState = serde_json::from_value(state).map_err(|e| {
-            error(format!(
-                "unreadable sparsification state in the checkpoint: {e}"
-            ))
+            error(
+                NAME,
+                format!("unreadable sparsification state in the checkpoint: {e}"),
+            )
         })?;
         self.steps = saved.steps;
         Ok(())
@@ -491,7 +434,7 @@ impl Technique for Sparsification<'_> {
                     file_name: "model.sparse".into(),
                     bytes,
                 })
-                .map_err(|e| error(e.to_string())),
+                .map_err(|e| error(NAME, e.to_string())),
         )
     }
 

@@ -10,7 +10,8 @@ use models::{InputShape, KeepPlan, Model};
 use serde::{Deserialize, Serialize};
 use technique::{Report, StageContext, Technique, TechniqueError, Trainee};
 
-use crate::config::{Criterion, PruneConfig, FROM_KEY};
+use crate::common::{error, step_due, Evaluator, FROM_KEY};
+use crate::config::{Criterion, PruneConfig};
 use crate::importance::{channel_scores, ScoreData};
 use crate::plan::{final_ratios, step_counts, top_channels};
 
@@ -48,9 +49,9 @@ pub struct Pruning<'a> {
     dataset: &'a Dataset,
     prep: Preprocess,
     input: InputShape,
-    /// The inference device (evaluation and latency run on it).
+    /// The inference device (latency runs on it).
     device: Device,
-    eval_batch_size: usize,
+    eval: Evaluator<'a>,
     seed: u64,
     /// Group widths of the parent: the base the ratios apply to.
     widths: BTreeMap<String, usize>,
@@ -62,18 +63,14 @@ pub struct Pruning<'a> {
     log: Vec<String>,
 }
 
-fn error(message: impl Into<String>) -> TechniqueError {
-    TechniqueError {
-        technique: NAME,
-        message: message.into(),
-    }
-}
-
 impl<'a> Pruning<'a> {
     pub fn new(config: &PruneConfig, ctx: &StageContext<'a>) -> Result<Self, TechniqueError> {
-        let parent = ctx
-            .parent(FROM_KEY)
-            .ok_or_else(|| error("a pruning stage needs `from` (the trained model to prune)"))?;
+        let parent = ctx.parent(FROM_KEY).ok_or_else(|| {
+            error(
+                NAME,
+                "a pruning stage needs `from` (the trained model to prune)",
+            )
+        })?;
         let widths = parent
             .model
             .channel_groups(&ctx.input)
@@ -81,14 +78,14 @@ impl<'a> Pruning<'a> {
             .map(|g| (g.name, g.width))
             .collect();
         let ratios = final_ratios(&parent.model, &ctx.input, &config.targets())
-            .map_err(|e| error(e.to_string()))?;
+            .map_err(|e| error(NAME, e.to_string()))?;
         Ok(Self {
             config: config.clone(),
             dataset: ctx.dataset,
             prep: ctx.prep,
             input: ctx.input,
             device: ctx.device.clone(),
-            eval_batch_size: ctx.eval_batch_size,
+            eval: Evaluator::new(ctx),
             seed: ctx.seed,
             widths,
             ratios,
@@ -98,21 +95,10 @@ impl<'a> Pruning<'a> {
         })
     }
 
-    fn accuracy(&self, model: &Model) -> f64 {
-        measure::evaluate(
-            model,
-            &self.dataset.test,
-            &self.prep,
-            self.eval_batch_size,
-            &self.device,
-        )
-        .accuracy
-    }
-
     /// Params, MACs, file bytes and batch-1 latency of `model` (an inference copy).
     fn measure(&self, model: &Model) -> Result<(usize, u64, usize, f64), TechniqueError> {
         let bytes = models::file::to_bytes(model)
-            .map_err(|e| error(e.to_string()))?
+            .map_err(|e| error(NAME, e.to_string()))?
             .len();
         let latency = measure::batch_latency(
             model,
@@ -141,7 +127,7 @@ impl<'a> Pruning<'a> {
     ) -> Result<Trainee, TechniqueError> {
         let n = self.config.steps;
         let before = trainee.model.valid();
-        let accuracy_before = self.accuracy(&before);
+        let accuracy_before = self.eval.accuracy(&before);
         if let Some(previous) = self.records.last_mut() {
             previous.accuracy_finetuned = Some(accuracy_before);
         }
@@ -190,7 +176,7 @@ impl<'a> Pruning<'a> {
             }
         }
         let thinned = models::thin(&trainee.model, &self.input, &keep)
-            .map_err(|e| error(format!("step {k}: {e}")))?;
+            .map_err(|e| error(NAME, format!("step {k}: {e}")))?;
         trainee.model = thinned;
         let after = trainee.model.valid();
         let widths: BTreeMap<String, usize> = after
@@ -210,7 +196,7 @@ impl<'a> Pruning<'a> {
             model_bytes,
             latency_ms_p50,
             accuracy_before,
-            accuracy_pruned: self.accuracy(&after),
+            accuracy_pruned: self.eval.accuracy(&after),
             accuracy_finetuned: None,
         };
         let parent = self.parent.as_ref().unwrap_or(&record);
@@ -291,12 +277,15 @@ impl Technique for Pruning<'_> {
     }
 
     fn after_epoch(&mut self, epoch: usize, trainee: Trainee) -> Result<Trainee, TechniqueError> {
-        let done = epoch + 1;
-        let k = self.records.len() + 1;
-        if k <= self.config.steps && done == (k - 1) * self.config.every {
-            return self.step(k, done, trainee);
+        match step_due(
+            epoch,
+            self.records.len(),
+            self.config.steps,
+            self.config.every,
+        ) {
+            Some(k) => self.step(k, epoch + 1, trainee),
+            None => Ok(trainee),
         }
-        Ok(trainee)
     }
 
     fn metrics(&mut self, model: &Model, accuracy: f64) -> Vec<(&'static str, f64)> {
@@ -332,8 +321,12 @@ impl Technique for Pruning<'_> {
     }
 
     fn restore(&mut self, state: serde_json::Value) -> Result<(), TechniqueError> {
-        let saved: SavedState = serde_json::from_value(state)
-            .map_err(|e| error(format!("unreadable pruning state in the checkpoint: {e}")))?;
+        let saved: SavedState = serde_json::from_value(state).map_err(|e| {
+            error(
+                NAME,
+                format!("unreadable pruning state in the checkpoint: {e}"),
+            )
+        })?;
         self.parent = saved.parent;
         self.records = saved.records;
         Ok(())

@@ -1,0 +1,145 @@
+//! What the two pruning techniques share: their parent, their step schedule and its checks,
+//! and test-set evaluation of each step.
+
+use data::{Dataset, Preprocess};
+use models::Model;
+use technique::{Invalid, ParentShape, StageContext, TechniqueError};
+
+use crate::config::Schedule;
+
+/// The parent a pruning stage starts from (`from = ...` at the top of the config).
+pub const FROM_KEY: &str = "from";
+
+/// Checks that the stage names the trained model it starts from.
+pub fn require_from(parents: &[ParentShape], what: &str) -> Result<(), Invalid> {
+    if parents.iter().any(|p| p.key == FROM_KEY) {
+        return Ok(());
+    }
+    Err(Invalid::new(
+        "from",
+        "(missing)",
+        format!(
+            "{what} starts from a trained model: set `from` to the stage config (.toml) or \
+             model file to start from"
+        ),
+    ))
+}
+
+/// Checks a section's `schedule`, `steps` and `every` (keys under `section.`).
+pub fn check_schedule(
+    section: &str,
+    schedule: Schedule,
+    steps: usize,
+    every: usize,
+) -> Result<(), Invalid> {
+    if !(1..=100).contains(&steps) {
+        return Err(Invalid::new(
+            &format!("{section}.steps"),
+            steps,
+            "must be in 1..=100",
+        ));
+    }
+    if !(1..=10_000).contains(&every) {
+        return Err(Invalid::new(
+            &format!("{section}.every"),
+            every,
+            "must be in 1..=10000",
+        ));
+    }
+    if schedule == Schedule::OneShot && steps != 1 {
+        return Err(Invalid::new(
+            &format!("{section}.steps"),
+            steps,
+            "must be 1 with schedule = \"one-shot\" (use \"iterative\" or \"agp\" for more)",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `epochs` reach every step: step k (from 1) happens before epoch
+/// `(k - 1) * every + 1`.
+pub fn check_epochs(
+    section: &str,
+    steps: usize,
+    every: usize,
+    epochs: usize,
+) -> Result<(), Invalid> {
+    let last_step_epoch = (steps - 1) * every;
+    if steps > 1 && epochs <= last_step_epoch {
+        return Err(Invalid::new(
+            "train.epochs",
+            epochs,
+            format!(
+                "{section}.steps = {steps} with {section}.every = {every} steps before epochs {}; \
+                 train.epochs must be at least {} (ideally {}, to fine-tune after the last step \
+                 too)",
+                (0..steps)
+                    .map(|k| (k * every + 1).to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                last_step_epoch + 1,
+                steps * every
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The step due after epoch `epoch` (0-based) when `done` steps are done, if any.
+pub fn step_due(epoch: usize, done: usize, steps: usize, every: usize) -> Option<usize> {
+    let k = done + 1;
+    (k <= steps && epoch + 1 == (k - 1) * every).then_some(k)
+}
+
+/// A technique error from `technique`.
+pub fn error(technique: &'static str, message: impl Into<String>) -> TechniqueError {
+    TechniqueError {
+        technique,
+        message: message.into(),
+    }
+}
+
+/// Test-set accuracy of the models a step produces.
+pub struct Evaluator<'a> {
+    dataset: &'a Dataset,
+    prep: Preprocess,
+    device: burn::prelude::Device,
+    batch_size: usize,
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(ctx: &StageContext<'a>) -> Self {
+        Self {
+            dataset: ctx.dataset,
+            prep: ctx.prep,
+            device: ctx.device.clone(),
+            batch_size: ctx.eval_batch_size,
+        }
+    }
+
+    /// Test accuracy of `model` (an inference copy).
+    pub fn accuracy(&self, model: &Model) -> f64 {
+        measure::evaluate(
+            model,
+            &self.dataset.test,
+            &self.prep,
+            self.batch_size,
+            &self.device,
+        )
+        .accuracy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_fall_due_every_few_epochs() {
+        // 3 steps every 2 epochs: step 1 before training, 2 after epoch 2, 3 after epoch 4.
+        assert_eq!(step_due(1, 1, 3, 2), Some(2));
+        assert_eq!(step_due(3, 2, 3, 2), Some(3));
+        assert_eq!(step_due(5, 3, 3, 2), None);
+        assert_eq!(step_due(0, 1, 3, 2), None);
+    }
+}
