@@ -183,7 +183,7 @@ fn a_pruning_run_killed_between_steps_resumes_to_the_same_result() {
     let config = pruned_config(
         &data,
         &parent,
-        "schedule = \"agp\"\nsteps = 2\nevery = 1\nratio = 0.5",
+        "criterion = \"taylor\"\ntaylor_batches = 4\nschedule = \"agp\"\nsteps = 2\nevery = 1\nratio = 0.5",
         3,
     )
     .replace("batch_size = 16", "batch_size = 4");
@@ -255,6 +255,19 @@ fn sensitivity_writes_a_csv_a_plot_and_tensorboard_scalars() {
             .count(),
         9
     );
+    // Every criterion ranks (random is the control); the folder is rewritten each time.
+    for criterion in ["l1", "bn-gamma", "taylor", "random"] {
+        let out = train(dir.path())
+            .args([
+                "sensitivity",
+                parent.to_str().unwrap(),
+                "--criterion",
+                criterion,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{criterion}: {}", text(&out));
+    }
     let bad = train(dir.path())
         .args(["sensitivity", parent.to_str().unwrap(), "--criterion", "l3"])
         .output()
