@@ -15,12 +15,20 @@ pub struct ReportRun {
 }
 
 impl ReportRun {
-    pub fn technique(&self) -> &'static str {
+    /// What made the run: the techniques it recorded (`prune+distill`), else its parent's role.
+    pub fn technique(&self) -> String {
+        let techniques = &self.summary.techniques;
+        if !techniques.is_empty() {
+            let mut names: Vec<&str> = techniques.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            return names.join("+");
+        }
         match self.summary.parent.as_ref().map(|p| p.role.as_str()) {
             Some("teacher") => "distill",
             Some("parent") => "fine-tune",
             _ => "train",
         }
+        .to_string()
     }
 
     /// `name/hash`, unique within a runs folder.
