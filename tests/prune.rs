@@ -74,6 +74,19 @@ fn pruning_removes_channels_for_real_and_the_model_stands_on_its_own() {
             3,
         ),
     );
+    let check = train(dir.path())
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        text(&check).contains(
+            "prune plan (channels per group, parent -> after the last step): \
+             stages.0.0 8->4, stages.1.0 16->8, fc.0 16->8"
+        ),
+        "{}",
+        text(&check)
+    );
     let out = train_ok(dir.path(), &config, &["--plain"]);
     assert!(
         out.contains("prune step 1/2") && out.contains("prune step 2/2"),
