@@ -26,7 +26,8 @@ const BITMAP: u8 = 1;
 const COORDINATES: u8 = 2;
 /// Bounds on what a file may claim, checked before anything is allocated from it.
 const MAX_RANK: usize = 8;
-const MAX_ENTRIES: usize = 1 << 31;
+/// At most 2^28 entries (1 GiB of f32) per tensor and per model.
+const MAX_ENTRIES: usize = 1 << 28;
 
 /// Bytes of `values` in each encoding: dense, bitmap, coordinates.
 fn encoded_sizes(n: usize, nonzero: usize) -> [usize; 3] {
@@ -130,7 +131,12 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn decode_tensor(c: &mut Cursor) -> Result<(String, HostTensor), String> {
+/// Reads one tensor. Its shape must be the one `expected` gives its path (the model's),
+/// checked before anything is allocated from the file's numbers.
+fn decode_tensor(
+    c: &mut Cursor,
+    expected: &BTreeMap<String, Vec<usize>>,
+) -> Result<(String, HostTensor), String> {
     let len = c.u16()?;
     let path = String::from_utf8(c.take(len)?.to_vec()).map_err(|_| "a path is not UTF-8")?;
     let rank = c.u8()? as usize;
@@ -143,6 +149,13 @@ fn decode_tensor(c: &mut Cursor) -> Result<(String, HostTensor), String> {
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .filter(|&n| n <= MAX_ENTRIES)
         .ok_or_else(|| format!("{path}: shape {shape:?} is too large"))?;
+    match expected.get(&path) {
+        None => return Err(format!("{path} is not a tensor of this model")),
+        Some(want) if *want != shape => {
+            return Err(format!("{path} has shape {shape:?}, the model {want:?}"))
+        }
+        Some(_) => {}
+    }
     let values = match c.u8()? {
         DENSE => c.f32s(n)?,
         BITMAP => {
@@ -182,8 +195,9 @@ fn decode_tensor(c: &mut Cursor) -> Result<(String, HostTensor), String> {
     Ok((path, HostTensor { shape, values }))
 }
 
-/// The spec and tensors in a sparse file's bytes, after checking its checksum.
-fn decode(bytes: &[u8]) -> Result<(ModelSpec, BTreeMap<String, HostTensor>), String> {
+/// The body of a sparse file after its checksum is checked, and its spec; the cursor is left
+/// at the tensor count.
+fn header(bytes: &[u8]) -> Result<(ModelSpec, Cursor<'_>), String> {
     if bytes.len() < MAGIC.len() + 32 || &bytes[..4] != MAGIC {
         return Err("not a sparse model file (no CSPR header)".into());
     }
@@ -199,21 +213,37 @@ fn decode(bytes: &[u8]) -> Result<(ModelSpec, BTreeMap<String, HostTensor>), Str
     let len = c.u32()?;
     let spec: ModelSpec = serde_json::from_slice(c.take(len)?)
         .map_err(|e| format!("its model spec is unreadable: {e}"))?;
+    Ok((spec, c))
+}
+
+/// The tensors after the header, each of the shape `expected` gives it, all of them present.
+fn tensors(
+    mut c: Cursor,
+    expected: &BTreeMap<String, Vec<usize>>,
+) -> Result<BTreeMap<String, HostTensor>, String> {
     let count = c.u32()?;
-    let mut tensors = BTreeMap::new();
+    if count != expected.len() {
+        return Err(format!("{count} tensors, the model has {}", expected.len()));
+    }
+    let mut out = BTreeMap::new();
     for _ in 0..count {
-        let (path, t) = decode_tensor(&mut c)?;
-        tensors.insert(path, t);
+        let (path, t) = decode_tensor(&mut c, expected)?;
+        if out.insert(path.clone(), t).is_some() {
+            return Err(format!("{path} appears twice"));
+        }
     }
-    if c.at != body.len() {
-        return Err(format!("{} unexpected trailing bytes", body.len() - c.at));
+    if c.at != c.bytes.len() {
+        return Err(format!(
+            "{} unexpected trailing bytes",
+            c.bytes.len() - c.at
+        ));
     }
-    Ok((spec, tensors))
+    Ok(out)
 }
 
 /// The spec stored in a sparse file's bytes.
 pub fn spec_in_bytes(bytes: &[u8], path: &Path) -> Result<ModelSpec, ModelFileError> {
-    decode(bytes)
+    header(bytes)
         .map(|(spec, _)| spec)
         .map_err(|message| ModelFileError::Read {
             path: path.to_path_buf(),
@@ -221,41 +251,39 @@ pub fn spec_in_bytes(bytes: &[u8], path: &Path) -> Result<ModelSpec, ModelFileEr
         })
 }
 
-/// Loads a sparse file's bytes into a model for `input` on `device`.
+/// Loads a sparse file's bytes into a model for `input` on `device`. The spec inside builds
+/// the model (lazily: nothing is allocated for it yet), and every tensor in the file must have
+/// the shape the model gives it before its values are read.
 pub fn from_bytes(
     bytes: &[u8],
     path: &Path,
     input: &InputShape,
     device: &Device,
 ) -> Result<Model, ModelFileError> {
-    let (spec, tensors) = decode(bytes).map_err(|message| ModelFileError::Read {
+    let read = |message: String| ModelFileError::Read {
         path: path.to_path_buf(),
         message,
-    })?;
+    };
+    let (spec, cursor) = header(bytes).map_err(read)?;
     let model = Model::new(&spec, input, device).map_err(|source| ModelFileError::Spec {
         path: path.to_path_buf(),
         source,
     })?;
     let expected = params::shapes(&model);
-    let mismatch = |message: String| ModelFileError::Mismatch {
+    let entries = expected
+        .values()
+        .map(|shape| shape.iter().product::<usize>())
+        .fold(0usize, usize::saturating_add);
+    if entries > MAX_ENTRIES {
+        return Err(read(format!(
+            "its spec describes {entries} parameters, more than the {MAX_ENTRIES} a sparse \
+             file may hold"
+        )));
+    }
+    let tensors = tensors(cursor, &expected).map_err(|message| ModelFileError::Mismatch {
         path: path.to_path_buf(),
         message,
-    };
-    for (name, shape) in &expected {
-        match tensors.get(name) {
-            None => return Err(mismatch(format!("no tensor for {name}"))),
-            Some(t) if &t.shape != shape => {
-                return Err(mismatch(format!(
-                    "{name} has shape {:?}, the model {shape:?}",
-                    t.shape
-                )))
-            }
-            Some(_) => {}
-        }
-    }
-    if let Some(extra) = tensors.keys().find(|k| !expected.contains_key(*k)) {
-        return Err(mismatch(format!("{extra} is not a tensor of this model")));
-    }
+    })?;
     let edits = tensors
         .into_iter()
         .map(|(name, t)| (name, Edit::Replace(t)))
@@ -279,15 +307,48 @@ mod tests {
         assert_eq!(pick(1000, 10), 2);
     }
 
+    fn sealed(body: Vec<u8>) -> Vec<u8> {
+        let mut out = body;
+        let digest = Sha256::digest(&out);
+        out.extend(digest);
+        out
+    }
+
     #[test]
     fn corrupt_bytes_are_errors_not_panics() {
-        assert!(decode(b"").is_err());
-        assert!(decode(&[0u8; 64]).is_err());
+        assert!(header(b"").is_err());
+        assert!(header(&[0u8; 64]).is_err());
         let mut body = Vec::from(*MAGIC);
         body.extend(VERSION.to_le_bytes());
         body.extend(u32::MAX.to_le_bytes()); // a spec longer than the file
-        let digest = Sha256::digest(&body);
-        body.extend(digest);
-        assert!(decode(&body).unwrap_err().contains("truncated"));
+        assert!(header(&sealed(body)).err().unwrap().contains("truncated"));
+    }
+
+    #[test]
+    fn a_claimed_shape_must_be_the_models_before_anything_is_allocated() {
+        // A well-formed file whose one tensor claims 2^23 x 16 all-zero entries in four
+        // bytes of coordinates: refused for its shape, never allocated.
+        let mut body = Vec::new();
+        encode_tensor(
+            &mut body,
+            "w",
+            &HostTensor {
+                shape: vec![2, 2],
+                values: vec![0.0; 4],
+            },
+        );
+        let dims_at = 2 + 1 + 1;
+        body[dims_at..dims_at + 4].copy_from_slice(&(1u32 << 23).to_le_bytes());
+        body[dims_at + 4..dims_at + 8].copy_from_slice(&16u32.to_le_bytes());
+        let expected = BTreeMap::from([("w".to_string(), vec![2, 2])]);
+        let mut c = Cursor {
+            bytes: &body,
+            at: 0,
+        };
+        let err = decode_tensor(&mut c, &expected).unwrap_err();
+        assert!(
+            err.contains("has shape [8388608, 16], the model [2, 2]"),
+            "{err}"
+        );
     }
 }
