@@ -92,6 +92,14 @@ fn pruning_removes_channels_for_real_and_the_model_stands_on_its_own() {
         out.contains("prune step 1/2") && out.contains("prune step 2/2"),
         "{out}"
     );
+    // The per-step table ends the run, and a reused run prints it again.
+    let steps_table = "prune:\nstep    epoch     params";
+    assert!(out.contains(steps_table), "{out}");
+    let again = train_ok(dir.path(), &config, &["--plain"]);
+    assert!(
+        again.contains("reusing the finished run") && again.contains(steps_table),
+        "{again}"
+    );
 
     let run = only_run_dir(dir.path(), "pruned");
     let s = summary(&run);

@@ -302,11 +302,22 @@ impl RunSummary {
             rows.extend(parent.rows(self));
         }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        rows.iter()
+        let mut out: String = rows
+            .iter()
             .map(|(k, v)| format!("  {k:<width$}  {v}\n"))
-            .collect()
+            .collect();
+        // Each technique's own table (pruning steps, sparsity), kept in its report.
+        for (name, report) in &self.techniques {
+            if let Some(table) = report.get(TABLE_KEY).and_then(|t| t.as_str()) {
+                out += &format!("\n{name}:\n{table}");
+            }
+        }
+        out
     }
 }
+
+/// The key of a technique report (`techniques.<name>`) holding its plain-text table.
+pub const TABLE_KEY: &str = "table";
 
 /// `1234567` -> `1,234,567`.
 pub fn group_digits(n: u64) -> String {

@@ -111,9 +111,13 @@ pub fn sensitivity(
             Some(s) if s.name.starts_with(&format!("{} (", p.group)) => {
                 s.points.push((p.ratio, 100.0 * p.accuracy))
             }
+            // Every curve starts at the unpruned model's accuracy (ratio 0).
             _ => series.push(Series {
                 name: format!("{} ({} channels)", p.group, p.width),
-                points: vec![(p.ratio, 100.0 * p.accuracy)],
+                points: vec![
+                    (0.0, 100.0 * outcome.summary.accuracy),
+                    (p.ratio, 100.0 * p.accuracy),
+                ],
             }),
         }
     }

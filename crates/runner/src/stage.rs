@@ -609,10 +609,12 @@ fn finish(
         .iter()
         .filter_map(|t| Some((t.name(), t.report()?)))
         .collect();
-    for (name, report) in &reports {
-        summary
-            .techniques
-            .insert(name.to_string(), report.json.clone());
+    for (name, report) in reports {
+        let mut json = report.json;
+        if let Some(fields) = json.as_object_mut() {
+            fields.insert(measure::summary::TABLE_KEY.into(), report.table.into());
+        }
+        summary.techniques.insert(name.to_string(), json);
     }
     summary.epochs = state.epochs_done;
     summary.train_seconds = state.train_seconds;
@@ -663,10 +665,7 @@ fn finish(
         events.scalar("summary/params_ratio", parent.ratios.params, step);
         events.scalar("summary/latency_p50_ratio", parent.ratios.latency_p50, step);
     }
-    let mut table = summary.table();
-    for (name, report) in &reports {
-        table += &format!("\n{name}:\n{}", report.table);
-    }
+    let table = summary.table();
     events.text("summary", &format!("```\n{table}```"), step);
     events.close()?;
 
