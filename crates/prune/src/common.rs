@@ -91,6 +91,14 @@ pub fn step_due(epoch: usize, done: usize, steps: usize, every: usize) -> Option
     (k <= steps && epoch + 1 == (k - 1) * every).then_some(k)
 }
 
+/// A config enum's name as configs spell it (`"agp"`, `"bn-gamma"`).
+pub fn config_name(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// A technique error from `technique`.
 pub fn error(technique: &'static str, message: impl Into<String>) -> TechniqueError {
     TechniqueError {

@@ -15,7 +15,7 @@ use technique::{
 };
 
 use crate::common::{
-    check_epochs, check_schedule, error, require_from, step_due, Evaluator, FROM_KEY,
+    check_epochs, check_schedule, config_name, error, require_from, step_due, Evaluator, FROM_KEY,
 };
 use crate::config::{matches, Schedule};
 
@@ -339,12 +339,12 @@ impl Technique for Sparsification<'_> {
     fn describe(&self) -> Option<String> {
         let c = &self.config;
         Some(format!(
-            "sparsify: {:.1}% of {} weight tensors ({:?} thresholds), {:?} schedule over {} \
+            "sparsify: {:.1}% of {} weight tensors ({} thresholds), {} schedule over {} \
              step(s) every {} epoch(s); masks kept through fine-tuning",
             100.0 * c.sparsity,
             self.targets.len(),
-            c.scope,
-            c.schedule,
+            config_name(&c.scope),
+            config_name(&c.schedule),
             c.steps,
             c.every
         ))

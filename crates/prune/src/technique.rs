@@ -10,7 +10,7 @@ use models::{InputShape, KeepPlan, Model};
 use serde::{Deserialize, Serialize};
 use technique::{Report, StageContext, Technique, TechniqueError, Trainee};
 
-use crate::common::{error, step_due, Evaluator, FROM_KEY};
+use crate::common::{config_name, error, step_due, Evaluator, FROM_KEY};
 use crate::config::{Criterion, PruneConfig};
 use crate::importance::{channel_scores, ScoreData};
 use crate::plan::{final_ratios, step_counts, top_channels};
@@ -259,9 +259,9 @@ impl Technique for Pruning<'_> {
             ""
         };
         Some(format!(
-            "prune: {:?}{fallback} criterion, {:?} schedule over {} step(s) every {} epoch(s), removing {target}; final ratios {}",
-            c.criterion,
-            c.schedule,
+            "prune: {}{fallback} criterion, {} schedule over {} step(s) every {} epoch(s), removing {target}; final ratios {}",
+            config_name(&c.criterion),
+            config_name(&c.schedule),
             c.steps,
             c.every,
             self.ratios
