@@ -180,3 +180,23 @@ fn a_reshaping_technique_resumes_after_kill_and_leaves_a_self_describing_model()
     let s = summary(&only_run_dir(dir, "student"));
     assert_eq!(s["parent"]["role"], "teacher");
 }
+
+#[test]
+fn a_parent_trained_on_other_data_settings_is_flagged() {
+    let (dir, student) = teacher_and_student(64);
+    let out = train_ok(dir.path(), &student, &["--plain"]);
+    assert!(!out.contains("normalised with"), "{out}");
+
+    // The teacher's statistics now come from half the training split.
+    let teacher = dir.path().join("teacher.toml");
+    let text = std::fs::read_to_string(&teacher).unwrap();
+    write(
+        &teacher,
+        &text.replace("dataset = \"idx\"", "dataset = \"idx\"\ntrain_limit = 30"),
+    );
+    let out = train_ok(dir.path(), &student, &["--plain"]);
+    assert!(
+        out.contains("note: the teacher (teacher) was trained on inputs normalised with mean"),
+        "{out}"
+    );
+}

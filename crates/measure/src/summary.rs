@@ -65,6 +65,10 @@ pub struct RunSummary {
     /// UTC, `YYYY-MM-DD HH:MM`.
     #[serde(default)]
     pub finished_at: String,
+    /// The `[mean, std]` its inputs were normalised with (from the stage's training split):
+    /// a child stage with other data settings normalises differently, and is told so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_normalization: Option<[f32; 2]>,
     /// What each technique did (e.g. `prune`: its steps), by technique name.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub techniques: std::collections::BTreeMap<String, serde_json::Value>,

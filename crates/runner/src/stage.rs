@@ -168,6 +168,7 @@ pub fn measure_model(
         train_limit: config.data.train_limit,
         overrides: Vec::new(),
         finished_at: measure::summary::utc_now(),
+        input_normalization: Some([data.prep.mean, data.prep.std]),
         techniques: Default::default(),
     })
 }
@@ -183,21 +184,38 @@ struct PreparedParent {
 /// Runs (or reuses) parent stages and loads parent files, on the stage's device.
 fn prepare_parents(
     loaded: &LoadedConfig,
-    input: &InputShape,
+    (input, prep): (&InputShape, &Preprocess),
     options: &RunOptions,
     progress: &mut Progress,
 ) -> Result<Vec<PreparedParent>, RunError> {
     loaded
         .parents
         .iter()
-        .map(|parent| prepare_parent(parent, &loaded.device, input, options, progress))
+        .map(|parent| prepare_parent(parent, &loaded.device, (input, prep), options, progress))
         .collect()
+}
+
+/// A note when a parent stage normalised its inputs otherwise than this stage will (other
+/// data settings, e.g. `data.train_limit`): the parent then sees shifted inputs.
+fn normalization_note(role: &str, parent: &RunSummary, prep: &Preprocess) -> Option<String> {
+    let [mean, std] = parent.input_normalization?;
+    let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1.0);
+    if close(mean, prep.mean) && close(std, prep.std) {
+        return None;
+    }
+    Some(format!(
+        "note: the {role} ({}) was trained on inputs normalised with mean {mean:.4} and std \
+         {std:.4}, this stage normalises with mean {:.4} and std {:.4} (statistics of each \
+         stage's training split: the data settings differ, e.g. data.train_limit), so the \
+         {role} sees inputs shifted from the ones it learned",
+        parent.name, prep.mean, prep.std
+    ))
 }
 
 fn prepare_parent(
     parent: &Parent,
     device: &Device,
-    input: &InputShape,
+    (input, prep): (&InputShape, &Preprocess),
     options: &RunOptions,
     progress: &mut Progress,
 ) -> Result<PreparedParent, RunError> {
@@ -216,6 +234,9 @@ fn prepare_parent(
                 outcome.dir.display(),
                 outcome.summary.accuracy * 100.0
             ));
+            if let Some(note) = normalization_note(&role, &outcome.summary, prep) {
+                progress.line(&note);
+            }
             let path = outcome.dir.join(MODEL);
             if !outcome.summary.model_sha256.is_empty() {
                 file::verify_sha256(&path, &outcome.summary.model_sha256)?;
@@ -353,7 +374,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     ));
     let dataset = load_dataset(config)?;
     let (input, prep) = input_for(config, &dataset);
-    let parents = prepare_parents(loaded, &input, options, &mut progress)?;
+    let parents = prepare_parents(loaded, (&input, &prep), options, &mut progress)?;
     progress.line(&format!(
         "data: {} ({} train / {} test images of {}x{}, {} classes)",
         dataset.name,
