@@ -20,6 +20,14 @@ pub struct Point {
     pub accuracy: f64,
 }
 
+/// Registers the embedded font as `sans-serif`, once per process.
+fn register_font() {
+    REGISTER.call_once(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+            .unwrap_or_else(|_| panic!("the embedded font is a valid TTF"));
+    });
+}
+
 pub const WIDTH: u32 = 1000;
 pub const HEIGHT: u32 = 650;
 
@@ -173,10 +181,7 @@ pub fn accuracy_plot(
     points: &[Point],
     log_x: bool,
 ) -> Result<(), ReportError> {
-    REGISTER.call_once(|| {
-        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
-            .unwrap_or_else(|_| panic!("the embedded font is a valid TTF"));
-    });
+    register_font();
     let err = |e: &dyn std::fmt::Display| ReportError::Draw {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -352,10 +357,7 @@ pub fn line_plot(
     (x_label, y_label): (&str, &str),
     series: &[Series],
 ) -> Result<(), ReportError> {
-    REGISTER.call_once(|| {
-        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
-            .unwrap_or_else(|_| panic!("the embedded font is a valid TTF"));
-    });
+    register_font();
     let err = |e: &dyn std::fmt::Display| ReportError::Draw {
         path: path.to_path_buf(),
         message: e.to_string(),

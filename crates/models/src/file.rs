@@ -158,7 +158,7 @@ pub fn from_bytes(
         })
 }
 
-fn build(
+pub(crate) fn build(
     spec: &ModelSpec,
     input: &InputShape,
     device: &Device,

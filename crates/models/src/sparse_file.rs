@@ -265,10 +265,7 @@ pub fn from_bytes(
         message,
     };
     let (spec, cursor) = header(bytes).map_err(read)?;
-    let model = Model::new(&spec, input, device).map_err(|source| ModelFileError::Spec {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let model = crate::file::build(&spec, input, device, path)?;
     let expected = params::shapes(&model);
     let entries = expected
         .values()
