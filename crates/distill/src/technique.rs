@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 use data::{make_batch, Batch, Split};
-use models::{Model, Tap};
+use models::{Model, Quantizer, Tap};
 use technique::{Aux, Loss, StageContext, StepLoss, Technique, TechniqueError, Trainee};
 
 use crate::config::{DistillConfig, TEACHER_KEY};
@@ -167,11 +167,20 @@ impl Distillation {
 }
 
 impl Loss for DistillationLoss {
-    fn loss(&self, trainee: &Trainee, batch: &Batch, indices: &[usize]) -> StepLoss {
-        let mut student_tap = match &self.hint {
+    fn loss(
+        &self,
+        trainee: &Trainee,
+        batch: &Batch,
+        indices: &[usize],
+        quantizer: Option<&dyn Quantizer>,
+    ) -> StepLoss {
+        // The student runs as the stage trains it (fake-quantized in a QAT stage); the
+        // teacher in float.
+        let student_tap = match &self.hint {
             Some(hint) => Tap::at(&hint.student_layer),
             None => Tap::none(),
         };
+        let mut student_tap = student_tap.with_quantizer(quantizer, true);
         let logits = trainee
             .model
             .forward_tapped(batch.images.clone(), &mut student_tap); // [batch, classes]
@@ -268,10 +277,10 @@ impl Technique for Distillation {
         Some(&self.loss)
     }
 
-    fn metrics(&mut self, model: &Model, _accuracy: f64) -> Vec<(&'static str, f64)> {
+    fn metrics(&mut self, model: &Model, _accuracy: f64) -> Vec<(String, f64)> {
         vec![
-            ("distill/agreement", self.agreement(model)),
-            ("distill/teacher_accuracy", self.teacher_accuracy),
+            ("distill/agreement".into(), self.agreement(model)),
+            ("distill/teacher_accuracy".into(), self.teacher_accuracy),
         ]
     }
 }

@@ -51,6 +51,10 @@ pub struct RunSummary {
     /// changed or corrupted model is never used as this run's.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub model_sha256: String,
+    /// The file a technique exported (`model.qnt`, `model.f16`, `model.sparse`), when there is
+    /// one: accuracy, latency and size were measured from it, loaded back from disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
     /// The build that took the measurements, e.g. `release profile, opt-level 3`.
     #[serde(default)]
     pub build: String,

@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 
-use crate::{InputShape, Model};
+use crate::{InputShape, Model, Quantizer, Tap};
 
 pub trait Classifier: Sync {
     /// The architecture's name, as configs write it.
@@ -36,5 +36,31 @@ impl Classifier for Model {
 
     fn macs(&self, input: &InputShape) -> u64 {
         Model::macs(self, input)
+    }
+}
+
+/// A model seen through a quantizer (fake-quantized weights and activations): what a QAT
+/// stage evaluates. Its passes never update observers.
+pub struct QuantizedView<'a> {
+    pub model: &'a Model,
+    pub quantizer: &'a dyn Quantizer,
+}
+
+impl Classifier for QuantizedView<'_> {
+    fn kind(&self) -> &str {
+        self.model.kind()
+    }
+
+    fn classify(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut tap = Tap::quantized(self.quantizer, false);
+        self.model.forward_tapped(images, &mut tap)
+    }
+
+    fn num_params(&self) -> usize {
+        burn::module::Module::num_params(self.model)
+    }
+
+    fn macs(&self, input: &InputShape) -> u64 {
+        self.model.macs(input)
     }
 }

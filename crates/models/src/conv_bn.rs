@@ -3,8 +3,16 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 
-use crate::tap::{LayerRef, Tap};
+use crate::tap::{LayerRef, Quantizer, Tap};
+
+/// `kernel` (`[c_out, c_in, k, k]`) through the quantizer, which sees it as `[c_out, fan_in]`.
+fn quantized_kernel(q: &dyn Quantizer, name: &str, kernel: Tensor<4>) -> Tensor<4> {
+    let dims = kernel.dims();
+    q.weight(name, kernel.flatten::<2>(1, 3)).reshape(dims)
+}
 
 /// A bias-free convolution followed by BatchNorm (the bias would be cancelled by BN's mean).
 #[derive(Module, Debug)]
@@ -39,11 +47,60 @@ impl ConvBn {
     /// - input: `[batch, c_in, h, w]`
     /// - output: `[batch, c_out, h', w']` where `h' = (h + 2 * padding - kernel) / stride + 1`
     pub fn forward(&self, x: Tensor<4>, tap: &mut Tap, name: &str) -> Tensor<4> {
-        let x = self.conv.forward(x);
+        let x = match tap.quantizer() {
+            None => self.conv.forward(x),
+            Some(q) if q.fold_batchnorm() => {
+                // One convolution with BatchNorm folded in, as an integer model runs it: the
+                // ".conv" point then already holds what BatchNorm would have produced.
+                let (weight, bias) = self.folded();
+                let bias = q.bias(name, bias);
+                conv2d(x, quantized_kernel(q, name, weight), Some(bias), self.options())
+            }
+            Some(q) => conv2d(
+                x,
+                quantized_kernel(q, name, self.conv.weight.val()),
+                None,
+                self.options(),
+            ),
+        };
         let x = tap.probe(&format!("{name}.conv"), x, LayerRef::Conv(&self.conv));
-        let x = self.bn.forward(x);
+        let x = match tap.quantizer() {
+            Some(q) if q.fold_batchnorm() => x,
+            _ => self.bn.forward(x),
+        };
         let x = tap.probe(&format!("{name}.bn"), x, LayerRef::BatchNorm(&self.bn));
         x
+    }
+
+    /// The kernel and bias of one convolution computing conv + BatchNorm from the running
+    /// statistics: `w' = w * s`, `b' = beta - mean * s` with `s = gamma / sqrt(var + eps)`
+    /// per output channel. Differentiable in the kernel, gamma and beta.
+    ///
+    /// # Shapes
+    /// - output: (`[c_out, c_in, k, k]`, `[c_out]`)
+    pub fn folded(&self) -> (Tensor<4>, Tensor<1>) {
+        let bn = &self.bn;
+        let device = self.conv.weight.val().device();
+        let mean = bn.running_mean.value().to_device(&device);
+        let var = bn.running_var.value().to_device(&device);
+        let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt(); // [c_out]
+        let [c_out, ..] = crate::dims(&self.conv.weight);
+        let weight = self.conv.weight.val() * scale.clone().reshape([c_out, 1, 1, 1]);
+        let bias = bn.beta.val() - mean * scale;
+        (weight, bias)
+    }
+
+    fn options(&self) -> ConvOptions<2> {
+        let pad = match self.conv.padding {
+            PaddingConfig2d::Explicit(top, ..) => top,
+            _ => 0,
+        };
+        ConvOptions::new(
+            self.conv.stride,
+            [pad, pad],
+            self.conv.dilation,
+            self.conv.groups,
+        )
     }
 
     /// Spatial output size `[h, w]` for an input of `size` pixels.

@@ -158,7 +158,8 @@ pub fn from_bytes(
         })
 }
 
-pub(crate) fn build(
+/// Builds `spec` for `input`, its errors naming the file it came from.
+pub fn build(
     spec: &ModelSpec,
     input: &InputShape,
     device: &Device,

@@ -59,11 +59,11 @@ impl LeNet5 {
         let x = self.pool.forward(relu(x)); // [batch, 16, 5, 5]
         let x = tap.probe("conv2", x, LayerRef::Other);
         let x = x.flatten::<2>(1, 3); // [batch, 400]
-        let x = relu(self.fc1.forward(x)); // [batch, 120]
+        let x = relu(tap.linear(&self.fc1, "fc1", x)); // [batch, 120]
         let x = tap.probe("fc1", x, LayerRef::Linear(&self.fc1));
-        let x = relu(self.fc2.forward(x)); // [batch, 84]
+        let x = relu(tap.linear(&self.fc2, "fc2", x)); // [batch, 84]
         let x = tap.probe("fc2", x, LayerRef::Linear(&self.fc2));
-        let x = self.fc3.forward(x); // [batch, classes]
+        let x = tap.linear(&self.fc3, "fc3", x); // [batch, classes]
         let x = tap.probe("fc3", x, LayerRef::Linear(&self.fc3));
         x
     }

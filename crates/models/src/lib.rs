@@ -19,7 +19,7 @@ mod tap;
 pub mod thin;
 mod vgg;
 
-pub use classifier::Classifier;
+pub use classifier::{Classifier, QuantizedView};
 pub use conv_bn::ConvBn;
 pub use file::{ModelFileError, ModelFormat};
 pub use groups::{ChannelGroup, GroupMember, Role};
@@ -28,7 +28,7 @@ pub use mlp::Mlp;
 pub use model::Model;
 pub use resnet::{BasicBlock, ResNet};
 pub use spec::{Footprint, InputShape, Invalid, ModelSpec, ResnetBlock, SpecError};
-pub use tap::{LayerRef, ProbeTransform, Segment, Tap};
+pub use tap::{LayerRef, Quantizer, Segment, Tap};
 pub use thin::{thin, KeepPlan, ThinError};
 pub use vgg::Vgg;
 

@@ -31,7 +31,7 @@ pub(crate) fn forward(
 ) -> Tensor<2> {
     let last = layers.len() - 1;
     for (i, layer) in layers.iter().enumerate() {
-        x = layer.forward(x); // [batch, width_i]
+        x = tap.linear(layer, &format!("{prefix}.{i}"), x); // [batch, width_i]
         if i < last {
             x = relu(x);
         }

@@ -55,6 +55,8 @@ impl BasicBlock {
             None => x.clone(),
         };
         let y = relu(self.conv1.forward(x, tap, &format!("{name}.conv1")));
+        // The block's inner activation: a point of its own, so quantization covers it too.
+        let y = tap.probe(&format!("{name}.conv1.relu"), y, LayerRef::Other);
         let y = self.conv2.forward(y, tap, &format!("{name}.conv2"));
         let y = relu(y + shortcut);
         tap.probe(name, y, LayerRef::Other)
@@ -123,7 +125,7 @@ impl ResNet {
         }
         let x = x.mean_dim(3).mean_dim(2).flatten::<2>(1, 3); // [batch, width]
         let x = tap.probe("pool", x, LayerRef::Other);
-        let x = self.fc.forward(x); // [batch, classes]
+        let x = tap.linear(&self.fc, "fc", x); // [batch, classes]
         let x = tap.probe("fc", x, LayerRef::Linear(&self.fc));
         x
     }

@@ -1,5 +1,6 @@
-//! Taps: named points of a forward pass (probes). A tap can transform the activation at every
-//! point (what activation fake-quantization needs), capture the activation at one point, for
+//! Taps: named points of a forward pass (probes). A tap can carry a [`Quantizer`] that rewrites
+//! every layer's weights and the activation at every point (what fake-quantization and integer
+//! exports need), capture the activation at one point, for
 //! feature ("hint") distillation (Romero et al. 2015, "FitNets"), and can time every segment
 //! between consecutive points, for per-layer profiles.
 
@@ -8,6 +9,37 @@ use std::time::{Duration, Instant};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::prelude::*;
+
+/// What a quantized forward pass asks at each layer and each point. Implemented by
+/// fake-quantization (training, calibration) and by integer exports (inference). Every method
+/// defaults to the float forward pass.
+pub trait Quantizer: Sync {
+    /// Whether each convolution runs with its BatchNorm folded in, from the running
+    /// statistics (Jacob et al. 2018), as an integer model computes it.
+    fn fold_batchnorm(&self) -> bool {
+        false
+    }
+
+    /// The weights layer `layer` computes with, given its float weights as
+    /// `[out_channels, fan_in]` (a conv's kernel flattened per output channel, a linear layer's
+    /// matrix transposed to PyTorch's layout). Same shape out.
+    fn weight(&self, _layer: &str, w: Tensor<2>) -> Tensor<2> {
+        w
+    }
+
+    /// The bias layer `layer` adds (a linear layer's, or a conv's folded from BatchNorm),
+    /// `[out_channels]`. Kept in float by fake-quantization; exporters record it here.
+    fn bias(&self, _layer: &str, b: Tensor<1>) -> Tensor<1> {
+        b
+    }
+
+    /// The activation the forward pass continues with at `point`, seen per sample as
+    /// `[batch, features]` (same shape out). `observe` is set on training and calibration
+    /// passes, so observers learn ranges there and nowhere else.
+    fn activation(&self, _point: &str, x: Tensor<2>, _observe: bool) -> Tensor<2> {
+        x
+    }
+}
 
 /// The layer that produced a point's activation, for its MACs and parameter count.
 #[derive(Clone, Copy)]
@@ -70,12 +102,9 @@ pub struct Tap<'a> {
     /// The timed segments, in order, when profiling.
     pub segments: Option<Vec<Segment>>,
     last: Instant,
-    transform: Option<&'a ProbeTransform>,
+    quantizer: Option<&'a dyn Quantizer>,
+    observe: bool,
 }
-
-/// Maps the activation at a named point, seen per sample as `[batch, features]`, to the
-/// activation the forward pass continues with (same shape).
-pub type ProbeTransform = dyn Fn(&str, Tensor<2>) -> Tensor<2> + Sync;
 
 impl<'a> Tap<'a> {
     /// Captures nothing (a plain forward pass).
@@ -85,7 +114,8 @@ impl<'a> Tap<'a> {
             found: None,
             segments: None,
             last: Instant::now(),
-            transform: None,
+            quantizer: None,
+            observe: false,
         }
     }
 
@@ -97,11 +127,40 @@ impl<'a> Tap<'a> {
         }
     }
 
-    /// Passes every activation through `transform` (and captures nothing).
-    pub fn transforming(transform: &'a ProbeTransform) -> Self {
+    /// Runs every layer and point through `quantizer` (and captures nothing); `observe` lets
+    /// its observers learn from this pass.
+    pub fn quantized(quantizer: &'a dyn Quantizer, observe: bool) -> Self {
+        Self::none().with_quantizer(Some(quantizer), observe)
+    }
+
+    /// This tap, with its layers and points also run through `quantizer` (when given).
+    pub fn with_quantizer(self, quantizer: Option<&'a dyn Quantizer>, observe: bool) -> Self {
         Self {
-            transform: Some(transform),
-            ..Self::none()
+            quantizer,
+            observe,
+            ..self
+        }
+    }
+
+    /// The quantizer this pass runs through, if any.
+    pub(crate) fn quantizer(&self) -> Option<&'a dyn Quantizer> {
+        self.quantizer
+    }
+
+    /// A linear layer, its weights through the quantizer when there is one.
+    ///
+    /// # Shapes
+    /// - input: `[batch, d_in]`
+    /// - output: `[batch, d_out]`
+    pub(crate) fn linear(&self, layer: &Linear, name: &str, x: Tensor<2>) -> Tensor<2> {
+        match self.quantizer {
+            Some(q) => {
+                // burn stores `[d_in, d_out]`; quantizers see `[out, fan_in]`.
+                let w = q.weight(name, layer.weight.val().transpose()).transpose();
+                let bias = layer.bias.as_ref().map(|b| q.bias(name, b.val()));
+                burn::tensor::module::linear(x, w, bias)
+            }
+            None => layer.forward(x),
         }
     }
 
@@ -116,17 +175,18 @@ impl<'a> Tap<'a> {
 
     /// Called by models at each named point, with the layer that produced `x`; returns the
     /// activation the forward pass continues with (`x` itself, or `x` through the tap's
-    /// transform, e.g. an activation fake-quantizer).
+    /// quantizer).
     pub(crate) fn probe<const D: usize>(
         &mut self,
         name: &str,
         x: Tensor<D>,
         layer: LayerRef,
     ) -> Tensor<D> {
-        let x = match &self.transform {
-            Some(transform) => {
+        let x = match self.quantizer {
+            Some(q) => {
                 let dims = x.dims();
-                transform(name, x.flatten::<2>(1, D - 1)).reshape(dims)
+                q.activation(name, x.flatten::<2>(1, D - 1), self.observe)
+                    .reshape(dims)
             }
             None => x,
         };

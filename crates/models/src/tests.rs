@@ -222,14 +222,23 @@ fn the_footprint_counts_parameters_as_burn_does() {
 }
 
 #[test]
-fn a_probe_transform_changes_what_the_forward_pass_continues_with() {
+fn a_quantizer_changes_what_the_forward_pass_continues_with() {
     use burn::tensor::Distribution;
+    struct ZeroFc2;
+    impl crate::Quantizer for ZeroFc2 {
+        fn activation(&self, point: &str, x: Tensor<2>, _observe: bool) -> Tensor<2> {
+            if point == "fc2" {
+                x.zeros_like()
+            } else {
+                x
+            }
+        }
+    }
     let model = Model::new(&specs()[1], &MNIST, &device()).unwrap().valid();
     let x = Tensor::<4>::random([2, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device());
     let plain: Vec<f32> = model.forward(x.clone()).into_data().try_to_vec().unwrap();
     // Zeroing the last hidden layer leaves only the classifier's bias: every row the same.
-    let zero_fc2 = |name: &str, x: Tensor<2>| if name == "fc2" { x.zeros_like() } else { x };
-    let mut tap = crate::Tap::transforming(&zero_fc2);
+    let mut tap = crate::Tap::quantized(&ZeroFc2, false);
     let cut: Vec<f32> = model
         .forward_tapped(x, &mut tap)
         .into_data()
@@ -237,6 +246,56 @@ fn a_probe_transform_changes_what_the_forward_pass_continues_with() {
         .unwrap();
     assert_ne!(plain[..10], plain[10..]);
     assert_eq!(cut[..10], cut[10..]);
+}
+
+/// A quantizer that only folds BatchNorm: outputs match the plain inference pass.
+struct FoldOnly;
+impl crate::Quantizer for FoldOnly {
+    fn fold_batchnorm(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn folding_batchnorm_into_the_conv_keeps_outputs_within_tolerance() {
+    use burn::tensor::Distribution;
+    for spec in specs().iter().skip(1) {
+        device().seed(3);
+        let model = Model::new(spec, &MNIST, &device()).unwrap();
+        // Non-trivial running statistics and affine parameters, so folding has work to do.
+        let model = crate::params::edit(
+            model,
+            &crate::params::shapes(&Model::new(spec, &MNIST, &device()).unwrap())
+                .into_iter()
+                .filter(|(path, _)| path.contains(".bn."))
+                .enumerate()
+                .map(|(i, (path, shape))| {
+                    let n: usize = shape.iter().product();
+                    let (lo, hi) = if path.ends_with("running_var") {
+                        (0.2, 3.0)
+                    } else {
+                        (-1.0, 1.0)
+                    };
+                    let values = pseudo_random(n, i as u64 + 7, lo, hi);
+                    let host = crate::params::HostTensor { shape, values };
+                    (path, crate::params::Edit::Replace(host))
+                })
+                .collect(),
+        )
+        .0
+        .valid();
+        let x = Tensor::<4>::random([3, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device());
+        let plain: Vec<f32> = model.forward(x.clone()).into_data().try_to_vec().unwrap();
+        let folded: Vec<f32> = model
+            .forward_tapped(x, &mut crate::Tap::quantized(&FoldOnly, false))
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let scale = plain.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+        for (a, b) in plain.iter().zip(&folded) {
+            assert!((a - b).abs() <= 1e-4 * scale, "{spec:?}: {a} vs {b}");
+        }
+    }
 }
 
 /// Deterministic values in `[lo, hi)` for test tensors.

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use models::{InputShape, Model, ModelSpec};
 use serde::{Deserialize, Serialize};
+pub use technique::matches;
 use technique::{Invalid, ParentShape, TechniqueConfig};
 
 use crate::common::{check_epochs, check_schedule, require_from};
@@ -120,26 +121,6 @@ fn check_count(key: &str, value: usize, lo: usize, hi: usize) -> Result<(), Inva
         return Err(Invalid::new(key, value, format!("must be in {lo}..={hi}")));
     }
     Ok(())
-}
-
-/// Whether `name` matches `pattern`, where `*` matches any run of characters.
-pub fn matches(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 impl PruneConfig {

@@ -383,7 +383,7 @@ impl Technique for Sparsification<'_> {
         }
     }
 
-    fn metrics(&mut self, model: &Model, accuracy: f64) -> Vec<(&'static str, f64)> {
+    fn metrics(&mut self, model: &Model, accuracy: f64) -> Vec<(String, f64)> {
         if let Some(last) = self.steps.last_mut() {
             last.accuracy_finetuned = Some(accuracy);
         }
@@ -398,11 +398,13 @@ impl Technique for Sparsification<'_> {
             .flat_map(|t| &t.values)
             .filter(|v| **v == 0.0)
             .count();
-        vec![
+        [
             ("sparsify/sparsity", zeros as f64 / total.max(1) as f64),
             ("sparsify/dense_bytes", dense as f64),
             ("sparsify/sparse_bytes", sparse as f64),
         ]
+        .map(|(name, value)| (name.to_string(), value))
+        .to_vec()
     }
 
     fn take_log(&mut self) -> Vec<String> {

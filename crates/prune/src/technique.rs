@@ -288,7 +288,7 @@ impl Technique for Pruning<'_> {
         }
     }
 
-    fn metrics(&mut self, model: &Model, accuracy: f64) -> Vec<(&'static str, f64)> {
+    fn metrics(&mut self, model: &Model, accuracy: f64) -> Vec<(String, f64)> {
         if let Some(last) = self.records.last_mut() {
             last.accuracy_finetuned = Some(accuracy);
         }
@@ -305,7 +305,9 @@ impl Technique for Pruning<'_> {
                 ("prune/accuracy_after_step", last.accuracy_pruned),
             ]);
         }
-        out
+        out.into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect()
     }
 
     fn take_log(&mut self) -> Vec<String> {

@@ -15,7 +15,7 @@ use crate::run_dir::{write_atomic, MODEL, RESOLVED_CONFIG, SUMMARY};
 use crate::schema::StageConfig;
 use crate::stage::{input_for, load_dataset};
 use models::file::{self, LoadOptions};
-use models::{ModelFileError, ModelFormat};
+use models::{Classifier, InputShape, ModelFileError, ModelFormat};
 
 /// What to benchmark and how.
 #[derive(Debug, Clone)]
@@ -122,6 +122,11 @@ fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig
             if !recorded.model_sha256.is_empty() {
                 file::verify_sha256(&model, &recorded.model_sha256)?;
             }
+            // A quantized run is measured from its export (which carries its own checksum).
+            let export = recorded.artifact.map(|name| target.join(name));
+            if let Some(export) = export.filter(|p| quant::is_export(p)) {
+                return Ok((export, parsed, true));
+            }
         }
         return Ok((model, parsed, true));
     }
@@ -141,7 +146,10 @@ fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig
 
 /// A trained model ready to be measured, with its data.
 pub struct Target {
+    /// The float model (for an export: the one its loader built, weights dequantized).
     pub model: Model,
+    /// The export, when the target is one: what latency and accuracy are measured on.
+    pub export: Option<quant::Export>,
     pub config: StageConfig,
     pub dataset: data::Dataset,
     pub input: models::InputShape,
@@ -157,6 +165,19 @@ pub fn open_target(target: &Path, config: Option<&Path>) -> Result<Target, RunEr
     let device = parse_device(&config.device).map_err(|e| error(&model_path, e.to_string()))?;
     let dataset = load_dataset(&config)?;
     let (input, prep) = input_for(&config, &dataset);
+    if quant::is_export(&model_path) {
+        let export = quant::open_export(&model_path, &input, &device)?;
+        return Ok(Target {
+            model: export.model().clone(),
+            export: Some(export),
+            config,
+            dataset,
+            input,
+            prep,
+            device,
+            run_dir: is_run.then(|| target.to_path_buf()),
+        });
+    }
     // The file describes itself; an older file without a spec is built from the config's.
     let options = LoadOptions {
         spec: None,
@@ -179,6 +200,7 @@ pub fn open_target(target: &Path, config: Option<&Path>) -> Result<Target, RunEr
     };
     Ok(Target {
         model,
+        export: None,
         config,
         dataset,
         input,
@@ -193,16 +215,21 @@ pub fn open_target(target: &Path, config: Option<&Path>) -> Result<Target, RunEr
 pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
     let Target {
         model,
+        export,
         dataset,
         prep,
         device,
         run_dir,
         ..
     } = open_target(&request.target, request.config.as_deref())?;
+    let model: &dyn Classifier = match &export {
+        Some(export) => export,
+        None => &model,
+    };
 
     let batches_n = request.images.div_ceil(request.batch.max(1)).max(1);
     let batch1 = batch_latency(
-        &model,
+        model,
         &dataset.test,
         &prep,
         1,
@@ -212,7 +239,7 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         &device,
     );
     let batch_n = batch_latency(
-        &model,
+        model,
         &dataset.test,
         &prep,
         request.batch,
@@ -262,4 +289,22 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         }
     }
     Ok(report)
+}
+
+/// A technique's export loaded back from its file, as something to measure: `.qnt` / `.f16`
+/// through their loaders, `.sparse` (or `.bpk`) as a model.
+pub fn open_export(
+    path: &Path,
+    input: &InputShape,
+    device: &Device,
+) -> Result<Box<dyn Classifier>, RunError> {
+    if quant::is_export(path) {
+        return Ok(Box::new(quant::open_export(path, input, device)?));
+    }
+    let format = ModelFormat::from_path(path).unwrap_or(ModelFormat::Burnpack);
+    let options = LoadOptions {
+        spec: None,
+        key_map: &[],
+    };
+    Ok(Box::new(file::load(path, format, options, input, device)?))
 }

@@ -153,8 +153,11 @@ impl ProfileReport {
 }
 
 pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
+    // An export is profiled as the float model its loader builds (layer by layer, without
+    // the activation rounding between layers).
     let Target {
         model,
+        export: _,
         config: _,
         dataset,
         input,

@@ -44,6 +44,9 @@ pub struct StageConfig {
     /// Zero the smallest weights (the `sparsify` technique), saved as a sparse file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sparsify: Option<prune::SparsifyConfig>,
+    /// Quantize (the `quant` technique): QAT, PTQ or a 16-bit export of the `from` model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quant: Option<quant::QuantConfig>,
     #[serde(default)]
     pub measure: MeasureConfig,
     #[serde(default)]

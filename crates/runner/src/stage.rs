@@ -163,6 +163,7 @@ pub fn measure_model(
         threads,
         parent: None,
         model_sha256: String::new(),
+        artifact: None,
         build: crate::context::build(),
         seed: Some(config.seed),
         train_limit: config.data.train_limit,
@@ -614,17 +615,33 @@ fn finish(
     let bytes = file::to_bytes(model)?;
     write_atomic(&model_path, &bytes).map_err(RunError::io(&model_path))?;
     let mut model_bytes = bytes.len() as u64;
+    let mut artifact_name = None;
     for technique in techniques.iter() {
         if let Some(artifact) = technique.export(model) {
             let artifact = artifact?;
             let path = run.file(&artifact.file_name);
             write_atomic(&path, &artifact.bytes).map_err(RunError::io(&path))?;
             model_bytes = artifact.bytes.len() as u64;
+            artifact_name = Some(artifact.file_name);
         }
     }
-    progress.line("measuring accuracy, latency and throughput");
-    let mut summary = measure_model((&config.name, &run.hash), model, model_bytes, config, data)?;
+    // An export is measured as users will run it: loaded back from its file.
+    let export = match &artifact_name {
+        Some(name) => Some(crate::bench::open_export(&run.file(name), &data.input, data.device)?),
+        None => None,
+    };
+    progress.line(&match &artifact_name {
+        Some(name) => format!("measuring {name} (loaded from disk): accuracy, latency, throughput"),
+        None => "measuring accuracy, latency and throughput".to_string(),
+    });
+    let measured: &dyn Classifier = match &export {
+        Some(export) => export.as_ref(),
+        None => model,
+    };
+    let mut summary =
+        measure_model((&config.name, &run.hash), measured, model_bytes, config, data)?;
     summary.model_sha256 = file::sha256_hex(&bytes);
+    summary.artifact = artifact_name;
     summary.overrides = loaded.overrides.clone();
     let reports: Vec<(&'static str, technique::Report)> = techniques
         .iter()

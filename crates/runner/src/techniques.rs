@@ -18,6 +18,9 @@ pub fn sections(config: &StageConfig) -> Vec<&dyn TechniqueConfig> {
     if let Some(sparsify) = &config.sparsify {
         out.push(sparsify);
     }
+    if let Some(quant) = &config.quant {
+        out.push(quant);
+    }
     out
 }
 
@@ -40,6 +43,22 @@ pub fn check_combination(config: &StageConfig) -> Result<(), technique::Invalid>
              masks cover): prune first, then sparsify in a stage `from` the pruned one",
         ));
     }
+    if let (Some(_), Some(quant)) = (&config.prune, &config.quant) {
+        return Err(technique::Invalid::new(
+            "quant.mode",
+            quant.mode.name(),
+            "[quant] cannot share a stage with [prune] (thinning reshapes the layers it \
+             quantizes): prune first, then quantize in a stage `from` the pruned one",
+        ));
+    }
+    if let (Some(_), Some(quant)) = (&config.sparsify, &config.quant) {
+        return Err(technique::Invalid::new(
+            "quant.mode",
+            quant.mode.name(),
+            "[quant] cannot share a stage with [sparsify] (the integer file is dense): \
+             quantize in a stage `from` the sparse one",
+        ));
+    }
     Ok(())
 }
 
@@ -57,6 +76,9 @@ pub fn build<'a>(
     }
     if let Some(sparsify) = &config.sparsify {
         out.push(Box::new(prune::Sparsification::new(sparsify, ctx)?));
+    }
+    if let Some(quant) = &config.quant {
+        out.push(Box::new(quant::Quantization::new(quant, ctx)?));
     }
     if let Some(narrow) = crate::testing::NarrowAfterEpoch::from_env() {
         out.push(Box::new(narrow));

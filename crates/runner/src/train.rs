@@ -19,7 +19,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use data::{make_batch, Batch, Dataset, Preprocess, SplitMix64};
 use measure::{evaluate, EventLog};
-use models::{InputShape, Model};
+use models::{Classifier, InputShape, Model, Quantizer, QuantizedView};
 use technique::{CrossEntropy, Loss, StepLoss, Technique, TechniqueError, Trainee};
 
 use crate::checkpoint::{Checkpoint, ScalarPoint, TrainState};
@@ -81,6 +81,7 @@ pub fn train_step(
     trainee: Trainee,
     optim: &mut ModuleOptimizer,
     loss: &dyn Loss,
+    quantizer: Option<&dyn Quantizer>,
     batch: &Batch,
     indices: &[usize],
     lr: f64,
@@ -90,7 +91,7 @@ pub fn train_step(
         logits,
         total,
         parts,
-    } = loss.loss(&trainee, batch, indices); // logits: [batch, classes]
+    } = loss.loss(&trainee, batch, indices, quantizer); // logits: [batch, classes]
     let total = if poison {
         total.mul_scalar(f32::NAN)
     } else {
@@ -120,6 +121,11 @@ fn stage_loss<'t>(techniques: &'t [Box<dyn Technique + '_>]) -> &'t dyn Loss {
         .iter()
         .find_map(|t| t.loss())
         .unwrap_or(&CrossEntropy)
+}
+
+/// The quantizer the stage's forward passes run through, when a technique supplies one.
+fn stage_quantizer<'t>(techniques: &'t [Box<dyn Technique + '_>]) -> Option<&'t dyn Quantizer> {
+    techniques.iter().find_map(|t| t.quantizer())
 }
 
 fn technique_error(e: TechniqueError) -> RunError {
@@ -189,11 +195,14 @@ pub fn train(
 ) -> Result<(Model, TrainState), RunError> {
     let device = setup.device.clone().autodiff();
     let suppliers = techniques.iter().filter(|t| t.loss().is_some()).count();
-    if suppliers > 1 {
-        return Err(RunError::Technique(TechniqueError {
-            technique: "stage",
-            message: format!("{suppliers} techniques each replace the loss; at most one may"),
-        }));
+    let quantizers = techniques.iter().filter(|t| t.quantizer().is_some()).count();
+    for (count, what) in [(suppliers, "replace the loss"), (quantizers, "quantize")] {
+        if count > 1 {
+            return Err(RunError::Technique(TechniqueError {
+                technique: "stage",
+                message: format!("{count} techniques each {what}; at most one may"),
+            }));
+        }
     }
     for line in techniques.iter().filter_map(|t| t.describe()) {
         sink.progress().line(&line);
@@ -328,6 +337,7 @@ impl Training<'_, '_, '_> {
                 trainee,
                 &mut self.optim,
                 stage_loss(self.techniques),
+                stage_quantizer(self.techniques),
                 &batch,
                 indices,
                 tally.lr,
@@ -420,8 +430,17 @@ impl Training<'_, '_, '_> {
             self.state.model_spec = spec_after;
         }
         let model = trainee.model.valid();
+        // A quantizing stage is evaluated as it will be exported: fake-quantized.
+        let quantized = stage_quantizer(self.techniques).map(|quantizer| QuantizedView {
+            model: &model,
+            quantizer,
+        });
+        let evaluated: &dyn Classifier = match &quantized {
+            Some(view) => view,
+            None => &model,
+        };
         let eval = evaluate(
-            &model,
+            evaluated,
             &self.setup.dataset.test,
             &self.setup.prep,
             tc.eval_batch_size,
@@ -439,7 +458,7 @@ impl Training<'_, '_, '_> {
         }
         for technique in self.techniques.iter_mut() {
             for (name, value) in technique.metrics(&model, eval.accuracy) {
-                history.push(name, step, value);
+                history.push(&name, step, value);
             }
         }
         let samples_per_second = seen / tally.step_seconds.max(1e-9);

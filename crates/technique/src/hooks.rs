@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 use data::{Dataset, Preprocess};
-use models::{InputShape, Model};
+use models::{InputShape, Model, Quantizer};
 
 use crate::{Aux, Loss, Trainee};
 
@@ -86,6 +86,12 @@ pub trait Technique: Send {
         None
     }
 
+    /// The quantizer every forward pass of the stage runs through (training, evaluation), when
+    /// this technique quantizes. At most one technique of a stage supplies it.
+    fn quantizer(&self) -> Option<&dyn Quantizer> {
+        None
+    }
+
     /// Before the first epoch of a fresh run (not on resume): fold BatchNorm, attach
     /// quantizers, prune one-shot.
     fn prepare(&mut self, trainee: Trainee) -> Result<Trainee, TechniqueError> {
@@ -107,7 +113,7 @@ pub trait Technique: Send {
 
     /// Scalars to log after each epoch's evaluation, given the inference model and the test
     /// accuracy the loop just measured.
-    fn metrics(&mut self, _model: &Model, _accuracy: f64) -> Vec<(&'static str, f64)> {
+    fn metrics(&mut self, _model: &Model, _accuracy: f64) -> Vec<(String, f64)> {
         Vec::new()
     }
 

@@ -17,7 +17,7 @@ mod hooks;
 mod loss;
 mod trainee;
 
-pub use config::{Invalid, ParentKey, ParentShape, TechniqueConfig};
+pub use config::{matches, Invalid, ParentKey, ParentShape, TechniqueConfig};
 pub use hooks::{Artifact, ReadyParent, Report, StageContext, Technique, TechniqueError};
 pub use loss::{CrossEntropy, Loss, LossPart, StepLoss};
 pub use trainee::{Aux, Trainee};

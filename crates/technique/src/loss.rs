@@ -3,6 +3,7 @@
 use burn::prelude::*;
 use data::Batch;
 use models::loss::cross_entropy;
+use models::{Quantizer, Tap};
 
 use crate::Trainee;
 
@@ -21,16 +22,32 @@ pub struct StepLoss {
 /// The loss of a batch. `&self` and `Sync`: a loss holds no per-step state, so replicas of
 /// the model can evaluate it concurrently.
 pub trait Loss: Sync {
-    /// Runs the forward pass of `trainee` on `batch` (samples `indices` of the training split).
-    fn loss(&self, trainee: &Trainee, batch: &Batch, indices: &[usize]) -> StepLoss;
+    /// Runs the forward pass of `trainee` on `batch` (samples `indices` of the training split),
+    /// through the stage's `quantizer` when it has one (with observation on: a training pass).
+    fn loss(
+        &self,
+        trainee: &Trainee,
+        batch: &Batch,
+        indices: &[usize],
+        quantizer: Option<&dyn Quantizer>,
+    ) -> StepLoss;
 }
 
 /// Plain supervised training: cross-entropy against the labels.
 pub struct CrossEntropy;
 
 impl Loss for CrossEntropy {
-    fn loss(&self, trainee: &Trainee, batch: &Batch, _indices: &[usize]) -> StepLoss {
-        let logits = trainee.model.forward(batch.images.clone()); // [batch, classes]
+    fn loss(
+        &self,
+        trainee: &Trainee,
+        batch: &Batch,
+        _indices: &[usize],
+        quantizer: Option<&dyn Quantizer>,
+    ) -> StepLoss {
+        let mut tap = Tap::none().with_quantizer(quantizer, true);
+        let logits = trainee
+            .model
+            .forward_tapped(batch.images.clone(), &mut tap); // [batch, classes]
         StepLoss {
             total: cross_entropy(logits.clone(), batch.labels.clone()),
             logits,

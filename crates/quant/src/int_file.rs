@@ -1,0 +1,454 @@
+//! The integer model file (`.qnt`) and the model it loads into.
+//!
+//! # Format (version 1)
+//! The shared envelope (see [`crate::container`]) with magic `CMPQNT01`. The header (JSON):
+//! - `spec`, `input`: the architecture and the input it was exported for (compared on load);
+//! - `fold_batchnorm`: whether each conv's BatchNorm is folded into its weights and bias;
+//! - `weights`: per conv / linear layer, in payload order: `layer`, the tensor `path`, `bits`
+//!   (2, 4 or 8), `rows` (output channels) x `cols` (fan-in), `transposed` (a linear layer,
+//!   stored `[out, in]` while burn holds `[in, out]`);
+//! - `floats`: paths of the tensors kept as `f32` (biases, a folded conv's bias in its
+//!   BatchNorm's `beta`, BatchNorm when not folded), in payload order;
+//! - `activations`: per quantized point, `bits`, `scale`, `zero_point` (affine, unsigned:
+//!   `x = (q - zero_point) * scale`).
+//!
+//! The payload: per weight, `rows` `f32` scales (symmetric: zero point 0), then the levels
+//! row-major, `-qmax..=qmax` with `qmax = 2^(bits-1) - 1`: 8 bits as `i8`; 4 bits two per byte
+//! as `level + 8`, low nibble first; 2 bits four per byte as `level + 2`, lowest bits first;
+//! each tensor padded to a whole byte. Then each float tensor's `f32` values.
+//!
+//! Loading dequantizes the weights to `f32` (`level * scale`) and runs the float kernels with
+//! activations rounded to their grids at every point: integer arithmetic simulated exactly
+//! in value, not integer kernels (burn's CPU backend has none), so latency is the float
+//! model's plus the rounding.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+use burn::prelude::*;
+use models::params::{self, Edit, HostTensor};
+use models::{Classifier, InputShape, Model, ModelFileError, ModelSpec, Quantizer, Tap};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{weight_layers, BITS};
+use crate::container::{self, f32s, read_error, Payload};
+use crate::fake::{channel_scales, qmax_symmetric, weight_levels, ActivationGrid};
+use crate::quantizer::FakeQuant;
+
+const MAGIC: &[u8; 8] = b"CMPQNT01";
+/// At most 2^28 parameters (1 GiB of f32 once loaded).
+const MAX_ENTRIES: usize = 1 << 28;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightEntry {
+    pub layer: String,
+    pub path: String,
+    pub bits: u32,
+    pub rows: usize,
+    pub cols: usize,
+    pub transposed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub spec: ModelSpec,
+    pub input: InputShape,
+    pub fold_batchnorm: bool,
+    pub weights: Vec<WeightEntry>,
+    pub floats: Vec<String>,
+    pub activations: BTreeMap<String, ActivationGrid>,
+}
+
+/// One quantized weight tensor: per-row scales and integer levels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedWeight {
+    pub scales: Vec<f32>,
+    /// Row-major `[rows, cols]`.
+    pub levels: Vec<i8>,
+}
+
+/// A decoded `.qnt` file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntFile {
+    pub header: Header,
+    /// In `header.weights` order.
+    pub weights: Vec<QuantizedWeight>,
+    /// In `header.floats` order.
+    pub floats: Vec<Vec<f32>>,
+}
+
+fn packed_len(n: usize, bits: u32) -> usize {
+    (n * bits as usize).div_ceil(8)
+}
+
+fn pack(levels: &[i8], bits: u32) -> Vec<u8> {
+    if bits == 8 {
+        return levels.iter().map(|&l| l as u8).collect();
+    }
+    let offset = 1i8 << (bits - 1);
+    let per_byte = 8 / bits as usize;
+    let mut out = vec![0u8; packed_len(levels.len(), bits)];
+    for (i, &l) in levels.iter().enumerate() {
+        out[i / per_byte] |= ((l + offset) as u8) << ((i % per_byte) * bits as usize);
+    }
+    out
+}
+
+fn unpack(bytes: &[u8], n: usize, bits: u32) -> Result<Vec<i8>, String> {
+    let qmax = qmax_symmetric(bits) as i8;
+    let levels: Vec<i8> = if bits == 8 {
+        bytes.iter().map(|&b| b as i8).collect()
+    } else {
+        let offset = 1i8 << (bits - 1);
+        let per_byte = 8 / bits as usize;
+        let mask = (1u8 << bits) - 1;
+        (0..n)
+            .map(|i| ((bytes[i / per_byte] >> ((i % per_byte) * bits as usize)) & mask) as i8 - offset)
+            .collect()
+    };
+    match levels.iter().find(|l| l.abs() > qmax) {
+        Some(l) => Err(format!("level {l} outside -{qmax}..={qmax} of {bits} bits")),
+        None => Ok(levels),
+    }
+}
+
+impl IntFile {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut payload = Vec::new();
+        for (entry, w) in self.header.weights.iter().zip(&self.weights) {
+            w.scales.iter().for_each(|s| payload.extend(s.to_le_bytes()));
+            payload.extend(pack(&w.levels, entry.bits));
+        }
+        for values in &self.floats {
+            values.iter().for_each(|v| payload.extend(v.to_le_bytes()));
+        }
+        container::seal(MAGIC, &self.header, &payload)
+    }
+
+    /// Decodes a file, sizing every tensor from the model its spec builds for `input`.
+    pub fn from_bytes(
+        bytes: &[u8],
+        path: &Path,
+        input: &InputShape,
+        device: &Device,
+    ) -> Result<(Self, Model), ModelFileError> {
+        let (header, payload): (Header, _) =
+            container::open(MAGIC, "an integer model file (.qnt)", bytes, path)?;
+        let mismatch = |message: String| ModelFileError::Mismatch {
+            path: path.to_path_buf(),
+            message,
+        };
+        if header.input != *input {
+            return Err(mismatch(format!(
+                "it was exported for input {:?}, this dataset gives {input:?}",
+                header.input
+            )));
+        }
+        let model = models::file::build(&header.spec, input, device, path)?;
+        let shapes = params::shapes(&model);
+        let entries = shapes
+            .values()
+            .map(|s| s.iter().product::<usize>())
+            .fold(0usize, usize::saturating_add);
+        if entries > MAX_ENTRIES {
+            return Err(read_error(
+                path,
+                format!("its spec describes {entries} parameters, more than {MAX_ENTRIES}"),
+            ));
+        }
+        let mut payload = Payload::new(payload);
+        let mut weights = Vec::new();
+        for entry in &header.weights {
+            let shape = shapes
+                .get(&entry.path)
+                .ok_or_else(|| mismatch(format!("the model has no tensor {:?}", entry.path)))?;
+            let (rows, cols) = match (entry.transposed, shape.as_slice()) {
+                (true, [d_in, d_out]) => (*d_out, *d_in),
+                (false, [out, rest @ ..]) if !rest.is_empty() => (*out, rest.iter().product()),
+                _ => return Err(mismatch(format!("{:?} is not a weight matrix", entry.path))),
+            };
+            if (entry.rows, entry.cols) != (rows, cols) || !BITS.contains(&entry.bits) {
+                return Err(mismatch(format!(
+                    "{:?}: {} bits, [{}, {}]; the model needs 2, 4 or 8 bits, [{rows}, {cols}]",
+                    entry.path, entry.bits, entry.rows, entry.cols
+                )));
+            }
+            let scales = f32s(payload.take(4 * rows).map_err(mismatch)?);
+            let packed = payload
+                .take(packed_len(rows * cols, entry.bits))
+                .map_err(mismatch)?;
+            let levels = unpack(packed, rows * cols, entry.bits)
+                .map_err(|e| mismatch(format!("{:?}: {e}", entry.path)))?;
+            weights.push(QuantizedWeight { scales, levels });
+        }
+        let mut floats = Vec::new();
+        for tensor in &header.floats {
+            let shape = shapes
+                .get(tensor)
+                .ok_or_else(|| mismatch(format!("the model has no tensor {tensor:?}")))?;
+            let n: usize = shape.iter().product();
+            floats.push(f32s(payload.take(4 * n).map_err(mismatch)?));
+        }
+        payload.finish().map_err(mismatch)?;
+        Ok((
+            Self {
+                header,
+                weights,
+                floats,
+            },
+            model,
+        ))
+    }
+}
+
+/// BatchNorm that passes its input through unchanged but for its bias: `gamma = 1`,
+/// `mean = 0`, and the variance with `sqrt(var + eps) == 1` exactly in `f32`, so a folded
+/// conv keeps its exported weights bit for bit.
+fn identity_variance(epsilon: f32) -> f32 {
+    let mut var = 1.0f32 - epsilon;
+    for _ in 0..8 {
+        let sum = var + epsilon;
+        if sum == 1.0 && sum.sqrt() == 1.0 {
+            break;
+        }
+        var = if sum > 1.0 {
+            f32::from_bits(var.to_bits() - 1)
+        } else {
+            f32::from_bits(var.to_bits() + 1)
+        };
+    }
+    var
+}
+
+/// The BatchNorm folded into the conv whose weight is `path` (`x.conv.weight` -> `x.bn`).
+fn folded_batchnorm(path: &str) -> Option<String> {
+    path.strip_suffix(".conv.weight").map(|p| format!("{p}.bn"))
+}
+
+/// An integer model loaded from its file: weights dequantized, activations on their grids.
+pub struct QuantizedModel {
+    pub model: Model,
+    pub fold_batchnorm: bool,
+    pub activations: BTreeMap<String, ActivationGrid>,
+    /// Stored weight bits per layer (for reports).
+    pub bits: BTreeMap<String, u32>,
+}
+
+impl QuantizedModel {
+    pub fn from_bytes(
+        bytes: &[u8],
+        path: &Path,
+        input: &InputShape,
+        device: &Device,
+    ) -> Result<Self, ModelFileError> {
+        let (file, model) = IntFile::from_bytes(bytes, path, input, device)?;
+        let header = &file.header;
+        let shapes = params::shapes(&model);
+        let mut edits: BTreeMap<String, Edit> = BTreeMap::new();
+        for (entry, w) in header.weights.iter().zip(&file.weights) {
+            let (rows, cols) = (entry.rows, entry.cols);
+            let mut values: Vec<f32> = w
+                .levels
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| l as f32 * w.scales[i / cols])
+                .collect();
+            if entry.transposed {
+                values = (0..rows * cols)
+                    .map(|i| values[(i % rows) * cols + i / rows])
+                    .collect();
+            }
+            let shape = shapes[&entry.path].clone();
+            edits.insert(entry.path.clone(), Edit::Replace(HostTensor { shape, values }));
+            if header.fold_batchnorm {
+                if let Some(bn) = folded_batchnorm(&entry.path) {
+                    let var = identity_variance(BN_EPSILON);
+                    for (name, value) in [("gamma", 1.0), ("running_mean", 0.0), ("running_var", var)] {
+                        let path = format!("{bn}.{name}");
+                        let shape = vec![rows];
+                        let values = vec![value; rows];
+                        edits.insert(path, Edit::Replace(HostTensor { shape, values }));
+                    }
+                }
+            }
+        }
+        for (tensor, values) in header.floats.iter().zip(&file.floats) {
+            let shape = shapes[tensor].clone();
+            let values = values.clone();
+            edits.insert(tensor.clone(), Edit::Replace(HostTensor { shape, values }));
+        }
+        let missing: Vec<&String> = shapes.keys().filter(|p| !edits.contains_key(*p)).collect();
+        if !missing.is_empty() {
+            return Err(ModelFileError::Mismatch {
+                path: path.to_path_buf(),
+                message: format!("no values for {missing:?}"),
+            });
+        }
+        let (model, _) = params::edit(model, &edits);
+        Ok(Self {
+            model,
+            fold_batchnorm: header.fold_batchnorm,
+            activations: header.activations.clone(),
+            bits: header
+                .weights
+                .iter()
+                .map(|w| (w.layer.clone(), w.bits))
+                .collect(),
+        })
+    }
+}
+
+/// burn's BatchNorm epsilon (the models use the default).
+const BN_EPSILON: f32 = 1e-5;
+
+impl Quantizer for QuantizedModel {
+    fn fold_batchnorm(&self) -> bool {
+        self.fold_batchnorm
+    }
+
+    fn activation(&self, point: &str, x: Tensor<2>, _observe: bool) -> Tensor<2> {
+        match self.activations.get(point) {
+            Some(grid) => grid.fake_quant(x),
+            None => x,
+        }
+    }
+}
+
+impl Classifier for QuantizedModel {
+    fn kind(&self) -> &str {
+        self.model.kind()
+    }
+
+    fn classify(&self, images: Tensor<4>) -> Tensor<2> {
+        self.model
+            .forward_tapped(images, &mut Tap::quantized(self, false))
+    }
+
+    fn num_params(&self) -> usize {
+        burn::module::Module::num_params(&self.model)
+    }
+
+    fn macs(&self, input: &InputShape) -> u64 {
+        self.model.macs(input)
+    }
+}
+
+/// What one forward pass hands a quantizer: each layer's weights and bias as it computes them
+/// (folded, when folding), quantized the way [`FakeQuant`] quantizes them.
+struct Recorder<'q> {
+    inner: &'q FakeQuant,
+    weights: Mutex<BTreeMap<String, QuantizedWeight>>,
+    biases: Mutex<BTreeMap<String, Vec<f32>>>,
+}
+
+impl Quantizer for Recorder<'_> {
+    fn fold_batchnorm(&self) -> bool {
+        self.inner.fold_batchnorm()
+    }
+
+    fn weight(&self, layer: &str, w: Tensor<2>) -> Tensor<2> {
+        if let Some(&bits) = self.inner.bits.get(layer) {
+            let scales = channel_scales(w.clone(), bits);
+            let levels = weight_levels(w.clone(), scales.clone(), bits);
+            let weight = QuantizedWeight {
+                scales: HostTensor::from_tensor(scales).values,
+                levels: HostTensor::from_tensor(levels)
+                    .values
+                    .iter()
+                    .map(|&l| l as i8)
+                    .collect(),
+            };
+            let mut weights = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+            weights.insert(layer.to_string(), weight);
+        }
+        w
+    }
+
+    fn bias(&self, layer: &str, b: Tensor<1>) -> Tensor<1> {
+        let mut biases = self.biases.lock().unwrap_or_else(|e| e.into_inner());
+        biases.insert(layer.to_string(), HostTensor::from_tensor(b.clone()).values);
+        b
+    }
+}
+
+/// The integer file of `model` as `quantizer` computes it: every conv and linear layer's
+/// weights quantized per channel (folded with BatchNorm when folding), activation grids as
+/// observed.
+pub fn export(model: &Model, quantizer: &FakeQuant, input: &InputShape) -> Result<IntFile, String> {
+    let recorder = Recorder {
+        inner: quantizer,
+        weights: Mutex::new(BTreeMap::new()),
+        biases: Mutex::new(BTreeMap::new()),
+    };
+    let device = model_device(model);
+    let zeros = Tensor::<4>::zeros([1, input.channels, input.height, input.width], &device);
+    model.forward_tapped(zeros, &mut Tap::quantized(&recorder, false));
+    let recorded = recorder.weights.into_inner().unwrap_or_else(|e| e.into_inner());
+    let biases = recorder.biases.into_inner().unwrap_or_else(|e| e.into_inner());
+    let fold = quantizer.fold_batchnorm();
+    let shapes = params::shapes(model);
+    let mut entries = Vec::new();
+    let mut weights = Vec::new();
+    let mut covered = BTreeSet::new();
+    let mut folded_biases = BTreeMap::new();
+    for (layer, path) in weight_layers(model) {
+        let Some(&bits) = quantizer.bits.get(&layer) else {
+            continue;
+        };
+        let weight = recorded
+            .get(&layer)
+            .ok_or_else(|| format!("layer {layer} was not reached by the forward pass"))?;
+        let shape = &shapes[&path];
+        let transposed = shape.len() == 2;
+        let rows = if transposed { shape[1] } else { shape[0] };
+        entries.push(WeightEntry {
+            cols: weight.levels.len() / rows.max(1),
+            layer: layer.clone(),
+            path: path.clone(),
+            bits,
+            rows,
+            transposed,
+        });
+        weights.push(weight.clone());
+        covered.insert(path.clone());
+        if let (true, Some(bn)) = (fold, folded_batchnorm(&path)) {
+            for name in ["gamma", "running_mean", "running_var"] {
+                covered.insert(format!("{bn}.{name}"));
+            }
+            let bias = biases
+                .get(&layer)
+                .ok_or_else(|| format!("layer {layer}'s folded bias was not recorded"))?;
+            folded_biases.insert(format!("{bn}.beta"), bias.clone());
+        }
+    }
+    let kept = params::values(model, |p| !covered.contains(p));
+    let mut floats = Vec::new();
+    let mut paths = Vec::new();
+    for (path, tensor) in kept {
+        floats.push(folded_biases.remove(&path).unwrap_or(tensor.values));
+        paths.push(path);
+    }
+    Ok(IntFile {
+        header: Header {
+            spec: model.spec(),
+            input: *input,
+            fold_batchnorm: fold,
+            weights: entries,
+            floats: paths,
+            activations: quantizer.grids(),
+        },
+        weights,
+        floats,
+    })
+}
+
+/// The device a model's parameters live on.
+pub fn model_device(model: &Model) -> Device {
+    burn::module::Module::devices(model)
+        .first()
+        .cloned()
+        .unwrap_or_default()
+}

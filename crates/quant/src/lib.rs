@@ -1,0 +1,93 @@
+//! Quantization: quantization-aware training with fake-quantization and straight-through
+//! gradients, post-training quantization as its baseline, and the exports they produce: an
+//! integer model file (`.qnt`, 8/4/2-bit weights) and a 16-bit float file (`.f16`), each with
+//! a loader that measurement runs from the file itself.
+//!
+//! - [`fake`]: quantize-dequantize math and the straight-through estimator.
+//! - [`quantizer`]: observers and the [`models::Quantizer`] every forward pass runs through.
+//! - [`int_file`], [`half_file`]: the file formats and their loaders.
+//! - [`Quantization`]: the technique (`[quant]`).
+
+pub mod config;
+mod container;
+pub mod fake;
+pub mod half_file;
+pub mod int_file;
+pub mod quantizer;
+mod technique;
+
+use std::path::Path;
+
+use burn::prelude::*;
+pub use config::{Mode, ObserverKind, QuantConfig};
+pub use int_file::QuantizedModel;
+use models::{Classifier, InputShape, Model, ModelFileError};
+pub use technique::{Quantization, HALF_FILE, INT_FILE};
+
+/// A loaded export: what measurement runs.
+pub enum Export {
+    Int(QuantizedModel),
+    Half(Model),
+}
+
+impl Export {
+    /// The float model underneath (dequantized weights, or the widened 16-bit ones).
+    pub fn model(&self) -> &Model {
+        match self {
+            Export::Int(m) => &m.model,
+            Export::Half(m) => m,
+        }
+    }
+
+    fn classifier(&self) -> &dyn Classifier {
+        match self {
+            Export::Int(m) => m,
+            Export::Half(m) => m,
+        }
+    }
+}
+
+impl Classifier for Export {
+    fn kind(&self) -> &str {
+        self.classifier().kind()
+    }
+
+    fn classify(&self, images: Tensor<4>) -> Tensor<2> {
+        self.classifier().classify(images)
+    }
+
+    fn num_params(&self) -> usize {
+        self.classifier().num_params()
+    }
+
+    fn macs(&self, input: &InputShape) -> u64 {
+        self.classifier().macs(input)
+    }
+}
+
+/// Whether `path` names an export this crate reads (`.qnt`, `.f16`).
+pub fn is_export(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("qnt" | "f16")
+    )
+}
+
+/// Opens an export (`.qnt`, `.f16`) for `input` on `device`.
+pub fn open_export(path: &Path, input: &InputShape, device: &Device) -> Result<Export, ModelFileError> {
+    let bytes = std::fs::read(path).map_err(|e| ModelFileError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("qnt") => QuantizedModel::from_bytes(&bytes, path, input, device).map(Export::Int),
+        Some("f16") => half_file::from_bytes(&bytes, path, input, device).map(Export::Half),
+        _ => Err(ModelFileError::Read {
+            path: path.to_path_buf(),
+            message: "not an export (.qnt or .f16)".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;
