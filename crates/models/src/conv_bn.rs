@@ -54,7 +54,12 @@ impl ConvBn {
                 // ".conv" point then already holds what BatchNorm would have produced.
                 let (weight, bias) = self.folded();
                 let bias = q.bias(name, bias);
-                conv2d(x, quantized_kernel(q, name, weight), Some(bias), self.options())
+                conv2d(
+                    x,
+                    quantized_kernel(q, name, weight),
+                    Some(bias),
+                    self.options(),
+                )
             }
             Some(q) => conv2d(
                 x,

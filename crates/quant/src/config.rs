@@ -51,6 +51,16 @@ pub enum ObserverKind {
     Percentile,
 }
 
+impl ObserverKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ObserverKind::MinMax => "minmax",
+            ObserverKind::Ema => "ema",
+            ObserverKind::Percentile => "percentile",
+        }
+    }
+}
+
 /// `[quant]`: fake-quantization with straight-through gradients, or post-training
 /// quantization, exported as an integer model; or a 16-bit float export.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,16 +180,18 @@ impl TechniqueConfig for QuantConfig {
                  or model file to quantize",
             ));
         }
-        let model = Model::new(own, input, &Default::default()).map_err(|e| {
-            Invalid::new("model", format!("{own:?}"), e.to_string())
-        })?;
+        let model = Model::new(own, input, &Default::default())
+            .map_err(|e| Invalid::new("model", format!("{own:?}"), e.to_string()))?;
         let names: Vec<String> = weight_layers(&model).into_keys().collect();
         for pattern in self.layers.keys() {
             if !names.iter().any(|n| matches(pattern, n)) {
                 return Err(Invalid::new(
                     &format!("quant.layers.{pattern:?}"),
                     pattern,
-                    format!("matches no layer; the model's layers are {}", names.join(", ")),
+                    format!(
+                        "matches no layer; the model's layers are {}",
+                        names.join(", ")
+                    ),
                 ));
             }
         }

@@ -60,7 +60,10 @@ pub fn open<'b, H: DeserializeOwned>(
     if length > MAX_HEADER || length > rest.len() {
         return Err(read_error(
             path,
-            format!("its header claims {length} bytes, the file holds {}", rest.len()),
+            format!(
+                "its header claims {length} bytes, the file holds {}",
+                rest.len()
+            ),
         ));
     }
     let (header, payload) = rest.split_at(length);

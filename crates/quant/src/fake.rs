@@ -70,10 +70,7 @@ pub fn fake_quant_weight(w: Tensor<2>, bits: u32) -> Tensor<2> {
     let dequantized = weight_levels(w.clone().detach(), scales.clone(), bits) * scales.clone();
     // max|w| sets the scale, so every weight is inside the range: the clamp only guards it.
     let limit = scales.mul_scalar(qmax_symmetric(bits));
-    let inside = w
-        .clone()
-        .abs()
-        .lower_equal(limit.expand(w.dims()));
+    let inside = w.clone().abs().lower_equal(limit.expand(w.dims()));
     straight_through(w, dequantized, inside)
 }
 

@@ -76,7 +76,9 @@ pub fn from_bytes(
             format!("its spec describes {entries} parameters, more than {MAX_ENTRIES}"),
         ));
     }
-    if header.tensors.len() != shapes.len() || header.tensors.iter().any(|t| !shapes.contains_key(t)) {
+    if header.tensors.len() != shapes.len()
+        || header.tensors.iter().any(|t| !shapes.contains_key(t))
+    {
         return Err(mismatch(format!(
             "it holds tensors {:?}; the model has {:?}",
             header.tensors,

@@ -106,7 +106,9 @@ fn unpack(bytes: &[u8], n: usize, bits: u32) -> Result<Vec<i8>, String> {
         let per_byte = 8 / bits as usize;
         let mask = (1u8 << bits) - 1;
         (0..n)
-            .map(|i| ((bytes[i / per_byte] >> ((i % per_byte) * bits as usize)) & mask) as i8 - offset)
+            .map(|i| {
+                ((bytes[i / per_byte] >> ((i % per_byte) * bits as usize)) & mask) as i8 - offset
+            })
             .collect()
     };
     match levels.iter().find(|l| l.abs() > qmax) {
@@ -119,7 +121,9 @@ impl IntFile {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut payload = Vec::new();
         for (entry, w) in self.header.weights.iter().zip(&self.weights) {
-            w.scales.iter().for_each(|s| payload.extend(s.to_le_bytes()));
+            w.scales
+                .iter()
+                .for_each(|s| payload.extend(s.to_le_bytes()));
             payload.extend(pack(&w.levels, entry.bits));
         }
         for values in &self.floats {
@@ -262,11 +266,16 @@ impl QuantizedModel {
                     .collect();
             }
             let shape = shapes[&entry.path].clone();
-            edits.insert(entry.path.clone(), Edit::Replace(HostTensor { shape, values }));
+            edits.insert(
+                entry.path.clone(),
+                Edit::Replace(HostTensor { shape, values }),
+            );
             if header.fold_batchnorm {
                 if let Some(bn) = folded_batchnorm(&entry.path) {
                     let var = identity_variance(BN_EPSILON);
-                    for (name, value) in [("gamma", 1.0), ("running_mean", 0.0), ("running_var", var)] {
+                    for (name, value) in
+                        [("gamma", 1.0), ("running_mean", 0.0), ("running_var", var)]
+                    {
                         let path = format!("{bn}.{name}");
                         let shape = vec![rows];
                         let values = vec![value; rows];
@@ -386,8 +395,14 @@ pub fn export(model: &Model, quantizer: &FakeQuant, input: &InputShape) -> Resul
     let device = model_device(model);
     let zeros = Tensor::<4>::zeros([1, input.channels, input.height, input.width], &device);
     model.forward_tapped(zeros, &mut Tap::quantized(&recorder, false));
-    let recorded = recorder.weights.into_inner().unwrap_or_else(|e| e.into_inner());
-    let biases = recorder.biases.into_inner().unwrap_or_else(|e| e.into_inner());
+    let recorded = recorder
+        .weights
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    let biases = recorder
+        .biases
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
     let fold = quantizer.fold_batchnorm();
     let shapes = params::shapes(model);
     let mut entries = Vec::new();

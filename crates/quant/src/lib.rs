@@ -74,7 +74,11 @@ pub fn is_export(path: &Path) -> bool {
 }
 
 /// Opens an export (`.qnt`, `.f16`) for `input` on `device`.
-pub fn open_export(path: &Path, input: &InputShape, device: &Device) -> Result<Export, ModelFileError> {
+pub fn open_export(
+    path: &Path,
+    input: &InputShape,
+    device: &Device,
+) -> Result<Export, ModelFileError> {
     let bytes = std::fs::read(path).map_err(|e| ModelFileError::Read {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -40,7 +40,11 @@ impl Observer {
                 x.max().into_scalar::<f32>(),
             ),
             ObserverKind::Percentile => {
-                let mut values: Vec<f32> = x.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+                let mut values: Vec<f32> = x
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .unwrap_or_default();
                 percentiles(&mut values, self.percentile)
             }
         }

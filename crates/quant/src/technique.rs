@@ -127,11 +127,11 @@ impl Technique for Quantization<'_> {
             Mode::Float16 => "quant: 16-bit float export (no training)".to_string(),
             mode => format!(
                 "quant: {} | weights per-channel symmetric ({}) | activations {}-bit per-tensor \
-                 affine, {:?} observer{} | BatchNorm {}",
+                 affine, {} observer{} | BatchNorm {}",
                 if mode == Mode::Qat { "QAT" } else { "PTQ" },
                 self.bits_summary(),
                 c.activation_bits,
-                c.observer,
+                c.observer.name(),
                 if mode == Mode::Qat {
                     format!(", frozen after epoch {}", c.freeze_observers_after)
                 } else {
@@ -276,16 +276,24 @@ impl Technique for Quantization<'_> {
             "fake_quant_accuracy": self.fake_quant_accuracy,
         });
         let mut table = String::new();
+        if !self.quantizes() {
+            let _ = writeln!(
+                table,
+                "quant (float16): every tensor stored as IEEE half precision ({HALF_FILE}); the \
+                 run's accuracy is the file's, widened back to f32"
+            );
+            return Some(Report { json, table });
+        }
         let percent = |a: Option<f64>| a.map_or("-".to_string(), |a| format!("{:.2}%", 100.0 * a));
         let _ = writeln!(
             table,
-            "quant ({}): float {} | fake-quantized in memory {} (the exported file's accuracy \
-             is the run's)",
+            "quant ({}): float {} | fake-quantized in memory {} (the run's accuracy is \
+             {INT_FILE}'s, loaded from disk)",
             c.mode.name(),
             percent(self.float_accuracy),
             percent(self.fake_quant_accuracy)
         );
-        if self.quantizes() {
+        {
             let _ = writeln!(table, "  weights: {}", self.bits_summary());
             let _ = writeln!(
                 table,

@@ -1,0 +1,247 @@
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use models::{Classifier, InputShape, Model, ModelSpec, QuantizedView, Quantizer, Tap};
+
+use crate::config::QuantConfig;
+use crate::fake::{channel_scales, fake_quant_weight, qmax_symmetric, ActivationGrid};
+use crate::int_file::{self, IntFile, QuantizedModel};
+use crate::quantizer::{percentiles, FakeQuant};
+
+fn device() -> Device {
+    Device::flex()
+}
+
+const MNIST: InputShape = InputShape {
+    channels: 1,
+    height: 28,
+    width: 28,
+    classes: 10,
+};
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+fn config(toml: &str) -> QuantConfig {
+    toml::from_str(toml).unwrap()
+}
+
+#[test]
+fn the_straight_through_gradient_is_the_identity_inside_the_range_and_zero_outside() {
+    let d = device().autodiff();
+    // A grid over [-1, 3]: -2 and 5 are clamped, the rest inside.
+    let grid = ActivationGrid::from_range(-1.0, 3.0, 8);
+    let (lo, hi) = grid.limits();
+    let x = Tensor::<1>::from_floats([-2.0, lo, -0.3, 0.0, 1.234, hi, 5.0], &d).require_grad();
+    let grads = grid.fake_quant(x.clone()).sum().backward();
+    let grad = host(x.grad(&grads).unwrap());
+    assert_eq!(grad, vec![0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
+
+    // Weights: the scale comes from max|w|, so every weight is inside and passes its gradient.
+    let w = Tensor::<2>::random([4, 9], Distribution::Normal(0.0, 1.0), &d).require_grad();
+    let grads = (fake_quant_weight(w.clone(), 4) * 3.0).sum().backward();
+    assert!(host(w.grad(&grads).unwrap()).iter().all(|&g| g == 3.0));
+}
+
+#[test]
+fn quantize_then_dequantize_errs_by_at_most_half_a_step() {
+    for bits in [2, 4, 8] {
+        let w = Tensor::<2>::random([8, 50], Distribution::Normal(0.0, 0.3), &device());
+        let scales = host(channel_scales(w.clone(), bits));
+        let error = host((fake_quant_weight(w.clone(), bits) - w).abs());
+        for (i, e) in error.iter().enumerate() {
+            let half = scales[i / 50] / 2.0;
+            assert!(*e <= half * (1.0 + 1e-5), "{bits} bits: {e} > {half}");
+        }
+        let grid = ActivationGrid::from_range(-0.7, 2.5, bits);
+        let (lo, hi) = grid.limits();
+        let x = Tensor::<1>::random(
+            [1000],
+            Distribution::Uniform(lo as f64, hi as f64),
+            &device(),
+        );
+        let error = host((grid.fake_quant(x.clone()) - x).abs());
+        let worst = error.iter().fold(0f32, |m, e| m.max(*e));
+        assert!(worst <= grid.scale / 2.0 * (1.0 + 1e-5), "{bits}: {worst}");
+    }
+}
+
+#[test]
+fn activation_grids_represent_zero_exactly() {
+    for (min, max) in [(-0.37, 5.1), (0.2, 3.0), (-4.0, -1.0)] {
+        let grid = ActivationGrid::from_range(min, max, 8);
+        let zero = host(grid.fake_quant(Tensor::<1>::zeros([1], &device())));
+        assert_eq!(zero, vec![0.0], "{min}..{max}");
+    }
+}
+
+#[test]
+fn per_channel_scales_are_per_channel() {
+    // Rows of very different magnitude each get their own scale: max|row| / qmax.
+    let rows = [[0.01f32, -0.02, 0.005], [3.0, -7.0, 1.0], [0.0, 0.0, 0.0]];
+    let w = Tensor::<2>::from_floats(rows, &device());
+    let scales = host(channel_scales(w.clone(), 8));
+    assert_eq!(scales[0], 0.02 / 127.0);
+    assert_eq!(scales[1], 7.0 / 127.0);
+    // The small row keeps its resolution: a per-tensor scale would round it all to zero.
+    let q = host(fake_quant_weight(w, 8));
+    assert!(q[..3].iter().all(|v| *v != 0.0));
+    assert_eq!(q[6..], [0.0, 0.0, 0.0]);
+    assert_eq!(qmax_symmetric(2), 1.0);
+}
+
+#[test]
+fn percentiles_pick_the_tails() {
+    let mut values: Vec<f32> = (0..=1000).map(|i| i as f32).collect();
+    assert_eq!(percentiles(&mut values, 99.0), (10.0, 990.0));
+    assert_eq!(percentiles(&mut [], 99.0), (0.0, 0.0));
+}
+
+fn lenet() -> Model {
+    let spec: ModelSpec = toml::from_str("kind = \"lenet5\"").unwrap();
+    device().seed(5);
+    Model::new(&spec, &MNIST, &device()).unwrap()
+}
+
+/// A LeNet-5 quantizer with the given settings, calibrated on random images.
+fn calibrated(model: &Model, toml: &str) -> FakeQuant {
+    let quant = FakeQuant::new(&config(toml), crate::config::weight_layers(model).keys());
+    quant.set_fold(true);
+    for _ in 0..3 {
+        let x = Tensor::<4>::random([8, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device());
+        model.forward_tapped(x, &mut Tap::quantized(&quant, true));
+    }
+    quant
+}
+
+#[test]
+fn an_exported_file_round_trips_bit_for_bit_and_computes_what_the_quantizer_computed() {
+    let model = lenet();
+    for toml in ["bits = 8", "bits = 4\nlayers = { conv1 = 8 }", "bits = 2"] {
+        let quant = calibrated(&model, toml);
+        let bytes = int_file::export(&model, &quant, &MNIST).unwrap().to_bytes();
+        let path = Path::new("test.qnt");
+        let (decoded, _) = IntFile::from_bytes(&bytes, path, &MNIST, &device()).unwrap();
+        assert_eq!(decoded.to_bytes(), bytes, "{toml}");
+
+        let loaded = QuantizedModel::from_bytes(&bytes, path, &MNIST, &device()).unwrap();
+        let x = Tensor::<4>::random([4, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device());
+        let in_memory = host(
+            QuantizedView {
+                model: &model,
+                quantizer: &quant,
+            }
+            .classify(x.clone()),
+        );
+        let from_file = host(loaded.classify(x));
+        assert_eq!(in_memory, from_file, "{toml}");
+    }
+}
+
+#[test]
+fn low_bit_files_are_smaller() {
+    let model = lenet();
+    let size = |toml: &str| {
+        let quant = calibrated(&model, toml);
+        int_file::export(&model, &quant, &MNIST)
+            .unwrap()
+            .to_bytes()
+            .len()
+    };
+    let float = models::file::to_bytes(&model).unwrap().len();
+    let (b8, b4, b2) = (size("bits = 8"), size("bits = 4"), size("bits = 2"));
+    assert!(b8 * 100 <= float * 27, "{b8} of {float}");
+    assert!(b4 * 100 <= float * 15, "{b4} of {float}");
+    assert!(b2 < b4 && b4 < b8);
+    let half = crate::half_file::to_bytes(&model, &MNIST).len();
+    assert!(half * 100 <= float * 52, "{half} of {float}");
+}
+
+#[test]
+fn a_half_file_loads_the_rounded_weights() {
+    let model = lenet();
+    let bytes = crate::half_file::to_bytes(&model, &MNIST);
+    let loaded =
+        crate::half_file::from_bytes(&bytes, Path::new("m.f16"), &MNIST, &device()).unwrap();
+    let original = models::params::values(&model, |_| true);
+    let widened = models::params::values(&loaded, |_| true);
+    for (path, t) in &original {
+        for (a, b) in t.values.iter().zip(&widened[path].values) {
+            assert_eq!(half::f16::from_f32(*a).to_f32(), *b, "{path}");
+        }
+    }
+}
+
+#[test]
+fn corrupt_or_truncated_exports_are_clear_errors() {
+    let model = lenet();
+    let quant = calibrated(&model, "bits = 8");
+    let good = int_file::export(&model, &quant, &MNIST).unwrap().to_bytes();
+    let half = crate::half_file::to_bytes(&model, &MNIST);
+    let path = Path::new("m.qnt");
+    let load = |bytes: &[u8]| QuantizedModel::from_bytes(bytes, path, &MNIST, &device()).err();
+    let load_half =
+        |bytes: &[u8]| crate::half_file::from_bytes(bytes, path, &MNIST, &device()).err();
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x40;
+    for (name, error) in [
+        ("flipped", load(&flipped)),
+        ("truncated", load(&good[..good.len() - 100])),
+        ("empty", load(&[])),
+        ("half as int", load(&half)),
+        ("half truncated", load_half(&half[..half.len() / 2])),
+    ] {
+        let message = error.unwrap_or_else(|| panic!("{name} loaded")).to_string();
+        assert!(
+            message.contains("checksum") || message.contains("not "),
+            "{name}: {message}"
+        );
+    }
+    // Another dataset's input: refused by the identity stored in the file.
+    let cifar = InputShape {
+        channels: 3,
+        height: 32,
+        width: 32,
+        classes: 10,
+    };
+    let message = QuantizedModel::from_bytes(&good, path, &cifar, &device())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("exported for input"), "{message}");
+}
+
+#[test]
+fn bits_follow_the_last_matching_layer_pattern() {
+    let c = config("bits = 4\nlayers = { \"fc*\" = 8, fc3 = 2 }");
+    assert_eq!(c.bits_for("conv1"), 4);
+    assert_eq!(c.bits_for("fc1"), 8);
+    assert_eq!(c.bits_for("fc3"), 2);
+}
+
+#[test]
+fn observers_learn_only_from_passes_that_ask_and_only_until_frozen() {
+    let model = lenet();
+    let quant = calibrated(&model, "bits = 8");
+    let before = quant.state();
+    let big = Tensor::<4>::ones([2, 1, 28, 28], &device()) * 50.0;
+    model.forward_tapped(big.clone(), &mut Tap::quantized(&quant, false));
+    assert_eq!(
+        quant.state(),
+        before,
+        "an evaluation pass changed the ranges"
+    );
+    quant.set_observing(false);
+    model.forward_tapped(big.clone(), &mut Tap::quantized(&quant, true));
+    assert_eq!(
+        quant.state().ranges,
+        before.ranges,
+        "a frozen observer learned"
+    );
+    quant.set_observing(true);
+    model.forward_tapped(big, &mut Tap::quantized(&quant, true));
+    assert_ne!(quant.state().ranges, before.ranges);
+    assert!(quant.fold_batchnorm());
+}

@@ -42,6 +42,11 @@ pub struct BenchReport {
     pub batch_n: LatencyStats,
     pub images_per_s_batch1: f64,
     pub images_per_s_batch_n: f64,
+    /// Test accuracy of what was benchmarked (an export: loaded from its file).
+    #[serde(default)]
+    pub accuracy: f64,
+    #[serde(default)]
+    pub test_samples: usize,
 }
 
 impl BenchReport {
@@ -79,6 +84,11 @@ impl BenchReport {
         let mut out = format!(
             "latency of {} ({}), {} thread(s), end to end per call, ms:\n  {:<10} {:>9} {:>9} {:>9} {:>9} {:>6}  phases\n",
             self.target, self.model, self.threads, "batch", "mean", "p50", "p95", "p99", "cv"
+        );
+        out += &format!(
+            "  test accuracy: {:.2}% of {} images\n",
+            100.0 * self.accuracy,
+            self.test_samples
         );
         out += &row("1".into(), &self.batch1, 1);
         out += &row(self.batch.to_string(), &self.batch_n, self.batch);
@@ -216,6 +226,7 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
     let Target {
         model,
         export,
+        config,
         dataset,
         prep,
         device,
@@ -227,6 +238,13 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         None => &model,
     };
 
+    let eval = measure::evaluate(
+        model,
+        &dataset.test,
+        &prep,
+        config.train.eval_batch_size,
+        &device,
+    );
     let batches_n = request.images.div_ceil(request.batch.max(1)).max(1);
     let batch1 = batch_latency(
         model,
@@ -254,6 +272,8 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         threads: request.threads,
         images_per_s_batch1: 1e3 / batch1.mean_ms,
         images_per_s_batch_n: request.batch as f64 * 1e3 / batch_n.mean_ms,
+        accuracy: eval.accuracy,
+        test_samples: eval.samples,
         batch1,
         batch: request.batch,
         batch_n,
@@ -270,6 +290,7 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
             ("bench/latency_ms_p50_batch_n", report.batch_n.p50_ms),
             ("bench/images_per_s_batch1", report.images_per_s_batch1),
             ("bench/images_per_s_batch_n", report.images_per_s_batch_n),
+            ("bench/accuracy", report.accuracy),
         ] {
             events.scalar(tag, value, 0);
         }

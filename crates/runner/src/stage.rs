@@ -627,7 +627,11 @@ fn finish(
     }
     // An export is measured as users will run it: loaded back from its file.
     let export = match &artifact_name {
-        Some(name) => Some(crate::bench::open_export(&run.file(name), &data.input, data.device)?),
+        Some(name) => Some(crate::bench::open_export(
+            &run.file(name),
+            &data.input,
+            data.device,
+        )?),
         None => None,
     };
     progress.line(&match &artifact_name {
@@ -638,8 +642,13 @@ fn finish(
         Some(export) => export.as_ref(),
         None => model,
     };
-    let mut summary =
-        measure_model((&config.name, &run.hash), measured, model_bytes, config, data)?;
+    let mut summary = measure_model(
+        (&config.name, &run.hash),
+        measured,
+        model_bytes,
+        config,
+        data,
+    )?;
     summary.model_sha256 = file::sha256_hex(&bytes);
     summary.artifact = artifact_name;
     summary.overrides = loaded.overrides.clone();

@@ -19,7 +19,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use data::{make_batch, Batch, Dataset, Preprocess, SplitMix64};
 use measure::{evaluate, EventLog};
-use models::{Classifier, InputShape, Model, Quantizer, QuantizedView};
+use models::{Classifier, InputShape, Model, QuantizedView, Quantizer};
 use technique::{CrossEntropy, Loss, StepLoss, Technique, TechniqueError, Trainee};
 
 use crate::checkpoint::{Checkpoint, ScalarPoint, TrainState};
@@ -75,13 +75,12 @@ pub struct StepOutcome {
     pub parts: Vec<(&'static str, f64)>,
 }
 
-/// One optimiser step: forward and loss, backward, update. A non-finite loss is returned as
-/// `Err(value)` and nothing is updated.
+/// One optimiser step: forward (through the stage's quantizer, if any) and loss, backward,
+/// update. A non-finite loss is returned as `Err(value)` and nothing is updated.
 pub fn train_step(
     trainee: Trainee,
     optim: &mut ModuleOptimizer,
-    loss: &dyn Loss,
-    quantizer: Option<&dyn Quantizer>,
+    (loss, quantizer): (&dyn Loss, Option<&dyn Quantizer>),
     batch: &Batch,
     indices: &[usize],
     lr: f64,
@@ -195,7 +194,10 @@ pub fn train(
 ) -> Result<(Model, TrainState), RunError> {
     let device = setup.device.clone().autodiff();
     let suppliers = techniques.iter().filter(|t| t.loss().is_some()).count();
-    let quantizers = techniques.iter().filter(|t| t.quantizer().is_some()).count();
+    let quantizers = techniques
+        .iter()
+        .filter(|t| t.quantizer().is_some())
+        .count();
     for (count, what) in [(suppliers, "replace the loss"), (quantizers, "quantize")] {
         if count > 1 {
             return Err(RunError::Technique(TechniqueError {
@@ -336,8 +338,10 @@ impl Training<'_, '_, '_> {
             let outcome = train_step(
                 trainee,
                 &mut self.optim,
-                stage_loss(self.techniques),
-                stage_quantizer(self.techniques),
+                (
+                    stage_loss(self.techniques),
+                    stage_quantizer(self.techniques),
+                ),
                 &batch,
                 indices,
                 tally.lr,

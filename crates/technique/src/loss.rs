@@ -45,9 +45,7 @@ impl Loss for CrossEntropy {
         quantizer: Option<&dyn Quantizer>,
     ) -> StepLoss {
         let mut tap = Tap::none().with_quantizer(quantizer, true);
-        let logits = trainee
-            .model
-            .forward_tapped(batch.images.clone(), &mut tap); // [batch, classes]
+        let logits = trainee.model.forward_tapped(batch.images.clone(), &mut tap); // [batch, classes]
         StepLoss {
             total: cross_entropy(logits.clone(), batch.labels.clone()),
             logits,
