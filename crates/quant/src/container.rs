@@ -5,11 +5,16 @@
 
 use std::path::Path;
 
-use models::ModelFileError;
+use std::collections::BTreeMap;
+
+use burn::prelude::*;
+use models::{params, InputShape, Model, ModelFileError, ModelSpec};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+/// At most 2^28 parameters (1 GiB of f32 once loaded).
+const MAX_ENTRIES: usize = 1 << 28;
 /// Headers are small (names, shapes, a few scalars per layer): anything larger is corrupt.
 const MAX_HEADER: usize = 4 << 20;
 const DIGEST: usize = 32;
@@ -116,4 +121,36 @@ pub fn f32s(bytes: &[u8]) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+/// The model a header's spec builds for `input` (lazily: nothing allocated yet), with its
+/// tensors' shapes, after checking the file was exported for this input and that the spec is
+/// of a size a file may describe.
+pub fn build(
+    (spec, exported_for): (&ModelSpec, &InputShape),
+    input: &InputShape,
+    device: &Device,
+    path: &Path,
+) -> Result<(Model, BTreeMap<String, Vec<usize>>), ModelFileError> {
+    if exported_for != input {
+        return Err(ModelFileError::Mismatch {
+            path: path.to_path_buf(),
+            message: format!(
+                "it was exported for input {exported_for:?}, this dataset gives {input:?}"
+            ),
+        });
+    }
+    let model = models::file::build(spec, input, device, path)?;
+    let shapes = params::shapes(&model);
+    let entries = shapes
+        .values()
+        .map(|s| s.iter().product::<usize>())
+        .fold(0usize, usize::saturating_add);
+    if entries > MAX_ENTRIES {
+        return Err(read_error(
+            path,
+            format!("its spec describes {entries} parameters, more than {MAX_ENTRIES}"),
+        ));
+    }
+    Ok((model, shapes))
 }

@@ -15,10 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use burn::prelude::*;
 
-use crate::container::{self, read_error, Payload};
+use crate::container::{self, Payload};
 
 const MAGIC: &[u8; 8] = b"CMPF1601";
-const MAX_ENTRIES: usize = 1 << 28;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,24 +57,7 @@ pub fn from_bytes(
         path: path.to_path_buf(),
         message,
     };
-    if header.input != *input {
-        return Err(mismatch(format!(
-            "it was exported for input {:?}, this dataset gives {input:?}",
-            header.input
-        )));
-    }
-    let model = models::file::build(&header.spec, input, device, path)?;
-    let shapes = params::shapes(&model);
-    let entries = shapes
-        .values()
-        .map(|s| s.iter().product::<usize>())
-        .fold(0usize, usize::saturating_add);
-    if entries > MAX_ENTRIES {
-        return Err(read_error(
-            path,
-            format!("its spec describes {entries} parameters, more than {MAX_ENTRIES}"),
-        ));
-    }
+    let (model, shapes) = container::build((&header.spec, &header.input), input, device, path)?;
     if header.tensors.len() != shapes.len()
         || header.tensors.iter().any(|t| !shapes.contains_key(t))
     {

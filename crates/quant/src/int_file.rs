@@ -32,13 +32,11 @@ use models::{Classifier, InputShape, Model, ModelFileError, ModelSpec, Quantizer
 use serde::{Deserialize, Serialize};
 
 use crate::config::{weight_layers, BITS};
-use crate::container::{self, f32s, read_error, Payload};
+use crate::container::{self, f32s, Payload};
 use crate::fake::{channel_scales, qmax_symmetric, weight_levels, ActivationGrid};
 use crate::quantizer::FakeQuant;
 
 const MAGIC: &[u8; 8] = b"CMPQNT01";
-/// At most 2^28 parameters (1 GiB of f32 once loaded).
-const MAX_ENTRIES: usize = 1 << 28;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,24 +143,7 @@ impl IntFile {
             path: path.to_path_buf(),
             message,
         };
-        if header.input != *input {
-            return Err(mismatch(format!(
-                "it was exported for input {:?}, this dataset gives {input:?}",
-                header.input
-            )));
-        }
-        let model = models::file::build(&header.spec, input, device, path)?;
-        let shapes = params::shapes(&model);
-        let entries = shapes
-            .values()
-            .map(|s| s.iter().product::<usize>())
-            .fold(0usize, usize::saturating_add);
-        if entries > MAX_ENTRIES {
-            return Err(read_error(
-                path,
-                format!("its spec describes {entries} parameters, more than {MAX_ENTRIES}"),
-            ));
-        }
+        let (model, shapes) = container::build((&header.spec, &header.input), input, device, path)?;
         let mut payload = Payload::new(payload);
         let mut weights = Vec::new();
         for entry in &header.weights {
