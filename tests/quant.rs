@@ -177,7 +177,10 @@ fn a_killed_qat_run_resumes_identically() {
     let config = quant_config(
         &data,
         &parent,
-        "mode = \"qat\"\nobserver = \"ema\"\nfreeze_observers_after = 2\ncalibration_batches = 2",
+        // BatchNorm trains unfolded in epoch 1 and is folded from epoch 2: the kill lands
+        // after the switch, so the checkpoint must carry it.
+        "mode = \"qat\"\nobserver = \"ema\"\nfreeze_observers_after = 2\nfreeze_bn_after = 1\n\
+         calibration_batches = 2",
         3,
     )
     .replace("batch_size = 8", "batch_size = 4");
@@ -243,4 +246,24 @@ fn bad_quant_input_is_refused_before_any_work() {
 fn write_bytes(path: &Path, bytes: &[u8]) -> PathBuf {
     std::fs::write(path, bytes).unwrap();
     path.to_path_buf()
+}
+
+#[test]
+fn qat_fine_tunes_by_distillation_from_the_float_parent() {
+    let (dir, data) = folder_with_data(64);
+    let parent = parent_config(dir.path(), &data, 1);
+    let config = quant_config(&data, &parent, "mode = \"qat\"\ncalibration_batches = 1", 1)
+        + &format!(
+            "\n[distill]\nteacher = \"{}\"\ntemperature = 4.0\nalpha = 0.7\n",
+            parent.display()
+        );
+    let config = write(&dir.path().join("qat-kd.toml"), &config);
+    let out = train_ok(dir.path(), &config, &["--plain"]);
+    assert!(out.contains("distilling at T = 4"), "{out}");
+    let run = only_run_dir(dir.path(), "quantized");
+    assert_eq!(summary(&run)["artifact"], "model.qnt");
+    let scalars = outcome_scalars(&run);
+    for tag in ["distill/agreement", "quant/fake_quant_accuracy"] {
+        assert!(scalars.iter().any(|(t, _, _)| t == tag), "no {tag}");
+    }
 }
