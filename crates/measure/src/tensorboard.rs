@@ -106,6 +106,26 @@ impl EventLog {
         self.add(v, step);
     }
 
+    /// A plugin's own summary (e.g. TensorBoard's HParams plugin): `content` is the plugin's
+    /// serialised protobuf, carried in the value's metadata as TensorBoard's plugins write it.
+    pub fn plugin(&mut self, tag: &str, plugin_name: &str, content: Vec<u8>, step: usize) {
+        let mut plugin = SummaryMetadata_PluginData::new();
+        plugin.set_plugin_name(plugin_name.to_string());
+        plugin.set_content(content);
+        let mut metadata = SummaryMetadata::new();
+        metadata.set_plugin_data(plugin);
+        // An empty float tensor: what TensorBoard's own writers attach to these values.
+        let mut tensor = TensorProto::new();
+        tensor.set_dtype(DataType::DT_FLOAT);
+        tensor.set_tensor_shape(TensorShapeProto::new());
+        tensor.set_float_val(vec![0.0]);
+        let mut v = Summary_Value::new();
+        v.set_tag(tag.to_string());
+        v.set_metadata(metadata);
+        v.set_tensor(tensor);
+        self.add(v, step);
+    }
+
     /// An image from its encoded PNG bytes (`height` x `width`, RGB).
     pub fn image(&mut self, tag: &str, png: &[u8], height: u32, width: u32, step: usize) {
         let mut image = Summary_Image::new();

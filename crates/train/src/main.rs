@@ -48,6 +48,37 @@ enum Command {
         /// A folder of runs, e.g. `runs`.
         dir: PathBuf,
     },
+    /// Run a sweep: every trial of a sweep file, locally or as a Slurm job array, then one
+    /// results table, plots and TensorBoard HParams data in the sweep folder.
+    Sweep(SweepArgs),
+    /// Run one trial of a sweep (what the launchers start; `--index` counts from 0).
+    RunTrial {
+        sweep: PathBuf,
+        #[arg(long)]
+        index: usize,
+        #[arg(long)]
+        plain: bool,
+    },
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// The sweep file (e.g. configs/sweep-prune.toml).
+    sweep: PathBuf,
+    /// Slurm: print the job scripts and submit nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Show each trial's state; with nothing queued, write the results.
+    #[arg(long)]
+    status: bool,
+    /// Slurm: wait for the submitted trials to leave the queue, then write the results.
+    #[arg(long)]
+    wait: bool,
+    /// Run only the parents the trials share (the Slurm parents job does this).
+    #[arg(long)]
+    run_parents: bool,
+    #[arg(long)]
+    plain: bool,
 }
 
 #[derive(Args)]
@@ -114,8 +145,39 @@ impl StageArgs {
     }
 }
 
+fn run_options(plain: bool) -> runner::RunOptions {
+    StageArgs {
+        config: None,
+        overrides: Vec::new(),
+        plain,
+    }
+    .options()
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Some(Command::Sweep(args)) => {
+            let env: HashMap<String, String> = std::env::vars().collect();
+            let request = sweep::SweepRequest {
+                path: args.sweep,
+                dry_run: args.dry_run,
+                status: args.status,
+                wait: args.wait,
+                run_parents: args.run_parents,
+                exe: std::env::current_exe()?,
+            };
+            sweep::sweep(&request, &env, &run_options(args.plain))?;
+            Ok(())
+        }
+        Some(Command::RunTrial {
+            sweep: path,
+            index,
+            plain,
+        }) => {
+            let env: HashMap<String, String> = std::env::vars().collect();
+            sweep::run_trial(&path, index, &env, &run_options(plain))?;
+            Ok(())
+        }
         Some(Command::Check(args)) => {
             let loaded = args.load()?;
             let config = &loaded.config;
@@ -297,13 +359,15 @@ fn run_stage(args: &StageArgs) -> anyhow::Result<()> {
 /// `train a.toml b.toml` would get clap's message about a subcommand named `b.toml`: say
 /// instead that a run takes one config.
 fn several_configs(args: &[String]) -> Option<String> {
-    const SUBCOMMANDS: [&str; 7] = [
+    const SUBCOMMANDS: [&str; 9] = [
         "run",
         "check",
         "bench",
         "profile",
         "report",
         "sensitivity",
+        "sweep",
+        "run-trial",
         "help",
     ];
     let mut positional = Vec::new();

@@ -1,0 +1,436 @@
+//! The sweep file: a base stage config, a grid and/or a list of trials, and a launcher.
+//!
+//! ```toml
+//! name = "sweep-prune"
+//! base = "prune.toml"              # relative to this file
+//! [grid]                           # every combination, keys in sorted order
+//! "prune.macs_ratio" = [0.3, 0.5, 0.7]
+//! seed = [1, 2]
+//! [[trials]]                       # and/or explicit trials
+//! "prune.macs_ratio" = 0.9
+//! [launcher]
+//! kind = "local"                   # or "slurm"
+//! parallel = 2
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use runner::LoadedConfig;
+use serde::{Deserialize, Serialize};
+
+/// At most this many trials in one sweep (each is a process and a run folder).
+pub const MAX_TRIALS: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LauncherKind {
+    Local,
+    Slurm,
+}
+
+/// `[launcher]`: how trials run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LauncherConfig {
+    pub kind: LauncherKind,
+    /// Local: trials at a time (their threads split the machine's cores).
+    #[serde(default = "one")]
+    pub parallel: usize,
+    /// Slurm: `--partition`.
+    #[serde(default)]
+    pub partition: Option<String>,
+    /// Slurm: GPUs per trial (`--gres=gpu:N`).
+    #[serde(default)]
+    pub gpus: usize,
+    /// Slurm: `--cpus-per-task` (each trial's threads).
+    #[serde(default = "one")]
+    pub cpus: usize,
+    /// Slurm: `--mem`, e.g. `"8G"`.
+    #[serde(default)]
+    pub mem: Option<String>,
+    /// Slurm: `--time`, e.g. `"01:00:00"`.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// Slurm: `--account`.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Slurm: at most this many array tasks at once (`--array=...%N`); 0: no limit.
+    #[serde(default)]
+    pub throttle: usize,
+    /// Slurm: extra `#SBATCH` options, e.g. `["--qos=normal"]`.
+    #[serde(default)]
+    pub extra: Vec<String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for LauncherConfig {
+    fn default() -> Self {
+        Self {
+            kind: LauncherKind::Local,
+            parallel: 1,
+            partition: None,
+            gpus: 0,
+            cpus: 1,
+            mem: None,
+            time: None,
+            account: None,
+            throttle: 0,
+            extra: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SweepFile {
+    name: String,
+    base: PathBuf,
+    /// The sweep folder; default `runs/sweeps/<name>`.
+    #[serde(default)]
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    grid: BTreeMap<String, Vec<toml::Value>>,
+    #[serde(default)]
+    trials: Vec<BTreeMap<String, toml::Value>>,
+    #[serde(default)]
+    launcher: LauncherConfig,
+}
+
+/// One trial: the swept keys' values, applied to the base config as overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trial {
+    pub index: usize,
+    pub values: Vec<(String, toml::Value)>,
+}
+
+impl Trial {
+    /// `key=value,key=value`: the trial's name in tables and TensorBoard.
+    pub fn label(&self) -> String {
+        self.values
+            .iter()
+            .map(|(k, v)| format!("{k}={}", raw(v)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The overrides that make the base config this trial (`key=value`, as `--set` takes).
+    pub fn overrides(&self) -> Vec<String> {
+        self.values
+            .iter()
+            .map(|(k, v)| format!("{k}={}", raw(v)))
+            .collect()
+    }
+}
+
+/// A value as `--set` reads it: strings bare, the rest as TOML writes them.
+fn raw(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A parsed sweep.
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    pub name: String,
+    /// The sweep file.
+    pub path: PathBuf,
+    pub base: PathBuf,
+    pub dir: PathBuf,
+    /// The swept keys, in column order.
+    pub keys: Vec<String>,
+    pub trials: Vec<Trial>,
+    pub launcher: LauncherConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("{}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    #[error("{}: trial {index} ({label}): {source}", path.display())]
+    Trial {
+        path: PathBuf,
+        index: usize,
+        label: String,
+        #[source]
+        source: Box<runner::ConfigError>,
+    },
+    #[error(transparent)]
+    Run(#[from] Box<runner::RunError>),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Slurm(String),
+    #[error("writing the results: {0}")]
+    Results(String),
+    #[error("{failed} of {total} trials failed (see {})", results.display())]
+    TrialsFailed {
+        failed: usize,
+        total: usize,
+        results: PathBuf,
+    },
+}
+
+pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SweepError {
+    let what = what.into();
+    move |source| SweepError::Io { what, source }
+}
+
+fn file_error(path: &Path, message: impl Into<String>) -> SweepError {
+    SweepError::File {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+impl Sweep {
+    /// Reads and checks a sweep file (not yet its trials' configs: see [`Sweep::load_trials`]).
+    pub fn read(path: &Path) -> Result<Self, SweepError> {
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e.to_string()))?;
+        let file: SweepFile = toml::from_str(&text).map_err(|e| file_error(path, e.to_string()))?;
+        let valid_name = !file.name.is_empty()
+            && !file.name.starts_with('.')
+            && file
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid_name {
+            return Err(file_error(
+                path,
+                format!(
+                    "name = {:?}: a folder name: letters, digits, '-', '_' or '.', not starting \
+                     with '.'",
+                    file.name
+                ),
+            ));
+        }
+        for (key, values) in &file.grid {
+            if values.is_empty() {
+                return Err(file_error(
+                    path,
+                    format!("grid.{key:?} = []: give at least one value"),
+                ));
+            }
+        }
+        let combinations = file
+            .grid
+            .values()
+            .try_fold(1usize, |n, v| n.checked_mul(v.len()))
+            .filter(|&n| n <= MAX_TRIALS);
+        let grid_trials = match (file.grid.is_empty(), combinations) {
+            (true, _) => 0,
+            (false, Some(n)) => n,
+            (false, None) => {
+                return Err(file_error(
+                    path,
+                    format!("the grid has more than {MAX_TRIALS} combinations"),
+                ))
+            }
+        };
+        if grid_trials + file.trials.len() == 0 {
+            return Err(file_error(
+                path,
+                "no trials: give a [grid] of KEY = [values] and/or [[trials]] of KEY = value",
+            ));
+        }
+        if grid_trials + file.trials.len() > MAX_TRIALS {
+            return Err(file_error(path, format!("more than {MAX_TRIALS} trials")));
+        }
+        for (i, trial) in file.trials.iter().enumerate() {
+            if trial.is_empty() {
+                return Err(file_error(
+                    path,
+                    format!("trials[{i}] is empty: give the keys it sets"),
+                ));
+            }
+        }
+        let l = &file.launcher;
+        let bounds = [
+            ("launcher.parallel", l.parallel, 1, 256),
+            ("launcher.cpus", l.cpus, 1, 4096),
+            ("launcher.gpus", l.gpus, 0, 64),
+            ("launcher.throttle", l.throttle, 0, MAX_TRIALS),
+        ];
+        for (key, value, lo, hi) in bounds {
+            if !(lo..=hi).contains(&value) {
+                return Err(file_error(
+                    path,
+                    format!("{key} = {value}: must be in {lo}..={hi}"),
+                ));
+            }
+        }
+        for option in &l.extra {
+            if !option.starts_with("--") || option.contains('\n') {
+                return Err(file_error(
+                    path,
+                    format!(
+                        "launcher.extra: {option:?} is not one sbatch option like \"--qos=normal\""
+                    ),
+                ));
+            }
+        }
+
+        let mut trials = Vec::new();
+        let keys: Vec<&String> = file.grid.keys().collect();
+        for n in 0..grid_trials {
+            let mut rest = n;
+            let mut values = Vec::new();
+            // The last key varies fastest.
+            for key in keys.iter().rev() {
+                let options = &file.grid[*key];
+                values.push(((*key).clone(), options[rest % options.len()].clone()));
+                rest /= options.len();
+            }
+            values.reverse();
+            trials.push(values);
+        }
+        trials.extend(
+            file.trials
+                .iter()
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        );
+        let mut columns: Vec<String> = Vec::new();
+        for values in &trials {
+            for (k, _) in values {
+                if !columns.contains(k) {
+                    columns.push(k.clone());
+                }
+            }
+        }
+        Ok(Self {
+            dir: file
+                .dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs/sweeps").join(&file.name)),
+            name: file.name,
+            path: path.to_path_buf(),
+            base: runner::parents::resolve_path(&file.base, path),
+            keys: columns,
+            trials: trials
+                .into_iter()
+                .enumerate()
+                .map(|(index, values)| Trial { index, values })
+                .collect(),
+            launcher: file.launcher,
+        })
+    }
+
+    /// Every trial's stage config, validated (with its parents resolved): the first bad one
+    /// is an error naming the trial.
+    pub fn load_trials(
+        &self,
+        env: &HashMap<String, String>,
+    ) -> Result<Vec<LoadedConfig>, SweepError> {
+        self.trials
+            .iter()
+            .map(|t| self.load_trial(t, env))
+            .collect()
+    }
+
+    pub fn load_trial(
+        &self,
+        trial: &Trial,
+        env: &HashMap<String, String>,
+    ) -> Result<LoadedConfig, SweepError> {
+        runner::load(&self.base, &trial.overrides(), env).map_err(|source| SweepError::Trial {
+            path: self.path.clone(),
+            index: trial.index,
+            label: trial.label(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn trial(&self, index: usize) -> Result<&Trial, SweepError> {
+        self.trials.get(index).ok_or_else(|| {
+            file_error(
+                &self.path,
+                format!(
+                    "no trial {index}: the sweep has {} (0..{})",
+                    self.trials.len(),
+                    self.trials.len()
+                ),
+            )
+        })
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    pub fn log_file(&self, index: usize) -> PathBuf {
+        self.logs_dir().join(format!("{index}.log"))
+    }
+
+    pub fn status_file(&self, index: usize) -> PathBuf {
+        self.dir.join("trials").join(format!("{index}.json"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sweep(text: &str) -> Result<Sweep, SweepError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, text).unwrap();
+        Sweep::read(&path)
+    }
+
+    #[test]
+    fn a_grid_expands_to_every_combination_last_key_fastest_then_the_listed_trials() {
+        let s = sweep(
+            "name = \"s\"\nbase = \"b.toml\"\n[grid]\n\"prune.ratio\" = [0.3, 0.5]\nseed = [1, 2, 3]\n\
+             [[trials]]\n\"prune.ratio\" = 0.9\n",
+        )
+        .unwrap();
+        let labels: Vec<String> = s.trials.iter().map(Trial::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "prune.ratio=0.3,seed=1",
+                "prune.ratio=0.3,seed=2",
+                "prune.ratio=0.3,seed=3",
+                "prune.ratio=0.5,seed=1",
+                "prune.ratio=0.5,seed=2",
+                "prune.ratio=0.5,seed=3",
+                "prune.ratio=0.9",
+            ]
+        );
+        assert_eq!(s.keys, ["prune.ratio", "seed"]);
+        assert_eq!(s.trials[6].overrides(), ["prune.ratio=0.9"]);
+    }
+
+    #[test]
+    fn empty_or_oversized_sweeps_and_bad_launchers_are_refused() {
+        for (text, expected) in [
+            ("name = \"s\"\nbase = \"b.toml\"\n", "no trials"),
+            ("name = \"s\"\nbase = \"b.toml\"\n[grid]\nseed = []\n", "at least one value"),
+            (
+                "name = \"s\"\nbase = \"b.toml\"\n[grid]\na = [1,2,3,4,5,6,7,8,9,10]\nb = [1,2,3,4,5,6,7,8,9,10]\nc = [1,2,3,4,5,6,7,8,9,10]\nd = [1,2,3,4,5,6,7,8,9,10]\ne = [1, 2]\n",
+                "more than 10000",
+            ),
+            (
+                "name = \"s\"\nbase = \"b.toml\"\n[grid]\nseed = [1]\n[launcher]\nkind = \"local\"\nparallel = 0\n",
+                "launcher.parallel = 0",
+            ),
+            (
+                "name = \"s\"\nbase = \"b.toml\"\n[grid]\nseed = [1]\n[launcher]\nkind = \"pbs\"\n",
+                "unknown variant `pbs`",
+            ),
+            ("name = \"a/b\"\nbase = \"b.toml\"\n[grid]\nseed = [1]\n", "a folder name"),
+        ] {
+            let message = sweep(text).unwrap_err().to_string();
+            assert!(message.contains(expected), "{text}: {message}");
+        }
+    }
+}

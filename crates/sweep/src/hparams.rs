@@ -1,0 +1,159 @@
+//! TensorBoard's HParams plugin data (`tensorboard/plugins/hparams/plugin_data.proto`,
+//! `api.proto`), encoded by hand: the messages are small and the project's protobuf crate has
+//! no generated types for them. Field numbers are the protos' own.
+
+/// One hyperparameter value: `google.protobuf.Value`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HValue {
+    Number(f64),
+    Text(String),
+    Bool(bool),
+}
+
+impl HValue {
+    /// The value a TOML config value becomes (arrays and tables as their TOML text).
+    pub fn from_toml(value: &toml::Value) -> Self {
+        match value {
+            toml::Value::Integer(i) => HValue::Number(*i as f64),
+            toml::Value::Float(f) => HValue::Number(*f),
+            toml::Value::Boolean(b) => HValue::Bool(*b),
+            toml::Value::String(s) => HValue::Text(s.clone()),
+            other => HValue::Text(other.to_string()),
+        }
+    }
+
+    /// `DataType` of `api.proto`: STRING 1, BOOL 2, FLOAT64 3.
+    fn data_type(&self) -> u64 {
+        match self {
+            HValue::Text(_) => 1,
+            HValue::Bool(_) => 2,
+            HValue::Number(_) => 3,
+        }
+    }
+}
+
+pub const PLUGIN: &str = "hparams";
+pub const EXPERIMENT_TAG: &str = "_hparams_/experiment";
+pub const SESSION_START_TAG: &str = "_hparams_/session_start_info";
+pub const SESSION_END_TAG: &str = "_hparams_/session_end_info";
+
+#[derive(Default)]
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+    fn key(&mut self, field: u32, wire: u8) {
+        self.varint(((field as u64) << 3) | wire as u64);
+    }
+    fn uint(&mut self, field: u32, v: u64) {
+        self.key(field, 0);
+        self.varint(v);
+    }
+    fn double(&mut self, field: u32, v: f64) {
+        self.key(field, 1);
+        self.0.extend(v.to_le_bytes());
+    }
+    fn bytes(&mut self, field: u32, b: &[u8]) {
+        self.key(field, 2);
+        self.varint(b.len() as u64);
+        self.0.extend(b);
+    }
+    fn text(&mut self, field: u32, s: &str) {
+        self.bytes(field, s.as_bytes());
+    }
+}
+
+fn value(v: &HValue) -> Vec<u8> {
+    let mut w = Writer::default();
+    match v {
+        HValue::Number(x) => w.double(2, *x),
+        HValue::Text(s) => w.text(3, s),
+        HValue::Bool(b) => w.uint(4, *b as u64),
+    }
+    w.0
+}
+
+/// `HParamsPluginData { version = 0; <field> = message }`.
+fn plugin_data(field: u32, message: &[u8]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.uint(1, 0);
+    w.bytes(field, message);
+    w.0
+}
+
+/// The experiment: each hyperparameter with its type and the values the sweep takes, and the
+/// metrics (scalar tags) to show against them.
+pub fn experiment(
+    hparams: &[(String, Vec<HValue>)],
+    metrics: &[&str],
+    created_secs: f64,
+) -> Vec<u8> {
+    let mut e = Writer::default();
+    e.double(3, created_secs);
+    for (name, values) in hparams {
+        let mut info = Writer::default();
+        info.text(1, name);
+        if let Some(first) = values.first() {
+            info.uint(4, first.data_type());
+        }
+        let mut list = Writer::default();
+        for v in values {
+            list.bytes(1, &value(v));
+        }
+        info.bytes(6, &list.0);
+        e.bytes(4, &info.0);
+    }
+    for tag in metrics {
+        let mut name = Writer::default();
+        name.text(2, tag);
+        let mut info = Writer::default();
+        info.bytes(1, &name.0);
+        info.text(3, tag);
+        e.bytes(5, &info.0);
+    }
+    plugin_data(2, &e.0)
+}
+
+/// One trial's start: its hyperparameter values.
+pub fn session_start(hparams: &[(String, HValue)], group: &str, start_secs: f64) -> Vec<u8> {
+    let mut s = Writer::default();
+    for (name, v) in hparams {
+        let mut entry = Writer::default();
+        entry.text(1, name);
+        entry.bytes(2, &value(v));
+        s.bytes(1, &entry.0);
+    }
+    s.text(4, group);
+    s.double(5, start_secs);
+    plugin_data(3, &s.0)
+}
+
+/// One trial's end: `SUCCESS` (1) or `FAILURE` (2).
+pub fn session_end(success: bool, end_secs: f64) -> Vec<u8> {
+    let mut s = Writer::default();
+    s.uint(1, if success { 1 } else { 2 });
+    s.double(2, end_secs);
+    plugin_data(4, &s.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_encode_as_protobuf_does() {
+        // Checked against protoc's encoding of the same messages.
+        assert_eq!(value(&HValue::Bool(true)), [0x20, 0x01]);
+        assert_eq!(value(&HValue::Text("a".into())), [0x1a, 0x01, b'a']);
+        let mut w = Writer::default();
+        w.varint(300);
+        assert_eq!(w.0, [0xac, 0x02]);
+        assert_eq!(session_end(true, 0.0)[..4], [0x08, 0x00, 0x22, 0x0b]);
+    }
+}

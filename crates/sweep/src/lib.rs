@@ -1,0 +1,266 @@
+//! Sweeps: one base stage config, a grid and/or a list of trials, run by a launcher (child
+//! processes here, or a Slurm job array), compared in one table, two plots and TensorBoard's
+//! HParams view. No scheduler of our own: Slurm schedules, or the local machine runs `parallel`
+//! trials at a time.
+//!
+//! - [`file`]: the sweep file and its trials (each the base config plus overrides).
+//! - [`trials`]: running one trial, the parents trials share, each trial's state.
+//! - [`local`], [`slurm`]: the launchers.
+//! - [`results`], [`hparams`]: what a sweep leaves behind.
+
+pub mod file;
+pub mod hparams;
+pub mod local;
+pub mod results;
+pub mod slurm;
+pub mod trials;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+pub use file::{LauncherKind, Sweep, SweepError, Trial};
+use runner::{LoadedConfig, RunOptions};
+use trials::State;
+
+/// What `train sweep` was asked.
+pub struct SweepRequest {
+    pub path: PathBuf,
+    /// Print the job scripts, submit nothing (Slurm).
+    pub dry_run: bool,
+    /// Show each trial's state (and write the results when none is queued).
+    pub status: bool,
+    /// Slurm: after submitting, wait until the trials leave the queue, then write the results.
+    pub wait: bool,
+    /// Run the parents the trials share, and nothing else (the Slurm parents job).
+    pub run_parents: bool,
+    /// This binary, which runs each trial (`run-trial`).
+    pub exe: PathBuf,
+}
+
+/// Each trial's state: its run folder, a recorded failure, or (Slurm) the queue's word.
+fn states(sweep: &Sweep, loaded: &[LoadedConfig], queued: &BTreeMap<usize, String>) -> Vec<State> {
+    loaded
+        .iter()
+        .enumerate()
+        .map(|(i, l)| match trials::state(sweep, i, l) {
+            State::Done { dir, summary } => State::Done { dir, summary },
+            other => match queued.get(&i) {
+                Some(word) => State::Queued(word.clone()),
+                None => other,
+            },
+        })
+        .collect()
+}
+
+fn count(states: &[State], word: &str) -> usize {
+    states.iter().filter(|s| s.word() == word).count()
+}
+
+/// Prints one line per trial and writes the results files; errors when trials failed.
+fn finish(sweep: &Sweep, states: Vec<State>) -> Result<(), SweepError> {
+    let submitted = if sweep.launcher.kind == LauncherKind::Slurm {
+        slurm::submitted_at(sweep)
+    } else {
+        BTreeMap::new()
+    };
+    let rows: Vec<results::Row> = sweep
+        .trials
+        .iter()
+        .zip(states)
+        .map(|(trial, state)| {
+            let timing = trials::timing(sweep, trial.index);
+            results::Row {
+                wall_s: timing.map(|t| t.ended - t.started),
+                queue_s: timing
+                    .zip(submitted.get(&trial.index))
+                    .map(|(t, s)| t.started - s),
+                trial,
+                state,
+            }
+        })
+        .collect();
+    print_states(sweep, &rows);
+    let written = results::write(sweep, &rows)?;
+    for path in &written {
+        println!("wrote {}", path.display());
+    }
+    let failed = rows
+        .iter()
+        .filter(|r| matches!(r.state, State::Failed(_)))
+        .count();
+    if failed > 0 {
+        return Err(SweepError::TrialsFailed {
+            failed,
+            total: rows.len(),
+            results: sweep.dir.join("results.md"),
+        });
+    }
+    Ok(())
+}
+
+fn print_states(sweep: &Sweep, rows: &[results::Row]) {
+    println!("sweep {} ({} trials):", sweep.name, rows.len());
+    for row in rows {
+        let detail = match &row.state {
+            State::Done { summary, dir } => format!(
+                "accuracy {:.2}%, {} bytes, latency p50 {:.3} ms ({})",
+                100.0 * summary.accuracy,
+                summary.model_bytes,
+                summary.latency_ms_p50,
+                dir.display()
+            ),
+            State::Failed(f) => format!(
+                "{}; log {}:\n{}",
+                f.message,
+                sweep.log_file(row.trial.index).display(),
+                trials::log_tail(sweep, row.trial.index, 5)
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "  {:>3} {:<40} {:<9} {detail}",
+            row.trial.index,
+            row.trial.label(),
+            row.state.word()
+        );
+    }
+}
+
+/// `train sweep SWEEP`: validates every trial, runs the shared parents once, then the
+/// unfinished trials through the launcher; results when they are all done or failed.
+pub fn sweep(
+    request: &SweepRequest,
+    env: &HashMap<String, String>,
+    options: &RunOptions,
+) -> Result<(), SweepError> {
+    let sweep = Sweep::read(&request.path)?;
+    let slurm = sweep.launcher.kind == LauncherKind::Slurm;
+    if slurm && !request.run_parents && !request.dry_run {
+        slurm::require_slurm()?;
+    }
+    let loaded = sweep.load_trials(env)?;
+    if request.run_parents {
+        let all: Vec<&LoadedConfig> = loaded.iter().collect();
+        let n = trials::run_parents(&all, options)?;
+        println!("{n} shared parent stage(s) ready");
+        return Ok(());
+    }
+    let queued = if slurm && !request.dry_run {
+        slurm::queued(&sweep)?
+    } else {
+        BTreeMap::new()
+    };
+    let now = states(&sweep, &loaded, &queued);
+    if request.status {
+        if queued.is_empty() {
+            return finish(&sweep, now);
+        }
+        let rows: Vec<results::Row> = sweep
+            .trials
+            .iter()
+            .zip(now)
+            .map(|(trial, state)| results::Row {
+                trial,
+                state,
+                wall_s: None,
+                queue_s: None,
+            })
+            .collect();
+        print_states(&sweep, &rows);
+        return Ok(());
+    }
+    let todo: Vec<usize> = now
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s, State::NotRun | State::Failed(_)))
+        .map(|(i, _)| i)
+        .collect();
+    println!(
+        "sweep {}: {} trials of {} ({} done, {} queued, {} to run); folder {}",
+        sweep.name,
+        sweep.trials.len(),
+        sweep.base.display(),
+        count(&now, "done"),
+        queued.len(),
+        todo.len(),
+        sweep.dir.display()
+    );
+    std::fs::create_dir_all(&sweep.dir).map_err(file::io(sweep.dir.display().to_string()))?;
+    let todo_loaded: Vec<&LoadedConfig> = todo.iter().map(|&i| &loaded[i]).collect();
+    if !slurm {
+        if !todo.is_empty() {
+            let n = trials::run_parents(&todo_loaded, options)?;
+            println!(
+                "{n} shared parent stage(s) ready; running {} trial(s), {} at a time",
+                todo.len(),
+                sweep.launcher.parallel
+            );
+            local::run(&sweep, &todo, &request.exe, options.plain)?;
+        }
+        let now = states(&sweep, &loaded, &BTreeMap::new());
+        return finish(&sweep, now);
+    }
+    if todo.is_empty() {
+        println!("nothing to submit");
+        if queued.is_empty() {
+            return finish(&sweep, now);
+        }
+        return Ok(());
+    }
+    let with_parents = trials::shared_parents(&todo_loaded)
+        .iter()
+        .any(|p| !trials::is_finished(p));
+    for &i in &todo {
+        let _ = std::fs::remove_file(sweep.status_file(i));
+    }
+    match slurm::submit(&sweep, &request.exe, &todo, with_parents, request.dry_run)? {
+        None => return Ok(()),
+        Some(s) => println!(
+            "submitted job array {} ({} tasks){}",
+            s.array_job,
+            s.indices.len(),
+            s.parents_job
+                .as_ref()
+                .map_or(String::new(), |p| format!(" after parents job {p}"))
+        ),
+    }
+    if !request.wait {
+        println!(
+            "`train sweep {} --status` shows progress",
+            request.path.display()
+        );
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if slurm::queued(&sweep)?.is_empty() {
+            break;
+        }
+    }
+    // A task that ended without a word of its own (killed, out of time) is failed.
+    let now = states(&sweep, &loaded, &BTreeMap::new());
+    for (&i, state) in todo.iter().zip(todo.iter().map(|&i| &now[i])) {
+        if matches!(state, State::NotRun) {
+            trials::record_failure(
+                &sweep,
+                i,
+                &trials::Failure {
+                    exit_code: None,
+                    message: "the Slurm task ended without finishing (see its log)".into(),
+                },
+            )?;
+        }
+    }
+    finish(&sweep, states(&sweep, &loaded, &BTreeMap::new()))
+}
+
+/// `train run-trial SWEEP --index I`.
+pub fn run_trial(
+    path: &Path,
+    index: usize,
+    env: &HashMap<String, String>,
+    options: &RunOptions,
+) -> Result<runner::StageOutcome, SweepError> {
+    let sweep = Sweep::read(path)?;
+    trials::run_trial(&sweep, index, env, options)
+}

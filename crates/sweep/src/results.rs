@@ -1,0 +1,281 @@
+//! A sweep's results: `results.csv`, `results.md`, the accuracy plots with the Pareto front,
+//! and `tensorboard/` (each trial's events named after its swept values, with HParams data).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use measure::plot::{accuracy_plot, Point};
+use measure::EventLog;
+
+use crate::file::{io, Sweep, SweepError, Trial};
+use crate::hparams::{self, HValue};
+use crate::trials::{log_tail, State};
+
+/// One trial's line of the results.
+pub struct Row<'a> {
+    pub trial: &'a Trial,
+    pub state: State,
+    /// Seconds from start to end of the trial's process.
+    pub wall_s: Option<f64>,
+    /// Slurm: seconds from submission to start.
+    pub queue_s: Option<f64>,
+}
+
+/// The metrics shown against the hyperparameters (scalar tags every run writes).
+const METRICS: [&str; 4] = [
+    "summary/accuracy",
+    "summary/latency_ms_p50",
+    "summary/model_bytes",
+    "summary/macs",
+];
+
+fn cell(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn value_of<'v>(trial: &'v Trial, key: &str) -> Option<&'v toml::Value> {
+    trial.values.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or(String::new(), |v| format!("{v:.digits$}"))
+}
+
+/// Writes every results file; returns the paths written.
+pub fn write(sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>, SweepError> {
+    std::fs::create_dir_all(&sweep.dir).map_err(io(sweep.dir.display().to_string()))?;
+    let mut header: Vec<String> = vec!["trial".into()];
+    header.extend(sweep.keys.iter().cloned());
+    header.extend(
+        [
+            "state",
+            "accuracy",
+            "params",
+            "model_bytes",
+            "macs",
+            "latency_ms_p50",
+            "train_s",
+            "wall_s",
+            "queue_s",
+            "run",
+        ]
+        .map(String::from),
+    );
+    let mut csv = header.join(",") + "\n";
+    let mut md = format!(
+        "# Sweep {}\n\n{} trials of `{}`. Reproduce: `train sweep {}`.\n\n| {} |\n|{}|\n",
+        sweep.name,
+        rows.len(),
+        sweep.base.display(),
+        sweep.path.display(),
+        header.join(" | "),
+        vec!["---"; header.len()].join("|")
+    );
+    for row in rows {
+        let mut cells = vec![row.trial.index.to_string()];
+        for key in &sweep.keys {
+            cells.push(value_of(row.trial, key).map(cell).unwrap_or_default());
+        }
+        cells.push(row.state.word().to_string());
+        match &row.state {
+            State::Done { dir, summary } => cells.extend([
+                format!("{:.4}", summary.accuracy),
+                summary.params.to_string(),
+                summary.model_bytes.to_string(),
+                summary.macs.to_string(),
+                format!("{:.4}", summary.latency_ms_p50),
+                format!("{:.1}", summary.train_seconds),
+                opt(row.wall_s, 1),
+                opt(row.queue_s, 1),
+                dir.display().to_string(),
+            ]),
+            _ => {
+                cells.extend(std::iter::repeat_n(String::new(), 6));
+                cells.push(opt(row.wall_s, 1));
+                cells.push(opt(row.queue_s, 1));
+                cells.push(String::new());
+            }
+        }
+        csv += &cells
+            .iter()
+            .map(|c| {
+                if c.contains([',', '"']) {
+                    format!("\"{}\"", c.replace('"', "\"\""))
+                } else {
+                    c.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        csv += "\n";
+        md += &format!("| {} |\n", cells.join(" | "));
+    }
+    let failed: Vec<&Row> = rows
+        .iter()
+        .filter(|r| matches!(r.state, State::Failed(_)))
+        .collect();
+    if !failed.is_empty() {
+        md += "\n## Failed trials\n";
+        for row in failed {
+            if let State::Failed(f) = &row.state {
+                md += &format!(
+                    "\n### trial {} ({})\n\nexit code {}: {}\n\n```\n{}\n```\n",
+                    row.trial.index,
+                    row.trial.label(),
+                    f.exit_code
+                        .map_or("none (killed by a signal)".into(), |c| c.to_string()),
+                    f.message,
+                    log_tail(sweep, row.trial.index, 20)
+                );
+            }
+        }
+    }
+    let mut written = Vec::new();
+    let csv_path = sweep.dir.join("results.csv");
+    std::fs::write(&csv_path, csv).map_err(io(csv_path.display().to_string()))?;
+    written.push(csv_path);
+
+    let done: Vec<(&Row, &measure::RunSummary)> = rows
+        .iter()
+        .filter_map(|r| match &r.state {
+            State::Done { summary, .. } => Some((r, &**summary)),
+            _ => None,
+        })
+        .collect();
+    if !done.is_empty() {
+        let points = |cost: &dyn Fn(&measure::RunSummary) -> f64| -> Vec<Point> {
+            done.iter()
+                .map(|(r, s)| Point {
+                    label: r.trial.label(),
+                    cost: cost(s),
+                    accuracy: s.accuracy,
+                })
+                .collect()
+        };
+        let draw_error = |e: measure::report::ReportError| SweepError::Results(e.to_string());
+        let latency = sweep.dir.join("results-accuracy-latency.png");
+        accuracy_plot(
+            &latency,
+            &format!("{}: accuracy against latency (batch 1)", sweep.name),
+            "latency p50 per image, batch 1 (ms, log scale)",
+            &measure::plot::plain_number,
+            &points(&|s| s.latency_ms_p50),
+            true,
+        )
+        .map_err(draw_error)?;
+        let size = sweep.dir.join("results-accuracy-size.png");
+        accuracy_plot(
+            &size,
+            &format!("{}: accuracy against model size", sweep.name),
+            "model file size (bytes, log scale)",
+            &measure::plot::human_bytes,
+            &points(&|s| s.model_bytes as f64),
+            true,
+        )
+        .map_err(draw_error)?;
+        md += "\n![accuracy against latency](results-accuracy-latency.png)\n\n![accuracy against size](results-accuracy-size.png)\n";
+        written.extend([latency, size]);
+    }
+    let md_path = sweep.dir.join("results.md");
+    std::fs::write(&md_path, md).map_err(io(md_path.display().to_string()))?;
+    written.push(md_path);
+    written.push(tensorboard(sweep, rows)?);
+    Ok(written)
+}
+
+/// A trial's TensorBoard folder name: its index and swept values.
+pub fn run_name(trial: &Trial) -> String {
+    format!(
+        "{:03}-{}",
+        trial.index,
+        trial.label().replace(['/', '\\', ' '], "_")
+    )
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `tensorboard/`: the HParams experiment at the top, and per trial its run's event files
+/// plus its HParams session (values, and success or failure).
+fn tensorboard(sweep: &Sweep, rows: &[Row]) -> Result<PathBuf, SweepError> {
+    let root = sweep.dir.join("tensorboard");
+    if root.exists() {
+        std::fs::remove_dir_all(&root).map_err(io(root.display().to_string()))?;
+    }
+    std::fs::create_dir_all(&root).map_err(io(root.display().to_string()))?;
+    let mut domains: BTreeMap<&str, Vec<HValue>> = BTreeMap::new();
+    for row in rows {
+        for (key, value) in &row.trial.values {
+            let v = HValue::from_toml(value);
+            let list = domains.entry(key).or_default();
+            if !list.contains(&v) {
+                list.push(v);
+            }
+        }
+    }
+    let infos: Vec<(String, Vec<HValue>)> = domains
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let event_error = |e: measure::tensorboard::EventLogError| SweepError::Results(e.to_string());
+    let mut top = EventLog::create(&root).map_err(io(root.display().to_string()))?;
+    top.plugin(
+        hparams::EXPERIMENT_TAG,
+        hparams::PLUGIN,
+        hparams::experiment(&infos, &METRICS, now_secs()),
+        0,
+    );
+    top.close().map_err(event_error)?;
+    for row in rows {
+        let success = match &row.state {
+            State::Done { .. } => true,
+            State::Failed(_) => false,
+            _ => continue,
+        };
+        let dir = root.join(run_name(row.trial));
+        std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
+        if let State::Done { dir: run, .. } = &row.state {
+            copy_events(run, &dir)?;
+        }
+        let values: Vec<(String, HValue)> = row
+            .trial
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), HValue::from_toml(v)))
+            .collect();
+        let mut events = EventLog::create(&dir).map_err(io(dir.display().to_string()))?;
+        let t = now_secs();
+        events.plugin(
+            hparams::SESSION_START_TAG,
+            hparams::PLUGIN,
+            hparams::session_start(&values, &run_name(row.trial), t),
+            0,
+        );
+        events.plugin(
+            hparams::SESSION_END_TAG,
+            hparams::PLUGIN,
+            hparams::session_end(success, t),
+            0,
+        );
+        events.close().map_err(event_error)?;
+    }
+    Ok(root)
+}
+
+fn copy_events(run: &Path, into: &Path) -> Result<(), SweepError> {
+    let entries = std::fs::read_dir(run).map_err(io(run.display().to_string()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with("events.out.tfevents") {
+            let to = into.join(&name);
+            std::fs::copy(entry.path(), &to).map_err(io(to.display().to_string()))?;
+        }
+    }
+    Ok(())
+}
