@@ -107,6 +107,9 @@ for sub in [""] + sorted(os.listdir(root)):
         kind = data.WhichOneof("data")
         if kind == "experiment":
             entry["hparams"] = [h.name for h in data.experiment.hparam_infos]
+            entry["domains"] = {h.name: [h.domain_interval.min_value, h.domain_interval.max_value]
+                                for h in data.experiment.hparam_infos
+                                if h.WhichOneof("domain") == "domain_interval"}
             entry["metrics"] = [m.name.tag for m in data.experiment.metric_infos]
         elif kind == "session_start_info":
             entry["values"] = {k: getattr(v, v.WhichOneof("kind"))
@@ -184,6 +187,11 @@ fn a_local_sweep_records_a_failed_trial_reruns_only_it_once_fixed_and_writes_hpa
         serde_json::json!(["seed", "train.optimizer.lr"])
     );
     assert_eq!(read["."]["metrics"][0], "summary/accuracy");
+    assert_eq!(read["."]["domains"]["seed"], serde_json::json!([1.0, 2.0]));
+    assert_eq!(
+        read["."]["domains"]["train.optimizer.lr"],
+        serde_json::json!([0.02, 0.1])
+    );
     let trial = &read["001-seed=1,train.optimizer.lr=0.1"];
     assert_eq!(trial["values"]["seed"], 1.0);
     assert_eq!(trial["values"]["train.optimizer.lr"], 0.1);

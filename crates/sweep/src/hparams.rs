@@ -102,11 +102,26 @@ pub fn experiment(
         if let Some(first) = values.first() {
             info.uint(4, first.data_type());
         }
-        let mut list = Writer::default();
-        for v in values {
-            list.bytes(1, &value(v));
+        let numbers: Vec<f64> = values
+            .iter()
+            .filter_map(|v| match v {
+                HValue::Number(x) => Some(*x),
+                _ => None,
+            })
+            .collect();
+        if !numbers.is_empty() && numbers.len() == values.len() {
+            // Numbers: an interval (what TensorBoard's parallel-coordinates axes use).
+            let mut interval = Writer::default();
+            interval.double(1, numbers.iter().copied().fold(f64::INFINITY, f64::min));
+            interval.double(2, numbers.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+            info.bytes(6, &interval.0);
+        } else {
+            let mut list = Writer::default();
+            for v in values {
+                list.bytes(1, &value(v));
+            }
+            info.bytes(5, &list.0);
         }
-        info.bytes(6, &list.0);
         e.bytes(4, &info.0);
     }
     for tag in metrics {

@@ -187,6 +187,17 @@ pub fn sweep(
     );
     std::fs::create_dir_all(&sweep.dir).map_err(file::io(sweep.dir.display().to_string()))?;
     let todo_loaded: Vec<&LoadedConfig> = todo.iter().map(|&i| &loaded[i]).collect();
+    if !slurm && request.dry_run {
+        for &i in &todo {
+            println!(
+                "would run trial {i} ({}): {} run-trial {} --index {i}",
+                sweep.trials[i].label(),
+                request.exe.display(),
+                sweep.path.display()
+            );
+        }
+        return Ok(());
+    }
     if !slurm {
         if !todo.is_empty() {
             let n = trials::run_parents(&todo_loaded, options)?;

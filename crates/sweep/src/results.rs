@@ -146,10 +146,38 @@ pub fn write(sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>, SweepError> {
         })
         .collect();
     if !done.is_empty() {
+        // Plot labels name only the keys that vary between trials.
+        let varying: Vec<&String> = sweep
+            .keys
+            .iter()
+            .filter(|k| {
+                let mut seen: Vec<String> = Vec::new();
+                for t in &sweep.trials {
+                    let v = value_of(t, k).map(cell).unwrap_or_default();
+                    if !seen.contains(&v) {
+                        seen.push(v);
+                    }
+                }
+                seen.len() > 1
+            })
+            .collect();
+        let short = |t: &Trial| -> String {
+            let parts: Vec<String> = t
+                .values
+                .iter()
+                .filter(|(k, _)| varying.contains(&k))
+                .map(|(k, v)| format!("{k}={}", cell(v)))
+                .collect();
+            if parts.is_empty() {
+                t.label()
+            } else {
+                parts.join(",")
+            }
+        };
         let points = |cost: &dyn Fn(&measure::RunSummary) -> f64| -> Vec<Point> {
             done.iter()
                 .map(|(r, s)| Point {
-                    label: r.trial.label(),
+                    label: short(r.trial),
                     cost: cost(s),
                     accuracy: s.accuracy,
                 })
