@@ -3,27 +3,11 @@
 
 use data::{Dataset, Preprocess};
 use models::Model;
-use technique::{Invalid, ParentShape, StageContext, TechniqueError};
+use technique::{Invalid, StageContext, TechniqueError};
 
 use crate::config::Schedule;
 
-/// The parent a pruning stage starts from (`from = ...` at the top of the config).
-pub const FROM_KEY: &str = "from";
-
-/// Checks that the stage names the trained model it starts from.
-pub fn require_from(parents: &[ParentShape], what: &str) -> Result<(), Invalid> {
-    if parents.iter().any(|p| p.key == FROM_KEY) {
-        return Ok(());
-    }
-    Err(Invalid::new(
-        "from",
-        "(missing)",
-        format!(
-            "{what} starts from a trained model: set `from` to the stage config (.toml) or \
-             model file to start from"
-        ),
-    ))
-}
+pub use technique::{require_from, FROM_KEY};
 
 /// Checks a section's `schedule`, `steps` and `every` (keys under `section.`).
 pub fn check_schedule(

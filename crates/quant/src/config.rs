@@ -4,10 +4,9 @@ use std::collections::BTreeMap;
 
 use models::{InputShape, Model, ModelSpec};
 use serde::{Deserialize, Serialize};
-use technique::{matches, Invalid, ParentShape, TechniqueConfig};
+use technique::{matches, require_from, Invalid, ParentShape, TechniqueConfig};
 
-/// The parent a quantizing stage starts from (`from = ...` at the top of the config).
-pub const FROM_KEY: &str = "from";
+pub use technique::FROM_KEY;
 
 /// Bit widths an integer export can pack.
 pub const BITS: [u32; 3] = [2, 4, 8];
@@ -172,14 +171,7 @@ impl TechniqueConfig for QuantConfig {
         parents: &[ParentShape],
         input: &InputShape,
     ) -> Result<(), Invalid> {
-        if !parents.iter().any(|p| p.key == FROM_KEY) {
-            return Err(Invalid::new(
-                "from",
-                "(missing)",
-                "[quant] starts from a trained model: set `from` to the stage config (.toml) \
-                 or model file to quantize",
-            ));
-        }
+        require_from(parents, "a quantizing stage")?;
         let model = Model::new(own, input, &Default::default())
             .map_err(|e| Invalid::new("model", format!("{own:?}"), e.to_string()))?;
         let names: Vec<String> = weight_layers(&model).into_keys().collect();

@@ -71,3 +71,22 @@ pub fn matches(pattern: &str, name: &str) -> bool {
     }
     true
 }
+
+/// The parent a stage starts from (`from = ...` at the top of the config): pruning and
+/// quantization need one.
+pub const FROM_KEY: &str = "from";
+
+/// Checks that the stage names the trained model it starts from.
+pub fn require_from(parents: &[ParentShape], what: &str) -> Result<(), Invalid> {
+    if parents.iter().any(|p| p.key == FROM_KEY) {
+        return Ok(());
+    }
+    Err(Invalid::new(
+        "from",
+        "(missing)",
+        format!(
+            "{what} starts from a trained model: set `from` to the stage config (.toml) or \
+             model file to start from"
+        ),
+    ))
+}

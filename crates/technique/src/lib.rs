@@ -17,7 +17,9 @@ mod hooks;
 mod loss;
 mod trainee;
 
-pub use config::{matches, Invalid, ParentKey, ParentShape, TechniqueConfig};
+pub use config::{
+    matches, require_from, Invalid, ParentKey, ParentShape, TechniqueConfig, FROM_KEY,
+};
 pub use hooks::{Artifact, ReadyParent, Report, StageContext, Technique, TechniqueError};
 pub use loss::{CrossEntropy, Loss, LossPart, StepLoss};
 pub use trainee::{Aux, Trainee};
