@@ -183,13 +183,25 @@ optimizer = { kind = "sgd", lr = 0.1 }
 "#;
 
 #[test]
-fn check_accepts_every_shipped_config() {
+fn check_accepts_every_shipped_config_and_sweep() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut checked = 0;
     for entry in std::fs::read_dir(root.join("configs")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = train(&root).arg("check").arg(&path).output().unwrap();
+            // A sweep file is checked by a dry run: every trial validated, nothing run.
+            let sweep = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("sweep-"));
+            let out = if sweep {
+                train(&root)
+                    .args(["sweep", "--dry-run"])
+                    .arg(&path)
+                    .output()
+                    .unwrap()
+            } else {
+                train(&root).arg("check").arg(&path).output().unwrap()
+            };
             assert!(out.status.success(), "{}: {}", path.display(), text(&out));
             checked += 1;
         }

@@ -185,7 +185,6 @@ pub fn sweep(
         todo.len(),
         sweep.dir.display()
     );
-    std::fs::create_dir_all(&sweep.dir).map_err(file::io(sweep.dir.display().to_string()))?;
     let todo_loaded: Vec<&LoadedConfig> = todo.iter().map(|&i| &loaded[i]).collect();
     if !slurm && request.dry_run {
         for &i in &todo {
@@ -197,6 +196,9 @@ pub fn sweep(
             );
         }
         return Ok(());
+    }
+    if !request.dry_run {
+        std::fs::create_dir_all(&sweep.dir).map_err(file::io(sweep.dir.display().to_string()))?;
     }
     if !slurm {
         if !todo.is_empty() {
