@@ -103,6 +103,9 @@ pub fn scripts(
     let cwd = std::env::current_dir().unwrap_or_default();
     let mut common = options(sweep);
     common.push(format!("--chdir={}", cwd.display()));
+    // A preempted task goes back to the queue and, being an ordinary run, resumes from its
+    // last checkpoint.
+    common.push("--requeue".to_string());
     let parents = with_parents.then(|| {
         let mut o = common.clone();
         o[0] = format!("--job-name={}-parents", sweep.name);
