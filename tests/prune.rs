@@ -23,34 +23,11 @@ const RESNET: &str = "kind = \"resnet\"\nstem = 8\nstages = [8, 16]\nblocks = 1"
 
 /// A pruning stage from `parent` with `prune` as its `[prune]` section and `epochs` epochs.
 fn pruned_config(data: &Path, parent: &Path, prune: &str, epochs: usize) -> String {
-    format!(
-        r#"name = "pruned"
-seed = 3
-from = "{}"
-
-[data]
-dataset = "idx"
-path = "{}"
-
-[prune]
-{prune}
-
-[train]
-epochs = {epochs}
-batch_size = 16
-log_every = 4
-
-[train.optimizer]
-kind = "sgd"
-lr = 0.02
-momentum = 0.9
-
-[measure]
-latency_images = 20
-latency_warmup = 2
-"#,
-        parent.display(),
-        data.display()
+    derived_config(
+        "pruned",
+        (data, parent),
+        ("prune", prune),
+        (epochs, 16, 0.02),
     )
 }
 

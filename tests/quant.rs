@@ -23,34 +23,11 @@ fn parent_config(dir: &Path, data: &Path, epochs: usize) -> PathBuf {
 
 /// A quantizing stage from `parent` with `quant` as its `[quant]` section.
 fn quant_config(data: &Path, parent: &Path, quant: &str, epochs: usize) -> String {
-    format!(
-        r#"name = "quantized"
-seed = 3
-from = "{}"
-
-[data]
-dataset = "idx"
-path = "{}"
-
-[quant]
-{quant}
-
-[train]
-epochs = {epochs}
-batch_size = 8
-log_every = 4
-
-[train.optimizer]
-kind = "sgd"
-lr = 0.01
-momentum = 0.9
-
-[measure]
-latency_images = 20
-latency_warmup = 2
-"#,
-        parent.display(),
-        data.display()
+    derived_config(
+        "quantized",
+        (data, parent),
+        ("quant", quant),
+        (epochs, 8, 0.01),
     )
 }
 

@@ -280,3 +280,44 @@ pub fn teacher_and_student(n: usize) -> (tempfile::TempDir, PathBuf) {
     let student = write(&dir.path().join("student.toml"), &student);
     (dir, student)
 }
+
+/// A stage named `name` that starts `from` the stage config `parent` (on the IDX data at
+/// `data`) with one technique section `[section]` holding `body`, trained `epochs` epochs at
+/// `batch` images per step and learning rate `lr`.
+#[allow(dead_code)]
+pub fn derived_config(
+    name: &str,
+    (data, parent): (&Path, &Path),
+    (section, body): (&str, &str),
+    (epochs, batch, lr): (usize, usize, f64),
+) -> String {
+    format!(
+        r#"name = "{name}"
+seed = 3
+from = "{}"
+
+[data]
+dataset = "idx"
+path = "{}"
+
+[{section}]
+{body}
+
+[train]
+epochs = {epochs}
+batch_size = {batch}
+log_every = 4
+
+[train.optimizer]
+kind = "sgd"
+lr = {lr}
+momentum = 0.9
+
+[measure]
+latency_images = 20
+latency_warmup = 2
+"#,
+        parent.display(),
+        data.display()
+    )
+}

@@ -175,42 +175,15 @@ pub fn open_target(target: &Path, config: Option<&Path>) -> Result<Target, RunEr
     let device = parse_device(&config.device).map_err(|e| error(&model_path, e.to_string()))?;
     let dataset = load_dataset(&config)?;
     let (input, prep) = input_for(&config, &dataset);
-    if quant::is_export(&model_path) {
+    let (model, export) = if quant::is_export(&model_path) {
         let export = quant::open_export(&model_path, &input, &device)?;
-        return Ok(Target {
-            model: export.model().clone(),
-            export: Some(export),
-            config,
-            dataset,
-            input,
-            prep,
-            device,
-            run_dir: is_run.then(|| target.to_path_buf()),
-        });
-    }
-    // The file describes itself; an older file without a spec is built from the config's.
-    let options = LoadOptions {
-        spec: None,
-        key_map: &[],
-    };
-    // Our formats only: a run folder's model.bpk, or a file saved by a stage (.bpk, .sparse).
-    let format = match ModelFormat::from_path(&model_path) {
-        Some(ModelFormat::Sparse) => ModelFormat::Sparse,
-        _ => ModelFormat::Burnpack,
-    };
-    let model = match file::load(&model_path, format, options, &input, &device) {
-        Err(ModelFileError::NoSpec { .. }) if config.model.is_some() => {
-            let options = LoadOptions {
-                spec: config.model.as_ref(),
-                key_map: &[],
-            };
-            file::load(&model_path, ModelFormat::Burnpack, options, &input, &device)?
-        }
-        other => other?,
+        (export.model().clone(), Some(export))
+    } else {
+        (load_float(&model_path, &config, &input, &device)?, None)
     };
     Ok(Target {
         model,
-        export: None,
+        export,
         config,
         dataset,
         input,
@@ -218,6 +191,36 @@ pub fn open_target(target: &Path, config: Option<&Path>) -> Result<Target, RunEr
         device,
         run_dir: is_run.then(|| target.to_path_buf()),
     })
+}
+
+/// One of our float model files (a run folder's model.bpk, or a `.bpk` / `.sparse` saved by a
+/// stage). The file describes itself; an older file without a spec is built from the config's.
+fn load_float(
+    model_path: &Path,
+    config: &StageConfig,
+    input: &InputShape,
+    device: &Device,
+) -> Result<Model, RunError> {
+    let options = LoadOptions {
+        spec: None,
+        key_map: &[],
+    };
+    let format = match ModelFormat::from_path(model_path) {
+        Some(ModelFormat::Sparse) => ModelFormat::Sparse,
+        _ => ModelFormat::Burnpack,
+    };
+    Ok(
+        match file::load(model_path, format, options, input, device) {
+            Err(ModelFileError::NoSpec { .. }) if config.model.is_some() => {
+                let options = LoadOptions {
+                    spec: config.model.as_ref(),
+                    key_map: &[],
+                };
+                file::load(model_path, ModelFormat::Burnpack, options, input, device)?
+            }
+            other => other?,
+        },
+    )
 }
 
 /// Benchmarks the target; for a run folder, the results also go to its TensorBoard run and
