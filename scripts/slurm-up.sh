@@ -35,11 +35,13 @@ mkdir -p "$state/spool" "$state/state" "$state/log"
 : > "$state/started"
 
 # munge: its own key and daemon, as user munge; reuse one that already runs.
-if ! pgrep -x munged >/dev/null; then
+# (A stopped daemon can linger here as a zombie: only a live pid counts.)
+if ! alive /run/munge/munged.pid; then
     mkdir -p /run/munge /var/log/munge /var/lib/munge /etc/munge
     [ -f /etc/munge/munge.key ] || mungekey --create >&2 || /usr/sbin/create-munge-key -f >&2
     chown -R munge: /run/munge /var/log/munge /var/lib/munge /etc/munge
     chmod 0700 /etc/munge
+    rm -f /run/munge/munged.pid /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock
     runuser -u munge -- /usr/sbin/munged
     for _ in $(seq 50); do [ -f /run/munge/munged.pid ] && break; sleep 0.1; done
     echo "/run/munge/munged.pid" >> "$state/started"
