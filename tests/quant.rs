@@ -126,6 +126,40 @@ fn ptq_and_the_16_bit_export_are_measured_from_their_files() {
     let run = only_run_dir(dir.path(), "quantized");
     assert_eq!(summary(&run)["artifact"], "model.qnt");
 
+    // Another valid export put in its place is not this run's: refused by its checksum.
+    let other = write(
+        &dir.path().join("ptq-other.toml"),
+        &quant_config(
+            &data,
+            &parent,
+            "mode = \"ptq\"\nbits = 4\ncalibration_batches = 1",
+            0,
+        )
+        .replace("quantized", "other"),
+    );
+    train_ok(dir.path(), &other, &["--plain"]);
+    let original = std::fs::read(run.join("model.qnt")).unwrap();
+    let other_run = only_run_dir(dir.path(), "other");
+    std::fs::copy(other_run.join("model.qnt"), run.join("model.qnt")).unwrap();
+    let out = train(dir.path())
+        .args([
+            "bench",
+            run.to_str().unwrap(),
+            "--images",
+            "5",
+            "--warmup",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a replaced export was measured");
+    assert!(
+        text(&out).contains("changed since its run recorded it"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(run.join("model.qnt"), original).unwrap();
+
     let half = write(
         &dir.path().join("half.toml"),
         &quant_config(&data, &parent, "mode = \"float16\"", 0).replace("quantized", "half"),

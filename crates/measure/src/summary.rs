@@ -55,6 +55,9 @@ pub struct RunSummary {
     /// one: accuracy, latency and size were measured from it, loaded back from disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<String>,
+    /// SHA-256 (hex) of that file: checked when a later command measures it again.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub artifact_sha256: String,
     /// The build that took the measurements, e.g. `release profile, opt-level 3`.
     #[serde(default)]
     pub build: String,

@@ -119,6 +119,11 @@ impl Model {
             })
     }
 
+    /// The device the model's parameters live on.
+    pub fn device(&self) -> Device {
+        self.devices().into_iter().next().unwrap_or_default()
+    }
+
     /// The architecture's `kind`, as written in configs.
     pub fn kind(&self) -> &'static str {
         match self {

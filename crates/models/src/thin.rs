@@ -8,8 +8,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use burn::module::Module;
-
 use crate::params::{self, Edit};
 use crate::{InputShape, Model};
 
@@ -92,7 +90,7 @@ pub fn thin(model: &Model, input: &InputShape, keep: &KeepPlan) -> Result<Model,
     // Not `model.clone()`: clones share their BatchNorm running statistics (burn keeps them
     // behind one lock, updated in place), so slicing a clone would slice the original too. A
     // copy through the record gets its own, synchronised across threads first.
-    let device = model.devices().into_iter().next().unwrap_or_default();
+    let device = model.device();
     let copy = model
         .copy_to(input, &device)
         .map_err(|e| ThinError::Inconsistent(e.to_string()))?;

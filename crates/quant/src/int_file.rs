@@ -373,7 +373,7 @@ pub fn export(model: &Model, quantizer: &FakeQuant, input: &InputShape) -> Resul
         weights: Mutex::new(BTreeMap::new()),
         biases: Mutex::new(BTreeMap::new()),
     };
-    let device = model_device(model);
+    let device = model.device();
     let zeros = Tensor::<4>::zeros([1, input.channels, input.height, input.width], &device);
     model.forward_tapped(zeros, &mut Tap::quantized(&recorder, false));
     let recorded = recorder
@@ -439,12 +439,4 @@ pub fn export(model: &Model, quantizer: &FakeQuant, input: &InputShape) -> Resul
         weights,
         floats,
     })
-}
-
-/// The device a model's parameters live on.
-pub fn model_device(model: &Model) -> Device {
-    burn::module::Module::devices(model)
-        .first()
-        .cloned()
-        .unwrap_or_default()
 }

@@ -132,9 +132,12 @@ fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig
             if !recorded.model_sha256.is_empty() {
                 file::verify_sha256(&model, &recorded.model_sha256)?;
             }
-            // A quantized run is measured from its export (which carries its own checksum).
+            // A quantized run is measured from its export, the file its run recorded.
             let export = recorded.artifact.map(|name| target.join(name));
             if let Some(export) = export.filter(|p| quant::is_export(p)) {
+                if !recorded.artifact_sha256.is_empty() {
+                    file::verify_sha256(&export, &recorded.artifact_sha256)?;
+                }
                 return Ok((export, parsed, true));
             }
         }
@@ -315,20 +318,16 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
     Ok(report)
 }
 
-/// A technique's export loaded back from its file, as something to measure: `.qnt` / `.f16`
-/// through their loaders, `.sparse` (or `.bpk`) as a model.
-pub fn open_export(
+/// A technique's artefact loaded back from its file, as something to measure: `.qnt` / `.f16`
+/// through their loaders, `.sparse` as a model.
+pub fn open_artifact(
     path: &Path,
+    config: &StageConfig,
     input: &InputShape,
     device: &Device,
 ) -> Result<Box<dyn Classifier>, RunError> {
     if quant::is_export(path) {
         return Ok(Box::new(quant::open_export(path, input, device)?));
     }
-    let format = ModelFormat::from_path(path).unwrap_or(ModelFormat::Burnpack);
-    let options = LoadOptions {
-        spec: None,
-        key_map: &[],
-    };
-    Ok(Box::new(file::load(path, format, options, input, device)?))
+    Ok(Box::new(load_float(path, config, input, device)?))
 }

@@ -164,6 +164,7 @@ pub fn measure_model(
         parent: None,
         model_sha256: String::new(),
         artifact: None,
+        artifact_sha256: String::new(),
         build: crate::context::build(),
         seed: Some(config.seed),
         train_limit: config.data.train_limit,
@@ -616,19 +617,22 @@ fn finish(
     write_atomic(&model_path, &bytes).map_err(RunError::io(&model_path))?;
     let mut model_bytes = bytes.len() as u64;
     let mut artifact_name = None;
+    let mut artifact_sha256 = String::new();
     for technique in techniques.iter() {
         if let Some(artifact) = technique.export(model) {
             let artifact = artifact?;
             let path = run.file(&artifact.file_name);
             write_atomic(&path, &artifact.bytes).map_err(RunError::io(&path))?;
             model_bytes = artifact.bytes.len() as u64;
+            artifact_sha256 = file::sha256_hex(&artifact.bytes);
             artifact_name = Some(artifact.file_name);
         }
     }
     // An export is measured as users will run it: loaded back from its file.
     let export = match &artifact_name {
-        Some(name) => Some(crate::bench::open_export(
+        Some(name) => Some(crate::bench::open_artifact(
             &run.file(name),
+            config,
             &data.input,
             data.device,
         )?),
@@ -651,6 +655,7 @@ fn finish(
     )?;
     summary.model_sha256 = file::sha256_hex(&bytes);
     summary.artifact = artifact_name;
+    summary.artifact_sha256 = artifact_sha256;
     summary.overrides = loaded.overrides.clone();
     let reports: Vec<(&'static str, technique::Report)> = techniques
         .iter()

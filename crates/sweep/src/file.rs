@@ -268,6 +268,23 @@ impl Sweep {
                 ));
             }
         }
+        let words = [
+            ("launcher.partition", &l.partition),
+            ("launcher.mem", &l.mem),
+            ("launcher.time", &l.time),
+            ("launcher.account", &l.account),
+        ];
+        for (key, value) in words {
+            if let Some(v) = value {
+                // Written into an `#SBATCH` line: one word, at most a line's worth.
+                if v.is_empty() || v.len() > 256 || v.chars().any(|c| c.is_whitespace()) {
+                    return Err(file_error(
+                        path,
+                        format!("{key} = {v:?}: one word without spaces, e.g. \"gpu\" or \"8G\""),
+                    ));
+                }
+            }
+        }
         for option in &l.extra {
             if !option.starts_with("--") || option.contains('\n') {
                 return Err(file_error(
@@ -428,6 +445,10 @@ mod tests {
                 "unknown variant `pbs`",
             ),
             ("name = \"a/b\"\nbase = \"b.toml\"\n[grid]\nseed = [1]\n", "a folder name"),
+            (
+                "name = \"s\"\nbase = \"b.toml\"\n[grid]\nseed = [1]\n[launcher]\nkind = \"slurm\"\npartition = \"gpu\\n#SBATCH --x\"\n",
+                "launcher.partition",
+            ),
         ] {
             let message = sweep(text).unwrap_err().to_string();
             assert!(message.contains(expected), "{text}: {message}");

@@ -43,27 +43,23 @@ fn states(sweep: &Sweep, loaded: &[LoadedConfig], queued: &BTreeMap<usize, Strin
         .iter()
         .enumerate()
         .map(|(i, l)| match trials::state(sweep, i, l) {
-            State::Done { dir, summary } => State::Done { dir, summary },
-            other => match queued.get(&i) {
-                Some(word) => State::Queued(word.clone()),
-                None => other,
-            },
+            done @ State::Done { .. } => done,
+            other => queued
+                .get(&i)
+                .map_or(other, |word| State::Queued(word.clone())),
         })
         .collect()
 }
 
-fn count(states: &[State], word: &str) -> usize {
-    states.iter().filter(|s| s.word() == word).count()
-}
-
-/// Prints one line per trial and writes the results files; errors when trials failed.
-fn finish(sweep: &Sweep, states: Vec<State>) -> Result<(), SweepError> {
+/// One results row per trial, with the timings its process recorded (and, on Slurm, its
+/// queueing since submission).
+fn rows(sweep: &Sweep, states: Vec<State>) -> Vec<results::Row<'_>> {
     let submitted = if sweep.launcher.kind == LauncherKind::Slurm {
         slurm::submitted_at(sweep)
     } else {
         BTreeMap::new()
     };
-    let rows: Vec<results::Row> = sweep
+    sweep
         .trials
         .iter()
         .zip(states)
@@ -78,7 +74,16 @@ fn finish(sweep: &Sweep, states: Vec<State>) -> Result<(), SweepError> {
                 state,
             }
         })
-        .collect();
+        .collect()
+}
+
+fn count(states: &[State], word: &str) -> usize {
+    states.iter().filter(|s| s.word() == word).count()
+}
+
+/// Prints one line per trial and writes the results files; errors when trials failed.
+fn finish(sweep: &Sweep, states: Vec<State>) -> Result<(), SweepError> {
+    let rows = rows(sweep, states);
     print_states(sweep, &rows);
     let written = results::write(sweep, &rows)?;
     for path in &written {
@@ -155,17 +160,7 @@ pub fn sweep(
         if queued.is_empty() {
             return finish(&sweep, now);
         }
-        let rows: Vec<results::Row> = sweep
-            .trials
-            .iter()
-            .zip(now)
-            .map(|(trial, state)| results::Row {
-                trial,
-                state,
-                wall_s: None,
-                queue_s: None,
-            })
-            .collect();
+        let rows = rows(&sweep, now);
         print_states(&sweep, &rows);
         return Ok(());
     }

@@ -9,7 +9,7 @@ use measure::EventLog;
 
 use crate::file::{io, Sweep, SweepError, Trial};
 use crate::hparams::{self, HValue};
-use crate::trials::{log_tail, State};
+use crate::trials::{self, log_tail, now_secs, State};
 
 /// One trial's line of the results.
 pub struct Row<'a> {
@@ -223,12 +223,6 @@ pub fn run_name(trial: &Trial) -> String {
     )
 }
 
-fn now_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// `tensorboard/`: the HParams experiment at the top, and per trial its run's event files
 /// plus its HParams session (values, and success or failure).
 fn tensorboard(sweep: &Sweep, rows: &[Row]) -> Result<PathBuf, SweepError> {
@@ -278,17 +272,19 @@ fn tensorboard(sweep: &Sweep, rows: &[Row]) -> Result<PathBuf, SweepError> {
             .map(|(k, v)| (k.clone(), HValue::from_toml(v)))
             .collect();
         let mut events = EventLog::create(&dir).map_err(io(dir.display().to_string()))?;
-        let t = now_secs();
+        // The trial's own start and end when its process recorded them (a reused run did not).
+        let (start, end) = trials::timing(sweep, row.trial.index)
+            .map_or((now_secs(), now_secs()), |t| (t.started, t.ended));
         events.plugin(
             hparams::SESSION_START_TAG,
             hparams::PLUGIN,
-            hparams::session_start(&values, &run_name(row.trial), t),
+            hparams::session_start(&values, &run_name(row.trial), start),
             0,
         );
         events.plugin(
             hparams::SESSION_END_TAG,
             hparams::PLUGIN,
-            hparams::session_end(success, t),
+            hparams::session_end(success, end),
             0,
         );
         events.close().map_err(event_error)?;
