@@ -234,3 +234,21 @@ fn a_missing_registry_client_is_a_clear_error_and_leaves_no_partial_dataset() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(!dir.path().join("runs").exists());
 }
+
+/// Without the `tch` feature, LibTorch devices are refused naming the feature to build with.
+#[cfg(not(feature = "tch"))]
+#[test]
+fn a_libtorch_device_in_a_build_without_it_names_the_feature() {
+    for device in ["libtorch", "cuda", "cuda:1"] {
+        assert_fails_with(
+            |c| c,
+            &["--set", &format!("device={device}")],
+            &["device", device, "--features tch"],
+        );
+    }
+    assert_fails_with(
+        |c| c,
+        &["--set", "device=gpu"],
+        &["device", "\"gpu\"", "cuda:N"],
+    );
+}

@@ -1,5 +1,7 @@
 //! Records which build profile compiled the runner, so every measurement says what build
-//! took it (a debug build's latencies are not a release build's).
+//! took it (a debug build's latencies are not a release build's). With the `tch` feature,
+//! also records LibTorch's library folder in the run path of this package's tests and
+//! benches (see crates/train/build.rs).
 
 fn main() {
     let profile = std::env::var("PROFILE").unwrap_or_else(|_| "unknown".into());
@@ -7,4 +9,8 @@ fn main() {
     println!("cargo:rustc-env=COMPRESS_BUILD_PROFILE={profile}");
     println!("cargo:rustc-env=COMPRESS_BUILD_OPT_LEVEL={opt_level}");
     println!("cargo:rerun-if-changed=build.rs");
+    // Set by torch-sys (`links = "tch"`) for the packages that depend on it directly.
+    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    }
 }

@@ -24,10 +24,7 @@ pub struct BenchResult {
 }
 
 fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("a rayon pool of a valid size")
+    crate::compute_pool(threads).expect("a rayon pool of a valid size")
 }
 
 /// End-to-end latency of `batch`-image inferences over test images, per batch.

@@ -9,7 +9,7 @@ use measure::latency::PHASES;
 use measure::{batch_latency, EventLog, LatencyStats};
 use models::Model;
 
-use crate::device::parse_device;
+use crate::device::open_device;
 use crate::error::RunError;
 use crate::run_dir::{write_atomic, MODEL, RESOLVED_CONFIG, SUMMARY};
 use crate::schema::StageConfig;
@@ -28,6 +28,8 @@ pub struct BenchRequest {
     pub warmup: usize,
     pub batch: usize,
     pub threads: usize,
+    /// Measure on this device instead of the run's (`"cpu"`, `"libtorch"`, `"cuda:N"`).
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -35,6 +37,9 @@ pub struct BenchReport {
     pub target: String,
     pub model: String,
     pub threads: usize,
+    /// The device measured on, as the config names it.
+    #[serde(default)]
+    pub device: String,
     /// Per-image latency at batch 1.
     pub batch1: LatencyStats,
     pub batch: usize,
@@ -82,8 +87,8 @@ impl BenchReport {
             )
         };
         let mut out = format!(
-            "latency of {} ({}), {} thread(s), end to end per call, ms:\n  {:<10} {:>9} {:>9} {:>9} {:>9} {:>6}  phases\n",
-            self.target, self.model, self.threads, "batch", "mean", "p50", "p95", "p99", "cv"
+            "latency of {} ({}) on {}, {} thread(s), end to end per call, ms:\n  {:<10} {:>9} {:>9} {:>9} {:>9} {:>6}  phases\n",
+            self.target, self.model, self.device, self.threads, "batch", "mean", "p50", "p95", "p99", "cv"
         );
         out += &format!(
             "  test accuracy: {:.2}% of {} images\n",
@@ -172,10 +177,19 @@ pub struct Target {
     pub run_dir: Option<PathBuf>,
 }
 
-/// Opens a run folder, or a model file described by `config`.
-pub fn open_target(target: &Path, config: Option<&Path>) -> Result<Target, RunError> {
-    let (model_path, config, is_run) = resolve(target, config)?;
-    let device = parse_device(&config.device).map_err(|e| error(&model_path, e.to_string()))?;
+/// Opens a run folder, or a model file described by `config`, on `device` (default: the
+/// config's). Model files and exports load on any device, whichever one trained them.
+pub fn open_target(
+    target: &Path,
+    config: Option<&Path>,
+    device: Option<&str>,
+) -> Result<Target, RunError> {
+    let (model_path, mut config, is_run) = resolve(target, config)?;
+    if let Some(device) = device {
+        config.device = device.to_string();
+    }
+    let device = open_device(&config.device)
+        .map_err(|e| error(&model_path, format!("device {:?}: {e}", config.device)))?;
     let dataset = load_dataset(&config)?;
     let (input, prep) = input_for(&config, &dataset);
     let (model, export) = if quant::is_export(&model_path) {
@@ -238,7 +252,11 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         device,
         run_dir,
         ..
-    } = open_target(&request.target, request.config.as_deref())?;
+    } = open_target(
+        &request.target,
+        request.config.as_deref(),
+        request.device.as_deref(),
+    )?;
     let model: &dyn Classifier = match &export {
         Some(export) => export,
         None => &model,
@@ -276,6 +294,7 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         target: request.target.display().to_string(),
         model: model.kind().to_string(),
         threads: request.threads,
+        device: config.device.clone(),
         images_per_s_batch1: 1e3 / batch1.mean_ms,
         images_per_s_batch_n: request.batch as f64 * 1e3 / batch_n.mean_ms,
         accuracy: eval.accuracy,

@@ -68,13 +68,10 @@ pub fn worker_threads(threads: usize) -> usize {
 
 /// A rayon pool of `threads` workers; a failure to start threads is an I/O-level error.
 pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, crate::RunError> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| crate::RunError::Threads {
-            threads,
-            message: e.to_string(),
-        })
+    measure::compute_pool(threads).map_err(|e| crate::RunError::Threads {
+        threads,
+        message: e.to_string(),
+    })
 }
 
 /// Cores of this machine.

@@ -32,6 +32,12 @@ pub enum RunError {
     Events(#[from] measure::tensorboard::EventLogError),
     #[error(transparent)]
     Technique(#[from] technique::TechniqueError),
+    #[error("device {device:?} in {config}: {problem}")]
+    Device {
+        device: String,
+        config: String,
+        problem: crate::device::DeviceError,
+    },
     #[error("cannot start {threads} worker threads: {message}")]
     Threads { threads: usize, message: String },
     #[error("{what} {}: {message}", path.display())]

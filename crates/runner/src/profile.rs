@@ -32,6 +32,8 @@ pub struct ProfileRequest {
     /// Where the Chrome trace goes (default: `profile.trace.json` in the run folder, or in the
     /// current folder for a model file).
     pub trace: Option<PathBuf>,
+    /// Profile on this device instead of the run's (`"cpu"`, `"libtorch"`, `"cuda:N"`).
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,7 +166,11 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
         prep,
         device,
         run_dir,
-    } = open_target(&request.target, request.config.as_deref())?;
+    } = open_target(
+        &request.target,
+        request.config.as_deref(),
+        request.device.as_deref(),
+    )?;
     // The same weights on the autodiff device, with gradients tracked, for the training step.
     let ad = device.clone().autodiff();
     let trainee = model.copy_to(&input, &ad)?;

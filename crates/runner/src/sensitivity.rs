@@ -59,7 +59,7 @@ pub fn sensitivity(
         prep,
         device,
         ..
-    } = open_target(&outcome.dir, None)?;
+    } = open_target(&outcome.dir, None, None)?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("sensitivity {bar:30} {pos}/{len} {elapsed}")

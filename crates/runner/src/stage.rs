@@ -363,6 +363,12 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         }
         return Ok(outcome);
     }
+    // The config was checked where it was written; the GPU it names must be here.
+    crate::device::check_present(&config.device).map_err(|problem| RunError::Device {
+        device: config.device.clone(),
+        config: loaded.path.display().to_string(),
+        problem,
+    })?;
 
     progress.line(&format!(
         "data: loading {} (fetched into {} on first use)",

@@ -342,15 +342,36 @@ impl Sweep {
     }
 
     /// Every trial's stage config, validated (with its parents resolved): the first bad one
-    /// is an error naming the trial.
+    /// is an error naming the trial. A trial on a CUDA device submitted to Slurm without a GPU
+    /// (`launcher.gpus = 0`) is refused too: it could only fail on the node.
     pub fn load_trials(
         &self,
         env: &HashMap<String, String>,
     ) -> Result<Vec<LoadedConfig>, SweepError> {
-        self.trials
+        let loaded = self
+            .trials
             .iter()
             .map(|t| self.load_trial(t, env))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.launcher.kind == LauncherKind::Slurm && self.launcher.gpus == 0 {
+            let on_gpu = self.trials.iter().zip(&loaded).find(|(_, l)| {
+                runner::device::Backend::parse(&l.config.device)
+                    .is_ok_and(|b| matches!(b, runner::device::Backend::Cuda(_)))
+            });
+            if let Some((trial, l)) = on_gpu {
+                return Err(file_error(
+                    &self.path,
+                    format!(
+                        "trial {} ({}) trains on device {:?}, but launcher.gpus is 0: set \
+                         launcher.gpus = 1 (one GPU per trial) or use device \"cpu\"",
+                        trial.index,
+                        trial.label(),
+                        l.config.device
+                    ),
+                ));
+            }
+        }
+        Ok(loaded)
     }
 
     pub fn load_trial(

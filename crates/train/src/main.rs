@@ -99,6 +99,9 @@ struct ProfileArgs {
     /// Where to write the Chrome trace (default: profile.trace.json in the run folder).
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Profile on this device instead of the run's: cpu, libtorch, cuda, cuda:N.
+    #[arg(long)]
+    device: Option<String>,
 }
 
 #[derive(Args)]
@@ -120,6 +123,9 @@ struct BenchArgs {
     /// Threads used for inference.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Measure on this device instead of the run's: cpu, libtorch, cuda, cuda:N.
+    #[arg(long)]
+    device: Option<String>,
 }
 
 #[derive(Args)]
@@ -284,6 +290,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 runs: args.runs,
                 threads: args.threads,
                 trace: args.trace,
+                device: args.device,
             })?;
             print!("{}", report.table());
             Ok(())
@@ -312,6 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 warmup: args.warmup,
                 batch: args.batch,
                 threads: args.threads,
+                device: args.device,
             })?;
             print!("{}", report.table());
             Ok(())
