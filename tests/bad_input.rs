@@ -60,6 +60,17 @@ fn negative_lr_names_key_value_and_range() {
 }
 
 #[test]
+fn a_max_norm_that_is_not_positive_names_key_and_range() {
+    for bad in ["0", "-1.5", "nan"] {
+        assert_fails_with(
+            |c| c,
+            &["--set", &format!("train.max_norm={bad}")],
+            &["train.max_norm", "finite number > 0"],
+        );
+    }
+}
+
+#[test]
 fn zero_batch_size_is_rejected() {
     assert_fails_with(
         |c| c.replace("batch_size = 16", "batch_size = 0"),

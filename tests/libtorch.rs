@@ -141,33 +141,11 @@ fn model_files_measure_the_same_on_either_backend() {
     train_ok(dir.path(), &path, &["--plain"]);
     let run = only_run_dir(dir.path(), "small");
     let accuracy_on = |device: &str| {
-        let out = train(dir.path())
-            .args([
-                "bench",
-                run.to_str().unwrap(),
-                "--images",
-                "20",
-                "--warmup",
-                "2",
-            ])
-            .args(["--device", device])
-            .output()
-            .unwrap();
-        let t = text(&out);
-        assert!(out.status.success(), "{t}");
+        let t = bench_ok(dir.path(), &run, &["--device", device]);
         assert!(t.contains(&format!("on {device},")), "{t}");
-        accuracy_line(&t)
+        bench_accuracy(&t)
     };
     assert_eq!(accuracy_on("cpu"), accuracy_on("libtorch"));
-}
-
-fn accuracy_line(output: &str) -> String {
-    output
-        .lines()
-        .find(|l| l.contains("test accuracy"))
-        .unwrap_or_else(|| panic!("no accuracy line in {output}"))
-        .trim()
-        .to_string()
 }
 
 #[test]

@@ -31,22 +31,6 @@ fn pruned_config(data: &Path, parent: &Path, prune: &str, epochs: usize) -> Stri
     )
 }
 
-/// `train bench RUN` succeeds on a run folder (its model reloads and runs on its own).
-fn bench_ok(dir: &Path, run: &Path) {
-    let out = train(dir)
-        .args([
-            "bench",
-            run.to_str().unwrap(),
-            "--images",
-            "20",
-            "--warmup",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-}
-
 /// A stage that only measures the model file `from` (no training).
 fn measured_from(data: &Path, from: &Path, name: &str) -> String {
     pruned_config(data, from, "", 0)
@@ -116,7 +100,7 @@ fn pruning_removes_channels_for_real_and_the_model_stands_on_its_own() {
     assert_eq!(s["parent"]["role"], "parent");
 
     // The narrower model reloads on its own for bench, and as the parent of another stage.
-    bench_ok(dir.path(), &run);
+    bench_ok(dir.path(), &run, &[]);
     let tuned = write(
         &dir.path().join("tuned.toml"),
         &measured_from(&data, &run.join("model.bpk"), "tuned"),
@@ -162,7 +146,7 @@ fn a_resnet_is_pruned_through_its_residual_groups_to_a_macs_target() {
     assert_eq!(stem, stages[0]);
     assert!(stem < 8 && stem % 2 == 0, "{stem}");
     assert_eq!(inner[0], 8, "the excluded group keeps its width");
-    bench_ok(dir.path(), &run);
+    bench_ok(dir.path(), &run, &[]);
 }
 
 #[test]

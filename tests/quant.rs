@@ -32,27 +32,12 @@ fn quant_config(data: &Path, parent: &Path, quant: &str, epochs: usize) -> Strin
 }
 
 /// The test accuracy `train bench` prints for `target` (a fresh process loading the file).
-fn bench_accuracy(dir: &Path, target: &Path, config: Option<&Path>) -> String {
-    let mut cmd = train(dir);
-    cmd.args([
-        "bench",
-        target.to_str().unwrap(),
-        "--images",
-        "10",
-        "--warmup",
-        "2",
-    ]);
-    if let Some(config) = config {
-        cmd.arg("--config").arg(config);
-    }
-    let out = cmd.output().unwrap();
-    let t = text(&out);
-    assert!(out.status.success(), "{t}");
-    let line = t
-        .lines()
-        .find(|l| l.contains("test accuracy:"))
-        .unwrap_or_else(|| panic!("no accuracy line in\n{t}"));
-    line.split_whitespace().nth(2).unwrap().to_string()
+fn bench_file_accuracy(dir: &Path, target: &Path, config: Option<&Path>) -> String {
+    let extra = match config {
+        Some(config) => vec!["--config", config.to_str().unwrap()],
+        None => Vec::new(),
+    };
+    bench_accuracy(&bench_ok(dir, target, &extra))
 }
 
 #[test]
@@ -92,9 +77,9 @@ fn qat_exports_an_integer_file_whose_accuracy_a_fresh_process_reproduces() {
     assert_eq!(s["techniques"]["quant"]["weight_bits"]["stages.1.0"], 4);
     // A fresh process, from the run folder and from the file itself.
     let printed = format!("{:.2}%", 100.0 * from_file);
-    assert_eq!(bench_accuracy(dir.path(), &run, None), printed);
+    assert_eq!(bench_file_accuracy(dir.path(), &run, None), printed);
     assert_eq!(
-        bench_accuracy(dir.path(), &run.join("model.qnt"), Some(&config)),
+        bench_file_accuracy(dir.path(), &run.join("model.qnt"), Some(&config)),
         printed
     );
     let parent_run = only_run_dir(dir.path(), "parent");
@@ -177,7 +162,7 @@ fn ptq_and_the_16_bit_export_are_measured_from_their_files() {
         "{half_bytes} of {parent_bytes}"
     );
     let printed = format!("{:.2}%", 100.0 * s["accuracy"].as_f64().unwrap());
-    assert_eq!(bench_accuracy(dir.path(), &run, None), printed);
+    assert_eq!(bench_file_accuracy(dir.path(), &run, None), printed);
 }
 
 #[test]

@@ -152,6 +152,12 @@ fn a_local_sweep_records_a_failed_trial_reruns_only_it_once_fixed_and_writes_hpa
         md.contains("diverged"),
         "the log tail is in the report: {md}"
     );
+    // A plot of test errors against each numeric swept key, one curve per value of the other.
+    for key in ["seed", "train_optimizer_lr"] {
+        let plot = format!("results-errors-{key}.png");
+        assert!(md.contains(&plot), "{md}");
+        assert!(dir.path().join("runs/sweeps/local").join(&plot).exists());
+    }
     let rows = results(dir.path(), "local");
     assert_eq!(rows.len(), 6);
     assert_eq!(rows[1..5].iter().filter(|r| r[3] == "done").count(), 4);

@@ -92,6 +92,30 @@ pub fn train_ok(dir: &Path, config: &Path, args: &[&str]) -> String {
     t
 }
 
+/// Runs `train bench TARGET --images 10 --warmup 2 EXTRA...` in `dir` (a fresh process loading
+/// the model), asserting it succeeds; returns its output.
+pub fn bench_ok(dir: &Path, target: &Path, extra: &[&str]) -> String {
+    let out = train(dir)
+        .arg("bench")
+        .arg(target)
+        .args(["--images", "10", "--warmup", "2"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    t
+}
+
+/// The test accuracy a `train bench` output reports (e.g. `99.30%`).
+pub fn bench_accuracy(output: &str) -> String {
+    let line = output
+        .lines()
+        .find(|l| l.contains("test accuracy:"))
+        .unwrap_or_else(|| panic!("no accuracy line in\n{output}"));
+    line.split_whitespace().nth(2).unwrap().to_string()
+}
+
 /// A config for a quick MLP run on the IDX folder `data`.
 pub fn small_config(data: &Path) -> String {
     format!(

@@ -199,6 +199,36 @@ pub fn edit(model: Model, edits: &BTreeMap<String, Edit>) -> (Model, Vec<String>
     (model, editor.done)
 }
 
+/// The max-norm constraint of Srivastava et al. 2014 (section 5.1): every unit's vector of
+/// incoming weights in a fully connected layer (a column of a `[d_in, d_out]` weight) is
+/// rescaled to L2 norm `limit` when it is longer; shorter ones are left alone. Applied after
+/// each optimiser step, it lets dropout nets train at learning rates that would otherwise blow
+/// the weights up. Convolutions, biases and BatchNorm are not constrained (the 2-D weights
+/// are exactly the linear layers'). Parameter ids and trainability are kept.
+pub fn max_norm(model: Model, limit: f64) -> Model {
+    struct MaxNorm(f64);
+    impl ModuleMapper for MaxNorm {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if D != 2 {
+                return param;
+            }
+            let id = param.id;
+            let value = param.val();
+            let autodiff = value.is_autodiff();
+            let weight = value.without_autodiff(); // [d_in, d_out]
+            let norms = weight.clone().powi_scalar(2).sum_dim(0).sqrt(); // [1, d_out]
+                                                                         // limit / norm, capped at 1 (a zero column divides to +inf and is capped too).
+            let scale = norms.recip().mul_scalar(self.0).clamp_max(1.0);
+            let mut weight = weight.mul(scale);
+            if autodiff {
+                weight = weight.autodiff();
+            }
+            param.transform_for_load(weight, id)
+        }
+    }
+    model.map(&mut MaxNorm(limit))
+}
+
 /// For the float parameters whose path `wanted` accepts, the element-wise product of the
 /// value and its gradient in `grads` (first-order Taylor terms), copied to the host.
 /// Parameters without a gradient are left out.

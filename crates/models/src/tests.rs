@@ -481,3 +481,65 @@ fn a_sparse_file_round_trips_with_identical_outputs() {
         assert!(err.to_string().contains("checksum"), "{err}");
     }
 }
+
+#[test]
+fn max_norm_caps_each_units_incoming_weights_and_leaves_the_rest() {
+    let spec: ModelSpec = toml::from_str("kind = \"mlp\"\nhidden = [24]").unwrap();
+    let device = device().autodiff();
+    device.seed(5);
+    let model = Model::new(&spec, &MNIST, &device).unwrap();
+    let before = crate::params::values(&model, |_| true);
+    // A limit between the smallest and the largest column norm of the first layer.
+    let columns = |values: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+        (0..cols)
+            .map(|c| {
+                (0..rows)
+                    .map(|r| values[r * cols + c].powi(2))
+                    .sum::<f32>()
+                    .sqrt()
+            })
+            .collect()
+    };
+    let w0 = &before["layers.0.weight"];
+    let norms0 = columns(&w0.values, w0.shape[0], w0.shape[1]);
+    let (lo, hi) = norms0
+        .iter()
+        .fold((f32::MAX, 0f32), |(lo, hi), &n| (lo.min(n), hi.max(n)));
+    let limit = (lo + hi) / 2.0;
+    let after_model = crate::params::max_norm(model, f64::from(limit));
+    let after = crate::params::values(&after_model, |_| true);
+    let w1 = &after["layers.0.weight"];
+    let norms1 = columns(&w1.values, w1.shape[0], w1.shape[1]);
+    for (c, (&was, &now)) in norms0.iter().zip(&norms1).enumerate() {
+        if was <= limit {
+            assert_eq!(
+                was, now,
+                "column {c} was within the limit and must be untouched"
+            );
+        } else {
+            assert!(
+                (now - limit).abs() < 1e-4 * limit,
+                "column {c}: {now} vs {limit}"
+            );
+        }
+    }
+    // Biases are not constrained; the parameters stay trainable leaves.
+    assert_eq!(
+        before["layers.0.bias"].values,
+        after["layers.0.bias"].values
+    );
+    let x = Tensor::<4>::ones([2, 1, 28, 28], &device);
+    let loss = after_model.forward(x).sum();
+    let grads = loss.backward();
+    let mut found = 0;
+    struct HasGrad<'a>(&'a burn::tensor::Gradients, &'a mut usize);
+    impl ModuleVisitor for HasGrad<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.val().grad(self.0).is_some() {
+                *self.1 += 1;
+            }
+        }
+    }
+    after_model.visit(&mut HasGrad(&grads, &mut found));
+    assert_eq!(found, 4, "two weights and two biases are trained");
+}

@@ -118,6 +118,11 @@ pub struct TrainConfig {
     pub optimizer: OptimizerConfig,
     #[serde(default)]
     pub schedule: ScheduleConfig,
+    /// Max-norm constraint (Srivastava et al. 2014): after every step, each unit's incoming
+    /// weights in a fully connected layer are rescaled to at most this L2 norm. Left out of
+    /// the run's identity when unset, so older runs keep their hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_norm: Option<f64>,
 }
 
 fn default_batch() -> usize {

@@ -358,6 +358,9 @@ impl Training<'_, '_, '_> {
                 },
             })?;
             trainee = outcome.trainee;
+            if let Some(limit) = tc.max_norm {
+                trainee.model = models::params::max_norm(trainee.model, limit);
+            }
             state.global_step += 1;
             for technique in self.techniques.iter_mut() {
                 trainee = technique

@@ -204,6 +204,9 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
     at_least("train.log_every", train.log_every, 1)?;
     let lr = train.optimizer.lr();
     positive_finite("train.optimizer.lr", lr)?;
+    if let Some(limit) = train.max_norm {
+        positive_finite("train.max_norm", limit)?;
+    }
     let decay = train.optimizer.weight_decay();
     in_range("train.optimizer.weight_decay", decay, 0.0, 1.0, "in [0, 1)")?;
     match &train.optimizer {

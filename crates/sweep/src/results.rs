@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use measure::plot::{accuracy_plot, Point};
+use measure::plot::{accuracy_plot, line_plot, Point, Series};
 use measure::EventLog;
 
 use crate::file::{io, Sweep, SweepError, Trial};
@@ -206,12 +206,78 @@ pub fn write(sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>, SweepError> {
         .map_err(draw_error)?;
         md += "\n![accuracy against latency](results-accuracy-latency.png)\n\n![accuracy against size](results-accuracy-size.png)\n";
         written.extend([latency, size]);
+        for key in &varying {
+            if let Some((file, series)) = errors_against(key, &varying, &done) {
+                let path = sweep.dir.join(&file);
+                line_plot(
+                    &path,
+                    &format!("{}: test errors against {key}", sweep.name),
+                    (key.as_str(), "test errors"),
+                    &series,
+                )
+                .map_err(draw_error)?;
+                md += &format!("\n![test errors against {key}]({file})\n");
+                written.push(path);
+            }
+        }
     }
     let md_path = sweep.dir.join("results.md");
     std::fs::write(&md_path, md).map_err(io(md_path.display().to_string()))?;
     written.push(md_path);
     written.push(tensorboard(sweep, rows)?);
     Ok(written)
+}
+
+fn number(value: &toml::Value) -> Option<f64> {
+    match value {
+        toml::Value::Integer(i) => Some(*i as f64),
+        toml::Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+/// The file name and curves of the plot of test errors against the swept key `key` (a
+/// temperature, a pruning ratio, a seed), one curve per combination of the other varying
+/// keys; `None` when some finished trial's value of `key` is not a number.
+fn errors_against(
+    key: &str,
+    varying: &[&String],
+    done: &[(&Row, &measure::RunSummary)],
+) -> Option<(String, Vec<Series>)> {
+    let mut curves: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for (row, summary) in done {
+        let x = number(value_of(row.trial, key)?)?;
+        let others: Vec<String> = row
+            .trial
+            .values
+            .iter()
+            .filter(|(k, _)| k != key && varying.contains(&k))
+            .map(|(k, v)| format!("{k}={}", cell(v)))
+            .collect();
+        curves
+            .entry(others.join(","))
+            .or_default()
+            .push((x, summary.test_errors as f64));
+    }
+    let series = curves
+        .into_iter()
+        .map(|(name, mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series {
+                name: if name.is_empty() {
+                    "test errors".into()
+                } else {
+                    name
+                },
+                points,
+            }
+        })
+        .collect();
+    let slug: String = key
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    Some((format!("results-errors-{slug}.png"), series))
 }
 
 /// A trial's TensorBoard folder name: its index and swept values.
