@@ -135,7 +135,7 @@ if args.row:
             print(f"| {label} | not run | |")
 
 # --- plots: a minimal SVG writer (no third-party packages) ---------------------------------
-W, H, L, R, T, B = 680, 400, 70, 60, 40, 60
+W, H, L, R, T, B = 820, 400, 70, 60, 40, 60
 
 
 def svg(path, title, x_label, y_label, x_ticks, y_range, draw):
