@@ -69,7 +69,9 @@ pub fn fake_quant_weight(w: Tensor<2>, bits: u32) -> Tensor<2> {
     let scales = channel_scales(w.clone().detach(), bits);
     let dequantized = weight_levels(w.clone().detach(), scales.clone(), bits) * scales.clone();
     // max|w| sets the scale, so every weight is inside the range: the clamp only guards it.
-    let limit = scales.mul_scalar(qmax_symmetric(bits));
+    // `scale * qmax` can round to just below max|w| (scale = max|w| / qmax in f32), which would
+    // cut the largest weight of a channel off from its gradient: allow a few ulps.
+    let limit = scales.mul_scalar(qmax_symmetric(bits) * (1.0 + 1e-6));
     let inside = w.clone().abs().lower_equal(limit.expand(w.dims()));
     straight_through(w, dequantized, inside)
 }
