@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 
 use common::*;
 
@@ -94,20 +92,10 @@ fn killed_on_then_resumed_on(first: &str, second: &str) {
     let (dir, data) = folder_with_data(400);
     let config = small_config(&data).replace("epochs = 2", "epochs = 3");
     let path = write(&dir.path().join("c.toml"), &config);
-    let mut child = train(dir.path())
-        .arg(&path)
-        .args(["--plain", "--set", &format!("device={first}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        if line.unwrap().starts_with("epoch 2 step") {
-            child.kill().unwrap();
-            break;
-        }
-    }
-    assert!(!child.wait().unwrap().success(), "ended before the kill");
+    let mut cmd = train(dir.path());
+    cmd.arg(&path)
+        .args(["--plain", "--set", &format!("device={first}")]);
+    kill_during_epoch(cmd, 2);
     let run = only_run_dir(dir.path(), "small");
     assert!(run.join("checkpoint.bin").exists());
 

@@ -219,30 +219,9 @@ pub fn kill_and_resume_matches_with_env(
 
     let killed = tempfile::tempdir().unwrap();
     let path = write(&killed.path().join("c.toml"), config);
-    let mut child = train(killed.path())
-        .arg(&path)
-        .arg("--plain")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let marker = format!("epoch {kill_epoch} step");
-    let mut seen = Vec::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        let hit = line.starts_with(&marker);
-        seen.push(line);
-        if hit {
-            child.kill().unwrap(); // SIGKILL: no cleanup of any kind
-            break;
-        }
-    }
-    let status = child.wait().unwrap();
-    assert!(
-        !status.success(),
-        "the run ended before it could be killed:\n{}",
-        seen.join("\n")
-    );
+    let mut cmd = train(killed.path());
+    cmd.arg(&path).arg("--plain");
+    kill_during_epoch(cmd, kill_epoch);
     let run = only_run_dir(killed.path(), name);
     assert!(run.join("checkpoint.bin").exists());
     assert!(
@@ -279,6 +258,33 @@ pub fn kill_and_resume_matches_with_env(
     assert!(ea.iter().any(|(t, _, _)| t == "eval/accuracy"));
     assert_eq!(ea, eb, "TensorBoard histories differ");
     (straight, killed)
+}
+
+/// Runs `cmd` (a training run with `--plain`) and SIGKILLs it once it logs a step of epoch
+/// `epoch`; asserts it did not finish first.
+pub fn kill_during_epoch(mut cmd: Command, epoch: usize) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = format!("epoch {epoch} step");
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let hit = line.starts_with(&marker);
+        seen.push(line);
+        if hit {
+            child.kill().unwrap(); // SIGKILL: no cleanup of any kind
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the run ended before it could be killed:\n{}",
+        seen.join("\n")
+    );
 }
 
 /// The run folder `train check` prints (`... results in FOLDER)`).
