@@ -84,8 +84,66 @@ pub struct Batch {
     pub labels: Tensor<1, Int>,
 }
 
-/// Stacks the samples `indices` of `split` into a batch on `device`. With `augment` (and its
-/// RNG), each image is shifted and noised; the RNG is advanced the same way on every run.
+/// A batch prepared on the host: what a loader thread can build ahead of the compute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostBatch {
+    /// `[batch, 1, rows, cols]`, row-major.
+    pub values: Vec<f32>,
+    pub labels: Vec<i64>,
+    /// `[batch, 1, rows, cols]`
+    pub shape: [usize; 4],
+}
+
+impl HostBatch {
+    /// The samples `indices` of `split`, preprocessed. With `augment` (and its RNG), each
+    /// image is shifted and noised; the RNG is advanced the same way on every run, one sample
+    /// after another, so building a batch in parts gives the same images as building it whole.
+    pub fn new(
+        split: &Split,
+        indices: &[usize],
+        prep: &Preprocess,
+        augment: Option<(&Augment, &mut SplitMix64)>,
+    ) -> Self {
+        let mut values = Vec::with_capacity(indices.len() * prep.image_len());
+        let mut labels = Vec::with_capacity(indices.len());
+        let mut augment = augment.filter(|(a, _)| !a.is_identity());
+        for &i in indices {
+            let start = values.len();
+            match augment.as_mut() {
+                Some((aug, rng)) => {
+                    let s = aug.shift_pixels as isize;
+                    let span = 2 * aug.shift_pixels + 1;
+                    let shift = (rng.below(span) as isize - s, rng.below(span) as isize - s);
+                    prep.image_into(split.image(i), shift, &mut values);
+                    if aug.noise_std > 0.0 {
+                        for v in &mut values[start..] {
+                            *v += aug.noise_std * rng.normal() as f32;
+                        }
+                    }
+                }
+                None => prep.image_into(split.image(i), (0, 0), &mut values),
+            }
+            labels.push(split.labels[i] as i64);
+        }
+        let shape = [indices.len(), 1, prep.out_rows, prep.out_cols];
+        Self {
+            values,
+            labels,
+            shape,
+        }
+    }
+
+    /// The batch as tensors on `device`.
+    pub fn to_device(self, device: &Device) -> Batch {
+        let n = self.labels.len();
+        Batch {
+            images: Tensor::from_data(TensorData::new(self.values, self.shape), device),
+            labels: Tensor::from_data(TensorData::new(self.labels, [n]), device),
+        }
+    }
+}
+
+/// Stacks the samples `indices` of `split` into a batch on `device` (see [`HostBatch::new`]).
 pub fn make_batch(
     split: &Split,
     indices: &[usize],
@@ -93,32 +151,7 @@ pub fn make_batch(
     augment: Option<(&Augment, &mut SplitMix64)>,
     device: &Device,
 ) -> Batch {
-    let mut values = Vec::with_capacity(indices.len() * prep.image_len());
-    let mut labels = Vec::with_capacity(indices.len());
-    let mut augment = augment.filter(|(a, _)| !a.is_identity());
-    for &i in indices {
-        let start = values.len();
-        match augment.as_mut() {
-            Some((aug, rng)) => {
-                let s = aug.shift_pixels as isize;
-                let span = 2 * aug.shift_pixels + 1;
-                let shift = (rng.below(span) as isize - s, rng.below(span) as isize - s);
-                prep.image_into(split.image(i), shift, &mut values);
-                if aug.noise_std > 0.0 {
-                    for v in &mut values[start..] {
-                        *v += aug.noise_std * rng.normal() as f32;
-                    }
-                }
-            }
-            None => prep.image_into(split.image(i), (0, 0), &mut values),
-        }
-        labels.push(split.labels[i] as i64);
-    }
-    let shape = [indices.len(), 1, prep.out_rows, prep.out_cols];
-    Batch {
-        images: Tensor::from_data(TensorData::new(values, shape), device),
-        labels: Tensor::from_data(TensorData::new(labels, [indices.len()]), device),
-    }
+    HostBatch::new(split, indices, prep, augment).to_device(device)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ pub mod fetch;
 pub mod idx;
 mod rng;
 
-pub use batch::{make_batch, Augment, Batch, Preprocess};
+pub use batch::{make_batch, Augment, Batch, HostBatch, Preprocess};
 pub use dataset::{Dataset, Source, Split};
 pub use error::DataError;
 pub use rng::SplitMix64;

@@ -4,6 +4,7 @@
 
 mod classifier;
 mod conv_bn;
+pub mod dropout;
 pub mod file;
 mod groups;
 mod lenet;

@@ -37,7 +37,7 @@ pub(crate) fn forward(
         }
         x = tap.probe(&format!("{prefix}.{i}"), x, LayerRef::Linear(layer));
         if i < last {
-            x = dropout.forward(x);
+            x = crate::dropout::forward(dropout, x);
         }
     }
     x

@@ -39,7 +39,7 @@ impl Mlp {
     /// - input: `[batch, channels, h, w]` (flattened to `[batch, channels * h * w]`)
     /// - output: `[batch, classes]` logits
     pub fn forward(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
-        let x = self.input_dropout.forward(x.flatten::<2>(1, 3));
+        let x = crate::dropout::forward(&self.input_dropout, x.flatten::<2>(1, 3));
         linear_stack::forward(&self.layers, &self.dropout, x, tap, "layers")
     }
 

@@ -199,6 +199,74 @@ pub fn edit(model: Model, edits: &BTreeMap<String, Edit>) -> (Model, Vec<String>
     (model, editor.done)
 }
 
+/// Whether `path` names a BatchNorm running statistic.
+fn is_running_stat(path: &str) -> bool {
+    path.ends_with("running_mean") || path.ends_with("running_var")
+}
+
+/// The BatchNorm running statistics of `model`, in the model's visiting order. burn keeps
+/// pending updates beside the stored value; read them from a model passed through
+/// [`Module::valid`], which folds those in.
+pub fn running_stats(model: &Model) -> Vec<Tensor<1>> {
+    struct Stats {
+        at: PathStack,
+        out: Vec<Tensor<1>>,
+    }
+    impl ModuleVisitor for Stats {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.at.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.at.exit(container_type);
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if is_running_stat(&self.at.path()) {
+                self.out.push(param.val().reshape([-1]));
+            }
+        }
+    }
+    let mut visitor = Stats {
+        at: PathStack::default(),
+        out: Vec::new(),
+    };
+    model.visit(&mut visitor);
+    visitor.out
+}
+
+/// `model` with its BatchNorm running statistics replaced by `stats` (as [`running_stats`]
+/// returns them, same order and shapes). burn shares running statistics between a model's
+/// clones: the new values are seen by every clone.
+pub fn set_running_stats(model: Model, stats: Vec<Tensor<1>>) -> Model {
+    struct Set {
+        at: PathStack,
+        stats: std::vec::IntoIter<Tensor<1>>,
+    }
+    impl ModuleMapper for Set {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.at.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.at.exit(container_type);
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if !is_running_stat(&self.at.path()) {
+                return param;
+            }
+            match self.stats.next() {
+                Some(value) => {
+                    let shape = param.val().shape();
+                    Param::initialized(param.id, value.reshape(shape))
+                }
+                None => param,
+            }
+        }
+    }
+    model.map(&mut Set {
+        at: PathStack::default(),
+        stats: stats.into_iter(),
+    })
+}
+
 /// The max-norm constraint of Srivastava et al. 2014 (section 5.1): every unit's vector of
 /// incoming weights in a fully connected layer (a column of a `[d_in, d_out]` weight) is
 /// rescaled to L2 norm `limit` when it is longer; shorter ones are left alone. Applied after

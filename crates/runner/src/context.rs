@@ -17,6 +17,7 @@ pub struct Execution {
     pub threads: usize,
     pub measure: MeasureConfig,
     pub log_every: usize,
+    pub replicas: usize,
     pub eval_batch_size: usize,
     pub cache_dir: Option<PathBuf>,
     pub output_dir: PathBuf,
@@ -24,11 +25,12 @@ pub struct Execution {
 
 impl Execution {
     /// The dotted config keys that hold execution settings: left out of run identity.
-    pub const KEYS: [&'static str; 7] = [
+    pub const KEYS: [&'static str; 8] = [
         "device",
         "threads",
         "measure",
         "train.log_every",
+        "train.replicas",
         "train.eval_batch_size",
         "data.cache_dir",
         "output.dir",
@@ -40,6 +42,7 @@ impl Execution {
             threads: config.threads,
             measure: config.measure.clone(),
             log_every: config.train.log_every,
+            replicas: config.train.replicas,
             eval_batch_size: config.train.eval_batch_size,
             cache_dir: config.data.cache_dir.clone(),
             output_dir: config.output.dir.clone(),
@@ -52,6 +55,7 @@ impl Execution {
         config.threads = self.threads;
         config.measure = self.measure.clone();
         config.train.log_every = self.log_every;
+        config.train.replicas = self.replicas;
         config.train.eval_batch_size = self.eval_batch_size;
         config.data.cache_dir = self.cache_dir.clone();
         config.output.dir = self.output_dir.clone();

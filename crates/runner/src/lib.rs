@@ -12,6 +12,7 @@ mod optim;
 pub mod parents;
 pub mod profile;
 pub mod progress;
+pub mod replicas;
 pub mod run_dir;
 pub mod schedule;
 pub mod schema;

@@ -430,6 +430,8 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
             input,
             device: loaded.device.clone(),
             hash: loaded.hash.clone(),
+            replicas: replicas(config),
+            threads,
             fault_nonfinite_at_step: options.fault_nonfinite_at_step,
         };
         let mut sink = RunSink {
@@ -740,4 +742,15 @@ fn finish(
         run.path.display()
     ));
     Ok(summary)
+}
+
+/// The replicas a training step splits across: `train.replicas`, 0 to let the loop choose
+/// by model (see [`crate::train::TrainSetup::replicas`]), or 1 on LibTorch, which parallelises
+/// inside each op on its own (process-wide) threads: replicas there would only oversubscribe
+/// them.
+fn replicas(config: &StageConfig) -> usize {
+    match crate::device::Backend::parse(&config.device) {
+        Ok(crate::device::Backend::Flex) => config.train.replicas,
+        _ => 1,
+    }
 }

@@ -17,7 +17,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
-use data::{make_batch, Batch, Dataset, Preprocess, SplitMix64};
+use data::{Batch, Dataset, HostBatch, Preprocess, SplitMix64};
 use measure::{evaluate, EventLog};
 use models::{Classifier, InputShape, Model, QuantizedView, Quantizer};
 use technique::{CrossEntropy, Loss, StepLoss, Technique, TechniqueError, Trainee};
@@ -26,6 +26,7 @@ use crate::checkpoint::{Checkpoint, ScalarPoint, TrainState};
 use crate::error::RunError;
 use crate::optim::build_optimizer;
 use crate::progress::Progress;
+use crate::replicas::{shard_ranges, Replicas};
 use crate::schedule::learning_rate;
 use crate::schema::StageConfig;
 
@@ -42,6 +43,14 @@ pub struct TrainSetup<'a> {
     pub device: Device,
     /// The run's identity, recorded in checkpoints.
     pub hash: String,
+    /// Model replicas per step (see [`crate::replicas`]); 0 chooses one per worker thread for
+    /// convolutional nets (whose serial ops leave threads idle: 1.6x on LeNet-5 at 2 threads)
+    /// and 1 for MLPs (matrix products that already use every thread; replicas measured
+    /// slightly slower). A quantizing stage trains on one: its observers learn in the order
+    /// batches arrive.
+    pub replicas: usize,
+    /// Worker threads of the stage.
+    pub threads: usize,
     /// Fault injection for tests (see [`crate::RunOptions`]).
     pub fault_nonfinite_at_step: Option<usize>,
 }
@@ -70,45 +79,159 @@ pub trait TrainSink {
 /// What one optimiser step did.
 pub struct StepOutcome {
     pub trainee: Trainee,
+    /// The batch's mean loss.
     pub loss: f64,
     pub correct: usize,
     pub parts: Vec<(&'static str, f64)>,
 }
 
-/// One optimiser step: forward (through the stage's quantizer, if any) and loss, backward,
-/// update. A non-finite loss is returned as `Err(value)` and nothing is updated.
-pub fn train_step(
-    trainee: Trainee,
-    optim: &mut ModuleOptimizer,
-    (loss, quantizer): (&dyn Loss, Option<&dyn Quantizer>),
-    batch: &Batch,
-    indices: &[usize],
-    lr: f64,
+/// What a stage's forward passes run: its loss, and its quantizer when it has one.
+#[derive(Clone, Copy)]
+pub struct StageForward<'a> {
+    pub loss: &'a dyn Loss,
+    pub quantizer: Option<&'a dyn Quantizer>,
+}
+
+/// Part of a step's batch: what one replica forwards.
+pub struct Shard<'a> {
+    pub batch: Batch,
+    /// The samples' indices in the training split (cached teacher outputs are looked up by
+    /// them).
+    pub indices: &'a [usize],
+    /// Where the shard starts in the step's batch (its samples' dropout streams).
+    pub offset: usize,
+}
+
+/// Where a step's randomness comes from: dropout streams keyed by the run's seed, the step,
+/// and each sample's position in the batch.
+#[derive(Clone, Copy)]
+pub struct StepKey {
+    pub seed: u64,
+    pub step: u64,
+}
+
+/// One shard's forward and backward pass.
+struct Pass {
+    grads: GradientsParams,
+    /// The shard's mean loss, unweighted.
+    loss: f64,
+    correct: usize,
+    parts: Vec<(&'static str, f64)>,
+}
+
+/// Forward and backward of `shard` through `trainee`, the loss weighted by the shard's share
+/// `weight` of the batch (so shards' gradients add up to the batch's).
+fn forward_backward(
+    trainee: &Trainee,
+    stage: StageForward,
+    shard: &Shard,
+    weight: f64,
+    key: StepKey,
     poison: bool,
-) -> Result<StepOutcome, f64> {
+) -> Result<Pass, f64> {
+    let n = shard.indices.len();
+    let streams = models::dropout::sample_streams(key.seed, key.step, shard.offset..shard.offset + n);
     let StepLoss {
         logits,
         total,
         parts,
-    } = loss.loss(&trainee, batch, indices, quantizer); // logits: [batch, classes]
+    } = models::dropout::with_sample_streams(streams, || {
+        stage
+            .loss
+            .loss(trainee, &shard.batch, shard.indices, stage.quantizer) // logits: [n, classes]
+    });
     let total = if poison {
         total.mul_scalar(f32::NAN)
     } else {
         total
     };
-    let value: f64 = total.clone().into_scalar();
-    if !value.is_finite() {
-        return Err(value);
+    let loss: f64 = total.clone().into_scalar();
+    if !loss.is_finite() {
+        return Err(loss);
     }
-    let correct = models::loss::correct(logits, batch.labels.clone());
+    let correct = models::loss::correct(logits, shard.batch.labels.clone());
     let parts = parts
         .into_iter()
         .map(|(name, part)| (name, part.into_scalar::<f64>()))
         .collect();
-    let grads = GradientsParams::from_grads(total.backward(), &trainee);
+    let total = if weight == 1.0 {
+        total
+    } else {
+        total.mul_scalar(weight)
+    };
+    Ok(Pass {
+        grads: GradientsParams::from_grads(total.backward(), trainee),
+        loss,
+        correct,
+        parts,
+    })
+}
+
+/// One optimiser step: forward (through the stage's quantizer, if any) and loss, backward,
+/// update. One shard runs on the calling thread; several run concurrently on `replicas`, their
+/// gradients and BatchNorm statistics combined (see [`crate::replicas`]). A non-finite loss is
+/// returned as `Err(value)` and nothing is updated.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    trainee: Trainee,
+    optim: &mut ModuleOptimizer,
+    stage: StageForward,
+    shards: &[Shard],
+    replicas: Option<&Replicas>,
+    key: StepKey,
+    lr: f64,
+    poison: bool,
+) -> Result<StepOutcome, f64> {
+    let n: usize = shards.iter().map(|s| s.indices.len()).sum();
+    let weights: Vec<f64> = shards
+        .iter()
+        .map(|s| s.indices.len() as f64 / n.max(1) as f64)
+        .collect();
+    let (trainee, passes) = match replicas.filter(|_| shards.len() > 1) {
+        None => {
+            let passes = shards
+                .iter()
+                .zip(&weights)
+                .enumerate()
+                .map(|(r, (shard, &w))| forward_backward(&trainee, stage, shard, w, key, poison && r == 0))
+                .collect::<Result<Vec<_>, _>>()?;
+            (trainee, passes)
+        }
+        Some(replicas) => {
+            let views = crate::replicas::views(&trainee, shards.len());
+            let passes = replicas
+                .run(shards.len(), |r| {
+                    forward_backward(&views[r], stage, &shards[r], weights[r], key, poison && r == 0)
+                })
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
+            let trainee = crate::replicas::combine_running_stats(trainee, &views, &weights);
+            (trainee, passes)
+        }
+    };
+    let mut loss = 0.0;
+    let mut correct = 0;
+    let mut parts: Vec<(&'static str, f64)> = Vec::new();
+    let mut grads = Vec::with_capacity(passes.len());
+    for (pass, &w) in passes.into_iter().zip(&weights) {
+        loss += w * pass.loss;
+        correct += pass.correct;
+        for (name, value) in pass.parts {
+            match parts.iter_mut().find(|(p, _)| *p == name) {
+                Some((_, sum)) => *sum += w * value,
+                None => parts.push((name, w * value)),
+            }
+        }
+        grads.push(pass.grads);
+    }
+    let grads = if grads.len() == 1 {
+        grads.pop().unwrap_or_else(GradientsParams::new)
+    } else {
+        crate::replicas::sum_gradients(&trainee, grads)
+    };
     Ok(StepOutcome {
         trainee: optim.step(lr, trainee, grads),
-        loss: value,
+        loss,
         correct,
         parts,
     })
@@ -129,6 +252,14 @@ fn stage_quantizer<'t>(techniques: &'t [Box<dyn Technique + '_>]) -> Option<&'t 
 
 fn technique_error(e: TechniqueError) -> RunError {
     RunError::Technique(e)
+}
+
+/// The architecture's `kind` the loop starts from.
+fn initial_kind(start: &Start) -> &'static str {
+    match start {
+        Start::Fresh(model) => model.kind(),
+        Start::Resume(ckpt) => ckpt.state.model_spec.kind(),
+    }
 }
 
 /// Builds the trainee skeleton for `model`: the model plus every technique's aux modules.
@@ -209,6 +340,24 @@ pub fn train(
     for line in techniques.iter().filter_map(|t| t.describe()) {
         sink.progress().line(&line);
     }
+    let requested = match setup.replicas {
+        0 if initial_kind(&start) == "mlp" => 1,
+        0 => setup.threads,
+        n => n,
+    };
+    let replicas = if quantizers > 0 && requested > 1 {
+        sink.progress().line(
+            "training on 1 replica: a quantizing stage's observers learn from batches in order",
+        );
+        1
+    } else {
+        requested.max(1)
+    };
+    if replicas > 1 {
+        sink.progress().line(&format!(
+            "training on {replicas} replicas, one thread each (train.replicas)"
+        ));
+    }
     let checkpoint_name = sink.checkpoint_name();
     let (mut trainee, optim, mut state) = match start {
         Start::Resume(ckpt) => resume(setup, ckpt, techniques, &device, &checkpoint_name)?,
@@ -251,6 +400,11 @@ pub fn train(
         state,
         device,
         checkpoint_name,
+        replicas: if replicas > 1 {
+            Some(Replicas::new(replicas)?)
+        } else {
+            None
+        },
     };
     for epoch in training.state.epochs_done..epochs {
         let epoch_start = Instant::now();
@@ -283,19 +437,23 @@ struct Training<'a, 's, 't> {
     /// The autodiff device.
     device: Device,
     checkpoint_name: String,
+    /// The replicas' pools when a step is split across more than one.
+    replicas: Option<Replicas>,
 }
 
 impl Training<'_, '_, '_> {
-    /// The optimiser steps of epoch `epoch` (0-based), with the techniques' step hooks.
+    /// The optimiser steps of epoch `epoch` (0-based), with the techniques' step hooks. A
+    /// loader thread prepares the next batches (shuffled, augmented, split into the replicas'
+    /// shards) while the current one trains; it draws from the epoch's augmentation stream in
+    /// batch order, so what it builds does not depend on when it runs.
     fn epoch_steps(
         &mut self,
-        mut trainee: Trainee,
+        trainee: Trainee,
         epoch: usize,
     ) -> Result<(Trainee, EpochTally), RunError> {
         let config = self.setup.config;
         let tc = &config.train;
         let train = &self.setup.dataset.train;
-        let steps_per_epoch = train.len().div_ceil(tc.batch_size);
         self.device
             .seed(SplitMix64::for_stream(config.seed, epoch as u64).next_u64());
         let mut order: Vec<usize> = (0..train.len()).collect();
@@ -305,7 +463,42 @@ impl Training<'_, '_, '_> {
             shift_pixels: config.data.augment.shift_pixels,
             noise_std: config.data.augment.noise_std,
         };
+        let shards = self.replicas.as_ref().map_or(1, Replicas::count);
+        let prep = self.setup.prep;
+        let order = &order;
+        std::thread::scope(|scope| {
+            // Two batches ahead: enough to hide the loader, little memory.
+            let (send, batches) = std::sync::mpsc::sync_channel::<Vec<HostBatch>>(2);
+            scope.spawn(move || {
+                for indices in order.chunks(tc.batch_size) {
+                    let parts = shard_ranges(indices.len(), shards)
+                        .into_iter()
+                        .map(|(offset, len)| {
+                            let part = &indices[offset..offset + len];
+                            HostBatch::new(train, part, &prep, Some((&augment, &mut augment_rng)))
+                        })
+                        .collect();
+                    if send.send(parts).is_err() {
+                        return; // the epoch stopped early (an error)
+                    }
+                }
+            });
+            self.run_steps(trainee, epoch, order, &batches)
+        })
+    }
 
+    /// The steps of an epoch, on the batches the loader sends in `order`'s chunks.
+    fn run_steps(
+        &mut self,
+        mut trainee: Trainee,
+        epoch: usize,
+        order: &[usize],
+        batches: &std::sync::mpsc::Receiver<Vec<HostBatch>>,
+    ) -> Result<(Trainee, EpochTally), RunError> {
+        let config = self.setup.config;
+        let tc = &config.train;
+        let train = &self.setup.dataset.train;
+        let steps_per_epoch = train.len().div_ceil(tc.batch_size);
         self.history
             .sink
             .progress()
@@ -318,6 +511,9 @@ impl Training<'_, '_, '_> {
             lr: 0.0,
         };
         for (step, indices) in order.chunks(tc.batch_size).enumerate() {
+            let host = batches
+                .recv()
+                .expect("the batch loader sends every batch of the epoch");
             let step_start = Instant::now();
             let state = &mut self.state;
             tally.lr = learning_rate(
@@ -327,23 +523,34 @@ impl Training<'_, '_, '_> {
                 steps_per_epoch,
                 tc.epochs,
             );
-            let batch = make_batch(
-                train,
-                indices,
-                &self.setup.prep,
-                Some((&augment, &mut augment_rng)),
-                &self.device,
-            );
+            let mut offset = 0;
+            let shards: Vec<Shard> = host
+                .into_iter()
+                .map(|part| {
+                    let len = part.labels.len();
+                    let shard = Shard {
+                        batch: part.to_device(&self.device),
+                        indices: &indices[offset..offset + len],
+                        offset,
+                    };
+                    offset += len;
+                    shard
+                })
+                .collect();
             let poison = self.setup.fault_nonfinite_at_step == Some(state.global_step + 1);
             let outcome = train_step(
                 trainee,
                 &mut self.optim,
-                (
-                    stage_loss(self.techniques),
-                    stage_quantizer(self.techniques),
-                ),
-                &batch,
-                indices,
+                StageForward {
+                    loss: stage_loss(self.techniques),
+                    quantizer: stage_quantizer(self.techniques),
+                },
+                &shards,
+                self.replicas.as_ref(),
+                StepKey {
+                    seed: config.seed,
+                    step: state.global_step as u64,
+                },
                 tally.lr,
                 poison,
             )

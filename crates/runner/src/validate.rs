@@ -202,6 +202,12 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
         "a batch only sizes memory",
     )?;
     at_least("train.log_every", train.log_every, 1)?;
+    at_most(
+        "train.replicas",
+        train.replicas,
+        crate::context::max_threads(),
+        "each replica is a thread (0 chooses one per worker thread)",
+    )?;
     let lr = train.optimizer.lr();
     positive_finite("train.optimizer.lr", lr)?;
     if let Some(limit) = train.max_norm {

@@ -1,0 +1,236 @@
+"""PyTorch eager reference for the speed comparison of issue 13 (see benches/README.md).
+
+Trains and measures the same workloads as the project, on the same MNIST files (the project's
+cache, ~/.cache/compress/datasets/mnist, which `cargo run -p train -- configs/teacher.toml`
+fills), with the same preprocessing and recipes:
+
+  train lenet5        configs/teacher.toml: LeNet-5 + BatchNorm (6, 16 channels; 120, 84 fc),
+                      batch 64, SGD lr 0.05 momentum 0.9 Nesterov, weight decay 5e-4, cosine
+                      schedule with 0.5 warm-up epochs (per step), 8 epochs
+  train mlp-teacher   experiments/hinton-mnist/teacher.toml: 784-1200-1200-10, dropout 0.5
+                      (input 0.2), 2-pixel jitter, max-norm 3, batch 128, SGD lr 0.05 momentum
+                      0.9 Nesterov, cosine with 1 warm-up epoch, 3 epochs by default here
+  latency             batch-1 end-to-end latency (bytes -> normalised tensor -> forward ->
+                      argmax) of LeNet-5 and the 1200-1200 MLP, 1 thread, p50 / p95; and
+                      batch-32 inference throughput, 1 thread
+
+Prints one JSON object per result. Run through benches/pytorch/venv.sh's environment:
+  "$(benches/pytorch/venv.sh)/bin/python" benches/pytorch/reference.py train lenet5 --threads 2
+"""
+
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def read_idx(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load_mnist():
+    root = os.path.expanduser("~/.cache/compress/datasets/mnist")
+    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    missing = [n for n in names if not os.path.exists(os.path.join(root, n))]
+    if missing:
+        raise SystemExit(f"error: {root} lacks {missing}: run `cargo run -p train -- "
+                         "configs/teacher.toml` once, which fetches MNIST there")
+    return [read_idx(os.path.join(root, n)) for n in names]
+
+
+class LeNet5(nn.Module):
+    """The project's lenet5: conv5 (pad 2) + BN + ReLU + pool, conv5 + BN + ReLU + pool, 3 fc."""
+
+    def __init__(self, channels=(6, 16), fc=(120, 84), classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, channels[0], 5, padding=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels[0])
+        self.conv2 = nn.Conv2d(channels[0], channels[1], 5, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels[1])
+        self.fc1 = nn.Linear(channels[1] * 25, fc[0])
+        self.fc2 = nn.Linear(fc[0], fc[1])
+        self.fc3 = nn.Linear(fc[1], classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        x = x.flatten(1)
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class Mlp(nn.Module):
+    """The project's mlp: input dropout, hidden layers with ReLU and dropout, classifier."""
+
+    def __init__(self, hidden=(1200, 1200), dropout=0.5, input_dropout=0.2):
+        super().__init__()
+        widths = [784, *hidden, 10]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.input_dropout = nn.Dropout(input_dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        x = self.input_dropout(x.flatten(1))
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i + 1 < len(self.layers):
+                x = self.dropout(F.relu(x))
+        return x
+
+
+RECIPES = {
+    "lenet5": dict(model=LeNet5, batch=64, epochs=8, lr=0.05, wd=5e-4, warmup=0.5,
+                   shift=0, max_norm=None),
+    "mlp-teacher": dict(model=Mlp, batch=128, epochs=3, lr=0.05, wd=0.0, warmup=1.0,
+                        shift=2, max_norm=3.0),
+}
+
+
+def learning_rate(base, step, steps_per_epoch, epochs, warmup_epochs):
+    """The project's schedule (crates/runner/src/schedule.rs): linear warm-up, then cosine."""
+    warmup = round(warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return base * (step + 1) / warmup
+    total = max(epochs * steps_per_epoch - warmup, 1)
+    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / total))
+
+
+def jitter(images, shift, rng):
+    """Shifts each [n, 28, 28] image by up to `shift` pixels in x and y, zero fill."""
+    n, h, w = images.shape
+    out = np.zeros_like(images)
+    dy = rng.integers(-shift, shift + 1, n)
+    dx = rng.integers(-shift, shift + 1, n)
+    for i in range(n):
+        y0, x0 = dy[i], dx[i]
+        out[i, max(y0, 0):h + min(y0, 0), max(x0, 0):w + min(x0, 0)] = \
+            images[i, max(-y0, 0):h + min(-y0, 0), max(-x0, 0):w + min(-x0, 0)]
+    return out
+
+
+def train(args):
+    recipe = RECIPES[args.workload]
+    epochs = args.epochs or recipe["epochs"]
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    train_x, train_y, test_x, test_y = load_mnist()
+    mean = float((train_x / 255.0).mean())
+    std = float((train_x / 255.0).std())
+    model = recipe["model"]()
+    optim = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=0.9, nesterov=True,
+                            weight_decay=recipe["wd"])
+    batch = recipe["batch"]
+    steps_per_epoch = math.ceil(len(train_x) / batch)
+    labels = torch.from_numpy(train_y.astype(np.int64))
+    step, train_seconds, start = 0, 0.0, time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        images = train_x if recipe["shift"] == 0 else jitter(train_x, recipe["shift"], rng)
+        inputs = (torch.from_numpy(images.astype(np.float32)) / 255.0 - mean) / std
+        inputs = inputs.unsqueeze(1)
+        order = torch.from_numpy(rng.permutation(len(train_x)))
+        epoch_start = time.perf_counter()
+        for i in range(0, len(order), batch):
+            idx = order[i:i + batch]
+            for group in optim.param_groups:
+                group["lr"] = learning_rate(recipe["lr"], step, steps_per_epoch, epochs,
+                                            recipe["warmup"])
+            loss = F.cross_entropy(model(inputs[idx]), labels[idx])
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            if recipe["max_norm"] is not None:
+                with torch.no_grad():
+                    for layer in model.layers:
+                        # PyTorch's weight is [out, in]: a unit's incoming weights are a row.
+                        norms = layer.weight.norm(dim=1, keepdim=True)
+                        layer.weight.mul_((recipe["max_norm"] / norms).clamp(max=1.0))
+            step += 1
+        train_seconds += time.perf_counter() - epoch_start
+    errors = evaluate(model, test_x, test_y, mean, std)
+    print(json.dumps({
+        "workload": args.workload, "framework": f"pytorch {torch.__version__}",
+        "threads": torch.get_num_threads(), "epochs": epochs, "seed": args.seed,
+        "train_samples_per_second": round(epochs * len(train_x) / train_seconds, 1),
+        "wall_seconds": round(time.perf_counter() - start, 2),
+        "test_errors": errors, "test_accuracy": round(1 - errors / len(test_x), 4),
+    }), flush=True)
+
+
+@torch.inference_mode()
+def evaluate(model, images, labels, mean, std):
+    model.eval()
+    x = ((torch.from_numpy(images.astype(np.float32)) / 255.0 - mean) / std).unsqueeze(1)
+    predicted = torch.cat([model(x[i:i + 1000]).argmax(1) for i in range(0, len(x), 1000)])
+    return int((predicted != torch.from_numpy(labels.astype(np.int64))).sum())
+
+
+@torch.inference_mode()
+def latency(args):
+    _, _, test_x, _ = load_mnist()
+    mean, std = 0.1307, 0.3081
+    for name, model in [("lenet5", LeNet5()), ("mlp-1200-1200", Mlp())]:
+        model.eval()
+        times = []
+        for i in range(args.warmup + args.images):
+            start = time.perf_counter()
+            raw = test_x[i % len(test_x)]
+            x = (torch.from_numpy(raw.astype(np.float32)) / 255.0 - mean) / std
+            label = int(model(x.view(1, 1, 28, 28)).argmax(1))
+            if i >= args.warmup:
+                times.append(time.perf_counter() - start)
+            del label
+        times.sort()
+        batch = 32
+        x = ((torch.from_numpy(test_x[:batch].astype(np.float32)) / 255.0 - mean) / std)
+        x = x.unsqueeze(1)
+        rounds = []
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            for _ in range(args.batches):
+                model(x).argmax(1)
+            rounds.append(args.batches * batch / (time.perf_counter() - start))
+        print(json.dumps({
+            "model": name, "framework": f"pytorch {torch.__version__}",
+            "threads": torch.get_num_threads(), "images": args.images,
+            "batch1_p50_ms": round(times[len(times) // 2] * 1e3, 4),
+            "batch1_p95_ms": round(times[int(len(times) * 0.95)] * 1e3, 4),
+            "batch32_images_per_second": round(sorted(rounds)[len(rounds) // 2], 1),
+        }), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a workload, print samples/s and test errors")
+    t.add_argument("workload", choices=sorted(RECIPES))
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--epochs", type=int, default=0, help="0: the recipe's")
+    t.add_argument("--seed", type=int, default=1)
+    lat = sub.add_parser("latency", help="batch-1 latency and batch-32 throughput, 1 thread")
+    lat.add_argument("--images", type=int, default=1000)
+    lat.add_argument("--warmup", type=int, default=100)
+    lat.add_argument("--batches", type=int, default=50)
+    lat.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    if args.command == "train":
+        torch.set_num_threads(args.threads)
+        train(args)
+    else:
+        torch.set_num_threads(1)
+        latency(args)
+
+
+if __name__ == "__main__":
+    main()
