@@ -96,7 +96,7 @@ mod tests {
         let dropout = DropoutConfig::new(0.5).init();
         with_sample_streams(streams, || forward(&dropout, x))
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap()
     }
 

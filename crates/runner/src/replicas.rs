@@ -169,6 +169,102 @@ pub fn shard_ranges(n: usize, count: usize) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::{train_step, Shard, StageForward, StepKey};
+    use burn::tensor::{Distribution, TensorData};
+    use data::Batch;
+    use models::{InputShape, Model, ModelSpec};
+
+    /// A LeNet-5 trainee on the autodiff device, the same weights every call.
+    fn lenet() -> Trainee {
+        let device = Device::flex().autodiff();
+        device.seed(11);
+        let spec: ModelSpec = toml::from_str("kind = \"lenet5\"").unwrap();
+        let input = InputShape {
+            channels: 1,
+            height: 28,
+            width: 28,
+            classes: 10,
+        };
+        Trainee {
+            model: Model::new(&spec, &input, &device).unwrap(),
+            aux: Vec::new(),
+        }
+    }
+
+    /// One SGD step of `trainee` on `images` split into `shards` (on replicas when > 1);
+    /// returns the trainee and the step's loss.
+    fn step(trainee: Trainee, images: &Tensor<4>, labels: &[i64], shards: usize) -> (Trainee, f64) {
+        let config = crate::schema::OptimizerConfig::Sgd {
+            lr: 0.1,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        };
+        let mut optim = crate::optim::build_optimizer(&config);
+        let indices: Vec<usize> = (0..labels.len()).collect();
+        let device = images.device();
+        let parts: Vec<Shard> = shard_ranges(labels.len(), shards)
+            .into_iter()
+            .map(|(offset, len)| Shard {
+                batch: Batch {
+                    images: images.clone().narrow(0, offset, len),
+                    labels: Tensor::from_data(
+                        TensorData::new(labels[offset..offset + len].to_vec(), [len]),
+                        &device,
+                    ),
+                },
+                indices: &indices[offset..offset + len],
+                offset,
+            })
+            .collect();
+        let replicas = Replicas::new(shards).unwrap();
+        let outcome = train_step(
+            trainee,
+            &mut optim,
+            StageForward {
+                loss: &technique::CrossEntropy,
+                quantizer: None,
+            },
+            &parts,
+            (shards > 1).then_some(&replicas),
+            StepKey { seed: 1, step: 0 },
+            0.1,
+            false,
+        )
+        .unwrap_or_else(|loss| panic!("non-finite loss {loss}"));
+        (outcome.trainee, outcome.loss)
+    }
+
+    fn host(t: Tensor<1>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn replicas_combine_batchnorm_statistics_like_one_batch() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let images = Tensor::<4>::random([16, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+        let labels: Vec<i64> = (0..16).map(|i| i % 10).collect();
+        let (one, loss_one) = step(lenet(), &images, &labels, 1);
+        let (two, loss_two) = step(lenet(), &images, &labels, 2);
+        assert!((loss_one - loss_two).abs() < 0.05 * loss_one, "{loss_one} vs {loss_two}");
+        let stats = |t: &Trainee| models::params::running_stats(&t.model.valid());
+        let (a, b) = (stats(&one), stats(&two));
+        assert_eq!(a.len(), 4, "two BatchNorms, mean and variance each");
+        let before = stats(&lenet());
+        for (k, ((a, b), before)) in a.into_iter().zip(b).zip(before).enumerate() {
+            let (a, b, before) = (host(a), host(b), host(before));
+            assert_ne!(a, before, "statistic {k} was updated");
+            for (x, y) in a.iter().zip(&b) {
+                // The first BatchNorm sees the same inputs either way: its running mean is
+                // exactly the whole batch's (up to rounding). Its running variance misses the
+                // spread between the halves' means, and the second BatchNorm's inputs went
+                // through the first's per-half normalisation: close, not equal.
+                let tolerance = if k == 0 { 1e-6 } else { 1e-3 + 0.02 * x.abs() };
+                assert!((x - y).abs() <= tolerance, "statistic {k}: {x} vs {y}");
+            }
+        }
+    }
 
     #[test]
     fn shards_cover_the_batch_in_order() {
