@@ -23,16 +23,56 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Evaluation {
-    let indices: Vec<usize> = (0..split.len()).collect();
-    let mut loss_sum = 0.0;
-    let mut correct = 0usize;
-    for chunk in indices.chunks(batch_size.max(1)) {
-        let batch = make_batch(split, chunk, prep, None, device);
-        let logits = model.classify(batch.images); // [batch, classes]
-        correct += models::loss::correct(logits.clone(), batch.labels.clone());
-        loss_sum += cross_entropy(logits, batch.labels).into_scalar::<f64>() * chunk.len() as f64;
-    }
+    evaluate_parts(model, split, prep, batch_size, device, 1, &|parts, work| {
+        (0..parts).map(work).collect()
+    })
+}
+
+/// Runs `work(part)` for each of `parts` parts, possibly concurrently, and returns the results
+/// in part order.
+pub type RunParts<'a> = dyn Fn(usize, &(dyn Fn(usize) -> PartSums + Sync)) -> Vec<PartSums> + 'a;
+
+/// What one part of a split adds to an evaluation: summed loss and correct predictions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PartSums {
+    loss_sum: f64,
+    correct: usize,
+}
+
+/// [`evaluate`] with the split cut into `parts` contiguous parts that `run` may evaluate
+/// concurrently (the training loop's replicas). Parts are added in order, so the result does
+/// not depend on which finishes first.
+pub fn evaluate_parts(
+    model: &dyn Classifier,
+    split: &Split,
+    prep: &Preprocess,
+    batch_size: usize,
+    device: &Device,
+    parts: usize,
+    run: &RunParts,
+) -> Evaluation {
     let samples = split.len();
+    let parts = parts.clamp(1, samples.max(1));
+    let per_part = samples.div_ceil(parts);
+    let work = |part: usize| {
+        let start = (part * per_part).min(samples);
+        let end = ((part + 1) * per_part).min(samples);
+        let indices: Vec<usize> = (start..end).collect();
+        let mut sums = PartSums::default();
+        for chunk in indices.chunks(batch_size.max(1)) {
+            let batch = make_batch(split, chunk, prep, None, device);
+            let logits = model.classify(batch.images); // [batch, classes]
+            sums.correct += models::loss::correct(logits.clone(), batch.labels.clone());
+            sums.loss_sum +=
+                cross_entropy(logits, batch.labels).into_scalar::<f64>() * chunk.len() as f64;
+        }
+        sums
+    };
+    let (mut loss_sum, mut correct) = (0.0, 0);
+    for part in run(parts, &work) {
+        loss_sum += part.loss_sum;
+        correct += part.correct;
+    }
     Evaluation {
         loss: loss_sum / samples.max(1) as f64,
         accuracy: correct as f64 / samples.max(1) as f64,

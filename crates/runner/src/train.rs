@@ -24,7 +24,7 @@ use technique::{CrossEntropy, Loss, StepLoss, Technique, TechniqueError, Trainee
 
 use crate::checkpoint::{Checkpoint, ScalarPoint, TrainState};
 use crate::error::RunError;
-use crate::optim::build_optimizer;
+pub use crate::optim::build_optimizer;
 use crate::progress::Progress;
 use crate::replicas::{shard_ranges, Replicas};
 use crate::schedule::learning_rate;
@@ -653,13 +653,25 @@ impl Training<'_, '_, '_> {
             Some(view) => view,
             None => &model,
         };
-        let eval = evaluate(
-            evaluated,
-            &self.setup.dataset.test,
-            &self.setup.prep,
-            tc.eval_batch_size,
-            &self.setup.device,
-        );
+        // Evaluated with the training's parallelism: the test split in one part per replica.
+        let eval = match &self.replicas {
+            None => evaluate(
+                evaluated,
+                &self.setup.dataset.test,
+                &self.setup.prep,
+                tc.eval_batch_size,
+                &self.setup.device,
+            ),
+            Some(replicas) => measure::evaluate_parts(
+                evaluated,
+                &self.setup.dataset.test,
+                &self.setup.prep,
+                tc.eval_batch_size,
+                &self.setup.device,
+                replicas.count(),
+                &|parts, work| replicas.run(parts, work),
+            ),
+        };
         let epoch_seconds = epoch_start.elapsed().as_secs_f64();
         let step = self.state.global_step;
         let seen = self.setup.dataset.train.len() as f64;
