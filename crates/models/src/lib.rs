@@ -11,6 +11,7 @@ mod lenet;
 mod linear_stack;
 pub mod loss;
 mod mlp;
+mod pool;
 mod model;
 pub mod params;
 mod resnet;

@@ -64,7 +64,7 @@ impl Vgg {
                 x = relu(x);
                 x = tap.probe(&format!("stages.{s}.{i}.relu"), x, LayerRef::Other);
             }
-            x = self.pool.forward(x); // [batch, c_out, h_s / 2, w_s / 2]
+            x = crate::pool::max_pool(&self.pool, x); // [batch, c_out, h_s / 2, w_s / 2]
             x = tap.probe(&format!("stages.{s}"), x, LayerRef::Other);
         }
         let x = x.flatten::<2>(1, 3); // [batch, c * h_s * w_s]
