@@ -27,9 +27,8 @@ use std::time::Instant;
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use data::Batch;
 use models::{Classifier, InputShape, Model, ModelSpec};
-use runner::replicas::{shard_ranges, Replicas};
+use runner::replicas::Replicas;
 use runner::schema::OptimizerConfig;
 use runner::train::{train_step, Shard, StageForward, StepKey};
 use technique::{CrossEntropy, Trainee};
@@ -126,20 +125,7 @@ fn train_round(work: &Workload, setup: Setup, cores: usize) -> f64 {
             aux: Vec::new(),
         };
         let mut optim = optimizer();
-        let parts: Vec<Shard> = shard_ranges(b, shards)
-            .into_iter()
-            .map(|(offset, len)| Shard {
-                batch: Batch {
-                    images: images.clone().narrow(0, offset, len),
-                    labels: Tensor::from_data(
-                        TensorData::new(labels[offset..offset + len].to_vec(), [len]),
-                        &device,
-                    ),
-                },
-                indices: &indices[offset..offset + len],
-                offset,
-            })
-            .collect();
+        let parts = Shard::split(&images, &labels, &indices, shards);
         let mut start = Instant::now();
         for step in 0..=STEPS {
             if step == 1 {
@@ -226,7 +212,10 @@ fn main() {
             }
         }
         let step_ms: Vec<f64> = train.iter().map(|t| percentile(t.clone(), 0.5)).collect();
-        let samples: Vec<f64> = step_ms.iter().map(|ms| work.batch as f64 * 1e3 / ms).collect();
+        let samples: Vec<f64> = step_ms
+            .iter()
+            .map(|ms| work.batch as f64 * 1e3 / ms)
+            .collect();
         let row = |measure: String, values: &[Option<f64>], higher_is_better: bool| {
             let cells: String = values
                 .iter()

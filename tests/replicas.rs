@@ -43,7 +43,11 @@ fn runs_with_replicas(config: &str, name: &str, counts: &[usize]) -> Vec<tempfil
         .map(|r| {
             let dir = tempfile::tempdir().unwrap();
             let path = write(&dir.path().join("c.toml"), config);
-            let out = train_ok(dir.path(), &path, &["--set", &format!("train.replicas={r}")]);
+            let out = train_ok(
+                dir.path(),
+                &path,
+                &["--set", &format!("train.replicas={r}")],
+            );
             if *r > 1 {
                 assert!(out.contains(&format!("training on {r} replicas")), "{out}");
             }
@@ -75,7 +79,10 @@ fn two_replicas_follow_one_and_repeat_exactly() {
     }
     let accuracy = |run| summary(run)["accuracy"].as_f64().unwrap();
     let (a, b) = (accuracy(&runs[0]), accuracy(&runs[1]));
-    assert!((a - b).abs() < 0.02, "test accuracy {a} (1 replica) vs {b} (2)");
+    assert!(
+        (a - b).abs() < 0.02,
+        "test accuracy {a} (1 replica) vs {b} (2)"
+    );
 }
 
 #[test]
@@ -84,10 +91,16 @@ fn an_mlp_with_dropout_matches_across_replica_counts() {
     // are added in.
     let (_data_dir, data) = folder_with_data(96);
     let config = small_config(&data)
-        .replace("hidden = [16]", "hidden = [32, 32]\ndropout = 0.3\ninput_dropout = 0.1")
+        .replace(
+            "hidden = [16]",
+            "hidden = [32, 32]\ndropout = 0.3\ninput_dropout = 0.1",
+        )
         .replace("batch_size = 16", "batch_size = 24");
     let dirs = runs_with_replicas(&config, "small", &[1, 3]);
-    let runs: Vec<_> = dirs.iter().map(|d| only_run_dir(d.path(), "small")).collect();
+    let runs: Vec<_> = dirs
+        .iter()
+        .map(|d| only_run_dir(d.path(), "small"))
+        .collect();
     let (one, three) = (
         series(&runs[0], "train/loss"),
         series(&runs[1], "train/loss"),

@@ -10,6 +10,8 @@ fills), with the same preprocessing and recipes:
   train mlp-teacher   experiments/hinton-mnist/teacher.toml: 784-1200-1200-10, dropout 0.5
                       (input 0.2), 2-pixel jitter, max-norm 3, batch 128, SGD lr 0.05 momentum
                       0.9 Nesterov, cosine with 1 warm-up epoch, 3 epochs by default here
+  profile lenet5      PyTorch's profiler over 50 LeNet-5 training steps (batch 64): time per op
+                      per step, to set beside the project's per-kernel breakdown
   latency             batch-1 end-to-end latency (bytes -> normalised tensor -> forward ->
                       argmax) of LeNet-5 and the 1200-1200 MLP, 1 thread, p50 / p95; and
                       batch-32 inference throughput, 1 thread
@@ -175,6 +177,44 @@ def evaluate(model, images, labels, mean, std):
     return int((predicted != torch.from_numpy(labels.astype(np.int64))).sum())
 
 
+def profile(args):
+    recipe = RECIPES[args.workload]
+    torch.manual_seed(1)
+    model = recipe["model"]()
+    model.train()
+    optim = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
+                            weight_decay=recipe["wd"])
+    batch = recipe["batch"]
+    x = torch.randn(batch, 1, 28, 28)
+    y = torch.arange(batch) % 10
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+
+    for _ in range(20):
+        step()
+    steps = 50
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    plain_ms = (time.perf_counter() - start) * 1e3 / steps
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads, {args.workload} "
+          f"batch {batch}: {plain_ms:.3f} ms per training step (unprofiled); "
+          f"self CPU time per step by op:")
+    rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in rows)
+    for e in rows[:args.top]:
+        print(f"  {e.key:<48} {e.self_cpu_time_total / steps / 1e3:8.3f} ms "
+              f"{100 * e.self_cpu_time_total / total:5.1f}%")
+
+
 @torch.inference_mode()
 def latency(args):
     _, _, test_x, _ = load_mnist()
@@ -218,6 +258,10 @@ def main():
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--epochs", type=int, default=0, help="0: the recipe's")
     t.add_argument("--seed", type=int, default=1)
+    p = sub.add_parser("profile", help="per-op profile of training steps")
+    p.add_argument("workload", choices=sorted(RECIPES))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--top", type=int, default=25)
     lat = sub.add_parser("latency", help="batch-1 latency and batch-32 throughput, 1 thread")
     lat.add_argument("--images", type=int, default=1000)
     lat.add_argument("--warmup", type=int, default=100)
@@ -227,6 +271,9 @@ def main():
     if args.command == "train":
         torch.set_num_threads(args.threads)
         train(args)
+    elif args.command == "profile":
+        torch.set_num_threads(args.threads)
+        profile(args)
     else:
         torch.set_num_threads(1)
         latency(args)

@@ -170,8 +170,7 @@ pub fn shard_ranges(n: usize, count: usize) -> Vec<(usize, usize)> {
 mod tests {
     use super::*;
     use crate::train::{train_step, Shard, StageForward, StepKey};
-    use burn::tensor::{Distribution, TensorData};
-    use data::Batch;
+    use burn::tensor::Distribution;
     use models::{InputShape, Model, ModelSpec};
 
     /// A LeNet-5 trainee on the autodiff device, the same weights every call.
@@ -202,21 +201,7 @@ mod tests {
         };
         let mut optim = crate::optim::build_optimizer(&config);
         let indices: Vec<usize> = (0..labels.len()).collect();
-        let device = images.device();
-        let parts: Vec<Shard> = shard_ranges(labels.len(), shards)
-            .into_iter()
-            .map(|(offset, len)| Shard {
-                batch: Batch {
-                    images: images.clone().narrow(0, offset, len),
-                    labels: Tensor::from_data(
-                        TensorData::new(labels[offset..offset + len].to_vec(), [len]),
-                        &device,
-                    ),
-                },
-                indices: &indices[offset..offset + len],
-                offset,
-            })
-            .collect();
+        let parts = Shard::split(images, labels, &indices, shards);
         let replicas = Replicas::new(shards).unwrap();
         let outcome = train_step(
             trainee,
@@ -247,7 +232,10 @@ mod tests {
         let labels: Vec<i64> = (0..16).map(|i| i % 10).collect();
         let (one, loss_one) = step(lenet(), &images, &labels, 1);
         let (two, loss_two) = step(lenet(), &images, &labels, 2);
-        assert!((loss_one - loss_two).abs() < 0.05 * loss_one, "{loss_one} vs {loss_two}");
+        assert!(
+            (loss_one - loss_two).abs() < 0.05 * loss_one,
+            "{loss_one} vs {loss_two}"
+        );
         let stats = |t: &Trainee| models::params::running_stats(&t.model.valid());
         let (a, b) = (stats(&one), stats(&two));
         assert_eq!(a.len(), 4, "two BatchNorms, mean and variance each");

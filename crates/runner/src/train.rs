@@ -102,6 +102,34 @@ pub struct Shard<'a> {
     pub offset: usize,
 }
 
+impl<'a> Shard<'a> {
+    /// A batch already on its device, `images` `[n, c, h, w]` with `labels` and training-split
+    /// `indices` (n each), split into at most `count` shards (benches and tests; the loop's
+    /// loader builds shards from the dataset).
+    pub fn split(
+        images: &Tensor<4>,
+        labels: &[i64],
+        indices: &'a [usize],
+        count: usize,
+    ) -> Vec<Shard<'a>> {
+        let device = images.device();
+        crate::replicas::shard_ranges(labels.len(), count)
+            .into_iter()
+            .map(|(offset, len)| Shard {
+                batch: Batch {
+                    images: images.clone().narrow(0, offset, len),
+                    labels: Tensor::from_data(
+                        burn::tensor::TensorData::new(labels[offset..offset + len].to_vec(), [len]),
+                        &device,
+                    ),
+                },
+                indices: &indices[offset..offset + len],
+                offset,
+            })
+            .collect()
+    }
+}
+
 /// Where a step's randomness comes from: dropout streams keyed by the run's seed, the step,
 /// and each sample's position in the batch.
 #[derive(Clone, Copy)]
@@ -130,7 +158,8 @@ fn forward_backward(
     poison: bool,
 ) -> Result<Pass, f64> {
     let n = shard.indices.len();
-    let streams = models::dropout::sample_streams(key.seed, key.step, shard.offset..shard.offset + n);
+    let streams =
+        models::dropout::sample_streams(key.seed, key.step, shard.offset..shard.offset + n);
     let StepLoss {
         logits,
         total,
@@ -193,7 +222,9 @@ pub fn train_step(
                 .iter()
                 .zip(&weights)
                 .enumerate()
-                .map(|(r, (shard, &w))| forward_backward(&trainee, stage, shard, w, key, poison && r == 0))
+                .map(|(r, (shard, &w))| {
+                    forward_backward(&trainee, stage, shard, w, key, poison && r == 0)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             (trainee, passes)
         }
@@ -201,7 +232,14 @@ pub fn train_step(
             let views = crate::replicas::views(&trainee, shards.len());
             let passes = replicas
                 .run(shards.len(), |r| {
-                    forward_backward(&views[r], stage, &shards[r], weights[r], key, poison && r == 0)
+                    forward_backward(
+                        &views[r],
+                        stage,
+                        &shards[r],
+                        weights[r],
+                        key,
+                        poison && r == 0,
+                    )
                 })
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()?;
