@@ -31,10 +31,16 @@ from_b=(--set seed=1 --set distill.teacher=teacher-jitter.toml)
 "$train" "$here/teacher-jitter.toml" --plain
 "$train" sweep "$here/sweep-distilled-b.toml"
 "$train" "$here/student-distilled.toml" --plain "${from_b[@]}"
+# Teacher B trained 100 epochs (70 errors), the student distilled from it with cached logits
+# (lr 0.02: at 0.05 it diverges), and the student alone at the same lr; 3 seeds each.
+"$train" "$here/teacher-jitter-100.toml" --plain
+"$train" sweep "$here/sweep-distilled-b100.toml"
+"$train" sweep "$here/sweep-alone-lr002.toml"
 
 folder() { "$train" check "$@" | sed -n 's/.*results in \([^)]*\)).*/\1/p'; }
 python3 "$here/table.py" --teacher "$(folder "$here/teacher.toml")" \
     --small-alone "$(folder "$here/small-alone.toml")" \
     --teacher-b "$(folder "$here/teacher-jitter.toml")" \
+    --teacher-b100 "$(folder "$here/teacher-jitter-100.toml")" \
     --row "800-800 distilled from teacher B, cached logits (no jitter), seed 1=$(folder "$here/student-distilled.toml" "${from_b[@]}")" \
     runs/sweeps

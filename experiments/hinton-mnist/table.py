@@ -20,6 +20,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--teacher", required=True)
 parser.add_argument("--small-alone", required=True)
 parser.add_argument("--teacher-b", help="teacher-jitter.toml's run folder")
+parser.add_argument("--teacher-b100", help="teacher-jitter-100.toml's run folder")
 parser.add_argument(
     "--row", action="append", default=[], metavar="LABEL=RUN",
     help="one more run for the last table (repeatable)",
@@ -61,9 +62,18 @@ distilled = sorted(trials("hinton-student-distilled"), key=lambda t: int(t[0]["s
 jittered = sorted(trials("hinton-student-distilled-jitter"), key=lambda t: int(t[0]["seed"]))
 alone_jitter = sorted(trials("hinton-student-alone-jitter"), key=lambda t: int(t[0]["seed"]))
 from_b = sorted(trials("hinton-student-distilled-b"), key=lambda t: int(t[0]["seed"]))
-teacher_b = None
-if args.teacher_b and os.path.exists(os.path.join(args.teacher_b, "summary.json")):
-    teacher_b = summary(args.teacher_b)
+from_b100 = sorted(trials("hinton-student-distilled-b100"), key=lambda t: int(t[0]["seed"]))
+alone_lr002 = sorted(trials("hinton-student-alone-lr002"), key=lambda t: int(t[0]["seed"]))
+
+
+def optional_run(run):
+    if run and os.path.exists(os.path.join(run, "summary.json")):
+        return summary(run)
+    return None
+
+
+teacher_b = optional_run(args.teacher_b)
+teacher_b100 = optional_run(args.teacher_b100)
 
 print("| model | test errors (of 10,000) | per seed | training time each | paper |")
 print("|---|---|---|---|---|")
@@ -76,12 +86,20 @@ if teacher_b:
         f"| teacher B 784-1200-1200-10, jitter only, {teacher_b['epochs']} epochs "
         f"| {teacher_b['test_errors']} | | {minutes(teacher_b['train_seconds'])} | |"
     )
+if teacher_b100:
+    print(
+        f"| teacher B, {teacher_b100['epochs']} epochs (teacher-jitter-100.toml) "
+        f"| {teacher_b100['test_errors']} | | {minutes(teacher_b100['train_seconds'])} | |"
+    )
 for name, runs, paper in [
     ("student 784-800-800-10 alone", alone, 146),
     ("student 784-800-800-10 distilled from the teacher, T = 20", distilled, 74),
     ("student alone, 2-pixel jitter", alone_jitter, ""),
     ("student distilled from the teacher, T = 20, jittered transfer set", jittered, ""),
     ("student distilled from teacher B, T = 20, jittered transfer set", from_b, ""),
+    ("student alone, lr 0.02", alone_lr002, ""),
+    ("student distilled from teacher B 100 epochs, T = 20, cached logits, lr 0.02",
+     from_b100, ""),
 ]:
     errors = [s["test_errors"] for _, s in runs]
     seeds = ", ".join(f"{r['seed']}: {s['test_errors']}" for r, s in runs)
@@ -135,7 +153,7 @@ if args.row:
             print(f"| {label} | not run | |")
 
 # --- plots: a minimal SVG writer (no third-party packages) ---------------------------------
-W, H, L, R, T, B = 820, 400, 70, 60, 40, 60
+W, H, L, R, T, B = 900, 400, 70, 60, 40, 60
 
 
 def svg(path, title, x_label, y_label, x_ticks, y_range, draw):
@@ -203,10 +221,14 @@ groups = [
 ]
 if teacher_b:
     groups.insert(1, ("teacher B", [teacher_b["test_errors"]], None))
+if teacher_b100:
+    groups.insert(2, ("B 100 ep.", [teacher_b100["test_errors"]], None))
 for name, runs in [
-    ("alone+jitter", alone_jitter),
-    ("distilled+jitter", jittered),
-    ("from B+jitter", from_b),
+    ("alone, jit.", alone_jitter),
+    ("dist., jit.", jittered),
+    ("B, jit.", from_b),
+    ("alone .02", alone_lr002),
+    ("B100 .02", from_b100),
 ]:
     if runs:
         groups.append((name, errs(runs), None))
