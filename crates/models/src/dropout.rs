@@ -44,8 +44,9 @@ pub fn with_sample_streams<R>(streams: Vec<SplitMix64>, f: impl FnOnce() -> R) -
     f()
 }
 
-/// Dropout on `[batch, features]` (`p` resolved to 1/65536): with sample streams installed (and a training pass: an
-/// autodiff input), each row's mask comes from its sample's stream; otherwise burn's dropout.
+/// Dropout on `[batch, features]`: with sample streams installed (and a training pass: an
+/// autodiff input), each row's mask comes from its sample's stream, `p` resolved to 1/65536;
+/// otherwise burn's dropout.
 ///
 /// # Shapes
 /// - input: `[batch, features]`

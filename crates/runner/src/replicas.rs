@@ -50,10 +50,18 @@ impl Replicas {
         self.pools.len()
     }
 
-    /// Runs `work(r)` for `r` in `0..count` (at most [`Replicas::count`]), each on its own
-    /// pool, concurrently; returns the results in replica order.
+    /// Runs `work(r)` for `r` in `0..count`, each on its own pool, concurrently; returns the
+    /// results in replica order. `count` is at most [`Replicas::count`]: dropping work silently
+    /// would drop part of a batch's gradient, so more is a bug and panics.
     pub fn run<T: Send>(&self, count: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
-        let count = count.min(self.pools.len());
+        assert!(
+            count <= self.pools.len(),
+            "{count} parts of work for {} replicas",
+            self.pools.len()
+        );
+        if count == 0 {
+            return Vec::new();
+        }
         let slots: Vec<Mutex<Option<T>>> = (0..count).map(|_| Mutex::new(None)).collect();
         self.run_from(0, count, &work, &slots);
         slots

@@ -124,9 +124,9 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_norm: Option<f64>,
     /// Model replicas a CPU training step is split across (data parallelism on flex: each
-    /// replica on its own thread, gradients summed in a fixed order). 0 chooses: one per
-    /// worker thread on flex, 1 on LibTorch (which parallelises inside each op). An execution
-    /// setting: not part of the run's identity.
+    /// replica on its own thread, gradients summed in a fixed order). 0 chooses: on flex one
+    /// per worker thread for convolutional nets and 1 for MLPs; LibTorch always trains on 1
+    /// (it parallelises inside each op). An execution setting: not part of the run's identity.
     #[serde(default)]
     pub replicas: usize,
 }

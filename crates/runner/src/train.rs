@@ -18,7 +18,7 @@ use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use data::{Batch, Dataset, HostBatch, Preprocess, SplitMix64};
-use measure::{evaluate, EventLog};
+use measure::EventLog;
 use models::{Classifier, InputShape, Model, QuantizedView, Quantizer};
 use technique::{CrossEntropy, Loss, StepLoss, Technique, TechniqueError, Trainee};
 
@@ -692,24 +692,19 @@ impl Training<'_, '_, '_> {
             None => &model,
         };
         // Evaluated with the training's parallelism: the test split in one part per replica.
-        let eval = match &self.replicas {
-            None => evaluate(
-                evaluated,
-                &self.setup.dataset.test,
-                &self.setup.prep,
-                tc.eval_batch_size,
-                &self.setup.device,
-            ),
-            Some(replicas) => measure::evaluate_parts(
-                evaluated,
-                &self.setup.dataset.test,
-                &self.setup.prep,
-                tc.eval_batch_size,
-                &self.setup.device,
-                replicas.count(),
-                &|parts, work| replicas.run(parts, work),
-            ),
-        };
+        let replicas = self.replicas.as_ref();
+        let eval = measure::evaluate_parts(
+            evaluated,
+            &self.setup.dataset.test,
+            &self.setup.prep,
+            tc.eval_batch_size,
+            &self.setup.device,
+            replicas.map_or(1, Replicas::count),
+            &|parts, work| match replicas {
+                Some(replicas) => replicas.run(parts, work),
+                None => (0..parts).map(work).collect(),
+            },
+        );
         let epoch_seconds = epoch_start.elapsed().as_secs_f64();
         let step = self.state.global_step;
         let seen = self.setup.dataset.train.len() as f64;
