@@ -48,7 +48,7 @@ impl ConvBn {
     /// - output: `[batch, c_out, h', w']` where `h' = (h + 2 * padding - kernel) / stride + 1`
     pub fn forward(&self, x: Tensor<4>, tap: &mut Tap, name: &str) -> Tensor<4> {
         let x = match tap.quantizer() {
-            None => self.conv.forward(x),
+            None => self.convolve(x),
             Some(q) if q.fold_batchnorm() => {
                 // One convolution with BatchNorm folded in, as an integer model runs it: the
                 // ".conv" point then already holds what BatchNorm would have produced.
@@ -71,7 +71,7 @@ impl ConvBn {
         let x = tap.probe(&format!("{name}.conv"), x, LayerRef::Conv(&self.conv));
         let x = match tap.quantizer() {
             Some(q) if q.fold_batchnorm() => x,
-            _ => self.bn.forward(x),
+            _ => batch_norm(&self.bn, x),
         };
         let x = tap.probe(&format!("{name}.bn"), x, LayerRef::BatchNorm(&self.bn));
         x
@@ -93,6 +93,31 @@ impl ConvBn {
         let weight = self.conv.weight.val() * scale.clone().reshape([c_out, 1, 1, 1]);
         let bias = bn.beta.val() - mean * scale;
         (weight, bias)
+    }
+
+    /// `self.conv.forward(x)`, through `kernels::conv2d` (im2col and `gemm`, with its backward)
+    /// on flex where the convolution is one it computes; elsewhere burn's.
+    ///
+    /// # Shapes
+    /// - input: `[batch, c_in, h, w]`
+    /// - output: `[batch, c_out, h', w']`
+    fn convolve(&self, x: Tensor<4>) -> Tensor<4> {
+        let options = self.options();
+        let symmetric = matches!(
+            self.conv.padding,
+            PaddingConfig2d::Explicit(top, left, bottom, right)
+                if top == left && left == bottom && bottom == right
+        );
+        let plain = symmetric
+            && self.conv.bias.is_none()
+            && options.dilation == [1, 1]
+            && options.groups == 1;
+        if !plain {
+            return self.conv.forward(x);
+        }
+        let padding = options.padding.map(|(before, _)| before);
+        kernels::conv2d(&x, &self.conv.weight.val(), options.stride, padding)
+            .unwrap_or_else(|| self.conv.forward(x))
     }
 
     fn options(&self) -> ConvOptions<2> {
@@ -125,4 +150,34 @@ impl ConvBn {
         let [h, w] = self.out_size(size);
         (h * w * c_out * c_in_per_group * k0 * k1) as u64
     }
+}
+
+/// `bn.forward(x)`, with the training pass through `kernels::batch_norm_train` (one fused
+/// kernel and backward on flex) and the running statistics updated exactly as burn updates
+/// them; elsewhere burn's.
+///
+/// # Shapes
+/// - input, output: `[batch, channels, ...]`
+fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    if !(x.device().is_autodiff() && bn.training.is_enabled()) {
+        return bn.forward(x);
+    }
+    let Some(trained) = kernels::batch_norm_train(&x, &bn.gamma.val(), &bn.beta.val(), bn.epsilon)
+    else {
+        return bn.forward(x);
+    };
+    // burn's `BatchNorm::forward_train`, after its `batch_norm_train`.
+    let device = trained.output.device();
+    let momentum = bn.momentum;
+    let running_mean = bn.running_mean.value_sync().to_device(&device);
+    let running_var = bn.running_var.value_sync().to_device(&device);
+    let running_mean = running_mean
+        .mul_scalar(1.0 - momentum)
+        .add(trained.mean.detach().mul_scalar(momentum));
+    let running_var = running_var
+        .mul_scalar(1.0 - momentum)
+        .add(trained.variance.detach().mul_scalar(momentum));
+    bn.running_mean.update(running_mean.detach());
+    bn.running_var.update(running_var.detach());
+    trained.output
 }

@@ -1,41 +1,43 @@
-//! 2x2 max-pooling for inference, as element-wise maxima of four strided views.
+//! 2x2 max-pooling: our own kernel on flex, strided views elsewhere at inference.
 //!
-//! flex's `max_pool2d` walks every window in a scalar loop: at batch 32 on one thread it was
-//! about 30% of LeNet-5's inference time (`perf` on `train bench --batch 32`). For the common
-//! case (a 2x2 window, stride 2, no padding, even height and width) the same function is
-//! `max(max(a, b), max(c, d))` over the four strided views of the input: vectorised
-//! element-wise work, bit-identical results (the maximum of four values does not depend on the
-//! order they are compared in). Training keeps burn's pooling: its backward (argmax indices)
-//! measured cheaper than the backward of this formulation (masks and strided scatters).
+//! flex pools through a generic kernel that was 17% of a LeNet-5 training step and about 30%
+//! of its batch-32 inference (`perf`, issue 13). For the common case (a 2x2 window, stride 2,
+//! no padding, even height and width) `kernels::max_pool_2x2` computes the same values and
+//! gradients, ties included, in a loop specialised to it, in training and inference. On other
+//! backends, inference uses the four strided views `max(max(a, b), max(c, d))` (the same
+//! function, vectorised element-wise work) and training burn's pooling.
 
 use burn::nn::pool::MaxPool2d;
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::s;
 
-/// `pool` applied to `x`, through the strided formulation on inference passes where it is the
-/// same function.
+/// `pool` applied to `x`, through a faster formulation of the same function where one exists.
 ///
 /// # Shapes
 /// - input: `[batch, channels, height, width]`
 /// - output: `[batch, channels, height / 2, width / 2]` (the 2x2, stride-2 case)
 pub(crate) fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let [_, _, height, width] = x.dims();
-    let strided = !x.device().is_autodiff()
-        && pool.kernel_size == [2, 2]
+    let two_by_two = pool.kernel_size == [2, 2]
         && pool.stride == [2, 2]
         && pool.dilation == [1, 1]
         && matches!(pool.padding, PaddingConfig2d::Valid)
         && height % 2 == 0
         && width % 2 == 0;
-    if !strided {
+    if !two_by_two {
+        return pool.forward(x);
+    }
+    if let Some(pooled) = kernels::max_pool_2x2(&x) {
+        return pooled;
+    }
+    if x.device().is_autodiff() {
         return pool.forward(x);
     }
     let a = x.clone().slice(s![.., .., 0..;2, 0..;2]); // [batch, channels, h/2, w/2]
     let b = x.clone().slice(s![.., .., 0..;2, 1..;2]);
     let c = x.clone().slice(s![.., .., 1..;2, 0..;2]);
     let d = x.slice(s![.., .., 1..;2, 1..;2]);
-    // Measured against stacking the views and `max_dim` across them: the same speed.
     a.max_pair(b).max_pair(c.max_pair(d))
 }
 
@@ -60,7 +62,7 @@ mod tests {
     }
 
     #[test]
-    fn odd_sizes_and_training_use_burns_pooling() {
+    fn odd_sizes_and_training_pool_with_gradients() {
         let pool = MaxPool2dConfig::new([2, 2]).init();
         let x = Tensor::<4>::ones([1, 1, 5, 5], &Device::flex());
         assert_eq!(max_pool(&pool, x).dims(), [1, 1, 2, 2]);

@@ -1,0 +1,216 @@
+//! 2x2, stride-2 max-pooling with its backward pass.
+//!
+//! flex pools through a generic 3-D kernel that computes each window's bounds per output and
+//! writes 64-bit argmax indices: 17% of a LeNet-5 training step's CPU time (`perf`, issue 13),
+//! where PyTorch's oneDNN pooling is about even with the rest of the step. This kernel walks
+//! row pairs, keeps the argmax as one byte (which of the window's four positions), and its
+//! backward writes each output gradient to that position (windows do not overlap, so no
+//! accumulation).
+//!
+//! Ties and NaN follow flex exactly: the window is scanned row-major, a later value wins only
+//! when strictly greater or NaN.
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::{DType, TensorData};
+use rayon::prelude::*;
+
+use crate::flex::contiguous_f32;
+
+/// `x` max-pooled over 2x2 windows with stride 2, when the kernel applies (flex, f32, even
+/// height and width); otherwise `None`, for the caller to pool with burn.
+///
+/// # Shapes
+/// - input: `[batch, channels, height, width]`, height and width even
+/// - output: `[batch, channels, height / 2, width / 2]`
+pub fn max_pool_2x2(x: &Tensor<4>) -> Option<Tensor<4>> {
+    let [_, _, height, width] = x.dims();
+    if height % 2 != 0 || width % 2 != 0 || height == 0 || width == 0 || x.dtype() != DType::F32 {
+        return None;
+    }
+    if x.device().is_autodiff() {
+        let primitive = x.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
+        Some(Tensor::from_primitive::<Autodiff<Flex>>(tracked(primitive)))
+    } else {
+        let primitive = x.clone().try_into_primitive::<Flex>().ok()?;
+        Some(Tensor::from_primitive::<Flex>(forward(&primitive, false).0))
+    }
+}
+
+/// The pooling as a node of burn's autodiff graph.
+fn tracked(x: FloatTensor<Autodiff<Flex>>) -> FloatTensor<Autodiff<Flex>> {
+    let (x, node) = x.into_parts();
+    let dims = dims4(&x);
+    match MaxPool2x2Backward
+        .prepare::<NoCheckpointing>([node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (output, argmax) = forward(&x, true);
+            prep.finish((Arc::new(argmax), dims), output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(&x, false).0),
+    }
+}
+
+#[derive(Debug)]
+struct MaxPool2x2Backward;
+
+impl Backward<Flex, 1> for MaxPool2x2Backward {
+    /// Which of its window's four positions each output came from, and the input's shape.
+    type State = (Arc<Vec<u8>>, [usize; 4]);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(parent) = parent {
+            let (argmax, dims) = ops.state;
+            grads.register::<Flex>(parent.id, scatter(&grad, &argmax, dims));
+        }
+    }
+}
+
+fn dims4(x: &FlexTensor) -> [usize; 4] {
+    let shape = x.layout().shape();
+    [shape[0], shape[1], shape[2], shape[3]]
+}
+
+/// The pooled values, and (when `keep_argmax`) each output's position in its window.
+fn forward(x: &FlexTensor, keep_argmax: bool) -> (FlexTensor, Vec<u8>) {
+    let [batch, channels, height, width] = dims4(x);
+    let input = contiguous_f32(x);
+    let (out_h, out_w) = (height / 2, width / 2);
+    let plane_in = height * width;
+    let plane_out = out_h * out_w;
+    let mut output = vec![0.0f32; batch * channels * plane_out];
+    let mut argmax = vec![0u8; if keep_argmax { output.len() } else { 0 }];
+    let pool_plane = |(plane, out): (&[f32], &mut [f32]), mut arg: Option<&mut [u8]>| {
+        for oy in 0..out_h {
+            let row0 = &plane[2 * oy * width..(2 * oy + 1) * width];
+            let row1 = &plane[(2 * oy + 1) * width..(2 * oy + 2) * width];
+            let out_row = &mut out[oy * out_w..(oy + 1) * out_w];
+            for ox in 0..out_w {
+                let window = [
+                    row0[2 * ox],
+                    row0[2 * ox + 1],
+                    row1[2 * ox],
+                    row1[2 * ox + 1],
+                ];
+                let mut best = 0;
+                for (k, &value) in window.iter().enumerate().skip(1) {
+                    if value > window[best] || value.is_nan() {
+                        best = k;
+                    }
+                }
+                out_row[ox] = window[best];
+                if let Some(arg) = arg.as_deref_mut() {
+                    arg[oy * out_w + ox] = best as u8;
+                }
+            }
+        }
+    };
+    if keep_argmax {
+        input
+            .par_chunks(plane_in)
+            .zip(output.par_chunks_mut(plane_out))
+            .zip(argmax.par_chunks_mut(plane_out))
+            .for_each(|(planes, arg)| pool_plane(planes, Some(arg)));
+    } else {
+        input
+            .par_chunks(plane_in)
+            .zip(output.par_chunks_mut(plane_out))
+            .for_each(|planes| pool_plane(planes, None));
+    }
+    let shape = [batch, channels, out_h, out_w];
+    (
+        FlexTensor::from_data(TensorData::new(output, shape)),
+        argmax,
+    )
+}
+
+/// The input's gradient: each output's gradient at the position it was pooled from, zero
+/// elsewhere.
+fn scatter(grad: &FlexTensor, argmax: &[u8], dims: [usize; 4]) -> FlexTensor {
+    let [batch, channels, height, width] = dims;
+    let grad = contiguous_f32(grad);
+    let (out_h, out_w) = (height / 2, width / 2);
+    let mut input_grad = vec![0.0f32; batch * channels * height * width];
+    input_grad
+        .par_chunks_mut(height * width)
+        .zip(grad.par_chunks(out_h * out_w))
+        .zip(argmax.par_chunks(out_h * out_w))
+        .for_each(|((plane, grad), arg)| {
+            for oy in 0..out_h {
+                for ox in 0..out_w {
+                    let k = arg[oy * out_w + ox] as usize;
+                    let (dy, dx) = (k / 2, k % 2);
+                    plane[(2 * oy + dy) * width + 2 * ox + dx] = grad[oy * out_w + ox];
+                }
+            }
+        });
+    FlexTensor::from_data(TensorData::new(
+        input_grad,
+        [batch, channels, height, width],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::pool::MaxPool2dConfig;
+    use burn::tensor::Distribution;
+
+    fn input(device: &Device) -> Tensor<4> {
+        device.seed(5);
+        let x = Tensor::<4>::random([3, 4, 8, 6], Distribution::Normal(0.0, 1.0), device);
+        // Ties: a ReLU'd input has many equal zeros, so argmax order matters.
+        burn::tensor::activation::relu(x)
+    }
+
+    #[test]
+    fn values_equal_burns_exactly() {
+        let device = Device::flex();
+        let x = input(&device);
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        let ours = max_pool_2x2(&x).expect("flex f32 even sizes");
+        assert_eq!(ours.into_data(), pool.forward(x).into_data());
+    }
+
+    #[test]
+    fn gradients_equal_burns_exactly() {
+        let device = Device::flex().autodiff();
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        let weights = Tensor::<4>::random([3, 4, 4, 3], Distribution::Normal(0.0, 1.0), &device);
+        let grad_of = |ours: bool| {
+            let x = input(&device).require_grad();
+            let y = if ours {
+                max_pool_2x2(&x).expect("flex autodiff")
+            } else {
+                pool.forward(x.clone())
+            };
+            let grads = (y * weights.clone()).sum().backward();
+            x.grad(&grads).unwrap().into_data()
+        };
+        assert_eq!(grad_of(true), grad_of(false));
+    }
+
+    #[test]
+    fn odd_sizes_are_handed_back() {
+        let x = Tensor::<4>::ones([1, 1, 5, 4], &Device::flex());
+        assert!(max_pool_2x2(&x).is_none());
+    }
+}
