@@ -97,49 +97,46 @@ fn forward(x: &FlexTensor, keep_argmax: bool) -> (FlexTensor, Vec<u8>) {
     let plane_in = height * width;
     let plane_out = out_h * out_w;
     let mut output = vec![0.0f32; batch * channels * plane_out];
-    let mut argmax = vec![0u8; if keep_argmax { output.len() } else { 0 }];
-    let pool_plane = |(plane, out): (&[f32], &mut [f32]), mut arg: Option<&mut [u8]>| {
-        for oy in 0..out_h {
-            let row0 = &plane[2 * oy * width..(2 * oy + 1) * width];
-            let row1 = &plane[(2 * oy + 1) * width..(2 * oy + 2) * width];
-            let out_row = &mut out[oy * out_w..(oy + 1) * out_w];
-            for ox in 0..out_w {
-                let window = [
-                    row0[2 * ox],
-                    row0[2 * ox + 1],
-                    row1[2 * ox],
-                    row1[2 * ox + 1],
-                ];
-                let mut best = 0;
-                for (k, &value) in window.iter().enumerate().skip(1) {
-                    if value > window[best] || value.is_nan() {
-                        best = k;
-                    }
-                }
-                out_row[ox] = window[best];
-                if let Some(arg) = arg.as_deref_mut() {
-                    arg[oy * out_w + ox] = best as u8;
+    // The argmax is always computed (one byte per output; cheaper than a second loop).
+    let mut argmax = vec![0u8; batch * channels * plane_out];
+    input
+        .par_chunks(plane_in)
+        .zip(output.par_chunks_mut(plane_out))
+        .zip(argmax.par_chunks_mut(plane_out))
+        .for_each(|((plane, out), arg)| {
+            let rows = plane.chunks_exact(2 * width);
+            for ((pair, out_row), arg_row) in rows
+                .zip(out.chunks_exact_mut(out_w))
+                .zip(arg.chunks_exact_mut(out_w))
+            {
+                let (top, bottom) = pair.split_at(width);
+                let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+                for ((o, a), (top, bottom)) in out_row.iter_mut().zip(arg_row).zip(windows) {
+                    let best = pick((top[0], 0), top[1], 1);
+                    let best = pick(pick(best, bottom[0], 2), bottom[1], 3);
+                    (*o, *a) = best;
                 }
             }
-        }
-    };
-    if keep_argmax {
-        input
-            .par_chunks(plane_in)
-            .zip(output.par_chunks_mut(plane_out))
-            .zip(argmax.par_chunks_mut(plane_out))
-            .for_each(|(planes, arg)| pool_plane(planes, Some(arg)));
-    } else {
-        input
-            .par_chunks(plane_in)
-            .zip(output.par_chunks_mut(plane_out))
-            .for_each(|planes| pool_plane(planes, None));
+        });
+    if !keep_argmax {
+        argmax = Vec::new();
     }
     let shape = [batch, channels, out_h, out_w];
     (
         FlexTensor::from_data(TensorData::new(output, shape)),
         argmax,
     )
+}
+
+/// The window's maximum so far and its position, after looking at `value` at position `k`:
+/// a later value wins only when strictly greater, or NaN (flex's rule).
+#[inline(always)]
+fn pick(best: (f32, u8), value: f32, k: u8) -> (f32, u8) {
+    if value > best.0 || value.is_nan() {
+        (value, k)
+    } else {
+        best
+    }
 }
 
 /// The input's gradient: each output's gradient at the position it was pooled from, zero
