@@ -12,8 +12,10 @@ mod batch_norm;
 mod conv;
 mod flex;
 mod gemm;
+mod max_norm;
 mod pool;
 
 pub use batch_norm::{batch_norm_train, BatchNormTrain};
 pub use conv::conv2d;
+pub use max_norm::max_norm_columns;
 pub use pool::max_pool_2x2;

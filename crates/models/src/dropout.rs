@@ -64,15 +64,14 @@ pub(crate) fn forward(dropout: &Dropout, x: Tensor<2>) -> Tensor<2> {
         // Keep with probability 1 - p: each 64-bit draw gives four 16-bit uniforms, compared
         // against p in steps of 1/65536 (drawing is otherwise a visible share of an MLP step).
         let threshold = (p * 65536.0).round() as u64;
-        let mut values = Vec::with_capacity(batch * features);
-        for stream in streams.iter_mut() {
-            let mut bits = 0u64;
-            for j in 0..features {
-                if j % 4 == 0 {
-                    bits = stream.next_u64();
+        let mut values = vec![0.0f32; batch * features];
+        for (stream, row) in streams.iter_mut().zip(values.chunks_mut(features)) {
+            for quad in row.chunks_mut(4) {
+                let bits = stream.next_u64();
+                for (i, value) in quad.iter_mut().enumerate() {
+                    let keep = (bits >> (16 * i)) & 0xffff >= threshold;
+                    *value = if keep { scale } else { 0.0 };
                 }
-                let keep = (bits >> (16 * (j % 4))) & 0xffff >= threshold;
-                values.push(if keep { scale } else { 0.0 });
             }
         }
         Some(values)
