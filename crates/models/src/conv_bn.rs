@@ -181,3 +181,53 @@ fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     bn.running_var.update(running_var.detach());
     trained.output
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    /// The block through our kernels against burn's modules called directly: outputs, input and
+    /// parameter gradients, and the running statistics it leaves.
+    #[test]
+    fn kernels_compute_what_burns_modules_compute() {
+        let device = Device::flex().autodiff();
+        device.seed(21);
+        let block = ConvBn::new([3, 4], 3, 1, 1, &device);
+        let x = Tensor::<4>::random([5, 3, 9, 7], Distribution::Normal(0.0, 1.0), &device);
+        let weights = Tensor::<4>::random([5, 4, 9, 7], Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let block = block.clone().valid().train(); // fresh leaves and running statistics
+            let x = x.clone().require_grad();
+            let y = if ours {
+                block.forward(x.clone(), &mut Tap::none(), "block")
+            } else {
+                block.bn.forward(block.conv.forward(x.clone()))
+            };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            [
+                y.into_data(),
+                x.grad(&grads).unwrap().into_data(),
+                block.conv.weight.grad(&grads).unwrap().into_data(),
+                block.bn.gamma.grad(&grads).unwrap().into_data(),
+                block.bn.running_mean.value().into_data(),
+                block.bn.running_var.value().into_data(),
+            ]
+        };
+        // The comparison means something only if the kernels ran.
+        let y = kernels::conv2d(&x, &block.conv.weight.val(), [1, 1], [1, 1]);
+        let trained = kernels::batch_norm_train(
+            &y.expect("the convolution kernel applies"),
+            &block.bn.gamma.val(),
+            &block.bn.beta.val(),
+            block.bn.epsilon,
+        );
+        assert!(trained.is_some(), "the BatchNorm kernel applies");
+        let (ours, burns) = (run(true), run(false));
+        let names = ["output", "x grad", "weight grad", "gamma grad", "mean", "var"];
+        for (name, (a, b)) in names.iter().zip(ours.iter().zip(&burns)) {
+            println!("{name}");
+            a.assert_approx_eq::<f32>(b, Tolerance::absolute(1e-4));
+        }
+    }
+}
