@@ -224,7 +224,14 @@ mod tests {
         );
         assert!(trained.is_some(), "the BatchNorm kernel applies");
         let (ours, burns) = (run(true), run(false));
-        let names = ["output", "x grad", "weight grad", "gamma grad", "mean", "var"];
+        let names = [
+            "output",
+            "x grad",
+            "weight grad",
+            "gamma grad",
+            "mean",
+            "var",
+        ];
         for (name, (a, b)) in names.iter().zip(ours.iter().zip(&burns)) {
             println!("{name}");
             a.assert_approx_eq::<f32>(b, Tolerance::absolute(1e-4));
