@@ -228,6 +228,41 @@ mod tests {
         }
     }
 
+    /// A checkpoint's optimiser record written by burn's `Sgd` resumes in ours: the next step
+    /// is the one burn would have taken.
+    #[test]
+    fn burns_sgd_records_load_into_ours() {
+        let device = Device::flex().autodiff();
+        device.seed(9);
+        let layer: Linear = LinearConfig::new(4, 3).init(&device);
+        let burns_config = || {
+            SgdConfig::new()
+                .with_momentum(Some(
+                    MomentumConfig::new()
+                        .with_momentum(0.9)
+                        .with_dampening(0.0)
+                        .with_nesterov(true),
+                ))
+                .init()
+        };
+        let x = Tensor::<2>::random([2, 4], Distribution::Normal(0.0, 1.0), &device);
+        let grads = |l: &Linear| {
+            GradientsParams::from_grads(l.forward(x.clone()).powi_scalar(2).sum().backward(), l)
+        };
+        let mut burns = burns_config();
+        let layer = burns.step(0.1, layer.clone(), grads(&layer));
+        let config = OptimizerConfig::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 0.0,
+        };
+        let mut ours = build_optimizer(&config).load_record(burns.to_record());
+        let a = ours.step(0.1, layer.clone(), grads(&layer));
+        let b = burns.step(0.1, layer.clone(), grads(&layer));
+        assert_eq!(a.weight.val().into_data(), b.weight.val().into_data());
+    }
+
     #[test]
     fn our_sgd_steps_exactly_as_burns() {
         both(0.9, true, 5e-4);
