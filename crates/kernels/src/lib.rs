@@ -18,6 +18,6 @@ mod sgd;
 
 pub use batch_norm::{batch_norm_train, BatchNormTrain};
 pub use conv::conv2d;
-pub use max_norm::max_norm_columns;
+pub use max_norm::{max_norm_applies, max_norm_columns};
 pub use pool::max_pool_2x2;
 pub use sgd::{sgd_applies, sgd_step, SgdStep};

@@ -8,34 +8,55 @@
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 
-use crate::flex::contiguous_f32;
+use rayon::prelude::*;
+
+use crate::flex::{owned_f32, unique_f32_mut};
+
+/// Whether `max_norm_columns` applies: flex without autodiff, f32.
+pub fn max_norm_applies(weight: &Tensor<2>) -> bool {
+    !weight.device().is_autodiff()
+        && weight.dtype() == DType::F32
+        && weight.clone().try_into_primitive::<Flex>().is_ok()
+}
 
 /// `weight` with each column `j` multiplied by `min(1, limit / ‖weight[.., j]‖)` (a zero column
-/// is left as it is, a column with NaN becomes NaN, as burn's formulation gives), when it
-/// applies (flex without autodiff, f32); otherwise `None`.
+/// is left as it is, a column with NaN becomes NaN, as burn's formulation gives); in place when
+/// nothing else holds the weight.
+///
+/// # Panics
+/// Where `max_norm_applies` is false.
 ///
 /// # Shapes
 /// - weight, output: `[rows, columns]`
-pub fn max_norm_columns(weight: &Tensor<2>, limit: f32) -> Option<Tensor<2>> {
-    if weight.device().is_autodiff() || weight.dtype() != DType::F32 {
-        return None;
-    }
-    let primitive = weight.clone().try_into_primitive::<Flex>().ok()?;
-    Some(Tensor::from_primitive::<Flex>(rescale(&primitive, limit)))
+pub fn max_norm_columns(weight: Tensor<2>, limit: f32) -> Tensor<2> {
+    assert!(
+        max_norm_applies(&weight),
+        "max_norm_columns on a tensor it does not apply to"
+    );
+    let primitive = weight.try_into_primitive::<Flex>().expect("checked");
+    Tensor::from_primitive::<Flex>(rescale(primitive, limit))
 }
 
-fn rescale(weight: &FlexTensor, limit: f32) -> FlexTensor {
-    let shape = weight.layout().shape().clone();
-    let columns = shape[1];
-    let values = contiguous_f32(weight);
+fn rescale(weight: FlexTensor, limit: f32) -> FlexTensor {
+    let columns = weight.layout().shape()[1].max(1);
+    let mut weight = owned_f32(weight);
+    let values = unique_f32_mut(&mut weight).expect("owned_f32 makes it unique");
+    // Sums of squares per column, a block of columns per task, rows walked in order.
+    const BLOCK: usize = 256;
     let mut squares = vec![0.0f32; columns];
-    for row in values.chunks_exact(columns.max(1)) {
-        for (sum, &w) in squares.iter_mut().zip(row) {
-            *sum += w * w;
-        }
-    }
+    squares
+        .par_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(block, sums)| {
+            let start = block * BLOCK;
+            for row in values.chunks_exact(columns) {
+                for (sum, &w) in sums.iter_mut().zip(&row[start..]) {
+                    *sum += w * w;
+                }
+            }
+        });
     let scales: Vec<f32> = squares
         .iter()
         .map(|&sum| {
@@ -47,13 +68,12 @@ fn rescale(weight: &FlexTensor, limit: f32) -> FlexTensor {
             }
         })
         .collect();
-    let mut output = values.into_owned();
-    for row in output.chunks_exact_mut(columns.max(1)) {
+    values.par_chunks_exact_mut(columns).for_each(|row| {
         for (w, &scale) in row.iter_mut().zip(&scales) {
             *w *= scale;
         }
-    }
-    FlexTensor::from_data(TensorData::new(output, shape))
+    });
+    weight
 }
 
 #[cfg(test)]
@@ -71,7 +91,8 @@ mod tests {
         let w = w.slice_assign([0..7, 3..4], Tensor::<2>::zeros([7, 1], &device));
         let norms = w.clone().powi_scalar(2).sum_dim(0).sqrt();
         let expected = w.clone() * norms.recip().mul_scalar(3.0).clamp_max(1.0);
-        let ours = max_norm_columns(&w, 3.0).expect("flex f32");
+        assert!(max_norm_applies(&w));
+        let ours = max_norm_columns(w, 3.0);
         ours.into_data()
             .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));
     }
@@ -79,6 +100,6 @@ mod tests {
     #[test]
     fn autodiff_tensors_are_handed_back() {
         let w = Tensor::<2>::ones([2, 2], &Device::flex().autodiff());
-        assert!(max_norm_columns(&w, 1.0).is_none());
+        assert!(!max_norm_applies(&w));
     }
 }

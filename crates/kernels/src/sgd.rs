@@ -10,10 +10,10 @@
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use rayon::prelude::*;
 
-use crate::flex::contiguous_f32;
+use crate::flex::{contiguous_f32, owned_f32, unique_f32_mut, DeepCopy};
 
 /// The constants of one SGD step, as burn's `Sgd` holds them.
 #[derive(Debug, Clone, Copy)]
@@ -85,34 +85,6 @@ pub fn sgd_step<const D: usize>(
     }
     let wrap = |t: FlexTensor| Tensor::<D>::from_primitive::<Flex>(t);
     (wrap(param_p), velocity_p.map(wrap))
-}
-
-/// The tensor itself when it is contiguous and nothing else holds its storage, else a
-/// contiguous copy.
-fn owned_f32(mut t: FlexTensor) -> FlexTensor {
-    if unique_f32_mut(&mut t).is_some() {
-        t
-    } else {
-        t.deep_copy_f32()
-    }
-}
-
-/// The tensor's values, mutable, when it is contiguous and uniquely owned.
-fn unique_f32_mut(t: &mut FlexTensor) -> Option<&mut [f32]> {
-    let (start, end) = t.layout().contiguous_offsets()?;
-    t.try_storage_mut::<f32>().map(|s| &mut s[start..end])
-}
-
-trait DeepCopy {
-    fn deep_copy_f32(&self) -> FlexTensor;
-}
-
-impl DeepCopy for FlexTensor {
-    /// A contiguous copy with storage of its own.
-    fn deep_copy_f32(&self) -> FlexTensor {
-        let shape = self.layout().shape().clone();
-        FlexTensor::from_data(TensorData::new(crate::flex::to_vec_f32(self), shape))
-    }
 }
 
 /// Burn's formulas in burn's order: `g = param * penalty + grad`; `v = g * (1 - dampening) +

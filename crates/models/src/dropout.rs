@@ -15,6 +15,7 @@ use burn::nn::Dropout;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use data::SplitMix64;
+use rayon::prelude::*;
 
 thread_local! {
     static STREAMS: RefCell<Option<Vec<SplitMix64>>> = const { RefCell::new(None) };
@@ -65,7 +66,10 @@ pub(crate) fn forward(dropout: &Dropout, x: Tensor<2>) -> Tensor<2> {
         // against p in steps of 1/65536 (drawing is otherwise a visible share of an MLP step).
         let threshold = (p * 65536.0).round() as u64;
         let mut values = vec![0.0f32; batch * features];
-        for (stream, row) in streams.iter_mut().zip(values.chunks_mut(features)) {
+        // Each sample's row from its own stream: rows fill in parallel, in any order, with the
+        // same masks.
+        let rows = values.par_chunks_mut(features.max(1));
+        rows.zip(streams.par_iter_mut()).for_each(|(row, stream)| {
             for quad in row.chunks_mut(4) {
                 let bits = stream.next_u64();
                 for (i, value) in quad.iter_mut().enumerate() {
@@ -73,7 +77,7 @@ pub(crate) fn forward(dropout: &Dropout, x: Tensor<2>) -> Tensor<2> {
                     *value = if keep { scale } else { 0.0 };
                 }
             }
-        }
+        });
         Some(values)
     });
     match mask {

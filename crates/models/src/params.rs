@@ -280,28 +280,33 @@ pub fn max_norm(model: Model, limit: f64) -> Model {
             if D != 2 {
                 return param;
             }
-            let id = param.id;
-            let value = param.val();
+            let require_grad = param.is_require_grad();
+            // Consumed, not cloned: the kernel then rescales the weight's own buffer in place.
+            let (id, value, mapper) = param.consume();
             let autodiff = value.is_autodiff();
             let value = value.without_autodiff();
             let dims = value.dims();
             let weight: Tensor<2> = value.reshape([dims[0], dims[1]]); // [d_in, d_out]
-            let weight = match kernels::max_norm_columns(&weight, self.0 as f32) {
-                Some(rescaled) => rescaled,
-                None => Self::composed(weight, self.0),
+            let weight = if kernels::max_norm_applies(&weight) {
+                kernels::max_norm_columns(weight, self.0 as f32)
+            } else {
+                Self::composed(weight, self.0)
             };
             let mut weight: Tensor<D> = weight.reshape(dims);
             if autodiff {
                 weight = weight.autodiff();
+                if require_grad {
+                    weight = weight.require_grad();
+                }
             }
-            param.transform_for_load(weight, id)
+            Param::from_mapped_value(id, weight, mapper)
         }
     }
     impl MaxNorm {
         /// The constraint from burn's operations (backends our kernel does not cover).
         fn composed(weight: Tensor<2>, limit: f64) -> Tensor<2> {
+            // limit / norm, capped at 1 (a zero column divides to +inf and is capped too).
             let norms = weight.clone().powi_scalar(2).sum_dim(0).sqrt(); // [1, d_out]
-                                                                         // limit / norm, capped at 1 (a zero column divides to +inf and is capped too).
             let scale = norms.recip().mul_scalar(limit).clamp_max(1.0);
             weight.mul(scale)
         }
