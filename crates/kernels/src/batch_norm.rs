@@ -17,10 +17,10 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Flex};
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use rayon::prelude::*;
 
-use crate::flex::{contiguous_f32, to_vec_f32};
+use crate::flex::{contiguous_f32, flex_f32, to_vec_f32};
 
 /// What BatchNorm's training forward produces: the normalised output and the batch's
 /// per-channel mean and (biased) variance, the latter two detached (for the running
@@ -142,8 +142,6 @@ impl Backward<Flex, 3> for BatchNormBackward {
                 (sum_grad, sum_grad_normalised)
             })
             .collect();
-        let channel_vector =
-            |values: Vec<f32>| FlexTensor::from_data(TensorData::new(values, [layout.channels]));
         if let Some(node) = x_node {
             let count = layout.count();
             let mut x_grad = vec![0.0f32; x.len()];
@@ -164,18 +162,15 @@ impl Backward<Flex, 3> for BatchNormBackward {
                     }
                 });
             let shape = state.x.layout().shape().clone();
-            grads.register::<Flex>(
-                node.id,
-                FlexTensor::from_data(TensorData::new(x_grad, shape)),
-            );
+            grads.register::<Flex>(node.id, flex_f32(x_grad, shape));
         }
         if let Some(node) = gamma_node {
             let values = sums.iter().map(|s| s.1 as f32).collect();
-            grads.register::<Flex>(node.id, channel_vector(values));
+            grads.register::<Flex>(node.id, flex_f32(values, [layout.channels]));
         }
         if let Some(node) = beta_node {
             let values = sums.iter().map(|s| s.0 as f32).collect();
-            grads.register::<Flex>(node.id, channel_vector(values));
+            grads.register::<Flex>(node.id, flex_f32(values, [layout.channels]));
         }
     }
 }
@@ -194,9 +189,10 @@ fn tracked(
     let beta = to_vec_f32(&beta);
     let (output, mean, variance, inv_std) = forward(&x, &gamma, &beta, epsilon);
     let channels = mean.len();
-    let vector =
-        |values: &[f32]| FlexTensor::from_data(TensorData::new(values.to_vec(), [channels]));
-    let (mean_t, variance_t) = (vector(&mean), vector(&variance));
+    let (mean_t, variance_t) = (
+        flex_f32(mean.clone(), [channels]),
+        flex_f32(variance, [channels]),
+    );
     let output = match BatchNormBackward
         .prepare::<NoCheckpointing>([x_node, gamma_node, beta_node])
         .compute_bound()
@@ -259,15 +255,16 @@ fn forward(
             }
         });
     let shape = x.layout().shape().clone();
-    let output = FlexTensor::from_data(TensorData::new(output, shape));
+    let output = flex_f32(output, shape);
     (output, mean, variance, inv_std)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flex::assert_all_close;
     use burn::tensor::module::batch_norm_train as burns;
-    use burn::tensor::{Distribution, Tolerance};
+    use burn::tensor::Distribution;
 
     fn inputs(device: &Device) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
         device.seed(9);
@@ -305,21 +302,15 @@ mod tests {
                 beta.grad(&grads).unwrap().into_data(),
             ]
         };
-        let (ours, theirs) = (run(true), run(false));
-        for (name, (a, b)) in [
+        let names = [
             "output",
             "mean",
             "variance",
             "x grad",
             "gamma grad",
             "beta grad",
-        ]
-        .iter()
-        .zip(ours.iter().zip(&theirs))
-        {
-            println!("{name}");
-            a.assert_approx_eq::<f32>(b, Tolerance::absolute(2e-5));
-        }
+        ];
+        assert_all_close(&names, &run(true), &run(false), 2e-5);
     }
 
     #[test]

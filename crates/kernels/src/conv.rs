@@ -24,10 +24,10 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use rayon::prelude::*;
 
-use crate::flex::contiguous_f32;
+use crate::flex::{contiguous_f32, flex_f32};
 use crate::gemm::{matmul, Matrix, MatrixMut};
 
 /// `conv2d(x, weight, None, stride, padding)` (dilation 1, one group) through im2col and
@@ -225,16 +225,16 @@ fn forward(cols: &[f32], weight: &[f32], g: &Geometry) -> FlexTensor {
             )
         });
     let shape = [g.batch, g.c_out, g.out_h, g.out_w];
-    FlexTensor::from_data(TensorData::new(output, shape))
+    flex_f32(output, shape)
 }
 
 #[derive(Debug, Clone)]
 struct State {
     geometry: Geometry,
-    /// The unfolded input, when the weight needs a gradient.
-    cols: Option<Arc<Vec<f32>>>,
-    /// The weight, when the input needs a gradient.
-    weight: Option<Arc<Vec<f32>>>,
+    /// The unfolded input (for the weight's gradient).
+    cols: Arc<Vec<f32>>,
+    /// The weight (for the input's gradient).
+    weight: Arc<Vec<f32>>,
 }
 
 #[derive(Debug)]
@@ -249,7 +249,8 @@ impl Backward<Flex, 2> for Conv2dBackward {
         let grad = contiguous_f32(&grad);
         let g = ops.state.geometry;
         let (k, n, p) = (g.k(), g.n(), g.p());
-        if let (Some(node), Some(cols)) = (w_node, ops.state.cols) {
+        if let Some(node) = w_node {
+            let cols = &ops.state.cols;
             // dY regrouped channel-major, `[c_out][batch * P]`, so the whole batch is one
             // product (and one fixed summation order) over its columns.
             let mut grad_t = vec![0.0f32; g.c_out * n];
@@ -262,15 +263,13 @@ impl Backward<Flex, 2> for Conv2dBackward {
             matmul(
                 MatrixMut::row_major(&mut weight_grad, g.c_out, k),
                 Matrix::row_major(&grad_t, g.c_out, n),
-                Matrix::strided(&cols, n, k, 1, n),
+                Matrix::strided(cols, n, k, 1, n),
             );
             let shape = [g.c_out, g.c_in, g.kernel[0], g.kernel[1]];
-            grads.register::<Flex>(
-                node.id,
-                FlexTensor::from_data(TensorData::new(weight_grad, shape)),
-            );
+            grads.register::<Flex>(node.id, flex_f32(weight_grad, shape));
         }
-        if let (Some(node), Some(weight)) = (x_node, ops.state.weight) {
+        if let Some(node) = x_node {
+            let weight = &ops.state.weight;
             let plane = g.c_in * g.height * g.width;
             let mut x_grad = vec![0.0f32; g.batch * plane];
             x_grad
@@ -280,16 +279,13 @@ impl Backward<Flex, 2> for Conv2dBackward {
                     let mut dcols = vec![0.0f32; k * p];
                     matmul(
                         MatrixMut::row_major(&mut dcols, k, p),
-                        Matrix::strided(&weight, k, g.c_out, 1, k),
+                        Matrix::strided(weight, k, g.c_out, 1, k),
                         Matrix::row_major(&grad[b * g.c_out * p..][..g.c_out * p], g.c_out, p),
                     );
                     col2im(&dcols, &g, dx);
                 });
             let shape = [g.batch, g.c_in, g.height, g.width];
-            grads.register::<Flex>(
-                node.id,
-                FlexTensor::from_data(TensorData::new(x_grad, shape)),
-            );
+            grads.register::<Flex>(node.id, flex_f32(x_grad, shape));
         }
     }
 }
@@ -313,8 +309,8 @@ fn tracked(
         OpsKind::Tracked(prep) => prep.finish(
             State {
                 geometry,
-                cols: Some(Arc::new(cols)),
-                weight: Some(Arc::new(weight)),
+                cols: Arc::new(cols),
+                weight: Arc::new(weight),
             },
             output,
         ),
@@ -325,6 +321,7 @@ fn tracked(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flex::assert_all_close;
     use burn::tensor::module::conv2d as burns;
     use burn::tensor::ops::ConvOptions;
     use burn::tensor::{Distribution, Tolerance};
@@ -355,14 +352,9 @@ mod tests {
                 w.grad(&grads).unwrap().into_data(),
             ]
         };
-        let (ours, theirs) = (run(true), run(false));
-        for (name, (a, b)) in ["output", "x grad", "weight grad"]
-            .iter()
-            .zip(ours.iter().zip(&theirs))
-        {
-            println!("{name} {x_dims:?} {w_dims:?} stride {stride:?} padding {padding:?}");
-            a.assert_approx_eq::<f32>(b, Tolerance::absolute(1e-4));
-        }
+        println!("{x_dims:?} {w_dims:?} stride {stride:?} padding {padding:?}");
+        let names = ["output", "x grad", "weight grad"];
+        assert_all_close(&names, &run(true), &run(false), 1e-4);
     }
 
     #[test]

@@ -20,10 +20,10 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use rayon::prelude::*;
 
-use crate::flex::contiguous_f32;
+use crate::flex::{contiguous_f32, flex_f32};
 
 /// `x` max-pooled over 2x2 windows with stride 2, when the kernel applies (flex, f32, even
 /// height and width); otherwise `None`, for the caller to pool with burn.
@@ -41,7 +41,7 @@ pub fn max_pool_2x2(x: &Tensor<4>) -> Option<Tensor<4>> {
         Some(Tensor::from_primitive::<Autodiff<Flex>>(tracked(primitive)))
     } else {
         let primitive = x.clone().try_into_primitive::<Flex>().ok()?;
-        Some(Tensor::from_primitive::<Flex>(forward(&primitive, false).0))
+        Some(Tensor::from_primitive::<Flex>(forward(&primitive).0))
     }
 }
 
@@ -55,10 +55,10 @@ fn tracked(x: FloatTensor<Autodiff<Flex>>) -> FloatTensor<Autodiff<Flex>> {
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let (output, argmax) = forward(&x, true);
+            let (output, argmax) = forward(&x);
             prep.finish((Arc::new(argmax), dims), output)
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(&x, false).0),
+        OpsKind::UnTracked(prep) => prep.finish(forward(&x).0),
     }
 }
 
@@ -89,15 +89,15 @@ fn dims4(x: &FlexTensor) -> [usize; 4] {
     [shape[0], shape[1], shape[2], shape[3]]
 }
 
-/// The pooled values, and (when `keep_argmax`) each output's position in its window.
-fn forward(x: &FlexTensor, keep_argmax: bool) -> (FlexTensor, Vec<u8>) {
+/// The pooled values, and each output's position in its window (one byte per output: cheaper
+/// to always keep than to branch on).
+fn forward(x: &FlexTensor) -> (FlexTensor, Vec<u8>) {
     let [batch, channels, height, width] = dims4(x);
     let input = contiguous_f32(x);
     let (out_h, out_w) = (height / 2, width / 2);
     let plane_in = height * width;
     let plane_out = out_h * out_w;
     let mut output = vec![0.0f32; batch * channels * plane_out];
-    // The argmax is always computed (one byte per output; cheaper than a second loop).
     let mut argmax = vec![0u8; batch * channels * plane_out];
     input
         .par_chunks(plane_in)
@@ -118,14 +118,8 @@ fn forward(x: &FlexTensor, keep_argmax: bool) -> (FlexTensor, Vec<u8>) {
                 }
             }
         });
-    if !keep_argmax {
-        argmax = Vec::new();
-    }
     let shape = [batch, channels, out_h, out_w];
-    (
-        FlexTensor::from_data(TensorData::new(output, shape)),
-        argmax,
-    )
+    (flex_f32(output, shape), argmax)
 }
 
 /// The window's maximum so far and its position, after looking at `value` at position `k`:
@@ -159,10 +153,7 @@ fn scatter(grad: &FlexTensor, argmax: &[u8], dims: [usize; 4]) -> FlexTensor {
                 }
             }
         });
-    FlexTensor::from_data(TensorData::new(
-        input_grad,
-        [batch, channels, height, width],
-    ))
+    flex_f32(input_grad, [batch, channels, height, width])
 }
 
 #[cfg(test)]

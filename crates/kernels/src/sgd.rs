@@ -13,7 +13,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use crate::flex::{contiguous_f32, owned_f32, unique_f32_mut, DeepCopy};
+use crate::flex::{contiguous_f32, copy_f32, owned_f32, unique_f32_mut};
 
 /// The constants of one SGD step, as burn's `Sgd` holds them.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +74,7 @@ pub fn sgd_step<const D: usize>(
     let first = velocity_p.is_none();
     if first && step.momentum.is_some() {
         // burn starts the velocity as the (decayed) gradient; `run` fills it in.
-        velocity_p = Some(grad_p.to_contiguous().deep_copy_f32());
+        velocity_p = Some(copy_f32(&grad_p));
     }
     {
         let p = unique_f32_mut(&mut param_p).expect("owned_f32 makes it unique");
