@@ -12,12 +12,14 @@ mod batch_norm;
 mod conv;
 mod flex;
 mod gemm;
+mod linear;
 mod max_norm;
 mod pool;
 mod sgd;
 
 pub use batch_norm::{batch_norm_train, BatchNormTrain};
 pub use conv::conv2d;
+pub use linear::{PackedLinear, PackedStack};
 pub use max_norm::{max_norm_applies, max_norm_columns};
 pub use pool::max_pool_2x2;
 pub use sgd::{sgd_applies, sgd_step, SgdStep};

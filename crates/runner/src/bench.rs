@@ -15,7 +15,7 @@ use crate::run_dir::{write_atomic, MODEL, RESOLVED_CONFIG, SUMMARY};
 use crate::schema::StageConfig;
 use crate::stage::{input_for, load_dataset};
 use models::file::{self, LoadOptions};
-use models::{Classifier, InputShape, ModelFileError, ModelFormat};
+use models::{Classifier, Inference, InputShape, ModelFileError, ModelFormat};
 
 /// What to benchmark and how.
 #[derive(Debug, Clone)]
@@ -257,9 +257,13 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         request.config.as_deref(),
         request.device.as_deref(),
     )?;
+    let inference;
     let model: &dyn Classifier = match &export {
         Some(export) => export,
-        None => &model,
+        None => {
+            inference = Inference::new(&model);
+            &inference
+        }
     };
 
     let eval = measure::evaluate(

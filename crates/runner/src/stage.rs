@@ -9,7 +9,7 @@ use data::{Dataset, Preprocess, Source};
 use measure::tensorboard::remove_event_files;
 use measure::{bench_model, evaluate, BenchOptions, EventLog, ParentSummary, RunSummary};
 use models::file::{self, LoadOptions};
-use models::{Classifier, InputShape, Model, ModelFormat};
+use models::{Classifier, Inference, InputShape, Model, ModelFormat};
 use technique::{ReadyParent, StageContext, Technique};
 
 use crate::checkpoint::{Checkpoint, TrainState};
@@ -650,9 +650,13 @@ fn finish(
         Some(name) => format!("measuring {name} (loaded from disk): accuracy, latency, throughput"),
         None => "measuring accuracy, latency and throughput".to_string(),
     });
+    let inference;
     let measured: &dyn Classifier = match &export {
         Some(export) => export.as_ref(),
-        None => model,
+        None => {
+            inference = Inference::new(model);
+            &inference
+        }
     };
     let mut summary = measure_model(
         (&config.name, &run.hash),
@@ -690,7 +694,8 @@ fn finish(
             (None, Some((path, sha))) => {
                 let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
                 let name = path.display().to_string();
-                measure_model((&name, sha), &parent.ready.model, bytes, config, data)?
+                let parent_model = Inference::new(&parent.ready.model);
+                measure_model((&name, sha), &parent_model, bytes, config, data)?
             }
             (None, None) => summary.clone(),
         };

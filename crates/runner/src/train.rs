@@ -19,7 +19,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use data::{Batch, Dataset, HostBatch, Preprocess, SplitMix64};
 use measure::EventLog;
-use models::{Classifier, InputShape, Model, QuantizedView, Quantizer};
+use models::{Classifier, Inference, InputShape, Model, QuantizedView, Quantizer};
 use technique::{CrossEntropy, Loss, StepLoss, Technique, TechniqueError, Trainee};
 
 use crate::checkpoint::{Checkpoint, ScalarPoint, TrainState};
@@ -687,9 +687,13 @@ impl Training<'_, '_, '_> {
             model: &model,
             quantizer,
         });
+        let inference;
         let evaluated: &dyn Classifier = match &quantized {
             Some(view) => view,
-            None => &model,
+            None => {
+                inference = Inference::new(&model);
+                &inference
+            }
         };
         // Evaluated with the training's parallelism: the test split in one part per replica.
         let replicas = self.replicas.as_ref();
