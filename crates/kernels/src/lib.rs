@@ -7,6 +7,9 @@
 //! on any other backend, dtype or shape it hands the input back so the caller runs burn's
 //! operation. The autodiff side is a node in burn's graph (`burn::backend::autodiff`), so
 //! gradients flow through it like through any built-in operation.
+//!
+//! One kernel is for inference only: [`PackedLinear`] (and [`PackedStack`]), fully connected
+//! layers whose weights are packed once for the products at inference batch sizes.
 
 mod batch_norm;
 mod conv;
