@@ -43,7 +43,7 @@ impl Isa {
 const PANEL: usize = 48;
 /// Output rows per tile: 8 rows x 3 registers = 24 accumulators of the 32 registers.
 const TILE_ROWS: usize = 8;
-/// Rows per parallel task: below this a batch runs on the calling thread.
+/// Fewest rows per parallel task: a smaller batch runs on the calling thread.
 const ROWS_PER_TASK: usize = 16;
 
 /// One fully connected layer, `y = x W + b`, with `W` packed in column panels.
@@ -144,9 +144,16 @@ impl PackedLinear {
         assert_eq!(x.len() % self.d_in, 0, "input rows of {} values", self.d_in);
         let batch = x.len() / self.d_in;
         let mut out = vec![0.0; batch * self.d_out];
-        if batch >= 2 * ROWS_PER_TASK && rayon::current_num_threads() > 1 {
-            out.par_chunks_mut(ROWS_PER_TASK * self.d_out)
-                .zip(x.par_chunks(ROWS_PER_TASK * self.d_in))
+        let threads = rayon::current_num_threads();
+        if batch >= 2 * ROWS_PER_TASK && threads > 1 {
+            // One task per thread: each task streams all the weights once, so more tasks
+            // would only read them more often.
+            let rows = batch
+                .div_ceil(threads)
+                .next_multiple_of(TILE_ROWS)
+                .max(ROWS_PER_TASK);
+            out.par_chunks_mut(rows * self.d_out)
+                .zip(x.par_chunks(rows * self.d_in))
                 .for_each(|(out, x)| self.rows(x, out, relu));
         } else {
             self.rows(x, &mut out, relu);
@@ -363,7 +370,7 @@ mod tests {
         }
     }
 
-    /// Without a bias, and through the thread pool (two tasks of 16 rows and a partial one).
+    /// Without a bias, and through the thread pool (a task of 24 rows and one of 16).
     #[test]
     fn no_bias_and_parallel_rows_match() {
         let Some(_) = Isa::try_new() else {
