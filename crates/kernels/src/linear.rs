@@ -268,7 +268,9 @@ impl<const ROWS: usize> pulp::NullaryFnOnce for Kernel<'_, ROWS> {
         let width = columns.len();
         for (r, acc) in acc.iter().enumerate() {
             let acc = if relu {
-                acc.map(|v| simd.max_f32s(v, zero))
+                // `max(0, v)` with `v` second: x86's max returns its second operand when either
+                // is NaN, so NaN stays NaN, as through burn's `relu`.
+                acc.map(|v| simd.max_f32s(zero, v))
             } else {
                 *acc
             };
@@ -401,6 +403,34 @@ mod tests {
             &[layer.forward(x).into_data()],
             1e-4,
         );
+    }
+
+    /// A NaN pre-activation stays NaN through the fused ReLU, as through burn's `relu`
+    /// (a broken model must not look healthy through the fast path).
+    #[test]
+    fn relu_keeps_nan_like_burn() {
+        if Isa::try_new().is_none() {
+            return;
+        }
+        let device = device();
+        let (d_in, d_out) = (3, 5);
+        let mut weight = vec![0.5f32; d_in * d_out];
+        weight[2] = f32::NAN; // input 0 -> output 2
+        let packed = PackedLinear::from_values(&weight, None, d_in, d_out).expect("packs");
+        let ours = packed.forward_values(&[1.0, -2.0, 0.25], true);
+        let w = Tensor::<2>::from_data(TensorData::new(weight, [d_in, d_out]), &device);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, -2.0, 0.25], [1, d_in]),
+            &device,
+        );
+        let theirs = relu(x.matmul(w)).into_data().try_to_vec::<f32>().unwrap();
+        assert!(theirs[2].is_nan(), "burn's relu keeps NaN: {theirs:?}");
+        for (o, t) in ours.iter().zip(&theirs) {
+            assert!(
+                o.is_nan() == t.is_nan() && (o.is_nan() || (o - t).abs() < 1e-6),
+                "{ours:?} vs {theirs:?}"
+            );
+        }
     }
 
     #[test]
