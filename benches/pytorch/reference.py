@@ -245,8 +245,8 @@ def latency(args):
         for _ in range(args.rounds):
             start = time.perf_counter()
             for b in range(args.batches):
-                b %= batches
-                classify(model, test_x[b * batch:(b + 1) * batch])
+                first = (b % batches) * batch
+                classify(model, test_x[first:first + batch])
             rounds.append(args.batches * batch / (time.perf_counter() - start))
         print(json.dumps({
             "model": name, "framework": f"pytorch {torch.__version__}",

@@ -16,6 +16,8 @@
 //! `bias + sum_i x_i w_i` summed left to right: the same on any thread count. Machines without
 //! AVX-512 get `None` from [`PackedLinear::new`] and keep burn's matmul.
 
+use std::borrow::Cow;
+
 use burn::backend::Flex;
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -64,7 +66,7 @@ impl PackedLinear {
     ///
     /// # Panics
     /// If `weight` does not hold `d_in * d_out` values or `bias` does not hold `d_out`.
-    pub fn from_values(
+    fn from_values(
         weight: &[f32],
         bias: Option<&[f32]>,
         d_in: usize,
@@ -121,14 +123,6 @@ impl PackedLinear {
     /// Whether this CPU runs the micro-kernel (AVX-512 on x86-64), i.e. whether layers pack.
     pub fn available() -> bool {
         Isa::try_new().is_some()
-    }
-
-    pub fn d_in(&self) -> usize {
-        self.d_in
-    }
-
-    pub fn d_out(&self) -> usize {
-        self.d_out
     }
 
     /// `x W + b` (and `max(0, .)` when `relu`) for row-major `x`, in parallel over rows on
@@ -312,13 +306,14 @@ impl PackedStack {
         }
         let x = x.clone().try_into_primitive::<Flex>().ok()?;
         let last = self.layers.len() - 1;
-        let mut values = self.layers[0].forward_values(&contiguous_f32(&x), last > 0);
-        for (i, layer) in self.layers.iter().enumerate().skip(1) {
-            values = layer.forward_values(&values, i < last);
+        let mut values = contiguous_f32(&x);
+        for (i, layer) in self.layers.iter().enumerate() {
+            values = Cow::Owned(layer.forward_values(&values, i < last));
         }
         let d_out = self.layers[last].d_out;
+        // Owned: the stack has at least one layer.
         Some(Tensor::from_primitive::<Flex>(flex_f32(
-            values,
+            values.into_owned(),
             [batch, d_out],
         )))
     }

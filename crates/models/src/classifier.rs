@@ -66,8 +66,9 @@ impl Classifier for QuantizedView<'_> {
 }
 
 /// A float model prepared for inference: an MLP's layers packed once for the CPU kernels
-/// (`kernels::PackedStack`, about 1.2x faster than flex's matmul at batch 32 because
-/// the weights are streamed in the order the products read them). Any other model, backend,
+/// (`kernels::PackedStack`, 1.2-1.4x faster than flex's matmul at batch 32 because the
+/// weights are streamed in the order the products read them; `cargo test -p runner --bench
+/// inference`). Any other model, backend,
 /// autodiff input or CPU without AVX-512 runs the model itself, so wrapping is always safe.
 /// The packed copy is taken when wrapping and the model is borrowed, so it cannot go stale.
 pub struct Inference<'a> {
