@@ -121,6 +121,12 @@ fn profiles_a_run_layer_by_layer_with_a_chrome_trace() {
     ] {
         assert!(t.contains(needle), "missing {needle:?} in:\n{t}");
     }
+    // An MLP's packed layers, what `train bench` times, are timed beside burn's layers.
+    assert_eq!(
+        t.contains("whole forward through the packed layers"),
+        kernels::PackedLinear::available(),
+        "{t}"
+    );
     let trace: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("profile.trace.json")).unwrap())
             .unwrap();

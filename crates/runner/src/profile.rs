@@ -5,7 +5,9 @@
 //! Each layer's time is measured between consecutive taps of the model's forward pass with the
 //! device synchronised at each tap, and the median over many runs is reported. The sum of the
 //! layer medians is compared with the median of plain (untapped) forward passes, so the
-//! overhead of measuring is visible rather than hidden.
+//! overhead of measuring is visible rather than hidden. Where `train bench` and a stage's
+//! measurement run another path than the model's own layers (an MLP's packed layers,
+//! `models::Inference`), that path's whole forward is timed beside it.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,7 +17,7 @@ use measure::latency::percentile;
 use measure::summary::group_digits;
 use measure::EventLog;
 use models::loss::cross_entropy;
-use models::{Segment, Tap};
+use models::{Classifier, Inference, Segment, Tap};
 use serde::Serialize;
 
 use crate::bench::{open_target, Target};
@@ -64,6 +66,9 @@ pub struct ProfileReport {
     pub layer_sum_ms: f64,
     /// Median of plain forward passes (no taps, one sync at the end).
     pub forward_ms: f64,
+    /// Median whole forward through the packed layers, when the model has them: the path
+    /// `train bench` and each stage's measurement time, which the per-layer taps cannot see.
+    pub packed_forward_ms: Option<f64>,
     /// Median forward (with autodiff) and backward of one training step at the same batch.
     pub train_forward_ms: f64,
     pub train_backward_ms: f64,
@@ -115,6 +120,13 @@ impl ProfileReport {
             self.forward_ms,
             self.layer_sum_ms / self.forward_ms
         );
+        if let Some(packed) = self.packed_forward_ms {
+            out += &format!(
+                "  whole forward through the packed layers (what `train bench` runs) {packed:.4} ms; \
+                 {:.2}x as fast as through the layers above\n",
+                self.forward_ms / packed
+            );
+        }
         out += &format!(
             "  training step at batch {}: forward {:.4} ms, backward {:.4} ms; per-layer backward \
              sums to {:.4} ms (from cumulative backward times, see the docs)\n  Chrome trace: {}\n",
@@ -179,12 +191,14 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
     let indices: Vec<usize> = (0..batch).map(|i| i % dataset.test.len()).collect();
     let pool = crate::context::thread_pool(request.threads)?;
 
-    let (segments, forward, train_forward, train_backward, cumulative_backward) =
+    let (segments, forward, packed_forward, train_forward, train_backward, cumulative_backward) =
         pool.install(|| {
             let input = make_batch(&dataset.test, &indices, &prep, None, &device);
             let warmup = (runs / 10).max(3);
+            // The path `train bench` times; only an MLP on flex with AVX-512 is packed.
+            let inference = Inference::new(&model);
             let mut per_run: Vec<Vec<Segment>> = Vec::new();
-            let mut plain = Vec::new();
+            let (mut plain, mut packed) = (Vec::new(), Vec::new());
             for i in 0..warmup + runs {
                 let start = Instant::now();
                 let logits = model.forward(input.images.clone());
@@ -196,7 +210,16 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
                     plain.push(whole);
                     per_run.push(tap.segments.unwrap_or_default());
                 }
+                if inference.is_packed() {
+                    let start = Instant::now();
+                    let logits = inference.classify(input.images.clone());
+                    let _ = logits.device().sync();
+                    if i >= warmup {
+                        packed.push(start.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
             }
+            let packed = (!packed.is_empty()).then(|| median(packed));
             // A training step: forward with autodiff, then backward, each timed.
             let ad_input = make_batch(&dataset.test, &indices, &prep, None, &ad);
             let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
@@ -239,7 +262,14 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
                     median(times)
                 })
                 .collect();
-            (per_run, median(plain), median(fwd), median(bwd), cumulative)
+            (
+                per_run,
+                median(plain),
+                packed,
+                median(fwd),
+                median(bwd),
+                cumulative,
+            )
         });
 
     let first = &segments[0];
@@ -289,6 +319,7 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
         layer_sum_ms: times.iter().sum(),
         layers,
         forward_ms: forward,
+        packed_forward_ms: packed_forward,
         train_forward_ms: train_forward,
         train_backward_ms: train_backward,
         trace: trace.display().to_string(),
