@@ -12,15 +12,11 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use measure::latency::median;
 use models::{Classifier, Inference, InputShape, Model, ModelSpec};
 
 const ROUNDS: usize = 7;
 const CALLS: usize = 200;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Microseconds per call of `classifier` on `x`, after a warm-up.
 fn round(classifier: &dyn Classifier, x: &Tensor<4>) -> f64 {

@@ -45,6 +45,12 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The median of unsorted times (the lower one of an even count, as `percentile` picks).
+pub fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    percentile(&times, 0.5)
+}
+
 /// Runs `warmup + images` inferences of image indices `0, 1, 2, ...` (wrapping is the
 /// caller's business) through the four phases and reports the last `images` of them.
 ///
@@ -125,6 +131,8 @@ mod tests {
         assert_eq!(percentile(&v, 0.95), 95.0);
         assert_eq!(percentile(&v, 0.99), 99.0);
         assert_eq!(percentile(&[3.0], 0.5), 3.0);
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), 3.0);
+        assert!(median(Vec::new()).is_nan());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use data::make_batch;
-use measure::latency::percentile;
+use measure::latency::median;
 use measure::summary::group_digits;
 use measure::EventLog;
 use models::loss::cross_entropy;
@@ -82,11 +82,6 @@ pub fn shares(times: &[f64]) -> Vec<f64> {
         .iter()
         .map(|t| if total > 0.0 { t / total } else { 0.0 })
         .collect()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    percentile(&v, 0.5)
 }
 
 impl ProfileReport {
