@@ -24,6 +24,17 @@ pub fn stage_hash(config: &StageConfig, parents: &[(String, String)]) -> String 
     hex::encode(&Sha256::digest(&canonical)[..6])
 }
 
+/// The identity of a stage `hash` run with `extras` that change its result (test hooks).
+pub fn with_extras(hash: &str, extras: &[String]) -> String {
+    let mut digest = Sha256::new();
+    digest.update(hash.as_bytes());
+    for extra in extras {
+        digest.update(b"\0");
+        digest.update(extra.as_bytes());
+    }
+    hex::encode(&digest.finalize()[..6])
+}
+
 fn remove(value: &mut Value, key: &str) {
     let (parent, last) = match key.rsplit_once('.') {
         Some((parent, last)) => (lookup(value, parent), last),

@@ -18,6 +18,7 @@ use crate::identity::stage_hash;
 use crate::parents::{self, ChildSide, Parent, ResolveError, FROM_KEY};
 use crate::schema::StageConfig;
 use crate::techniques;
+use crate::testing::TestHooks;
 use crate::validate::validate;
 
 /// Prefix of environment overrides: `COMPRESS_TRAIN__EPOCHS=3` sets `train.epochs`.
@@ -25,12 +26,9 @@ pub const ENV_PREFIX: &str = "COMPRESS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The config file is missing, not a regular file, too large or not text.
+    #[error("config file {0}")]
+    Read(safeio::ReadError),
     #[error("{}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
     #[error("--set {text}: expected KEY=VALUE, e.g. --set train.epochs=3")]
@@ -60,8 +58,11 @@ pub struct LoadedConfig {
     pub parents: Vec<Parent>,
     /// The run folder's name under `<output.dir>/<name>/` (see [`crate::identity`]).
     pub hash: String,
-    /// The overrides this stage was given (`--set k=v`, `COMPRESS_K=v`), for reports.
+    /// The overrides this stage was given (`--set k=v`, `COMPRESS_K=v`, and test hooks that
+    /// change results), for reports.
     pub overrides: Vec<String>,
+    /// The test hooks of the stage named on the command line (none for its parents).
+    pub hooks: TestHooks,
 }
 
 impl LoadedConfig {
@@ -88,7 +89,20 @@ pub fn load(
     overrides: &[String],
     env: &HashMap<String, String>,
 ) -> Result<LoadedConfig, ConfigError> {
-    load_chain(path, overrides, env, None, &mut Vec::new())
+    let mut loaded = load_chain(path, overrides, env, None, &mut Vec::new())?;
+    loaded.hooks = TestHooks::from_env(env).map_err(|message| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    let changing = loaded.hooks.result_changing();
+    if !changing.is_empty() {
+        // A run under a hook that changes its result is another run.
+        loaded.hash = crate::identity::with_extras(&loaded.hash, &changing);
+        loaded
+            .overrides
+            .extend(changing.iter().map(|h| format!("{h} (test hook)")));
+    }
+    Ok(loaded)
 }
 
 /// A config file with its overrides applied.
@@ -100,12 +114,6 @@ struct Layered {
     overridden: Vec<(String, String)>,
 }
 
-/// The top-level keys of a stage config: an environment variable `COMPRESS_<KEY>...` whose
-/// first part is not one of them belongs to some other tool and is ignored.
-const TOP_KEYS: [&str; 11] = [
-    "name", "seed", "device", "threads", "from", "data", "model", "train", "distill", "measure",
-    "output",
-];
 
 /// One override: the dotted key, its raw text, and how it was given (for messages).
 struct Override {
@@ -133,10 +141,7 @@ fn read_layered(
     overrides: &[String],
     env: &HashMap<String, String>,
 ) -> Result<Layered, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = safeio::read_text(path).map_err(ConfigError::Read)?;
     let from_file: StageConfig = toml::from_str(&text).map_err(|e| {
         match type_error_key(&text, &e) {
             // serde's tagged enums (`kind = ...` tables) lose the key's span and point at
@@ -162,8 +167,10 @@ fn read_layered(
         let key = name[ENV_PREFIX.len() + 1..]
             .to_lowercase()
             .replace("__", ".");
+        // An environment variable `COMPRESS_<KEY>...` whose first part is not a key of the
+        // schema belongs to some other tool and is ignored.
         let top = key.split('.').next().unwrap_or_default();
-        if TOP_KEYS.contains(&top) {
+        if StageConfig::top_level_keys().contains(&top) {
             all.push(Override {
                 key,
                 raw: value.clone(),
@@ -328,6 +335,7 @@ pub(crate) fn load_chain(
         path: path.to_path_buf(),
         overrides: overridden.iter().map(|(_, how)| how.clone()).collect(),
         hash: stage_hash(&config, &identities),
+        hooks: TestHooks::default(),
         config,
         input: valid.input,
         model,

@@ -60,7 +60,7 @@ impl Progress {
             Some(bars) => {
                 let _ = bars.multi.println(text);
             }
-            None => println!("{text}"),
+            None => safeio::outln!("{text}"),
         }
         if let Some(log) = self.log.as_mut() {
             let _ = writeln!(log, "{text}");

@@ -53,6 +53,58 @@ pub struct StageConfig {
     pub output: OutputConfig,
 }
 
+impl StageConfig {
+    /// The keys a config may hold at its top level (`name`, `train`, `prune`, ...), read from
+    /// the schema itself, so a new section is known to environment overrides the moment it
+    /// is added here.
+    pub fn top_level_keys() -> &'static [&'static str] {
+        static KEYS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+        KEYS.get_or_init(struct_fields::<StageConfig>)
+    }
+}
+
+/// The field names serde's derive gives a struct: its `Deserialize` asks the deserializer
+/// for a struct with these fields, and this one records them and stops.
+fn struct_fields<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field names recorded")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Stop> {
+            *self.0 = fields;
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+}
+
 fn default_seed() -> u64 {
     1
 }
@@ -296,5 +348,21 @@ fn runs_dir() -> PathBuf {
 impl Default for OutputConfig {
     fn default() -> Self {
         Self { dir: runs_dir() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_top_level_keys_are_the_schema_fields() {
+        let keys = StageConfig::top_level_keys();
+        for key in ["name", "seed", "from", "data", "model", "train", "output"] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        for section in ["distill", "prune", "sparsify", "quant"] {
+            assert!(keys.contains(&section), "{section} missing from {keys:?}");
+        }
     }
 }

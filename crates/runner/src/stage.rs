@@ -27,11 +27,6 @@ use crate::train::{replay_history, train, Start, TrainSetup, TrainSink};
 pub struct RunOptions {
     /// Plain log lines even on a terminal.
     pub plain: bool,
-    /// Fault injection for tests: make the loss of this global step (1-based) NaN.
-    pub fault_nonfinite_at_step: Option<usize>,
-    /// Fault injection for tests: the event file's writes fail (as on a full disk) from the
-    /// end of this epoch (1-based) on.
-    pub fault_events_full_at_epoch: Option<usize>,
 }
 
 /// What a finished stage left behind.
@@ -418,7 +413,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     let threads = worker_threads(config.threads);
     let pool = thread_pool(threads)?;
     let trained = pool.install(|| -> Result<_, RunError> {
-        let mut techniques = techniques::build(config, &ctx)?;
+        let mut techniques = techniques::build(config, &ctx, &loaded.hooks)?;
         let start = match resume {
             Some(ckpt) => Start::Resume(ckpt),
             None => Start::Fresh(initial_model(loaded, &parents, &input)?),
@@ -430,15 +425,16 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
             input,
             device: loaded.device.clone(),
             hash: loaded.hash.clone(),
+            start_model: &loaded.model,
             replicas: replicas(config),
             threads,
-            fault_nonfinite_at_step: options.fault_nonfinite_at_step,
+            fault_nonfinite_at_step: loaded.hooks.fault_nonfinite_at_step,
         };
         let mut sink = RunSink {
             progress: &mut progress,
             events: &mut events,
             checkpoint: checkpoint_path.clone(),
-            events_full_at_epoch: options.fault_events_full_at_epoch,
+            events_full_at_epoch: loaded.hooks.fault_events_full_at_epoch,
             epochs_flushed: resume_epochs,
         };
         let (model, state) = train(&setup, start, &mut techniques, &mut sink)?;
@@ -525,7 +521,7 @@ enum Opened {
 fn open_run(loaded: &LoadedConfig, progress: &mut Progress) -> Result<Opened, RunError> {
     let config = &loaded.config;
     let run = RunDir::open(&loaded.run_path(), loaded.hash.clone(), |path| {
-        println!(
+        safeio::outln!(
             "waiting for another process that is running {}",
             path.display()
         )
@@ -538,6 +534,26 @@ fn open_run(loaded: &LoadedConfig, progress: &mut Progress) -> Result<Opened, Ru
             reused: true,
         }));
     }
+    // A checkpoint is read and its owner checked before anything in the folder is touched:
+    // one that another run wrote is refused with the folder as it was.
+    let checkpoint_path = run.file(CHECKPOINT);
+    let resume = if checkpoint_path.exists() {
+        let ckpt = Checkpoint::load(&checkpoint_path)?;
+        let owner = crate::checkpoint::Owner {
+            name: &config.name,
+            hash: &loaded.hash,
+            start_model: &loaded.model,
+        };
+        ckpt.state
+            .check_owner(&owner)
+            .map_err(|reason| crate::checkpoint::CheckpointError {
+                path: checkpoint_path.display().to_string(),
+                reason,
+            })?;
+        Some(ckpt)
+    } else {
+        None
+    };
     remove_stale_temporaries(&run.path).map_err(RunError::io(&run.path))?;
     let resolved = toml::to_string(config).map_err(|e| RunError::Record {
         what: "resolved config",
@@ -550,19 +566,14 @@ fn open_run(loaded: &LoadedConfig, progress: &mut Progress) -> Result<Opened, Ru
         .log_to(&run.file(LOG))
         .map_err(RunError::io(run.file(LOG)))?;
 
-    let checkpoint_path = run.file(CHECKPOINT);
-    let resume = if checkpoint_path.exists() {
-        let ckpt = Checkpoint::load(&checkpoint_path)?;
-        progress.line(&format!(
+    match &resume {
+        Some(ckpt) => progress.line(&format!(
             "resuming {} from the end of epoch {}",
             run.path.display(),
             ckpt.state.epochs_done
-        ));
-        Some(ckpt)
-    } else {
-        progress.line(&format!("run folder {}", run.path.display()));
-        None
-    };
+        )),
+        None => progress.line(&format!("run folder {}", run.path.display())),
+    }
 
     // One event file per run folder: a resumed run rewrites its history into a new file.
     remove_event_files(&run.path).map_err(RunError::io(&run.path))?;

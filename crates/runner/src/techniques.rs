@@ -66,6 +66,7 @@ pub fn check_combination(config: &StageConfig) -> Result<(), technique::Invalid>
 pub fn build<'a>(
     config: &StageConfig,
     ctx: &StageContext<'a>,
+    hooks: &crate::testing::TestHooks,
 ) -> Result<Vec<Box<dyn Technique + 'a>>, TechniqueError> {
     let mut out: Vec<Box<dyn Technique + 'a>> = Vec::new();
     if let Some(distill) = &config.distill {
@@ -80,8 +81,8 @@ pub fn build<'a>(
     if let Some(quant) = &config.quant {
         out.push(Box::new(quant::Quantization::new(quant, ctx)?));
     }
-    if let Some(narrow) = crate::testing::NarrowAfterEpoch::from_env() {
-        out.push(Box::new(narrow));
+    if let Some(after) = hooks.narrow_after_epoch {
+        out.push(Box::new(crate::testing::NarrowAfterEpoch::new(after)));
     }
     Ok(out)
 }

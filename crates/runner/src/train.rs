@@ -41,8 +41,10 @@ pub struct TrainSetup<'a> {
     pub input: InputShape,
     /// The inference device; training runs on its autodiff twin.
     pub device: Device,
-    /// The run's identity, recorded in checkpoints.
+    /// The run's identity, recorded in checkpoints: its hash and the architecture it starts
+    /// from (before any technique reshapes it).
     pub hash: String,
+    pub start_model: &'a models::ModelSpec,
     /// Model replicas per step (see [`crate::replicas`]); 0 chooses one per worker thread for
     /// convolutional nets (whose serial ops leave threads idle: 1.6x on LeNet-5 at 2 threads)
     /// and 1 for MLPs (matrix products that already use every thread; replicas measured
@@ -408,7 +410,9 @@ pub fn train(
                 }
             }
             let state = TrainState {
+                run_name: setup.config.name.clone(),
                 config_hash: setup.hash.clone(),
+                start_model: Some(setup.start_model.clone()),
                 model_spec: trainee.model.spec(),
                 epochs_done: 0,
                 global_step: 0,

@@ -87,7 +87,7 @@ fn finish(sweep: &Sweep, states: Vec<State>) -> Result<(), SweepError> {
     print_states(sweep, &rows);
     let written = results::write(sweep, &rows)?;
     for path in &written {
-        println!("wrote {}", path.display());
+        safeio::outln!("wrote {}", path.display());
     }
     let failed = rows
         .iter()
@@ -104,7 +104,7 @@ fn finish(sweep: &Sweep, states: Vec<State>) -> Result<(), SweepError> {
 }
 
 fn print_states(sweep: &Sweep, rows: &[results::Row]) {
-    println!("sweep {} ({} trials):", sweep.name, rows.len());
+    safeio::outln!("sweep {} ({} trials):", sweep.name, rows.len());
     for row in rows {
         let detail = match &row.state {
             State::Done { summary, dir } => format!(
@@ -122,7 +122,7 @@ fn print_states(sweep: &Sweep, rows: &[results::Row]) {
             ),
             _ => String::new(),
         };
-        println!(
+        safeio::outln!(
             "  {:>3} {:<40} {:<9} {detail}",
             row.trial.index,
             row.trial.label(),
@@ -147,7 +147,7 @@ pub fn sweep(
     if request.run_parents {
         let all: Vec<&LoadedConfig> = loaded.iter().collect();
         let n = trials::run_parents(&all, options)?;
-        println!("{n} shared parent stage(s) ready");
+        safeio::outln!("{n} shared parent stage(s) ready");
         return Ok(());
     }
     let queued = if slurm && !request.dry_run {
@@ -170,7 +170,7 @@ pub fn sweep(
         .filter(|(_, s)| matches!(s, State::NotRun | State::Failed(_)))
         .map(|(i, _)| i)
         .collect();
-    println!(
+    safeio::outln!(
         "sweep {}: {} trials of {} ({} done, {} queued, {} to run); folder {}",
         sweep.name,
         sweep.trials.len(),
@@ -183,7 +183,7 @@ pub fn sweep(
     let todo_loaded: Vec<&LoadedConfig> = todo.iter().map(|&i| &loaded[i]).collect();
     if !slurm && request.dry_run {
         for &i in &todo {
-            println!(
+            safeio::outln!(
                 "would run trial {i} ({}): {} run-trial {} --index {i}",
                 sweep.trials[i].label(),
                 request.exe.display(),
@@ -198,7 +198,7 @@ pub fn sweep(
     if !slurm {
         if !todo.is_empty() {
             let n = trials::run_parents(&todo_loaded, options)?;
-            println!(
+            safeio::outln!(
                 "{n} shared parent stage(s) ready; running {} trial(s), {} at a time",
                 todo.len(),
                 sweep.launcher.parallel
@@ -209,7 +209,7 @@ pub fn sweep(
         return finish(&sweep, now);
     }
     if todo.is_empty() {
-        println!("nothing to submit");
+        safeio::outln!("nothing to submit");
         if queued.is_empty() {
             return finish(&sweep, now);
         }
@@ -223,7 +223,7 @@ pub fn sweep(
     }
     match slurm::submit(&sweep, &request.exe, &todo, with_parents, request.dry_run)? {
         None => return Ok(()),
-        Some(s) => println!(
+        Some(s) => safeio::outln!(
             "submitted job array {} ({} tasks){}",
             s.array_job,
             s.indices.len(),
@@ -233,7 +233,7 @@ pub fn sweep(
         ),
     }
     if !request.wait {
-        println!(
+        safeio::outln!(
             "`train sweep {} --status` shows progress",
             request.path.display()
         );

@@ -120,7 +120,7 @@ pub fn run(sweep: &Sweep, todo: &[usize], exe: &Path, plain: bool) -> Result<(),
 
 fn say(bar: &ProgressBar, plain: bool, line: &str) {
     if plain {
-        println!("{line}");
+        safeio::outln!("{line}");
     } else {
         bar.println(line);
     }

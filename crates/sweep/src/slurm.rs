@@ -170,9 +170,9 @@ pub fn submit(
     let (parents, trials) = scripts(sweep, exe, indices, with_parents);
     if dry_run {
         if let Some(p) = &parents {
-            println!("--- parents job (the array depends on it) ---\n{p}");
+            safeio::outln!("--- parents job (the array depends on it) ---\n{p}");
         }
-        println!("--- trials: one array task per trial ---\n{trials}");
+        safeio::outln!("--- trials: one array task per trial ---\n{trials}");
         return Ok(None);
     }
     std::fs::create_dir_all(sweep.logs_dir())

@@ -187,7 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Check(args)) => {
             let loaded = args.load()?;
             let config = &loaded.config;
-            println!(
+            safeio::outln!(
                 "{}: ok ({} on {}, {}; results in {})",
                 loaded.path.display(),
                 loaded.model.kind(),
@@ -208,7 +208,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             for parent in &loaded.parents {
                 match &parent.source {
-                    runner::parents::ParentSource::Stage(stage) => println!(
+                    runner::parents::ParentSource::Stage(stage) => safeio::outln!(
                         "  {} = stage {} ({}), {}",
                         parent.key,
                         stage.config.name,
@@ -216,15 +216,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         state(stage)
                     ),
                     runner::parents::ParentSource::File { path, .. } => {
-                        println!("  {} = file {}", parent.key, path.display())
+                        safeio::outln!("  {} = file {}", parent.key, path.display())
                     }
                 }
             }
-            println!("  this stage: {}", state(&loaded));
+            safeio::outln!("  this stage: {}", state(&loaded));
             if let Some(prune) = &config.prune {
                 let widths =
                     prune::plan::final_widths(&loaded.model, &loaded.input, &prune.targets())?;
-                println!(
+                safeio::outln!(
                     "  prune plan (channels per group, parent -> after the last step): {}",
                     widths
                         .iter()
@@ -245,8 +245,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             let loaded = stage.load()?;
             let report = runner::sensitivity::sensitivity(&loaded, &stage.options(), criterion)?;
-            print!("{}", report.table());
-            println!(
+            safeio::out!("{}", report.table());
+            safeio::outln!(
                 "unpruned: {:.2}%; wrote {}, {} and TensorBoard scalars in {}",
                 100.0 * report.baseline,
                 report.csv.display(),
@@ -261,10 +261,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let report = measure::report::write_report(&dir)?;
             for (folder, reason) in &report.skipped {
-                eprintln!("warning: skipped {}: {reason}", folder.display());
+                safeio::errln!("warning: skipped {}: {reason}", folder.display());
             }
-            print!("{}", measure::report::table(&report.runs));
-            println!(
+            safeio::out!("{}", measure::report::table(&report.runs));
+            safeio::outln!(
                 "{} runs; wrote {} and {}",
                 report.runs.len(),
                 report.markdown.display(),
@@ -292,7 +292,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 trace: args.trace,
                 device: args.device,
             })?;
-            print!("{}", report.table());
+            safeio::out!("{}", report.table());
             Ok(())
         }
         Some(Command::Bench(args)) => {
@@ -321,7 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 threads: args.threads,
                 device: args.device,
             })?;
-            print!("{}", report.table());
+            safeio::out!("{}", report.table());
             Ok(())
         }
         None => run_stage(&cli.run),
@@ -341,16 +341,7 @@ fn check_counts(counts: &[(&str, usize, usize)]) -> anyhow::Result<()> {
 
 impl StageArgs {
     fn options(&self) -> runner::RunOptions {
-        runner::RunOptions {
-            plain: self.plain,
-            // Fault injection, used by the tests of divergence handling.
-            fault_nonfinite_at_step: std::env::var("TRAIN_FAULT_NONFINITE_AT_STEP")
-                .ok()
-                .and_then(|v| v.parse().ok()),
-            fault_events_full_at_epoch: std::env::var("TRAIN_FAULT_EVENTS_FULL_AT_EPOCH")
-                .ok()
-                .and_then(|v| v.parse().ok()),
-        }
+        runner::RunOptions { plain: self.plain }
     }
 }
 
@@ -359,7 +350,7 @@ fn run_stage(args: &StageArgs) -> anyhow::Result<()> {
     let options = args.options();
     let outcome = runner::run_stage(&loaded, &options)?;
     if outcome.reused {
-        print!("{}", outcome.summary.table());
+        safeio::out!("{}", outcome.summary.table());
     }
     Ok(())
 }
@@ -401,16 +392,16 @@ fn several_configs(args: &[String]) -> Option<String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(message) = several_configs(&args) {
-        eprintln!("error: {message}");
+        safeio::errln!("error: {message}");
         return ExitCode::FAILURE;
     }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            safeio::errln!("error: {err}");
             let mut source = err.source();
             while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
+                safeio::errln!("  caused by: {cause}");
                 source = cause.source();
             }
             ExitCode::FAILURE
