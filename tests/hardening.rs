@@ -189,3 +189,358 @@ fn two_configs_on_the_command_line_get_a_plain_message() {
     assert_clean_failure(&out, &["one config at a time"]);
     assert!(!text(&out).contains("subcommand"), "{}", text(&out));
 }
+
+/// Runs `cmd`, killing it if it has not ended within `seconds` (a hang fails the test
+/// instead of stalling the suite).
+fn output_within(cmd: &mut std::process::Command, seconds: u64) -> Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() >= seconds {
+            child.kill().unwrap();
+            panic!("still running after {seconds} s: {cmd:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `train ARGS...` in `dir` with the environment `env`, the failure of `fault_epoch`'s
+/// event writes stopping it after that epoch with its checkpoint kept.
+fn stop_after_epoch(dir: &Path, config: &Path, epoch: usize, args: &[&str]) {
+    let out = train(dir)
+        .arg(config)
+        .arg("--plain")
+        .args(args)
+        .env("TRAIN_FAULT_EVENTS_FULL_AT_EPOCH", epoch.to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_checkpoint_is_resumed_only_by_the_run_that_wrote_it() {
+    let (dir, data) = folder_with_data(64);
+    let config = small_config(&data).replace("epochs = 2", "epochs = 3");
+    let config = write(&dir.path().join("c.toml"), &config);
+    stop_after_epoch(dir.path(), &config, 2, &[]);
+    stop_after_epoch(dir.path(), &config, 1, &["--set", "seed=2"]);
+    let folder = |sets: &[&str]| {
+        let mut cmd = train(dir.path());
+        cmd.arg("check").arg(&config);
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        dir.path()
+            .join(checked_folder(&text(&cmd.output().unwrap())))
+    };
+    let (a, b) = (folder(&[]), folder(&["seed=2"]));
+    assert_ne!(a, b);
+    // A's checkpoint (end of epoch 2) copied into B's folder.
+    std::fs::copy(a.join("checkpoint.bin"), b.join("checkpoint.bin")).unwrap();
+    let before: Vec<_> = ["checkpoint.bin", "config.resolved.toml", "train.log"]
+        .iter()
+        .map(|f| std::fs::read(b.join(f)).unwrap())
+        .collect();
+    let out = train(dir.path())
+        .arg(&config)
+        .args(["--plain", "--set", "seed=2"])
+        .output()
+        .unwrap();
+    let a_name = a.file_name().unwrap().to_str().unwrap();
+    let b_name = b.file_name().unwrap().to_str().unwrap();
+    assert_clean_failure(
+        &out,
+        &[
+            &format!("run small/{a_name}"),
+            &format!("run small/{b_name}"),
+            "not this run's",
+        ],
+    );
+    assert!(!text(&out).contains("resuming"), "{}", text(&out));
+    assert!(!b.join("summary.json").exists());
+    let after: Vec<_> = ["checkpoint.bin", "config.resolved.toml", "train.log"]
+        .iter()
+        .map(|f| std::fs::read(b.join(f)).unwrap())
+        .collect();
+    assert!(before == after, "the refused run changed its folder");
+    // Its own run starts over once the foreign file is gone, and A resumes its own.
+    std::fs::remove_file(b.join("checkpoint.bin")).unwrap();
+    let out = train_ok(dir.path(), &config, &["--plain", "--set", "seed=2"]);
+    assert!(!out.contains("resuming"), "{out}");
+    assert_eq!(summary(&b)["seed"], 2);
+    let out = train_ok(dir.path(), &config, &["--plain"]);
+    assert!(out.contains("from the end of epoch 2"), "{out}");
+}
+
+#[test]
+fn files_that_are_not_regular_or_too_large_are_refused_at_once() {
+    let (dir, _data) = folder_with_data(8);
+    let huge = dir.path().join("huge.toml");
+    let file = std::fs::File::create(&huge).unwrap();
+    file.set_len(64 << 20).unwrap(); // sparse: no disk used
+    for args in [
+        &["check", "/dev/zero"][..],
+        &["/dev/zero"][..],
+        &["sweep", "/dev/zero"][..],
+        &["check", huge.to_str().unwrap()][..],
+        &["check", dir.path().to_str().unwrap()][..],
+    ] {
+        let out = output_within(train(dir.path()).args(args), 30);
+        assert_clean_failure(&out, &[args[args.len() - 1]]);
+        let t = text(&out);
+        assert!(
+            t.contains("not a regular file") || t.contains("larger than"),
+            "{args:?}: {t}"
+        );
+    }
+    assert!(!dir.path().join("runs").exists());
+}
+
+#[test]
+fn environment_overrides_reach_the_technique_sections() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let check_env = |config: &str, var: &str, value: &str| {
+        train(&root)
+            .arg("check")
+            .arg(root.join(config))
+            .env(var, value)
+            .output()
+            .unwrap()
+    };
+    for (config, var, value, key) in [
+        ("ptq.toml", "COMPRESS_QUANT__BITS", "3", "quant.bits"),
+        ("prune.toml", "COMPRESS_PRUNE__FOO", "1", "foo"),
+        (
+            "sparse.toml",
+            "COMPRESS_SPARSIFY__SPARSITY",
+            "1.5",
+            "sparsify.sparsity",
+        ),
+        (
+            "distill.toml",
+            "COMPRESS_DISTILL__ALPHA",
+            "2",
+            "distill.alpha",
+        ),
+    ] {
+        let out = check_env(config, var, value);
+        assert_clean_failure(&out, &[&format!("{var}={value}"), key]);
+    }
+    // A valid one is a different run, as the same --set is.
+    let folder = |out: Output| checked_folder(&text(&out));
+    let plain = folder(
+        train(&root)
+            .arg("check")
+            .arg(root.join("prune.toml"))
+            .output()
+            .unwrap(),
+    );
+    let by_env = folder(check_env("prune.toml", "COMPRESS_PRUNE__MACS_RATIO", "0.3"));
+    let by_set = folder(
+        train(&root)
+            .arg("check")
+            .arg(root.join("prune.toml"))
+            .args(["--set", "prune.macs_ratio=0.3"])
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(plain, by_env);
+    assert_eq!(by_env, by_set);
+}
+
+#[test]
+fn a_closed_stdout_ends_no_command_with_a_panic() {
+    use std::process::Stdio;
+    let (dir, data) = folder_with_data(32);
+    let config = write(&dir.path().join("c.toml"), &small_config(&data));
+    let config_arg = config.to_str().unwrap();
+    // The reader goes away before the command prints anything.
+    let closed = |args: &[&str]| {
+        let mut child = train(dir.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {t}");
+        assert!(!t.contains("panicked") && !t.contains("Broken pipe"), "{t}");
+    };
+    closed(&[config_arg, "--plain"]);
+    let run = only_run_dir(dir.path(), "small");
+    assert!(
+        run.join("summary.json").exists(),
+        "the run finished its work"
+    );
+    closed(&["check", config_arg]);
+    closed(&[config_arg]); // reused: the table
+    closed(&[
+        "bench",
+        run.to_str().unwrap(),
+        "--images",
+        "5",
+        "--warmup",
+        "1",
+    ]);
+    let sweep = write(
+        &dir.path().join("s.toml"),
+        &format!(
+            "name = \"s\"\nbase = \"{config_arg}\"\n\n[launcher]\nkind = \"slurm\"\n\n[grid]\nseed = [1, 2]\n"
+        ),
+    );
+    closed(&["sweep", sweep.to_str().unwrap(), "--dry-run"]);
+}
+
+#[test]
+fn a_test_hook_that_changes_the_model_is_part_of_the_runs_identity() {
+    let (dir, data) = folder_with_data(64);
+    let config = small_config(&data).replace("hidden = [16]", "hidden = [32, 16]");
+    let config = write(&dir.path().join("c.toml"), &config);
+    let out = train(dir.path())
+        .arg(&config)
+        .arg("--plain")
+        .env("TRAIN_TEST_NARROW_AFTER_EPOCH", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let ordinary = train_ok(dir.path(), &config, &["--plain"]);
+    assert!(!ordinary.contains("reusing"), "{ordinary}");
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("runs/small"))
+        .unwrap()
+        .map(|e| summary(&e.unwrap().path()))
+        .collect();
+    assert_eq!(runs.len(), 2);
+    let hooked = runs
+        .iter()
+        .find(|s| {
+            s["overrides"]
+                .to_string()
+                .contains("TRAIN_TEST_NARROW_AFTER_EPOCH=1")
+        })
+        .expect("the hooked run records its hook");
+    let plain = runs.iter().find(|s| s["overrides"].is_null()).unwrap();
+    assert!(hooked["params"].as_u64() < plain["params"].as_u64());
+    // A malformed hook is refused, not ignored.
+    let out = train(dir.path())
+        .arg(&config)
+        .env("TRAIN_TEST_NARROW_AFTER_EPOCH", "soon")
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, &["TRAIN_TEST_NARROW_AFTER_EPOCH=soon"]);
+}
+
+/// A teacher run and a pruning stage `from` it, on the small IDX data.
+fn pruning_stage(dir: &Path, data: &Path, prune: &str) -> std::path::PathBuf {
+    let teacher = small_config(data)
+        .replace("name = \"small\"", "name = \"teacher\"")
+        .replace("hidden = [16]", "hidden = [16, 12]");
+    write(&dir.join("teacher.toml"), &teacher);
+    let stage = format!(
+        "name = \"pruned\"\nfrom = \"teacher.toml\"\n\n[data]\ndataset = \"idx\"\npath = \"{}\"\n\n\
+         [prune]\n{prune}\n\n[train]\nepochs = 1\nbatch_size = 16\n\n[train.optimizer]\n\
+         kind = \"sgd\"\nlr = 0.01\n\n[measure]\nlatency_images = 10\nlatency_warmup = 1\n",
+        data.display()
+    );
+    write(&dir.join("pruned.toml"), &stage)
+}
+
+#[test]
+fn a_rounding_step_that_would_wreck_the_plan_is_refused_at_validation() {
+    let (dir, data) = folder_with_data(32);
+    let stage = pruning_stage(dir.path(), &data, "ratio = 0.5\nround_to = 1000");
+    for cmd in [&["check"][..], &[][..]] {
+        let out = train(dir.path()).args(cmd).arg(&stage).output().unwrap();
+        assert_clean_failure(
+            &out,
+            &["prune.round_to = 1000", "layers.0 16->1", "layers.1 12->1"],
+        );
+    }
+    for (prune, want) in [
+        (
+            "ratio = 0.5\nmin_channels = 1000",
+            "prune.min_channels = 1000",
+        ),
+        ("ratio = 0.5\nexclude = [\"*\"]", "prune.exclude"),
+    ] {
+        let stage = pruning_stage(dir.path(), &data, prune);
+        let out = train(dir.path()).arg("check").arg(&stage).output().unwrap();
+        assert_clean_failure(&out, &[want, "would prune nothing"]);
+    }
+    assert!(!dir.path().join("runs").exists());
+    let stage = pruning_stage(dir.path(), &data, "ratio = 0.5\nround_to = 4");
+    let out = train_ok(dir.path(), &stage, &["--plain"]);
+    assert!(out.contains("layers.0 16->8"), "{out}");
+}
+
+/// A correctly sealed `.sparse` file that describes `spec_json` and holds no tensors.
+fn crafted_sparse(path: &Path, spec_json: &str) {
+    use sha2::Digest;
+    let mut bytes = b"CSPR".to_vec();
+    bytes.extend(1u32.to_le_bytes());
+    bytes.extend((spec_json.len() as u32).to_le_bytes());
+    bytes.extend(spec_json.as_bytes());
+    bytes.extend(0u32.to_le_bytes());
+    let digest = sha2::Sha256::digest(&bytes);
+    bytes.extend(digest);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_model_file_describing_a_model_too_large_for_memory_is_refused_before_it_is_built() {
+    let (dir, data) = folder_with_data(32);
+    // 225M parameters (under the files' 2^28 cap); at batch 60,000 its activations alone
+    // need terabytes.
+    let file = dir.path().join("huge.sparse");
+    crafted_sparse(
+        &file,
+        r#"{"kind":"lenet5","channels":[3000,3000],"fc":[120,84]}"#,
+    );
+    let config = small_config(&data)
+        .replace(
+            "batch_size = 16",
+            "batch_size = 60000\neval_batch_size = 60000",
+        )
+        .replace("[model]\nkind = \"mlp\"\nhidden = [16]\n", "")
+        .replace(
+            "seed = 3",
+            &format!("seed = 3\nfrom = \"{}\"", file.display()),
+        )
+        .replace("dataset = \"idx\"", "dataset = \"idx\"\ninput_size = 28");
+    let config = write(&dir.path().join("c.toml"), &config);
+    for args in [&["check"][..], &[][..]] {
+        let out = train(dir.path()).args(args).arg(&config).output().unwrap();
+        assert_clean_failure(&out, &["a lenet5 model of", "GiB"]);
+    }
+    assert!(!dir.path().join("runs").exists());
+    let out = train(dir.path())
+        .arg("bench")
+        .arg(&file)
+        .arg("--config")
+        .arg(config.with_file_name("bench.toml"))
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, &["bench.toml"]);
+    let bench_config = small_config(&data)
+        .replace(
+            "batch_size = 16",
+            "batch_size = 16\neval_batch_size = 60000",
+        )
+        .replace("dataset = \"idx\"", "dataset = \"idx\"\ninput_size = 28");
+    let bench_config = write(&dir.path().join("bench.toml"), &bench_config);
+    let out = train(dir.path())
+        .arg("bench")
+        .arg(&file)
+        .arg("--config")
+        .arg(&bench_config)
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, &["huge.sparse", "a lenet5 model of", "GiB"]);
+}

@@ -67,7 +67,7 @@ pub fn collect(dir: &Path) -> std::io::Result<(Vec<ReportRun>, Vec<Skipped>)> {
             if path.is_dir() {
                 stack.push(path);
             } else if path.file_name().is_some_and(|n| n == "summary.json") {
-                let parsed = std::fs::read_to_string(&path)
+                let parsed = safeio::read_text(&path)
                     .map_err(|e| e.to_string())
                     .and_then(|t| {
                         serde_json::from_str::<RunSummary>(&t).map_err(|e| e.to_string())

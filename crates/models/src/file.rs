@@ -115,11 +115,37 @@ pub fn spec_in_bytes(bytes: &[u8], path: &Path) -> Result<ModelSpec, ModelFileEr
 
 /// The spec stored in one of our model files.
 pub fn read_spec(path: &Path) -> Result<ModelSpec, ModelFileError> {
-    let reader = Reader::from_file(path).map_err(|e| ModelFileError::Read {
+    spec_in_bytes(&read_model_bytes(path)?, path)
+}
+
+/// The most bytes of a model file read back: 2^28 f32 parameters (the most a file may
+/// describe) and room for its header.
+pub const MAX_MODEL_FILE_BYTES: u64 = (1 << 30) + (64 << 20);
+
+/// The bytes of the model file `path`: a regular file of at most [`MAX_MODEL_FILE_BYTES`].
+pub fn read_model_bytes(path: &Path) -> Result<Vec<u8>, ModelFileError> {
+    safeio::read_bounded(path, MAX_MODEL_FILE_BYTES).map_err(|e| ModelFileError::Read {
         path: path.to_path_buf(),
         message: e.to_string(),
-    })?;
-    spec_in(&reader, path)
+    })
+}
+
+/// The architecture one of our files (`.bpk`, `.sparse`) says it holds, read without building
+/// anything, so its size can be checked against memory before a byte of it is allocated.
+/// `None` for PyTorch and safetensors files (their architecture is given beside them) and for
+/// an old `.bpk` saved before files described themselves.
+pub fn stored_spec(path: &Path, format: ModelFormat) -> Result<Option<ModelSpec>, ModelFileError> {
+    match format {
+        ModelFormat::Burnpack => match read_spec(path) {
+            Ok(spec) => Ok(Some(spec)),
+            Err(ModelFileError::NoSpec { .. }) => Ok(None),
+            Err(e) => Err(e),
+        },
+        ModelFormat::Sparse => {
+            crate::sparse_file::spec_in_bytes(&read_model_bytes(path)?, path).map(Some)
+        }
+        ModelFormat::Pytorch | ModelFormat::Safetensors => Ok(None),
+    }
 }
 
 fn spec_in(reader: &Reader, path: &Path) -> Result<ModelSpec, ModelFileError> {
@@ -201,7 +227,7 @@ pub fn load(
         message,
     };
     if matches!(format, ModelFormat::Burnpack | ModelFormat::Sparse) {
-        let bytes = std::fs::read(path).map_err(|e| read(e.to_string()))?;
+        let bytes = read_model_bytes(path)?;
         let model = match (spec_in_bytes(&bytes, path), options.spec) {
             _ if format == ModelFormat::Sparse => {
                 crate::sparse_file::from_bytes(&bytes, path, input, device)?
@@ -295,10 +321,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Reads our model file at `path`, checking it against the SHA-256 its run recorded.
 pub fn verify_sha256(path: &Path, expected: &str) -> Result<(), ModelFileError> {
-    let bytes = std::fs::read(path).map_err(|e| ModelFileError::Read {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let bytes = read_model_bytes(path)?;
     let actual = sha256_hex(&bytes);
     if actual != expected {
         return Err(ModelFileError::Checksum {
@@ -311,8 +334,8 @@ pub fn verify_sha256(path: &Path, expected: &str) -> Result<(), ModelFileError> 
 }
 
 /// The first 12 hex digits of a file's SHA-256: a file parent's identity in a stage's hash.
-pub fn file_sha256(path: &Path) -> std::io::Result<String> {
-    Ok(hex::encode(&Sha256::digest(std::fs::read(path)?)[..6]))
+pub fn file_sha256(path: &Path) -> Result<String, ModelFileError> {
+    Ok(hex::encode(&Sha256::digest(read_model_bytes(path)?)[..6]))
 }
 
 #[cfg(test)]

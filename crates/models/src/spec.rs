@@ -147,6 +147,17 @@ impl Footprint {
             .saturating_mul(4 * 2);
         weights.saturating_add(activations)
     }
+
+    /// Bytes to run inference on `batch` samples: f32 weights and the activations (an upper
+    /// bound: not every layer's output is alive at once).
+    pub fn inference_bytes(&self, batch: usize) -> u128 {
+        let weights = self.params.saturating_mul(4);
+        let activations = self
+            .activations_per_sample
+            .saturating_mul(batch as u128)
+            .saturating_mul(4);
+        weights.saturating_add(activations)
+    }
 }
 
 /// One ResNet basic block as a spec lays it out.

@@ -26,6 +26,10 @@ pub struct Targets<'a> {
 /// The channels a group of `width` keeps when a fraction `ratio` is removed: the nearest
 /// multiple of `round_to`, at least `min_channels`, at most `width`.
 pub fn keep_count(width: usize, ratio: f64, min_channels: usize, round_to: usize) -> usize {
+    if ratio <= 0.0 {
+        // Nothing removed: rounding must not change a group the plan leaves alone.
+        return width;
+    }
     let wanted = width as f64 * (1.0 - ratio);
     let rounded = (wanted / round_to as f64).round() as usize * round_to;
     rounded.max(min_channels).min(width)
@@ -148,6 +152,8 @@ pub fn final_ratios(
     let Some(macs_ratio) = targets.macs_ratio else {
         let ratios = ratios_for(targets.ratio.unwrap_or(0.0));
         counts_for(&ratios)?;
+        check_removes_some(&groups, &ratios, targets)?;
+        check_rounding(&groups, &ratios, targets)?;
         return Ok(ratios);
     };
     let parent = model.macs(input);
@@ -182,7 +188,104 @@ pub fn final_ratios(
             lo = mid;
         }
     }
-    Ok(ratios_for(hi))
+    let ratios = ratios_for(hi);
+    check_removes_some(&groups, &ratios, targets)?;
+    check_rounding(&groups, &ratios, targets)?;
+    Ok(ratios)
+}
+
+/// Refuses a plan under which no group loses a channel: every step would be fine-tuning
+/// that prunes nothing. Names the setting that stops it.
+fn check_removes_some(
+    groups: &[(String, usize)],
+    ratios: &BTreeMap<String, f64>,
+    targets: &Targets,
+) -> Result<(), Invalid> {
+    let narrowed = groups.iter().any(|(name, width)| {
+        ratios.get(name).is_some_and(|&r| {
+            keep_count(*width, r, targets.min_channels, targets.round_to) < *width
+        })
+    });
+    if narrowed {
+        return Ok(());
+    }
+    let widest = groups.iter().map(|(_, w)| *w).max().unwrap_or(0);
+    let (key, value, why) = if ratios.is_empty() {
+        (
+            "prune.exclude",
+            format!("{:?}", targets.exclude),
+            "excludes every channel group".to_string(),
+        )
+    } else if targets.min_channels >= widest {
+        (
+            "prune.min_channels",
+            targets.min_channels.to_string(),
+            format!("keeps every channel of every group (the widest has {widest})"),
+        )
+    } else {
+        (
+            "prune",
+            "(targets)".to_string(),
+            "removes no channel from any group at these ratios".to_string(),
+        )
+    };
+    Err(Invalid::new(
+        key,
+        value,
+        format!(
+            "this pruning plan {why}, so the stage would prune nothing; groups: {}",
+            groups
+                .iter()
+                .map(|(n, w)| format!("{n} ({w})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
+}
+
+/// Refuses a plan that `prune.round_to` would carry far from its target: a rounding step
+/// larger than a group it prunes, or a count more than one step from what the ratio asks
+/// (`round_to = 1000` on LeNet-5 would cut every group to 1 channel for a 2x target).
+fn check_rounding(
+    groups: &[(String, usize)],
+    ratios: &BTreeMap<String, f64>,
+    targets: &Targets,
+) -> Result<(), Invalid> {
+    let step = targets.round_to;
+    let plan = || {
+        groups
+            .iter()
+            .map(|(name, width)| {
+                let after = ratios.get(name).map_or(*width, |&r| {
+                    keep_count(*width, r, targets.min_channels, step)
+                });
+                format!("{name} {width}->{after}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (name, width) in groups {
+        let Some(&ratio) = ratios.get(name).filter(|&&r| r > 0.0) else {
+            continue;
+        };
+        let wanted = *width as f64 * (1.0 - ratio);
+        let keep = keep_count(*width, ratio, targets.min_channels, step);
+        // A count the `min_channels` floor raised is what the user asked for.
+        let floored = targets.min_channels as f64 > wanted;
+        if step > *width || ((keep as f64 - wanted).abs() > step as f64 && !floored) {
+            return Err(Invalid::new(
+                "prune.round_to",
+                step,
+                format!(
+                    "group {name} has {width} channels and its ratio {ratio:.3} asks to keep \
+                     {wanted:.1}; rounding to multiples of {step} would keep {keep}. The plan \
+                     would be: {}. Use a round_to no larger than the narrowest pruned group",
+                    plan()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Each prunable group's width now and after the last step, for a model of `spec` (widths

@@ -79,10 +79,7 @@ pub fn open_export(
     input: &InputShape,
     device: &Device,
 ) -> Result<Export, ModelFileError> {
-    let bytes = std::fs::read(path).map_err(|e| ModelFileError::Read {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let bytes = models::file::read_model_bytes(path)?;
     match path.extension().and_then(|e| e.to_str()) {
         Some("qnt") => QuantizedModel::from_bytes(&bytes, path, input, device).map(Export::Int),
         Some("f16") => half_file::from_bytes(&bytes, path, input, device).map(Export::Half),

@@ -127,11 +127,11 @@ fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig
                 format!("not a finished run folder (expected {MODEL} and {RESOLVED_CONFIG} in it)"),
             ));
         }
-        let text = std::fs::read_to_string(&config).map_err(RunError::io(&config))?;
+        let text = safeio::read_text(&config)?;
         let parsed = toml::from_str(&text).map_err(|e| error(&config, e.to_string()))?;
         // A finished run records its model's checksum: a changed file is not this run's.
         let summary = target.join(SUMMARY);
-        if let Ok(text) = std::fs::read_to_string(&summary) {
+        if let Ok(text) = safeio::read_text(&summary) {
             let recorded: measure::RunSummary =
                 serde_json::from_str(&text).map_err(|e| error(&summary, e.to_string()))?;
             if !recorded.model_sha256.is_empty() {
@@ -226,6 +226,16 @@ fn load_float(
         Some(ModelFormat::Sparse) => ModelFormat::Sparse,
         _ => ModelFormat::Burnpack,
     };
+    // The architecture the file describes must fit in memory before it is built.
+    if let Some(spec) = file::stored_spec(model_path, format)? {
+        let batch = config
+            .train
+            .eval_batch_size
+            .max(config.measure.throughput_batch);
+        spec.validate(input)
+            .and_then(|()| crate::validate::check_inference_fits("model", &spec, input, batch))
+            .map_err(|e| error(model_path, format!("the model the file describes: {e}")))?;
+    }
     Ok(
         match file::load(model_path, format, options, input, device) {
             Err(ModelFileError::NoSpec { .. }) if config.model.is_some() => {
@@ -327,8 +337,7 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         events.close()?;
         let summary_path = dir.join(SUMMARY);
         if summary_path.exists() {
-            let text =
-                std::fs::read_to_string(&summary_path).map_err(RunError::io(&summary_path))?;
+            let text = safeio::read_text(&summary_path)?;
             let mut summary: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| error(&summary_path, e.to_string()))?;
             summary["bench"] =

@@ -83,11 +83,7 @@ impl TrainState {
         Err(format!(
             "it was written by {}, not by this {}: it is not this run's and was not resumed. Move \
              it back to its own run folder, or delete it to train this run from the start",
-            describe(
-                &self.run_name,
-                &self.config_hash,
-                self.start_model.as_ref()
-            ),
+            describe(&self.run_name, &self.config_hash, self.start_model.as_ref()),
             describe(owner.name, owner.hash, Some(owner.start_model)),
         ))
     }
@@ -125,10 +121,11 @@ impl Checkpoint {
             path: path.display().to_string(),
             reason,
         };
-        let bytes = safeio::read_bounded(path, MAX_CHECKPOINT_BYTES).map_err(|e| CheckpointError {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let bytes =
+            safeio::read_bounded(path, MAX_CHECKPOINT_BYTES).map_err(|e| CheckpointError {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
         if bytes.len() < MAGIC.len() + 32 || &bytes[..MAGIC.len()] != MAGIC {
             return Err(err("not a checkpoint of this tool".into()));
         }
@@ -246,7 +243,9 @@ mod owner_tests {
             start_model: &mlp,
         };
         assert!(state("a", "h1", mlp.clone()).check_owner(&owner).is_ok());
-        let other_seed = state("a", "h2", mlp.clone()).check_owner(&owner).unwrap_err();
+        let other_seed = state("a", "h2", mlp.clone())
+            .check_owner(&owner)
+            .unwrap_err();
         assert!(other_seed.contains("run a/h2") && other_seed.contains("run a/h1"));
         let other_model = state("a", "h1", lenet).check_owner(&owner).unwrap_err();
         assert!(other_model.contains("lenet5"), "{other_model}");

@@ -89,16 +89,30 @@ pub fn max_threads() -> usize {
     (4 * cores()).max(8)
 }
 
-/// This machine's memory in bytes (`MemTotal` of /proc/meminfo), or 8 GiB where that cannot
-/// be read: the budget a model and its training batch must fit in.
+/// The memory this process may use, in bytes: the least of the machine's (`MemTotal` of
+/// /proc/meminfo), its cgroup's limit (a container or a Slurm job) and its address-space limit
+/// (`ulimit -v`), or 8 GiB where none can be read. The budget a model and its batches must
+/// fit in.
 pub fn memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
+    let read = |path: &str| safeio::read_text(std::path::Path::new(path)).ok();
+    let total = read("/proc/meminfo").and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    // cgroup v2, then v1 ("max" and v1's huge sentinel mean no limit).
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .filter(|&b| b < 1 << 60);
+    let address_space = read("/proc/self/limits").and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("Max address space"))?;
+        line.split_whitespace().nth(3)?.parse::<u64>().ok()
+    });
+    [total, cgroup, address_space]
+        .into_iter()
+        .flatten()
+        .min()
         .unwrap_or(8 << 30)
 }
 

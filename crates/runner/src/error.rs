@@ -46,6 +46,8 @@ pub enum RunError {
         path: PathBuf,
         message: String,
     },
+    #[error(transparent)]
+    Read(#[from] safeio::ReadError),
     #[error("I/O error on {}", path.display())]
     Io {
         path: PathBuf,

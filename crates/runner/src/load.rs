@@ -114,7 +114,6 @@ struct Layered {
     overridden: Vec<(String, String)>,
 }
 
-
 /// One override: the dotted key, its raw text, and how it was given (for messages).
 struct Override {
     key: String,
@@ -288,6 +287,7 @@ pub(crate) fn load_chain(
             execution: &execution,
             input: &valid.input,
             device: &valid.device,
+            batch: config.train.batch_size,
             chain,
         };
         match parents::resolve(&key, child) {
@@ -298,7 +298,13 @@ pub(crate) fn load_chain(
     }
     let model = match (&config.model, parents.iter().find(|p| p.key == FROM_KEY)) {
         (Some(model), None) => model.clone(),
-        (None, Some(parent)) => parent.spec().clone(),
+        (None, Some(parent)) => {
+            // The parent's model is this stage's: it trains at this stage's batch size.
+            let spec = parent.spec().clone();
+            crate::validate::check_fits(FROM_KEY, &spec, &valid.input, config.train.batch_size)
+                .map_err(locate)?;
+            spec
+        }
         (Some(_), Some(_)) => {
             return Err(locate(Invalid::new(
                 "model",

@@ -89,6 +89,8 @@ pub struct ChildSide<'a> {
     pub execution: &'a Execution,
     pub input: &'a InputShape,
     pub device: &'a burn::tensor::Device,
+    /// Samples per batch the child runs a parent's model at (its training batch size).
+    pub batch: usize,
     pub chain: &'a mut Vec<PathBuf>,
 }
 
@@ -164,6 +166,19 @@ pub fn resolve(parent: &ParentKey, child: ChildSide) -> Result<Parent, ResolveEr
                 crate::validate::check_fits(key, spec, child.input, 1)
                     .map_err(ResolveError::Invalid)?;
             }
+            // What one of our files says it holds gets the memory bound a config's model gets,
+            // before anything of it is built.
+            let stored = file::stored_spec(&path, format)
+                .map_err(|e| bad(format!("cannot read it as a model file: {e}")))?;
+            if let Some(spec) = &stored {
+                spec.validate(child.input).map_err(|e| {
+                    bad(format!(
+                        "the architecture the file describes is not usable: {e}"
+                    ))
+                })?;
+                crate::validate::check_fits(&parent.key, spec, child.input, child.batch)
+                    .map_err(ResolveError::Invalid)?;
+            }
             // Load it once now, so a file that does not fit fails before any training.
             let model = file::load(
                 &path,
@@ -175,11 +190,13 @@ pub fn resolve(parent: &ParentKey, child: ChildSide) -> Result<Parent, ResolveEr
                 child.input,
                 child.device,
             )
-            .map_err(|e| {
-                bad(format!(
+            .map_err(|e| match e {
+                // Weights that load but do not match: say what they had to match.
+                models::ModelFileError::Mismatch { .. } => bad(format!(
                     "its weights do not fit this stage's {}x{} inputs and {} classes: {e}",
                     child.input.height, child.input.width, child.input.classes
-                ))
+                )),
+                other => bad(format!("cannot load it: {other}")),
             })?;
             let sha256 =
                 file::file_sha256(&path).map_err(|e| bad(format!("cannot read it: {e}")))?;

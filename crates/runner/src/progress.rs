@@ -67,6 +67,13 @@ impl Progress {
         }
     }
 
+    /// A line for the log alone: the error that stopped a run, which the caller prints.
+    pub fn log_only(&mut self, text: &str) {
+        if let Some(log) = self.log.as_mut() {
+            let _ = writeln!(log, "{text}");
+        }
+    }
+
     pub fn start_run(&mut self, epochs: usize, done: usize) {
         if let Some(bars) = &mut self.bars {
             bars.epochs = bars.multi.add(bars.epochs.clone());

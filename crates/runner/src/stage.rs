@@ -81,7 +81,7 @@ pub fn input_for(config: &StageConfig, dataset: &Dataset) -> (InputShape, Prepro
 }
 
 fn read_summary(path: &Path) -> Result<RunSummary, RunError> {
-    let text = std::fs::read_to_string(path).map_err(RunError::io(path))?;
+    let text = safeio::read_text(path)?;
     serde_json::from_str(&text).map_err(|e| RunError::Record {
         what: "summary",
         path: path.to_path_buf(),
@@ -444,7 +444,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     let (model, state, mut techniques) = match trained {
         Ok(trained) => trained,
         Err(e) => {
-            progress.line(&format!("error: {}", error_chain(&e)));
+            progress.log_only(&format!("error: {}", error_chain(&e)));
             return Err(e);
         }
     };
@@ -467,7 +467,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     ) {
         Ok(summary) => summary,
         Err(e) => {
-            progress.line(&format!("error: {}", error_chain(&e)));
+            progress.log_only(&format!("error: {}", error_chain(&e)));
             return Err(e);
         }
     };

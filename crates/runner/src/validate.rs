@@ -50,17 +50,54 @@ pub fn check_fits(
     input: &InputShape,
     batch: usize,
 ) -> Result<(), Invalid> {
-    let footprint = spec.footprint(input);
-    let needed = footprint.training_bytes(batch);
+    let needed = spec.footprint(input).training_bytes(batch);
+    fits(
+        key,
+        spec,
+        input,
+        needed,
+        &format!("to train at batch {batch}"),
+    )
+}
+
+/// Refuses a spec whose inference at `batch` needs more memory than this machine has: a
+/// model file named as a teacher or measured by bench gets the bound a config's model gets.
+pub fn check_inference_fits(
+    key: &str,
+    spec: &models::ModelSpec,
+    input: &InputShape,
+    batch: usize,
+) -> Result<(), Invalid> {
+    let needed = spec.footprint(input).inference_bytes(batch);
+    fits(
+        key,
+        spec,
+        input,
+        needed,
+        &format!("to run at batch {batch}"),
+    )
+}
+
+fn fits(
+    key: &str,
+    spec: &models::ModelSpec,
+    input: &InputShape,
+    needed: u128,
+    what: &str,
+) -> Result<(), Invalid> {
     let budget = crate::context::memory_bytes() as u128;
     if needed > budget * 8 / 10 {
         let gib = |b: u128| b as f64 / (1u128 << 30) as f64;
         return Err(invalid(
             key,
-            format!("a {} model of {} parameters", spec.kind(), footprint.params),
             format!(
-                "needs about {:.1} GiB to train at batch {batch}, more than this machine's {:.1} \
-                 GiB allows: use smaller widths (or a smaller train.batch_size)",
+                "a {} model of {} parameters",
+                spec.kind(),
+                spec.footprint(input).params
+            ),
+            format!(
+                "needs about {:.1} GiB {what}, more than this machine's {:.1} GiB allows: use \
+                 smaller widths (or smaller batches)",
                 gib(needed),
                 gib(budget)
             ),

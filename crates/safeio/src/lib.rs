@@ -11,4 +11,4 @@
 pub mod out;
 mod read;
 
-pub use read::{read_bounded, read_text, ReadError, MAX_TEXT_BYTES};
+pub use read::{read_bounded, read_tail, read_text, ReadError, MAX_TEXT_BYTES};

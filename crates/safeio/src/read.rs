@@ -17,7 +17,10 @@ pub const MAX_TEXT_BYTES: u64 = 4 << 20;
 pub enum ReadError {
     /// The I/O error's text is in the message, not a `source`: one line says it all.
     #[error("cannot read {}: {error}", path.display())]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{}: is {kind}, not a regular file (give the path of a file)", path.display())]
     NotRegular { path: PathBuf, kind: &'static str },
     #[error("{}: larger than {limit} bytes, the most this kind of file may hold", path.display())]
@@ -80,6 +83,28 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     Ok(bytes)
 }
 
+/// The last `limit` bytes (or fewer) of the regular file `path`: the end of a log.
+pub fn read_tail(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::{Seek, SeekFrom};
+    let io = |error| ReadError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular {
+            path: path.to_path_buf(),
+            kind: kind_of(&meta),
+        });
+    }
+    file.seek(SeekFrom::Start(meta.len().saturating_sub(limit)))
+        .map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(limit).read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
+}
+
 /// The text of the regular file `path`, at most [`MAX_TEXT_BYTES`] of UTF-8.
 pub fn read_text(path: &Path) -> Result<String, ReadError> {
     let bytes = read_bounded(path, MAX_TEXT_BYTES)?;
@@ -102,7 +127,10 @@ mod tests {
         let big = dir.path().join("big.toml");
         std::fs::write(&big, vec![b'#'; 100]).unwrap();
         let err = read_bounded(&big, 99).unwrap_err();
-        assert!(matches!(err, ReadError::TooLarge { limit: 99, .. }), "{err}");
+        assert!(
+            matches!(err, ReadError::TooLarge { limit: 99, .. }),
+            "{err}"
+        );
         assert_eq!(read_bounded(&big, 100).unwrap().len(), 100);
     }
 

@@ -168,6 +168,8 @@ pub enum SweepError {
         #[source]
         source: std::io::Error,
     },
+    #[error("sweep file {0}")]
+    Read(safeio::ReadError),
     #[error("{0}")]
     Slurm(String),
     #[error("writing the results: {0}")]
@@ -195,7 +197,7 @@ fn file_error(path: &Path, message: impl Into<String>) -> SweepError {
 impl Sweep {
     /// Reads and checks a sweep file (not yet its trials' configs: see [`Sweep::load_trials`]).
     pub fn read(path: &Path) -> Result<Self, SweepError> {
-        let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e.to_string()))?;
+        let text = safeio::read_text(path).map_err(SweepError::Read)?;
         let file: SweepFile = toml::from_str(&text).map_err(|e| file_error(path, e.to_string()))?;
         let valid_name = !file.name.is_empty()
             && !file.name.starts_with('.')

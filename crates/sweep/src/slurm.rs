@@ -26,7 +26,7 @@ pub struct Submission {
 const SUBMISSIONS: &str = "submissions.json";
 
 pub fn submissions(sweep: &Sweep) -> Vec<Submission> {
-    std::fs::read_to_string(sweep.dir.join(SUBMISSIONS))
+    safeio::read_text(&sweep.dir.join(SUBMISSIONS))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default()

@@ -46,7 +46,7 @@ impl State {
 /// trial's config's), failed when a failure was recorded, else not run.
 pub fn state(sweep: &Sweep, index: usize, loaded: &LoadedConfig) -> State {
     let dir = loaded.run_path();
-    if let Ok(text) = std::fs::read_to_string(dir.join(runner::run_dir::SUMMARY)) {
+    if let Ok(text) = safeio::read_text(&dir.join(runner::run_dir::SUMMARY)) {
         if let Ok(summary) = serde_json::from_str(&text) {
             return State::Done {
                 dir,
@@ -54,7 +54,7 @@ pub fn state(sweep: &Sweep, index: usize, loaded: &LoadedConfig) -> State {
             };
         }
     }
-    match std::fs::read_to_string(sweep.status_file(index)) {
+    match safeio::read_text(&sweep.status_file(index)) {
         Ok(text) => match serde_json::from_str(&text) {
             Ok(failure) => State::Failed(failure),
             Err(e) => State::Failed(Failure {
@@ -77,7 +77,9 @@ pub fn record_failure(sweep: &Sweep, index: usize, failure: &Failure) -> Result<
 
 /// The last `lines` lines of a trial's log.
 pub fn log_tail(sweep: &Sweep, index: usize, lines: usize) -> String {
-    let text = std::fs::read_to_string(sweep.log_file(index)).unwrap_or_default();
+    // The log's end only: a long training log is not read whole.
+    let bytes = safeio::read_tail(&sweep.log_file(index), 64 << 10).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -102,7 +104,7 @@ pub fn timing(sweep: &Sweep, index: usize) -> Option<Timing> {
         .dir
         .join("trials")
         .join(format!("{index}.timing.json"));
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    serde_json::from_str(&safeio::read_text(&path).ok()?).ok()
 }
 
 fn record_timing(sweep: &Sweep, index: usize, timing: Timing) {

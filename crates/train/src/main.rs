@@ -398,10 +398,16 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            safeio::errln!("error: {err}");
+            // Once: a cause whose text the message already holds is not repeated.
+            let mut shown = err.to_string();
+            safeio::errln!("error: {shown}");
             let mut source = err.source();
             while let Some(cause) = source {
-                safeio::errln!("  caused by: {cause}");
+                let text = cause.to_string();
+                if !shown.contains(&text) {
+                    safeio::errln!("  caused by: {text}");
+                    shown += &text;
+                }
                 source = cause.source();
             }
             ExitCode::FAILURE
