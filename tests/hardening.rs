@@ -120,14 +120,99 @@ fn a_corrupted_model_file_is_refused_by_bench_and_by_a_student() {
 
     let out = train(dir.path()).arg("bench").arg(&run).output().unwrap();
     assert_clean_failure(&out, &["model.bpk", "changed since its run recorded it"]);
-    let out = train(dir.path()).arg(&student).output().unwrap();
-    assert_clean_failure(&out, &["model.bpk", "changed since its run recorded it"]);
-    assert!(
-        !dir.path().join("runs/student").exists() || {
-            let s = only_run_dir(dir.path(), "student");
-            !s.join("summary.json").exists()
-        }
+    // Named by its path, the file is checked against its run's record too.
+    let by_path = student.with_file_name("by-path.toml");
+    let text = std::fs::read_to_string(&student).unwrap();
+    let text = text.replace("teacher.toml", model.to_str().unwrap());
+    write(
+        &by_path,
+        &text.replace("name = \"student\"", "name = \"by-path\""),
     );
+    for args in [
+        vec!["check".to_string(), by_path.display().to_string()],
+        vec![
+            "bench".into(),
+            model.display().to_string(),
+            "--config".into(),
+            dir.path().join("teacher.toml").display().to_string(),
+        ],
+    ] {
+        let out = train(dir.path()).args(&args).output().unwrap();
+        assert_clean_failure(&out, &["model.bpk", "changed since its run recorded it"]);
+    }
+    assert!(!dir.path().join("runs/by-path").exists());
+
+    // `check` says the finished teacher cannot be reused; a stage that needs it trains it
+    // again, saying so, and keeps the old summary aside.
+    let out = train(dir.path())
+        .arg("check")
+        .arg(&student)
+        .output()
+        .unwrap();
+    assert!(
+        text_of(&out).contains("would be trained again"),
+        "{}",
+        text_of(&out)
+    );
+    let out = train_ok(dir.path(), &student, &["--plain"]);
+    assert!(out.contains("cannot be reused"), "{out}");
+    assert!(run.join("summary.stale.json").exists());
+    bench_ok(dir.path(), &run, &[]);
+    std::fs::remove_file(&model).unwrap();
+    let out = train(dir.path())
+        .arg("check")
+        .arg(dir.path().join("teacher.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        text_of(&out).contains("model.bpk is missing"),
+        "{}",
+        text_of(&out)
+    );
+}
+
+fn text_of(out: &Output) -> String {
+    text(out)
+}
+
+#[test]
+fn names_paths_and_override_blame_are_checked_at_validation() {
+    let (dir, data) = folder_with_data(8);
+    let config = write(&dir.path().join("c.toml"), &small_config(&data));
+    let long = format!("name={}", "n".repeat(300));
+    for (set, want) in [
+        (long.as_str(), "at most 100 characters"),
+        ("output.dir=", "output.dir = \"\": an empty path"),
+        ("data.cache_dir=", "data.cache_dir = \"\": an empty path"),
+    ] {
+        assert_clean_failure(&check(dir.path(), &config, &[set]), &[want]);
+    }
+    // A pattern set by --set is blamed on the --set, not on a default.
+    let stage = pruning_stage(dir.path(), &data, "ratio = 0.5");
+    let out = check(dir.path(), &stage, &["prune.layers={ \"nope*\" = 0.5 }"]);
+    assert_clean_failure(&out, &["(set by --set prune.layers="]);
+    assert!(!text(&out).contains("default value"), "{}", text(&out));
+    assert!(!dir.path().join("runs").exists());
+}
+
+#[test]
+fn a_sweep_that_would_run_one_trial_twice_is_refused() {
+    let (dir, data) = folder_with_data(8);
+    let config = write(&dir.path().join("c.toml"), &small_config(&data));
+    let sweep = |body: &str| {
+        let path = write(
+            &dir.path().join("s.toml"),
+            &format!(
+                "name = \"s\"\nbase = \"{}\"\n\n[launcher]\nkind = \"local\"\n\n{body}",
+                config.display()
+            ),
+        );
+        train(dir.path()).arg("sweep").arg(path).output().unwrap()
+    };
+    assert_clean_failure(&sweep("[grid]\nseed = [1, 1]\n"), &["lists 1 twice"]);
+    let out = sweep("[grid]\nseed = [1, 2]\n\n[[trials]]\nseed = 2\n");
+    assert_clean_failure(&out, &["trials 1 (seed=2) and 2 (seed=2) are the same run"]);
+    assert!(!dir.path().join("runs").exists());
 }
 
 #[test]

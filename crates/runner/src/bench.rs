@@ -158,6 +158,7 @@ fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig
              dataset (or pass the run folder instead)",
         ));
     };
+    crate::run_dir::check_recorded(target).map_err(|message| error(target, message))?;
     let loaded = crate::load::load(config, &[], &Default::default())?;
     Ok((target.to_path_buf(), loaded.config, false))
 }

@@ -264,7 +264,13 @@ pub(crate) fn load_chain(
     let locate = |invalid: Invalid| {
         // The override that set the key, or a key inside it (`--set model.hidden=...` for
         // an error about `model`).
-        let within = |k: &str| k == invalid.key || k.starts_with(&format!("{}.", invalid.key));
+        // Either way round: `--set prune.layers={...}` for an error about the pattern
+        // `prune.layers."conv*"` inside it.
+        let within = |k: &str| {
+            k == invalid.key
+                || k.starts_with(&format!("{}.", invalid.key))
+                || invalid.key.starts_with(&format!("{k}."))
+        };
         let by_override = overridden.iter().rev().find(|(k, _)| within(k));
         let location = match (by_override, key_line(&text, &invalid.key)) {
             (Some((_, how)), _) => format!("{} (set by {how})", path.display()),
@@ -485,6 +491,26 @@ mod tests {
             err.contains("c.toml:11: train.optimizer.lr = \"0.05\": invalid type: string"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_environment_reaches_every_top_level_key_of_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "name = \"x\"\n[data]\ndataset = \"digits\"\n[model]\nkind = \"mlp\"\nhidden = [4]\n\
+             [train]\nepochs = 1\n[train.optimizer]\nkind = \"sgd\"\nlr = 0.1\n",
+        )
+        .unwrap();
+        assert!(load(&path, &[], &HashMap::new()).is_ok());
+        // A key no section has: every section must see it and refuse it.
+        for key in StageConfig::top_level_keys() {
+            let var = format!("{ENV_PREFIX}_{}__NO_SUCH_KEY", key.to_uppercase());
+            let env = HashMap::from([(var.clone(), "1".to_string())]);
+            let err = load(&path, &[], &env).expect_err(&var).to_string();
+            assert!(err.contains(&var), "{var}: {err}");
+        }
     }
 
     #[test]

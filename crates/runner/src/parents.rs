@@ -166,6 +166,7 @@ pub fn resolve(parent: &ParentKey, child: ChildSide) -> Result<Parent, ResolveEr
                 crate::validate::check_fits(key, spec, child.input, 1)
                     .map_err(ResolveError::Invalid)?;
             }
+            crate::run_dir::check_recorded(&path).map_err(bad)?;
             // What one of our files says it holds gets the memory bound a config's model gets,
             // before anything of it is built.
             let stored = file::stored_spec(&path, format)

@@ -54,6 +54,34 @@ impl RunDir {
     }
 }
 
+/// For a model file named by its path that lies in a finished run folder (`RUN/model.bpk`,
+/// `RUN/model.sparse`): checks it against the SHA-256 its run recorded, so a changed or
+/// corrupted file is never used as that run's. Files elsewhere carry their own checks.
+pub fn check_recorded(path: &Path) -> Result<(), String> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let summary = dir.join(SUMMARY);
+    if !summary.exists() {
+        return Ok(());
+    }
+    let text = safeio::read_text(&summary).map_err(|e| e.to_string())?;
+    let recorded: measure::RunSummary = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: unreadable ({e})", summary.display()))?;
+    let name = name.to_string_lossy();
+    let sha256 = if name == MODEL {
+        &recorded.model_sha256
+    } else if recorded.artifact.as_deref() == Some(&*name) {
+        &recorded.artifact_sha256
+    } else {
+        return Ok(());
+    };
+    if sha256.is_empty() {
+        return Ok(());
+    }
+    models::file::verify_sha256(path, sha256).map_err(|e| e.to_string())
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, then
 /// renamed over `path`. A crash leaves either the old file or the new one, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -328,6 +328,47 @@ fn finished(loaded: &LoadedConfig) -> Result<Option<StageOutcome>, RunError> {
     }))
 }
 
+/// Why the finished run in `dir` cannot be used as it is: its model file (or its export) is
+/// missing or is not the file the run recorded. `None` when its files are its own.
+pub fn stale_reason(dir: &Path, summary: &RunSummary) -> Option<String> {
+    let recorded = [
+        (MODEL.to_string(), &summary.model_sha256),
+        (
+            summary.artifact.clone().unwrap_or_default(),
+            &summary.artifact_sha256,
+        ),
+    ];
+    for (name, sha256) in recorded {
+        if name.is_empty() || sha256.is_empty() {
+            continue;
+        }
+        let path = dir.join(&name);
+        if !path.exists() {
+            return Some(format!("its {name} is missing"));
+        }
+        if let Err(e) = file::verify_sha256(&path, sha256) {
+            return Some(e.to_string());
+        }
+    }
+    None
+}
+
+/// What running `loaded` now would do, in words (for `train check`).
+pub fn planned(loaded: &LoadedConfig) -> String {
+    let dir = loaded.run_path();
+    match read_summary(&dir.join(SUMMARY)) {
+        Ok(summary) => match stale_reason(&dir, &summary) {
+            None => "finished: it would be reused".into(),
+            Some(reason) => format!("finished, but {reason}: it would be trained again"),
+        },
+        Err(_) if dir.join(SUMMARY).exists() => {
+            "finished, but its summary.json is unreadable: delete the run folder".into()
+        }
+        Err(_) if dir.join(CHECKPOINT).exists() => "interrupted: it would resume".into(),
+        Err(_) => "not run yet: it would be trained".into(),
+    }
+}
+
 /// Runs (or resumes, or reuses) the stage `loaded` describes; its parents run (or are
 /// reused) first.
 pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOutcome, RunError> {
@@ -338,7 +379,25 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         config.name,
         loaded.path.display()
     ));
-    if let Some(outcome) = finished(loaded)? {
+    let reusable = match finished(loaded)? {
+        Some(outcome) => match stale_reason(&outcome.dir, &outcome.summary) {
+            None => Some(outcome),
+            Some(reason) => {
+                // Not this run's result any more: set its summary aside and train again.
+                let stale = outcome.dir.join("summary.stale.json");
+                std::fs::rename(outcome.dir.join(SUMMARY), &stale).map_err(RunError::io(&stale))?;
+                progress.line(&format!(
+                    "the finished run {} cannot be reused: {reason}. Training it again (its old \
+                     summary is kept as {})",
+                    outcome.dir.display(),
+                    stale.display()
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(outcome) = reusable {
         progress.line(&format!(
             "reusing the finished run {} (delete it to train again)",
             outcome.dir.display()

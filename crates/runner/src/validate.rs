@@ -35,6 +35,9 @@ fn at_most(key: &str, value: usize, max: usize, why: &str) -> Result<(), Invalid
     Ok(())
 }
 
+/// The longest run name: a folder name, with room for a sweep's trial suffix.
+pub const MAX_NAME_CHARS: usize = 100;
+
 /// Batch sizes beyond this are refused: they only size allocations.
 pub const MAX_BATCH: usize = 65_536;
 /// The largest inference batch measured for throughput and bench.
@@ -163,6 +166,32 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
             format!("{:?}", config.name),
             "a folder name: letters, digits, '-', '_' or '.', not starting with '.'",
         ));
+    }
+    if config.name.len() > MAX_NAME_CHARS {
+        return Err(invalid(
+            "name",
+            format!("{:?}", config.name),
+            format!(
+                "at most {MAX_NAME_CHARS} characters (it names a folder, and file systems \
+                 allow 255 bytes per name)"
+            ),
+        ));
+    }
+    // An empty path would put results or downloads in the current folder.
+    let paths = [
+        ("output.dir", Some(&config.output.dir)),
+        ("data.cache_dir", config.data.cache_dir.as_ref()),
+        ("data.path", config.data.path.as_ref()),
+        ("from", config.from.as_ref()),
+    ];
+    for (key, path) in paths {
+        if path.is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(invalid(
+                key,
+                "\"\"",
+                "an empty path; give a folder (or leave the key out for its default)",
+            ));
+        }
     }
     let device = crate::device::parse_device(&config.device)
         .map_err(|e| invalid("device", format!("{:?}", config.device), e.to_string()))?;

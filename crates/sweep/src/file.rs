@@ -222,6 +222,20 @@ impl Sweep {
                     format!("grid.{key:?} = []: give at least one value"),
                 ));
             }
+            if let Some(twice) = values
+                .iter()
+                .enumerate()
+                .find(|(i, v)| values[..*i].contains(v))
+                .map(|(_, v)| v)
+            {
+                return Err(file_error(
+                    path,
+                    format!(
+                        "grid.{key:?} lists {twice} twice: each value makes its own trials, and \
+                         a repeated one would run the same trials again"
+                    ),
+                ));
+            }
         }
         let combinations = file
             .grid
@@ -355,6 +369,23 @@ impl Sweep {
             .iter()
             .map(|t| self.load_trial(t, env))
             .collect::<Result<Vec<_>, _>>()?;
+        // Two trials that resolve to one run would share a run folder and a result.
+        for (i, a) in loaded.iter().enumerate() {
+            if let Some(j) = loaded[..i]
+                .iter()
+                .position(|b| b.run_path() == a.run_path())
+            {
+                return Err(file_error(
+                    &self.path,
+                    format!(
+                        "trials {j} ({}) and {i} ({}) are the same run ({}): remove one of them",
+                        self.trials[j].label(),
+                        self.trials[i].label(),
+                        a.run_path().display()
+                    ),
+                ));
+            }
+        }
         if self.launcher.kind == LauncherKind::Slurm && self.launcher.gpus == 0 {
             let on_gpu = self.trials.iter().zip(&loaded).find(|(_, l)| {
                 runner::device::Backend::parse(&l.config.device)

@@ -42,6 +42,7 @@ pub fn run(sweep: &Sweep, todo: &[usize], exe: &Path, plain: bool) -> Result<(),
                 .arg("run-trial")
                 .arg(absolute(&sweep.path))
                 .args(["--index", &index.to_string(), "--plain"])
+                .args(["--parent-pid", &std::process::id().to_string()])
                 .env(
                     format!("{}_THREADS", runner::load::ENV_PREFIX),
                     threads.to_string(),
@@ -124,4 +125,19 @@ fn say(bar: &ProgressBar, plain: bool, line: &str) {
     } else {
         bar.println(line);
     }
+}
+
+/// Ties this process (a trial the local launcher started) to the sweep process `parent`: the
+/// kernel kills it when the sweep dies, even by kill -9 (`PR_SET_PDEATHSIG`), so no trial
+/// trains on orphaned. When the sweep is already gone, this returns an error.
+pub fn die_with_parent(parent: u32) -> Result<(), String> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| format!("cannot tie this trial to its sweep: {e}"))?;
+    // The sweep may have died before the call above: then this process has a new parent.
+    if nix::unistd::getppid().as_raw() as u32 != parent {
+        return Err(format!(
+            "the sweep that started this trial (process {parent}) has ended"
+        ));
+    }
+    Ok(())
 }

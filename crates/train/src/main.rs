@@ -58,6 +58,9 @@ enum Command {
         index: usize,
         #[arg(long)]
         plain: bool,
+        /// The local launcher's process: the trial dies with it.
+        #[arg(long, hide = true)]
+        parent_pid: Option<u32>,
     },
 }
 
@@ -179,7 +182,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sweep: path,
             index,
             plain,
+            parent_pid,
         }) => {
+            if let Some(parent) = parent_pid {
+                sweep::local::die_with_parent(parent).map_err(anyhow::Error::msg)?;
+            }
             let env: HashMap<String, String> = std::env::vars().collect();
             sweep::run_trial(&path, index, &env, &run_options(plain))?;
             Ok(())
@@ -197,15 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 measure::summary::plural(config.train.epochs, "epoch"),
                 loaded.run_path().display()
             );
-            let state = |stage: &runner::LoadedConfig| {
-                if stage.run_path().join("summary.json").exists() {
-                    "finished: it would be reused"
-                } else if stage.run_path().join("checkpoint.bin").exists() {
-                    "interrupted: it would resume"
-                } else {
-                    "not run yet: it would be trained"
-                }
-            };
+            let state = runner::stage::planned;
             for parent in &loaded.parents {
                 match &parent.source {
                     runner::parents::ParentSource::Stage(stage) => safeio::outln!(
