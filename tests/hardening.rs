@@ -629,3 +629,133 @@ fn a_model_file_describing_a_model_too_large_for_memory_is_refused_before_it_is_
         .unwrap();
     assert_clean_failure(&out, &["huge.sparse", "a lenet5 model of", "GiB"]);
 }
+
+#[test]
+fn the_same_training_gives_the_same_model_file() {
+    let (dir, data) = folder_with_data(64);
+    let config = write(&dir.path().join("c.toml"), &small_config(&data));
+    let sha = |out: &str| {
+        train_ok(
+            dir.path(),
+            &config,
+            &["--plain", "--set", &format!("output.dir={out}")],
+        );
+        let runs = dir.path().join(out).join("small");
+        let run = std::fs::read_dir(runs)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        summary(&run)["model_sha256"].clone()
+    };
+    let (a, b) = (sha("a"), sha("b"));
+    assert!(a.is_string());
+    assert_eq!(a, b, "two identical trainings wrote different model files");
+}
+
+#[test]
+fn a_sweep_finds_its_trials_where_they_ran_and_never_shrinks_its_results() {
+    let (dir, data) = folder_with_data(32);
+    let config = write(&dir.path().join("c.toml"), &small_config(&data));
+    let sweep = write(
+        &dir.path().join("s.toml"),
+        &format!(
+            "name = \"s\"\nbase = \"{}\"\n\n[launcher]\nkind = \"local\"\n\n[grid]\nseed = [1, 2]\n",
+            config.display()
+        ),
+    );
+    let out = train(dir.path())
+        .arg("sweep")
+        .arg(&sweep)
+        .arg("--plain")
+        .env("COMPRESS_OUTPUT__DIR", "elsewhere")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dir.path().join("elsewhere/small").is_dir());
+    let results = dir.path().join("runs/sweeps/s/results.md");
+    let before = std::fs::read_to_string(&results).unwrap();
+    // Status from a shell without the variable still finds both trials.
+    let out = train(dir.path())
+        .arg("sweep")
+        .arg(&sweep)
+        .arg("--status")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("recorded in") && !t.contains("not run"), "{t}");
+    assert_eq!(std::fs::read_to_string(&results).unwrap(), before);
+    // A trial's run gone: the results keep what they had, and say why.
+    std::fs::remove_dir_all(dir.path().join("elsewhere")).unwrap();
+    let out = train(dir.path())
+        .arg("sweep")
+        .arg(&sweep)
+        .arg("--status")
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("left as they were"), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&results).unwrap(), before);
+}
+
+/// Processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_sweep_takes_its_trials_with_it() {
+    let (dir, data) = folder_with_data(2000);
+    let config = small_config(&data)
+        .replace("epochs = 2", "epochs = 200")
+        .replace("batch_size = 16", "batch_size = 4");
+    let config = write(&dir.path().join("c.toml"), &config);
+    let sweep = write(
+        &dir.path().join("killed-sweep.toml"),
+        &format!(
+            "name = \"k\"\nbase = \"{}\"\n\n[launcher]\nkind = \"local\"\n\n[grid]\nseed = [1]\n",
+            config.display()
+        ),
+    );
+    let mut parent = train(dir.path())
+        .arg("sweep")
+        .arg(&sweep)
+        .arg("--plain")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let needle = "killed-sweep.toml";
+    let start = std::time::Instant::now();
+    let trial = loop {
+        let trials: Vec<u32> = processes_with(needle)
+            .into_iter()
+            .filter(|&p| p != parent.id())
+            .collect();
+        if let Some(&t) = trials.first() {
+            break t;
+        }
+        assert!(start.elapsed().as_secs() < 60, "no trial process started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    parent.kill().unwrap(); // SIGKILL
+    parent.wait().unwrap();
+    let start = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{trial}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{trial}/stat")).is_ok_and(|s| s.contains(") Z "))
+    {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "trial process {trial} outlived its sweep"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -91,9 +91,16 @@ pub fn to_bytes(model: &Model) -> Result<Vec<u8>, ModelFileError> {
 fn record_bytes_with_spec(record: ModuleRecord, spec: &str) -> Result<Vec<u8>, ModelFileError> {
     let write = |e: &dyn std::fmt::Display| ModelFileError::Write(e.to_string());
     let plain = record.into_bytes().map_err(|e| write(&e))?;
-    let tensors = Reader::from_bytes(plain)
+    let mut tensors = Reader::from_bytes(plain)
         .and_then(Reader::into_tensors)
         .map_err(|e| write(&e))?;
+    // burn gives every parameter a random id, which would make two identical trainings
+    // write different files. A model file needs no ids (loading gives fresh ones; resume
+    // reads the checkpoint, which keeps them for the optimiser's state), so it stores none:
+    // the same weights give the same bytes and one SHA-256 checks a reproduction.
+    for tensor in &mut tensors {
+        tensor.param_id = None;
+    }
     let bytes = Writer::new(tensors)
         .with_metadata(SPEC_KEY, spec)
         .into_bytes()

@@ -569,3 +569,29 @@ fn inference_wrapper_matches_the_models_forward() {
         }
     }
 }
+
+#[test]
+fn the_same_weights_give_the_same_model_file() {
+    // Two models with equal weights but their own (random) parameter ids.
+    let model = Model::new(&specs()[1], &MNIST, &device()).unwrap();
+    let twin = model.copy_to(&MNIST, &device()).unwrap();
+    let a = crate::file::to_bytes(&model).unwrap();
+    let b = crate::file::to_bytes(&twin).unwrap();
+    assert!(a == b, "model files of equal weights differ");
+    // And the bytes load back to the same weights.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.bpk");
+    std::fs::write(&path, &a).unwrap();
+    let back = crate::file::load(
+        &path,
+        crate::ModelFormat::Burnpack,
+        crate::file::LoadOptions {
+            spec: None,
+            key_map: &[],
+        },
+        &MNIST,
+        &device(),
+    )
+    .unwrap();
+    assert!(crate::file::to_bytes(&back).unwrap() == a);
+}

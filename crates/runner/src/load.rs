@@ -27,7 +27,7 @@ pub const ENV_PREFIX: &str = "COMPRESS";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file is missing, not a regular file, too large or not text.
-    #[error("config file {0}")]
+    #[error("{}", .0.about("config file"))]
     Read(safeio::ReadError),
     #[error("{}: {message}", path.display())]
     Parse { path: PathBuf, message: String },

@@ -30,6 +30,18 @@ pub enum ReadError {
 }
 
 impl ReadError {
+    /// The message naming what the file was for: `cannot read config file c.toml: ...`,
+    /// `config file /dev/zero: is a device, ...`.
+    pub fn about(&self, what: &str) -> String {
+        match self {
+            Self::Io { .. } => {
+                self.to_string()
+                    .replacen("cannot read ", &format!("cannot read {what} "), 1)
+            }
+            _ => format!("{what} {self}"),
+        }
+    }
+
     /// The underlying I/O error's kind, when there is one (`NotFound` for a missing file).
     pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
         match self {

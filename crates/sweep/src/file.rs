@@ -168,7 +168,7 @@ pub enum SweepError {
         #[source]
         source: std::io::Error,
     },
-    #[error("sweep file {0}")]
+    #[error("{}", .0.about("sweep file"))]
     Read(safeio::ReadError),
     #[error("{0}")]
     Slurm(String),
@@ -444,6 +444,63 @@ impl Sweep {
     pub fn status_file(&self, index: usize) -> PathBuf {
         self.dir.join("trials").join(format!("{index}.json"))
     }
+
+    /// `env` with the output folder the sweep's trials run in: recorded in the sweep folder
+    /// (`output.json`, [`Sweep::record_output`]) the first time it runs, and used by every
+    /// later command on it (status, wait, run-trial, the Slurm tasks), so they find the
+    /// trials' runs where they are whatever the shell they run in sets. A different
+    /// `COMPRESS_OUTPUT__DIR` now is named in a note, not followed.
+    pub fn settle_env(
+        &self,
+        env: &HashMap<String, String>,
+    ) -> Result<HashMap<String, String>, SweepError> {
+        const VAR: &str = "COMPRESS_OUTPUT__DIR";
+        let path = self.dir.join(OUTPUT_RECORD);
+        let mut env = env.clone();
+        if path.exists() {
+            let text = safeio::read_text(&path).map_err(SweepError::Read)?;
+            let recorded: OutputRecord = serde_json::from_str(&text)
+                .map_err(|e| file_error(&path, format!("unreadable ({e}); delete it")))?;
+            let now = env.remove(VAR);
+            if now != recorded.output_dir {
+                safeio::errln!(
+                    "note: this sweep's trials run with {VAR}={} (recorded in {} when it \
+                     started), not {}",
+                    recorded.output_dir.as_deref().unwrap_or("(unset)"),
+                    path.display(),
+                    now.as_deref().unwrap_or("(unset)")
+                );
+            }
+            if let Some(dir) = recorded.output_dir {
+                env.insert(VAR.into(), dir);
+            }
+        }
+        Ok(env)
+    }
+
+    /// Records the output folder of `env` (see [`Sweep::settle_env`]) unless one is recorded.
+    /// Relative folders are kept as given: trials run in the sweep's working directory.
+    pub fn record_output(&self, env: &HashMap<String, String>) -> Result<(), SweepError> {
+        let path = self.dir.join(OUTPUT_RECORD);
+        if path.exists() {
+            return Ok(());
+        }
+        let record = OutputRecord {
+            output_dir: env.get("COMPRESS_OUTPUT__DIR").cloned(),
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io(self.dir.display().to_string()))?;
+        let text = serde_json::to_string_pretty(&record).unwrap_or_default();
+        std::fs::write(&path, text).map_err(io(path.display().to_string()))
+    }
+}
+
+/// Where a sweep's trials keep their runs (`output.json` in the sweep folder).
+const OUTPUT_RECORD: &str = "output.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OutputRecord {
+    /// `COMPRESS_OUTPUT__DIR` when the sweep started (`None`: each trial's config decides).
+    output_dir: Option<String>,
 }
 
 #[cfg(test)]

@@ -85,7 +85,29 @@ fn count(states: &[State], word: &str) -> usize {
 fn finish(sweep: &Sweep, states: Vec<State>) -> Result<(), SweepError> {
     let rows = rows(sweep, states);
     print_states(sweep, &rows);
+    // Results are never rewritten with less than they had: a trial done when they were last
+    // written and not found now means its run moved (or another output folder is in use).
+    let done: Vec<usize> = rows
+        .iter()
+        .filter(|r| matches!(r.state, State::Done { .. }))
+        .map(|r| r.trial.index)
+        .collect();
+    let lost: Vec<usize> = results::last_done(sweep)
+        .into_iter()
+        .filter(|i| !done.contains(i))
+        .collect();
+    if !lost.is_empty() {
+        safeio::errln!(
+            "warning: trials {lost:?} were done when {} was last written, and their runs are \
+             not found now (moved, deleted, or another output folder): the results are left as \
+             they were (delete {} to write them anyway)",
+            sweep.dir.join("results.md").display(),
+            sweep.dir.join(results::DONE_RECORD).display()
+        );
+        return Ok(());
+    }
     let written = results::write(sweep, &rows)?;
+    results::record_done(sweep, &done)?;
     for path in &written {
         safeio::outln!("wrote {}", path.display());
     }
@@ -143,7 +165,11 @@ pub fn sweep(
     if slurm && !request.run_parents && !request.dry_run {
         slurm::require_slurm()?;
     }
+    let env = &sweep.settle_env(env)?;
     let loaded = sweep.load_trials(env)?;
+    if !request.dry_run && !request.status {
+        sweep.record_output(env)?;
+    }
     if request.run_parents {
         let all: Vec<&LoadedConfig> = loaded.iter().collect();
         let n = trials::run_parents(&all, options)?;
@@ -270,5 +296,6 @@ pub fn run_trial(
     options: &RunOptions,
 ) -> Result<runner::StageOutcome, SweepError> {
     let sweep = Sweep::read(path)?;
-    trials::run_trial(&sweep, index, env, options)
+    let env = sweep.settle_env(env)?;
+    trials::run_trial(&sweep, index, &env, options)
 }

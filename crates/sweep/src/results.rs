@@ -45,6 +45,23 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 }
 
 /// Writes every results file; returns the paths written.
+/// The trials that were done when the results were last written (`results.done.json`).
+pub fn last_done(sweep: &Sweep) -> Vec<usize> {
+    safeio::read_text(&sweep.dir.join(DONE_RECORD))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Records the trials the results just written hold.
+pub fn record_done(sweep: &Sweep, done: &[usize]) -> Result<(), SweepError> {
+    let path = sweep.dir.join(DONE_RECORD);
+    let text = serde_json::to_string(done).unwrap_or_default();
+    std::fs::write(&path, text).map_err(io(path.display().to_string()))
+}
+
+pub const DONE_RECORD: &str = "results.done.json";
+
 pub fn write(sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>, SweepError> {
     std::fs::create_dir_all(&sweep.dir).map_err(io(sweep.dir.display().to_string()))?;
     let mut header: Vec<String> = vec!["trial".into()];
