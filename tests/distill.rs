@@ -151,6 +151,11 @@ fn logs_and_summary_show_the_student_against_its_teacher() {
     assert!((ratio - 2212.0 / 1108.0).abs() < 1e-9, "{ratio}");
 }
 
+/// What `train bad.toml` prints now.
+fn text_of_rejected(dir: &Path) -> String {
+    text(&train(dir).arg("bad.toml").output().unwrap())
+}
+
 fn assert_rejected(dir: &Path, student: &str, needles: &[&str]) {
     write(&dir.join("bad.toml"), student);
     let out = train(dir).arg("bad.toml").output().unwrap();
@@ -202,14 +207,27 @@ fn bad_distillation_settings_fail_before_any_training() {
         &student.replace("teacher.toml", "t.safetensors"),
         &["distill.teacher", "teacher_model"],
     );
-    // A file that is not a model of that shape is caught when loading, before training (a
-    // classifier with other classes is tested beside the loader, in runner::teacher).
+    // A file that is not a model at all is caught when loading, before training, with its
+    // own cause (not "does not fit": a classifier with other classes is tested beside the
+    // loader, in runner::teacher).
+    let not_a_model = student.replace("teacher.toml", "t.safetensors")
+        + "\n[distill.teacher_model]\nkind = \"mlp\"\nhidden = [32]\n";
     assert_rejected(
         dir.path(),
-        &(student.replace("teacher.toml", "t.safetensors")
-            + "\n[distill.teacher_model]\nkind = \"mlp\"\nhidden = [32]\n"),
-        &["distill.teacher", "do not fit", "4 classes"],
+        &not_a_model,
+        &["distill.teacher", "cannot load it", "SafeTensors error"],
     );
+    assert!(!text_of_rejected(dir.path()).contains("do not fit"));
+    write(
+        &dir.path().join("t.pt"),
+        "random bytes, not a PyTorch checkpoint",
+    );
+    assert_rejected(
+        dir.path(),
+        &not_a_model.replace("t.safetensors", "t.pt"),
+        &["distill.teacher", "cannot load it", "t.pt"],
+    );
+    assert!(!text_of_rejected(dir.path()).contains("do not fit"));
 }
 
 fn with_hint(student: &str) -> String {

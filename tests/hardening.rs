@@ -195,18 +195,22 @@ fn names_paths_and_override_blame_are_checked_at_validation() {
     assert!(!dir.path().join("runs").exists());
 }
 
+/// A sweep file at `path` named `s` over the base `config`, with `launcher` and `body` (its
+/// grid and trials).
+fn sweep_file(path: &Path, config: &Path, launcher: &str, body: &str) -> std::path::PathBuf {
+    let text = format!(
+        "name = \"s\"\nbase = \"{}\"\n\n[launcher]\nkind = \"{launcher}\"\n\n{body}",
+        config.display()
+    );
+    write(path, &text)
+}
+
 #[test]
 fn a_sweep_that_would_run_one_trial_twice_is_refused() {
     let (dir, data) = folder_with_data(8);
     let config = write(&dir.path().join("c.toml"), &small_config(&data));
     let sweep = |body: &str| {
-        let path = write(
-            &dir.path().join("s.toml"),
-            &format!(
-                "name = \"s\"\nbase = \"{}\"\n\n[launcher]\nkind = \"local\"\n\n{body}",
-                config.display()
-            ),
-        );
+        let path = sweep_file(&dir.path().join("s.toml"), &config, "local", body);
         train(dir.path()).arg("sweep").arg(path).output().unwrap()
     };
     assert_clean_failure(&sweep("[grid]\nseed = [1, 1]\n"), &["lists 1 twice"]);
@@ -475,11 +479,11 @@ fn a_closed_stdout_ends_no_command_with_a_panic() {
         "--warmup",
         "1",
     ]);
-    let sweep = write(
+    let sweep = sweep_file(
         &dir.path().join("s.toml"),
-        &format!(
-            "name = \"s\"\nbase = \"{config_arg}\"\n\n[launcher]\nkind = \"slurm\"\n\n[grid]\nseed = [1, 2]\n"
-        ),
+        &config,
+        "slurm",
+        "[grid]\nseed = [1, 2]\n",
     );
     closed(&["sweep", sweep.to_str().unwrap(), "--dry-run"]);
 }
@@ -658,12 +662,11 @@ fn the_same_training_gives_the_same_model_file() {
 fn a_sweep_finds_its_trials_where_they_ran_and_never_shrinks_its_results() {
     let (dir, data) = folder_with_data(32);
     let config = write(&dir.path().join("c.toml"), &small_config(&data));
-    let sweep = write(
+    let sweep = sweep_file(
         &dir.path().join("s.toml"),
-        &format!(
-            "name = \"s\"\nbase = \"{}\"\n\n[launcher]\nkind = \"local\"\n\n[grid]\nseed = [1, 2]\n",
-            config.display()
-        ),
+        &config,
+        "local",
+        "[grid]\nseed = [1, 2]\n",
     );
     let out = train(dir.path())
         .arg("sweep")
@@ -718,12 +721,11 @@ fn a_killed_sweep_takes_its_trials_with_it() {
         .replace("epochs = 2", "epochs = 200")
         .replace("batch_size = 16", "batch_size = 4");
     let config = write(&dir.path().join("c.toml"), &config);
-    let sweep = write(
+    let sweep = sweep_file(
         &dir.path().join("killed-sweep.toml"),
-        &format!(
-            "name = \"k\"\nbase = \"{}\"\n\n[launcher]\nkind = \"local\"\n\n[grid]\nseed = [1]\n",
-            config.display()
-        ),
+        &config,
+        "local",
+        "[grid]\nseed = [1]\n",
     );
     let mut parent = train(dir.path())
         .arg("sweep")

@@ -476,16 +476,24 @@ mod tests {
         assert_eq!(key_line(text, "train.batch_size"), None);
     }
 
+    /// A small digits config in `dir` whose learning rate is the TOML text `lr` (line 11).
+    fn digits_config(dir: &Path, lr: &str) -> PathBuf {
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"x\"\n[data]\ndataset = \"digits\"\n[model]\nkind = \"mlp\"\n\
+                 hidden = [4]\n[train]\nepochs = 1\n[train.optimizer]\nkind = \"sgd\"\nlr = {lr}\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
     #[test]
     fn a_type_error_inside_a_kind_table_names_the_key_and_its_line() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "name = \"x\"\n[data]\ndataset = \"digits\"\n[model]\nkind = \"mlp\"\nhidden = [4]\n\
-             [train]\nepochs = 1\n[train.optimizer]\nkind = \"sgd\"\nlr = \"0.05\"\n",
-        )
-        .unwrap();
+        let path = digits_config(dir.path(), "\"0.05\"");
         let err = load(&path, &[], &HashMap::new()).unwrap_err().to_string();
         assert!(
             err.contains("c.toml:11: train.optimizer.lr = \"0.05\": invalid type: string"),
@@ -496,13 +504,7 @@ mod tests {
     #[test]
     fn the_environment_reaches_every_top_level_key_of_the_schema() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "name = \"x\"\n[data]\ndataset = \"digits\"\n[model]\nkind = \"mlp\"\nhidden = [4]\n\
-             [train]\nepochs = 1\n[train.optimizer]\nkind = \"sgd\"\nlr = 0.1\n",
-        )
-        .unwrap();
+        let path = digits_config(dir.path(), "0.1");
         assert!(load(&path, &[], &HashMap::new()).is_ok());
         // A key no section has: every section must see it and refuse it.
         for key in StageConfig::top_level_keys() {
