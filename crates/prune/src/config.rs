@@ -191,6 +191,18 @@ impl TechniqueConfig for PruneConfig {
     fn check_training(&self, epochs: usize) -> Result<(), Invalid> {
         check_epochs("prune", self.steps, self.every, epochs)
     }
+
+    fn plan(&self, own: &ModelSpec, input: &InputShape) -> Result<Option<String>, Invalid> {
+        let widths = crate::plan::final_widths(own, input, &self.targets())?;
+        let groups: Vec<String> = widths
+            .iter()
+            .map(|(group, before, after)| format!("{group} {before}->{after}"))
+            .collect();
+        Ok(Some(format!(
+            "prune plan (channels per group, parent -> after the last step): {}",
+            groups.join(", ")
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,32 @@ pub use int_file::QuantizedModel;
 use models::{Classifier, InputShape, Model, ModelFileError};
 pub use technique::{Quantization, HALF_FILE, INT_FILE};
 
+/// The artefact formats this technique writes, for the registry (`runner::techniques`).
+pub const ARTIFACT_FORMATS: [::technique::ArtifactFormat; 2] = [
+    ::technique::ArtifactFormat {
+        technique: "quant",
+        extension: "qnt",
+        open: open_artifact,
+    },
+    ::technique::ArtifactFormat {
+        technique: "quant",
+        extension: "f16",
+        open: open_artifact,
+    },
+];
+
+fn open_artifact(
+    path: &Path,
+    input: &InputShape,
+    device: &Device,
+) -> Result<::technique::OpenedArtifact, ModelFileError> {
+    let export = open_export(path, input, device)?;
+    Ok(::technique::OpenedArtifact {
+        model: export.model().clone(),
+        classifier: Box::new(export),
+    })
+}
+
 /// A loaded export: what measurement runs.
 pub enum Export {
     Int(QuantizedModel),
@@ -63,14 +89,6 @@ impl Classifier for Export {
     fn macs(&self, input: &InputShape) -> u64 {
         self.classifier().macs(input)
     }
-}
-
-/// Whether `path` names an export this crate reads (`.qnt`, `.f16`).
-pub fn is_export(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("qnt" | "f16")
-    )
 }
 
 /// Opens an export (`.qnt`, `.f16`) for `input` on `device`.

@@ -14,6 +14,7 @@ use crate::error::RunError;
 use crate::run_dir::{write_atomic, MODEL, RESOLVED_CONFIG, SUMMARY};
 use crate::schema::StageConfig;
 use crate::stage::{input_for, load_dataset};
+use crate::techniques::artifact_format;
 use models::file::{self, LoadOptions};
 use models::{Classifier, Inference, InputShape, ModelFileError, ModelFormat};
 
@@ -139,7 +140,7 @@ fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig
             }
             // A quantized run is measured from its export, the file its run recorded.
             let export = recorded.artifact.map(|name| target.join(name));
-            if let Some(export) = export.filter(|p| quant::is_export(p)) {
+            if let Some(export) = export.filter(|p| artifact_format(p).is_some()) {
                 if !recorded.artifact_sha256.is_empty() {
                     file::verify_sha256(&export, &recorded.artifact_sha256)?;
                 }
@@ -168,7 +169,7 @@ pub struct Target {
     /// The float model (for an export: the one its loader built, weights dequantized).
     pub model: Model,
     /// The export, when the target is one: what latency and accuracy are measured on.
-    pub export: Option<quant::Export>,
+    pub export: Option<Box<dyn Classifier>>,
     pub config: StageConfig,
     pub dataset: data::Dataset,
     pub input: models::InputShape,
@@ -193,9 +194,9 @@ pub fn open_target(
         .map_err(|e| error(&model_path, format!("device {:?}: {e}", config.device)))?;
     let dataset = load_dataset(&config)?;
     let (input, prep) = input_for(&config, &dataset);
-    let (model, export) = if quant::is_export(&model_path) {
-        let export = quant::open_export(&model_path, &input, &device)?;
-        (export.model().clone(), Some(export))
+    let (model, export) = if let Some(format) = artifact_format(&model_path) {
+        let opened = (format.open)(&model_path, &input, &device)?;
+        (opened.model, Some(opened.classifier))
     } else {
         (load_float(&model_path, &config, &input, &device)?, None)
     };
@@ -270,7 +271,7 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
     )?;
     let inference;
     let model: &dyn Classifier = match &export {
-        Some(export) => export,
+        Some(export) => export.as_ref(),
         None => {
             inference = Inference::new(&model);
             &inference
@@ -359,8 +360,8 @@ pub fn open_artifact(
     input: &InputShape,
     device: &Device,
 ) -> Result<Box<dyn Classifier>, RunError> {
-    if quant::is_export(path) {
-        return Ok(Box::new(quant::open_export(path, input, device)?));
+    if let Some(format) = artifact_format(path) {
+        return Ok((format.open)(path, input, device)?.classifier);
     }
     Ok(Box::new(load_float(path, config, input, device)?))
 }

@@ -44,6 +44,12 @@ impl SensitivityReport {
     }
 }
 
+/// The `--criterion` of `train sensitivity`: `l1`, `l2`, `bn-gamma`, `taylor` or `random`.
+pub fn parse_criterion(text: &str) -> Result<Criterion, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("--criterion {text}: one of l1, l2, bn-gamma, taylor, random"))
+}
+
 /// Runs (or reuses) the stage, then analyses its model; results go to `<run>/sensitivity/`.
 pub fn sensitivity(
     loaded: &LoadedConfig,

@@ -2,7 +2,9 @@
 //! section here (for validation and parents) and its builder (for training); the loop, the
 //! stage runner, parent resolution and run identity stay as they are.
 
-use technique::{StageContext, Technique, TechniqueConfig, TechniqueError};
+use std::path::Path;
+
+use technique::{ArtifactFormat, StageContext, Technique, TechniqueConfig, TechniqueError};
 
 use crate::schema::StageConfig;
 
@@ -23,6 +25,26 @@ pub fn sections(config: &StageConfig) -> Vec<&dyn TechniqueConfig> {
     }
     out
 }
+
+/// The artefact formats the techniques write (beside the float `model.bpk`).
+pub fn artifact_formats() -> Vec<ArtifactFormat> {
+    quant::ARTIFACT_FORMATS.to_vec()
+}
+
+/// The artefact format of `path`, when it is one.
+pub fn artifact_format(path: &Path) -> Option<ArtifactFormat> {
+    artifact_formats().into_iter().find(|f| f.matches(path))
+}
+
+/// The files outside a technique's own crate that may name one: this registry and the schema
+/// (one field per section). `sensitivity.rs` is a pruning tool that still lives in the runner
+/// (it needs a stage run and its data); it is the one exception left, listed so that no new
+/// one can appear unnoticed.
+pub const MAY_NAME_TECHNIQUES: [&str; 3] = [
+    "runner/src/techniques.rs",
+    "runner/src/schema.rs",
+    "runner/src/sensitivity.rs",
+];
 
 /// Checks between sections: combinations that cannot work.
 pub fn check_combination(config: &StageConfig) -> Result<(), technique::Invalid> {
@@ -85,4 +107,58 @@ pub fn build<'a>(
         out.push(Box::new(crate::testing::NarrowAfterEpoch::new(after)));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every Rust file under `dir`.
+    fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_registry_and_the_schema_name_a_technique_crate() {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        for krate in ["runner", "measure", "train", "sweep"] {
+            rust_files(&crates.join(krate).join("src"), &mut files);
+        }
+        let mut offenders = Vec::new();
+        for file in files {
+            let name = file.strip_prefix(&crates).unwrap().display().to_string();
+            if MAY_NAME_TECHNIQUES.contains(&name.as_str()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                for krate in ["distill::", "prune::", "quant::"] {
+                    let named = code.match_indices(krate).any(|(at, _)| {
+                        // A path's first segment, not the end of another (`self::quant::`).
+                        at == 0
+                            || !code[..at]
+                                .ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+                    });
+                    if named {
+                        offenders.push(format!("{name}:{}: {}", i + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "these files name a technique crate; go through runner::techniques (the registry) \
+             or the technique API instead:\n{}",
+            offenders.join("\n")
+        );
+    }
 }

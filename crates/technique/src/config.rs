@@ -50,6 +50,12 @@ pub trait TechniqueConfig {
     fn check_training(&self, _epochs: usize) -> Result<(), Invalid> {
         Ok(())
     }
+
+    /// What the technique will do to the stage's model `own`, in one line for `train check`
+    /// (e.g. pruning's channels per group before and after), computed from widths alone.
+    fn plan(&self, _own: &ModelSpec, _input: &InputShape) -> Result<Option<String>, Invalid> {
+        Ok(None)
+    }
 }
 
 /// Whether `name` matches `pattern`, where `*` matches any run of characters.

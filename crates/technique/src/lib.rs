@@ -10,13 +10,17 @@
 //!   reshaped model makes the loop rebuild its optimiser), metrics, checkpointed state, and
 //!   the final artefact.
 //! - [`TechniqueConfig`]: a technique's config section: validation, and the parents it names
-//!   (resolved, hashed and run by the runner, which never names a technique).
+//!   (resolved, hashed and run by the runner, which never names a technique), and the plan
+//!   `train check` prints.
+//! - [`ArtifactFormat`]: a file a technique exports, with the loader that opens it again.
 
+mod artifact;
 mod config;
 mod hooks;
 mod loss;
 mod trainee;
 
+pub use artifact::{ArtifactFormat, OpenedArtifact};
 pub use config::{
     matches, require_from, Invalid, ParentKey, ParentShape, TechniqueConfig, FROM_KEY,
 };

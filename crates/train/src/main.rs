@@ -220,28 +220,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             safeio::outln!("  this stage: {}", state(&loaded));
-            if let Some(prune) = &config.prune {
-                let widths =
-                    prune::plan::final_widths(&loaded.model, &loaded.input, &prune.targets())?;
-                safeio::outln!(
-                    "  prune plan (channels per group, parent -> after the last step): {}",
-                    widths
-                        .iter()
-                        .map(|(g, a, b)| format!("{g} {a}->{b}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+            for section in runner::techniques::sections(config) {
+                if let Some(plan) = section.plan(&loaded.model, &loaded.input)? {
+                    safeio::outln!("  {plan}");
+                }
             }
             Ok(())
         }
         Some(Command::Run(args)) => run_stage(&args),
         Some(Command::Sensitivity { stage, criterion }) => {
-            let criterion: prune::Criterion = serde_json::from_value(serde_json::Value::String(
-                criterion.clone(),
-            ))
-            .map_err(|_| {
-                anyhow::anyhow!("--criterion {criterion}: one of l1, l2, bn-gamma, taylor, random")
-            })?;
+            let criterion =
+                runner::sensitivity::parse_criterion(&criterion).map_err(anyhow::Error::msg)?;
             let loaded = stage.load()?;
             let report = runner::sensitivity::sensitivity(&loaded, &stage.options(), criterion)?;
             safeio::out!("{}", report.table());
