@@ -353,6 +353,13 @@ fn a_checkpoint_is_resumed_only_by_the_run_that_wrote_it() {
     );
     assert!(!text(&out).contains("resuming"), "{}", text(&out));
     assert!(!b.join("summary.json").exists());
+    let out = train(dir.path())
+        .arg("check")
+        .arg(&config)
+        .args(["--set", "seed=2"])
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("would be refused"), "{}", text(&out));
     let after: Vec<_> = ["checkpoint.bin", "config.resolved.toml", "train.log"]
         .iter()
         .map(|f| std::fs::read(b.join(f)).unwrap())

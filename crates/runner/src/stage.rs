@@ -364,7 +364,23 @@ pub fn planned(loaded: &LoadedConfig) -> String {
         Err(_) if dir.join(SUMMARY).exists() => {
             "finished, but its summary.json is unreadable: delete the run folder".into()
         }
-        Err(_) if dir.join(CHECKPOINT).exists() => "interrupted: it would resume".into(),
+        Err(_) if dir.join(CHECKPOINT).exists() => {
+            let owner = crate::checkpoint::Owner {
+                name: &loaded.config.name,
+                hash: &loaded.hash,
+                start_model: &loaded.model,
+            };
+            match Checkpoint::load(&dir.join(CHECKPOINT)) {
+                Ok(ckpt) => match ckpt.state.check_owner(&owner) {
+                    Ok(()) => format!(
+                        "interrupted: it would resume from the end of epoch {}",
+                        ckpt.state.epochs_done
+                    ),
+                    Err(reason) => format!("its checkpoint.bin would be refused: {reason}"),
+                },
+                Err(e) => format!("its checkpoint would be refused: {}", e.reason),
+            }
+        }
         Err(_) => "not run yet: it would be trained".into(),
     }
 }
