@@ -411,20 +411,17 @@ impl Technique for Sparsification<'_> {
         std::mem::take(&mut self.log)
     }
 
-    fn state(&self) -> serde_json::Value {
-        serde_json::to_value(SavedState {
-            steps: self.steps.clone(),
-        })
-        .unwrap_or(serde_json::Value::Null)
+    fn state(&self) -> Result<serde_json::Value, TechniqueError> {
+        technique::save_state(
+            NAME,
+            &SavedState {
+                steps: self.steps.clone(),
+            },
+        )
     }
 
     fn restore(&mut self, state: serde_json::Value) -> Result<(), TechniqueError> {
-        let saved: SavedState = serde_json::from_value(state).map_err(|e| {
-            error(
-                NAME,
-                format!("unreadable sparsification state in the checkpoint: {e}"),
-            )
-        })?;
+        let saved: SavedState = technique::load_state(NAME, state)?;
         self.steps = saved.steps;
         Ok(())
     }

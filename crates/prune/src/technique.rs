@@ -314,21 +314,18 @@ impl Technique for Pruning<'_> {
         std::mem::take(&mut self.log)
     }
 
-    fn state(&self) -> serde_json::Value {
-        serde_json::to_value(SavedState {
-            parent: self.parent.clone(),
-            records: self.records.clone(),
-        })
-        .unwrap_or(serde_json::Value::Null)
+    fn state(&self) -> Result<serde_json::Value, TechniqueError> {
+        technique::save_state(
+            NAME,
+            &SavedState {
+                parent: self.parent.clone(),
+                records: self.records.clone(),
+            },
+        )
     }
 
     fn restore(&mut self, state: serde_json::Value) -> Result<(), TechniqueError> {
-        let saved: SavedState = serde_json::from_value(state).map_err(|e| {
-            error(
-                NAME,
-                format!("unreadable pruning state in the checkpoint: {e}"),
-            )
-        })?;
+        let saved: SavedState = technique::load_state(NAME, state)?;
         self.parent = saved.parent;
         self.records = saved.records;
         Ok(())

@@ -229,18 +229,19 @@ impl Technique for Quantization<'_> {
         std::mem::take(&mut self.log)
     }
 
-    fn state(&self) -> serde_json::Value {
-        serde_json::to_value(SavedState {
-            quantizer: self.fake.state(),
-            float_accuracy: self.float_accuracy,
-            fake_quant_accuracy: self.fake_quant_accuracy,
-        })
-        .unwrap_or_default()
+    fn state(&self) -> Result<serde_json::Value, TechniqueError> {
+        ::technique::save_state(
+            "quant",
+            &SavedState {
+                quantizer: self.fake.state(),
+                float_accuracy: self.float_accuracy,
+                fake_quant_accuracy: self.fake_quant_accuracy,
+            },
+        )
     }
 
     fn restore(&mut self, state: serde_json::Value) -> Result<(), TechniqueError> {
-        let saved: SavedState = serde_json::from_value(state)
-            .map_err(|e| error(format!("unreadable state in the checkpoint: {e}")))?;
+        let saved: SavedState = ::technique::load_state("quant", state)?;
         self.fake.restore(saved.quantizer);
         self.float_accuracy = saved.float_accuracy;
         self.fake_quant_accuracy = saved.fake_quant_accuracy;

@@ -740,7 +740,12 @@ impl Training<'_, '_, '_> {
         state.train_seconds += epoch_seconds;
         state.step_seconds += tally.step_seconds;
         state.history = history.points.clone();
-        state.technique_state = self.techniques.iter().map(|t| t.state()).collect();
+        state.technique_state = self
+            .techniques
+            .iter()
+            .map(|t| t.state())
+            .collect::<Result<_, _>>()
+            .map_err(technique_error)?;
         let record_error = |what: &'static str| {
             let path = self.checkpoint_name.clone().into();
             move |e: burn::store::RecordError| RunError::Record {

@@ -128,9 +128,9 @@ pub trait Technique: Send {
         None
     }
 
-    /// State outside the trainee's tensors, saved in every checkpoint.
-    fn state(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    /// State outside the trainee's tensors, saved in every checkpoint (see [`save_state`]).
+    fn state(&self) -> Result<serde_json::Value, TechniqueError> {
+        Ok(serde_json::Value::Null)
     }
 
     /// Restores what [`Technique::state`] saved, on resume.
@@ -143,4 +143,27 @@ pub trait Technique: Send {
     fn export(&self, _model: &Model) -> Option<Result<Artifact, TechniqueError>> {
         None
     }
+}
+
+/// A technique's checkpointed state as JSON. A state that does not serialise is an error that
+/// stops the checkpoint, never a silent `null` that the resume would then fail on.
+pub fn save_state<T: serde::Serialize>(
+    technique: &'static str,
+    state: &T,
+) -> Result<serde_json::Value, TechniqueError> {
+    serde_json::to_value(state).map_err(|e| TechniqueError {
+        technique,
+        message: format!("its state cannot be saved in the checkpoint: {e}"),
+    })
+}
+
+/// Reads back what [`save_state`] wrote; an unreadable state names the technique.
+pub fn load_state<T: serde::de::DeserializeOwned>(
+    technique: &'static str,
+    state: serde_json::Value,
+) -> Result<T, TechniqueError> {
+    serde_json::from_value(state).map_err(|e| TechniqueError {
+        technique,
+        message: format!("unreadable state in the checkpoint: {e}"),
+    })
 }

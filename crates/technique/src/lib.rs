@@ -24,6 +24,8 @@ pub use artifact::{ArtifactFormat, OpenedArtifact};
 pub use config::{
     matches, require_from, Invalid, ParentKey, ParentShape, TechniqueConfig, FROM_KEY,
 };
-pub use hooks::{Artifact, ReadyParent, Report, StageContext, Technique, TechniqueError};
+pub use hooks::{
+    load_state, save_state, Artifact, ReadyParent, Report, StageContext, Technique, TechniqueError,
+};
 pub use loss::{CrossEntropy, Loss, LossPart, StepLoss};
 pub use trainee::{Aux, Trainee};
