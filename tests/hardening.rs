@@ -380,7 +380,12 @@ fn files_that_are_not_regular_or_too_large_are_refused_at_once() {
     let huge = dir.path().join("huge.toml");
     let file = std::fs::File::create(&huge).unwrap();
     file.set_len(64 << 20).unwrap(); // sparse: no disk used
+                                     // A FIFO: opening it would wait for a writer that never comes.
+    let fifo = dir.path().join("fifo.toml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
     for args in [
+        &["check", fifo.to_str().unwrap()][..],
         &["check", "/dev/zero"][..],
         &["/dev/zero"][..],
         &["sweep", "/dev/zero"][..],

@@ -233,6 +233,12 @@ pub fn load(
         path: path.to_path_buf(),
         message,
     };
+    // Every format's reader opens the path: a FIFO or device would block or never end.
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Err(read(
+            "not a regular file (give the path of a model file)".into(),
+        ));
+    }
     if matches!(format, ModelFormat::Burnpack | ModelFormat::Sparse) {
         let bytes = read_model_bytes(path)?;
         let model = match (spec_in_bytes(&bytes, path), options.spec) {
