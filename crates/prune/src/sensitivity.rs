@@ -72,3 +72,141 @@ pub fn sensitivity(
     }
     Ok(out)
 }
+
+/// `train sensitivity CONFIG [--criterion C]`, offered to the runner's registry.
+pub const ANALYSIS: technique::Analysis = technique::Analysis {
+    name: "sensitivity",
+    technique: "prune",
+    check_option: |text| parse_criterion(text).map(|_| ()),
+    run: run_analysis,
+};
+
+/// The `--criterion` of `train sensitivity`.
+pub fn parse_criterion(text: &str) -> Result<Criterion, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("--criterion {text}: one of l1, l2, bn-gamma, taylor, random"))
+}
+
+fn failed(message: impl std::fmt::Display) -> technique::TechniqueError {
+    technique::TechniqueError {
+        technique: "sensitivity",
+        message: message.to_string(),
+    }
+}
+
+/// Prunes each group of the stage's model alone at [`RATIOS`] and writes
+/// `sensitivity.csv`, `sensitivity.png` (one curve per group) and TensorBoard scalars
+/// (`sensitivity/<group>`) and the plot into `ctx.dir`.
+fn run_analysis(
+    ctx: &technique::AnalysisContext,
+) -> Result<technique::AnalysisReport, technique::TechniqueError> {
+    let criterion = parse_criterion(ctx.option).map_err(failed)?;
+    let data = ScoreData {
+        dataset: ctx.dataset,
+        prep: ctx.prep,
+        input: ctx.input,
+        device: ctx.device.clone(),
+        seed: ctx.seed,
+        draw: 0,
+        taylor_batches: 16,
+    };
+    let points = sensitivity(
+        ctx.model,
+        criterion,
+        &data,
+        &RATIOS,
+        ctx.eval_batch_size,
+        |done, total| (ctx.progress)(done, total),
+    )
+    .map_err(failed)?;
+    let io = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |e: std::io::Error| failed(format!("{path}: {e}"))
+    };
+
+    let csv = ctx.dir.join("sensitivity.csv");
+    let mut text = String::from("group,width,ratio,kept,macs,accuracy\n");
+    for p in &points {
+        text += &format!(
+            "{},{},{},{},{},{}\n",
+            p.group, p.width, p.ratio, p.kept, p.macs, p.accuracy
+        );
+    }
+    std::fs::write(&csv, text).map_err(io(&csv))?;
+
+    let mut series: Vec<measure::plot::Series> = Vec::new();
+    for p in &points {
+        match series.last_mut() {
+            Some(s) if s.name.starts_with(&format!("{} (", p.group)) => {
+                s.points.push((p.ratio, 100.0 * p.accuracy))
+            }
+            // Every curve starts at the unpruned model's accuracy (ratio 0).
+            _ => series.push(measure::plot::Series {
+                name: format!("{} ({} channels)", p.group, p.width),
+                points: vec![(0.0, 100.0 * ctx.baseline), (p.ratio, 100.0 * p.accuracy)],
+            }),
+        }
+    }
+    let png = ctx.dir.join("sensitivity.png");
+    measure::plot::line_plot(
+        &png,
+        &format!(
+            "{}: each group pruned alone ({criterion:?}), no fine-tuning",
+            ctx.stage
+        ),
+        (
+            "fraction of the group's channels removed",
+            "test accuracy (%)",
+        ),
+        &series,
+    )
+    .map_err(failed)?;
+
+    measure::tensorboard::remove_event_files(&ctx.dir).map_err(io(&ctx.dir))?;
+    let mut events = measure::EventLog::create(&ctx.dir).map_err(io(&ctx.dir))?;
+    for p in &points {
+        events.scalar(
+            &format!("sensitivity/{}", p.group),
+            p.accuracy,
+            (p.ratio * 100.0).round() as usize,
+        );
+    }
+    let image = std::fs::read(&png).map_err(io(&png))?;
+    events.image(
+        "sensitivity",
+        &image,
+        measure::plot::HEIGHT,
+        measure::plot::WIDTH,
+        0,
+    );
+    events.close().map_err(failed)?;
+    Ok(technique::AnalysisReport {
+        table: table(&points),
+        summary: format!(
+            "unpruned: {:.2}%; wrote {}, {} and TensorBoard scalars in {}",
+            100.0 * ctx.baseline,
+            csv.display(),
+            png.display(),
+            ctx.dir.display()
+        ),
+    })
+}
+
+/// Accuracy per group (rows) and ratio (columns), in points of percent.
+fn table(points: &[SensitivityPoint]) -> String {
+    let mut out = format!("{:<16}", "group \\ ratio");
+    for r in RATIOS {
+        out += &format!(" {r:>6.1}");
+    }
+    out += "\n";
+    let mut groups: Vec<&str> = points.iter().map(|p| p.group.as_str()).collect();
+    groups.dedup();
+    for g in groups {
+        out += &format!("{g:<16}");
+        for p in points.iter().filter(|p| p.group == g) {
+            out += &format!(" {:>6.2}", 100.0 * p.accuracy);
+        }
+        out += "\n";
+    }
+    out
+}

@@ -1,6 +1,7 @@
 //! The runner: config schema and validation, run folders, checkpoints and resume, the
 //! training loop, and running a stage end to end. The `train` binary is a thin shell over it.
 
+pub mod analysis;
 pub mod bench;
 pub mod checkpoint;
 pub mod context;
@@ -16,7 +17,6 @@ pub mod replicas;
 pub mod run_dir;
 pub mod schedule;
 pub mod schema;
-pub mod sensitivity;
 pub mod stage;
 pub mod techniques;
 pub mod testing;

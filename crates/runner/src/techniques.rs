@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use technique::{ArtifactFormat, StageContext, Technique, TechniqueConfig, TechniqueError};
+use technique::{
+    Analysis, ArtifactFormat, StageContext, Technique, TechniqueConfig, TechniqueError,
+};
 
 use crate::schema::StageConfig;
 
@@ -31,20 +33,19 @@ pub fn artifact_formats() -> Vec<ArtifactFormat> {
     quant::ARTIFACT_FORMATS.to_vec()
 }
 
+/// The commands the techniques bring (`train sensitivity`).
+pub fn analyses() -> Vec<Analysis> {
+    vec![prune::sensitivity::ANALYSIS]
+}
+
 /// The artefact format of `path`, when it is one.
 pub fn artifact_format(path: &Path) -> Option<ArtifactFormat> {
     artifact_formats().into_iter().find(|f| f.matches(path))
 }
 
 /// The files outside a technique's own crate that may name one: this registry and the schema
-/// (one field per section). `sensitivity.rs` is a pruning tool that still lives in the runner
-/// (it needs a stage run and its data); it is the one exception left, listed so that no new
-/// one can appear unnoticed.
-pub const MAY_NAME_TECHNIQUES: [&str; 3] = [
-    "runner/src/techniques.rs",
-    "runner/src/schema.rs",
-    "runner/src/sensitivity.rs",
-];
+/// (one field per section).
+pub const MAY_NAME_TECHNIQUES: [&str; 2] = ["runner/src/techniques.rs", "runner/src/schema.rs"];
 
 /// Checks between sections: combinations that cannot work.
 pub fn check_combination(config: &StageConfig) -> Result<(), technique::Invalid> {

@@ -13,13 +13,16 @@
 //!   (resolved, hashed and run by the runner, which never names a technique), and the plan
 //!   `train check` prints.
 //! - [`ArtifactFormat`]: a file a technique exports, with the loader that opens it again.
+//! - [`Analysis`]: a command a technique brings (`train sensitivity`), run on a stage's model.
 
+mod analysis;
 mod artifact;
 mod config;
 mod hooks;
 mod loss;
 mod trainee;
 
+pub use analysis::{Analysis, AnalysisContext, AnalysisReport};
 pub use artifact::{ArtifactFormat, OpenedArtifact};
 pub use config::{
     matches, require_from, Invalid, ParentKey, ParentShape, TechniqueConfig, FROM_KEY,

@@ -229,18 +229,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Run(args)) => run_stage(&args),
         Some(Command::Sensitivity { stage, criterion }) => {
-            let criterion =
-                runner::sensitivity::parse_criterion(&criterion).map_err(anyhow::Error::msg)?;
+            let analysis = runner::analysis::find("sensitivity", &criterion)?;
             let loaded = stage.load()?;
-            let report = runner::sensitivity::sensitivity(&loaded, &stage.options(), criterion)?;
-            safeio::out!("{}", report.table());
-            safeio::outln!(
-                "unpruned: {:.2}%; wrote {}, {} and TensorBoard scalars in {}",
-                100.0 * report.baseline,
-                report.csv.display(),
-                report.png.display(),
-                report.dir.display()
-            );
+            let report = runner::analysis::run(&analysis, &loaded, &stage.options(), &criterion)?;
+            safeio::out!("{}", report.table);
+            safeio::outln!("{}", report.summary);
             Ok(())
         }
         Some(Command::Report { dir }) => {
