@@ -401,6 +401,17 @@ fn files_that_are_not_regular_or_too_large_are_refused_at_once() {
         );
     }
     assert!(!dir.path().join("runs").exists());
+
+    // A dataset file that is a FIFO is refused, not waited on.
+    let (data_dir, data) = folder_with_data(8);
+    let images = data.join("train-images-idx3-ubyte");
+    std::fs::remove_file(&images).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&images).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let config = write(&data_dir.path().join("c.toml"), &small_config(&data));
+    let out = output_within(train(data_dir.path()).arg(&config).arg("--plain"), 30);
+    assert_clean_failure(&out, &["train-images-idx3-ubyte", "not a regular file"]);
+    assert!(!data_dir.path().join("runs").exists());
 }
 
 #[test]

@@ -164,9 +164,10 @@ impl Dataset {
     /// Reads sklearn's `digits.csv.gz`: 64 pixel values in 0..=16 then the label, per line.
     /// Pixels are scaled to 0..=255 so every dataset shares one byte format.
     pub fn digits(path: &Path) -> Result<Self, DataError> {
-        let raw = std::fs::read(path).map_err(DataError::io(path))?;
+        let raw = DataError::read(path)?;
         let mut text = String::new();
         flate2::read::GzDecoder::new(&raw[..])
+            .take(crate::MAX_FILE_BYTES)
             .read_to_string(&mut text)
             .map_err(|e| DataError::corrupt(path, format!("not a gzipped CSV ({e})")))?;
         let mut pixels = Vec::new();

@@ -57,6 +57,18 @@ impl DataError {
         move |source| DataError::Io { path, source }
     }
 
+    /// A data file read whole: a regular file of at most [`crate::MAX_FILE_BYTES`] (a FIFO or
+    /// a device named as a dataset file is refused instead of blocking or filling memory).
+    pub(crate) fn read(path: &std::path::Path) -> Result<Vec<u8>, Self> {
+        safeio::read_bounded(path, crate::MAX_FILE_BYTES).map_err(|e| match e {
+            safeio::ReadError::Io { error, .. } => DataError::Io {
+                path: path.to_path_buf(),
+                source: error,
+            },
+            other => DataError::corrupt(path, other.to_string()),
+        })
+    }
+
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         DataError::Corrupt {
             path: path.into(),

@@ -123,7 +123,7 @@ pub fn default_cache_root() -> PathBuf {
 
 /// SHA-256 of a file, as lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String, DataError> {
-    let bytes = std::fs::read(path).map_err(DataError::io(path))?;
+    let bytes = DataError::read(path)?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 

@@ -29,12 +29,23 @@ impl IdxImages {
 
 /// Reads a whole file, gunzipping it when it starts with the gzip magic.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(DataError::io(path))?;
+    let raw = DataError::read(path)?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
+        // Bounded: a small file can decompress to anything.
         flate2::read::GzDecoder::new(&raw[..])
+            .take(crate::MAX_FILE_BYTES + 1)
             .read_to_end(&mut out)
             .map_err(|e| DataError::corrupt(path, format!("not a valid gzip stream ({e})")))?;
+        if out.len() as u64 > crate::MAX_FILE_BYTES {
+            return Err(DataError::corrupt(
+                path,
+                format!(
+                    "decompresses to more than {} bytes, the most a data file may hold",
+                    crate::MAX_FILE_BYTES
+                ),
+            ));
+        }
         Ok(out)
     } else {
         Ok(raw)

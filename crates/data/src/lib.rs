@@ -13,3 +13,7 @@ pub use batch::{make_batch, Augment, Batch, HostBatch, Preprocess};
 pub use dataset::{Dataset, Source, Split};
 pub use error::DataError;
 pub use rng::SplitMix64;
+
+/// The most bytes a data file may hold, read or decompressed (MNIST's largest is 47 MB): a
+/// bound on what a user's folder can make this process allocate.
+pub const MAX_FILE_BYTES: u64 = 2 << 30;
