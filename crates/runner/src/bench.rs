@@ -9,14 +9,15 @@ use measure::latency::PHASES;
 use measure::{batch_latency, EventLog, LatencyStats};
 use models::Model;
 
+use crate::artifacts::{load_float, Measured};
 use crate::device::open_device;
 use crate::error::RunError;
 use crate::run_dir::{write_atomic, MODEL, RESOLVED_CONFIG, SUMMARY};
 use crate::schema::StageConfig;
 use crate::stage::{input_for, load_dataset};
 use crate::techniques::artifact_format;
-use models::file::{self, LoadOptions};
-use models::{Classifier, Inference, InputShape, ModelFileError, ModelFormat};
+use models::file;
+use models::Classifier;
 
 /// What to benchmark and how.
 #[derive(Debug, Clone)]
@@ -212,46 +213,6 @@ pub fn open_target(
     })
 }
 
-/// One of our float model files (a run folder's model.bpk, or a `.bpk` / `.sparse` saved by a
-/// stage). The file describes itself; an older file without a spec is built from the config's.
-fn load_float(
-    model_path: &Path,
-    config: &StageConfig,
-    input: &InputShape,
-    device: &Device,
-) -> Result<Model, RunError> {
-    let options = LoadOptions {
-        spec: None,
-        key_map: &[],
-    };
-    let format = match ModelFormat::from_path(model_path) {
-        Some(ModelFormat::Sparse) => ModelFormat::Sparse,
-        _ => ModelFormat::Burnpack,
-    };
-    // The architecture the file describes must fit in memory before it is built.
-    if let Some(spec) = file::stored_spec(model_path, format)? {
-        let batch = config
-            .train
-            .eval_batch_size
-            .max(config.measure.throughput_batch);
-        spec.validate(input)
-            .and_then(|()| crate::validate::check_inference_fits("model", &spec, input, batch))
-            .map_err(|e| error(model_path, format!("the model the file describes: {e}")))?;
-    }
-    Ok(
-        match file::load(model_path, format, options, input, device) {
-            Err(ModelFileError::NoSpec { .. }) if config.model.is_some() => {
-                let options = LoadOptions {
-                    spec: config.model.as_ref(),
-                    key_map: &[],
-                };
-                file::load(model_path, ModelFormat::Burnpack, options, input, device)?
-            }
-            other => other?,
-        },
-    )
-}
-
 /// Benchmarks the target; for a run folder, the results also go to its TensorBoard run and
 /// its `summary.json` (under `bench`).
 pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
@@ -269,14 +230,8 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         request.config.as_deref(),
         request.device.as_deref(),
     )?;
-    let inference;
-    let model: &dyn Classifier = match &export {
-        Some(export) => export.as_ref(),
-        None => {
-            inference = Inference::new(&model);
-            &inference
-        }
-    };
+    let measured = Measured::new(export, &model);
+    let model = measured.classifier();
 
     let eval = measure::evaluate(
         model,
@@ -350,18 +305,4 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         }
     }
     Ok(report)
-}
-
-/// A technique's artefact loaded back from its file, as something to measure: `.qnt` / `.f16`
-/// through their loaders, `.sparse` as a model.
-pub fn open_artifact(
-    path: &Path,
-    config: &StageConfig,
-    input: &InputShape,
-    device: &Device,
-) -> Result<Box<dyn Classifier>, RunError> {
-    if let Some(format) = artifact_format(path) {
-        return Ok((format.open)(path, input, device)?.classifier);
-    }
-    Ok(Box::new(load_float(path, config, input, device)?))
 }

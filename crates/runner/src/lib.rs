@@ -2,6 +2,7 @@
 //! training loop, and running a stage end to end. The `train` binary is a thin shell over it.
 
 pub mod analysis;
+pub mod artifacts;
 pub mod bench;
 pub mod checkpoint;
 pub mod context;

@@ -724,7 +724,7 @@ fn finish(
     }
     // An export is measured as users will run it: loaded back from its file.
     let export = match &artifact_name {
-        Some(name) => Some(crate::bench::open_artifact(
+        Some(name) => Some(crate::artifacts::open_artifact(
             &run.file(name),
             config,
             &data.input,
@@ -736,14 +736,8 @@ fn finish(
         Some(name) => format!("measuring {name} (loaded from disk): accuracy, latency, throughput"),
         None => "measuring accuracy, latency and throughput".to_string(),
     });
-    let inference;
-    let measured: &dyn Classifier = match &export {
-        Some(export) => export.as_ref(),
-        None => {
-            inference = Inference::new(model);
-            &inference
-        }
-    };
+    let measured = crate::artifacts::Measured::new(export, model);
+    let measured = measured.classifier();
     let mut summary = measure_model(
         (&config.name, &run.hash),
         measured,
