@@ -224,12 +224,12 @@ fn a_full_disk_while_logging_stops_cleanly_and_the_run_resumes_later() {
     let (dir, data) = folder_with_data(64);
     let config = small_config(&data).replace("epochs = 2", "epochs = 3");
     let config = write(&dir.path().join("c.toml"), &config);
-    let out = train(dir.path())
-        .arg(&config)
-        .arg("--plain")
-        .env("TRAIN_FAULT_EVENTS_FULL_AT_EPOCH", "2")
-        .output()
-        .unwrap();
+    let out = run_with_hook(
+        dir.path(),
+        &config,
+        &[],
+        ("TRAIN_FAULT_EVENTS_FULL_AT_EPOCH", "2"),
+    );
     assert_clean_failure(
         &out,
         &[
@@ -299,16 +299,27 @@ fn output_within(cmd: &mut std::process::Command, seconds: u64) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// Runs `train ARGS...` in `dir` with the environment `env`, the failure of `fault_epoch`'s
-/// event writes stopping it after that epoch with its checkpoint kept.
-fn stop_after_epoch(dir: &Path, config: &Path, epoch: usize, args: &[&str]) {
-    let out = train(dir)
+/// `train CONFIG --plain ARGS...` in `dir` with the test hook `(variable, value)` set.
+fn run_with_hook(dir: &Path, config: &Path, args: &[&str], hook: (&str, &str)) -> Output {
+    train(dir)
         .arg(config)
         .arg("--plain")
         .args(args)
-        .env("TRAIN_FAULT_EVENTS_FULL_AT_EPOCH", epoch.to_string())
+        .env(hook.0, hook.1)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `train CONFIG ARGS...` in `dir`, the failure of `epoch`'s event writes stopping it
+/// after that epoch with its checkpoint kept.
+fn stop_after_epoch(dir: &Path, config: &Path, epoch: usize, args: &[&str]) {
+    let epoch = epoch.to_string();
+    let out = run_with_hook(
+        dir,
+        config,
+        args,
+        ("TRAIN_FAULT_EVENTS_FULL_AT_EPOCH", &epoch),
+    );
     assert!(!out.status.success(), "{}", text(&out));
 }
 
@@ -516,12 +527,12 @@ fn a_test_hook_that_changes_the_model_is_part_of_the_runs_identity() {
     let (dir, data) = folder_with_data(64);
     let config = small_config(&data).replace("hidden = [16]", "hidden = [32, 16]");
     let config = write(&dir.path().join("c.toml"), &config);
-    let out = train(dir.path())
-        .arg(&config)
-        .arg("--plain")
-        .env("TRAIN_TEST_NARROW_AFTER_EPOCH", "1")
-        .output()
-        .unwrap();
+    let out = run_with_hook(
+        dir.path(),
+        &config,
+        &[],
+        ("TRAIN_TEST_NARROW_AFTER_EPOCH", "1"),
+    );
     assert!(out.status.success(), "{}", text(&out));
     let ordinary = train_ok(dir.path(), &config, &["--plain"]);
     assert!(!ordinary.contains("reusing"), "{ordinary}");

@@ -63,29 +63,37 @@ fn kind_of(meta: &std::fs::Metadata) -> &'static str {
     }
 }
 
+/// The regular file `path`, opened, with its metadata. It is checked before it is opened
+/// (opening a FIFO blocks until a writer comes) and again through the handle, so the checked
+/// file is the one read.
+fn open_regular(path: &Path) -> Result<(std::fs::File, std::fs::Metadata), ReadError> {
+    let io = |error| ReadError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let regular = |meta: std::fs::Metadata| {
+        if meta.is_file() {
+            Ok(meta)
+        } else {
+            Err(ReadError::NotRegular {
+                path: path.to_path_buf(),
+                kind: kind_of(&meta),
+            })
+        }
+    };
+    regular(std::fs::metadata(path).map_err(io)?)?;
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = regular(file.metadata().map_err(io)?)?;
+    Ok((file, meta))
+}
+
 /// The bytes of the regular file `path`, refused when longer than `limit`.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     let io = |error| ReadError::Io {
         path: path.to_path_buf(),
         error,
     };
-    // Checked before it is opened (opening a FIFO blocks until a writer comes), and again
-    // through the handle, so the checked file is the one read.
-    let before = std::fs::metadata(path).map_err(io)?;
-    if !before.is_file() {
-        return Err(ReadError::NotRegular {
-            path: path.to_path_buf(),
-            kind: kind_of(&before),
-        });
-    }
-    let file = std::fs::File::open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(ReadError::NotRegular {
-            path: path.to_path_buf(),
-            kind: kind_of(&meta),
-        });
-    }
+    let (file, meta) = open_regular(path)?;
     if meta.len() > limit {
         return Err(ReadError::TooLarge {
             path: path.to_path_buf(),
@@ -110,21 +118,7 @@ pub fn read_tail(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
         path: path.to_path_buf(),
         error,
     };
-    let before = std::fs::metadata(path).map_err(io)?;
-    if !before.is_file() {
-        return Err(ReadError::NotRegular {
-            path: path.to_path_buf(),
-            kind: kind_of(&before),
-        });
-    }
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(ReadError::NotRegular {
-            path: path.to_path_buf(),
-            kind: kind_of(&meta),
-        });
-    }
+    let (mut file, meta) = open_regular(path)?;
     file.seek(SeekFrom::Start(meta.len().saturating_sub(limit)))
         .map_err(io)?;
     let mut bytes = Vec::new();
