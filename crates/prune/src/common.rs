@@ -7,7 +7,7 @@ use technique::{Invalid, StageContext, TechniqueError};
 
 use crate::config::Schedule;
 
-pub use technique::{require_from, FROM_KEY};
+pub use technique::FROM_KEY;
 
 /// Checks a section's `schedule`, `steps` and `every` (keys under `section.`).
 pub fn check_schedule(

@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use models::{InputShape, Model, ModelSpec};
+use models::{InputShape, ModelSpec};
 use serde::{Deserialize, Serialize};
 pub use technique::matches;
 use technique::{Invalid, ParentShape, TechniqueConfig};
 
-use crate::common::{check_epochs, check_schedule, require_from};
+use crate::common::{check_epochs, check_schedule};
 use crate::plan::{final_ratios, Targets};
 
 /// Upper bounds on counts read from configs.
@@ -181,10 +181,7 @@ impl TechniqueConfig for PruneConfig {
         parents: &[ParentShape],
         input: &InputShape,
     ) -> Result<(), Invalid> {
-        require_from(parents, "a pruning stage")?;
-        // Widths only: the model is never run, so its parameters are never initialised.
-        let model = Model::new(own, input, &burn::prelude::Device::default())
-            .map_err(|e| Invalid::new("from", format!("{own:?}"), e.to_string()))?;
+        let model = technique::from_model(parents, own, input, "a pruning stage")?;
         final_ratios(&model, input, &self.targets()).map(|_| ())
     }
 

@@ -15,7 +15,7 @@ use technique::{
 };
 
 use crate::common::{
-    check_epochs, check_schedule, config_name, error, require_from, step_due, Evaluator, FROM_KEY,
+    check_epochs, check_schedule, config_name, error, step_due, Evaluator, FROM_KEY,
 };
 use crate::config::{matches, Schedule};
 
@@ -136,9 +136,7 @@ impl TechniqueConfig for SparsifyConfig {
         parents: &[ParentShape],
         input: &InputShape,
     ) -> Result<(), Invalid> {
-        require_from(parents, "sparsification")?;
-        let model = Model::new(own, input, &Device::default())
-            .map_err(|e| Invalid::new("from", format!("{own:?}"), e.to_string()))?;
+        let model = technique::from_model(parents, own, input, "sparsification")?;
         self.targets(&model).map(|_| ())
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use models::{InputShape, Model, ModelSpec};
 use serde::{Deserialize, Serialize};
-use technique::{matches, require_from, Invalid, ParentShape, TechniqueConfig};
+use technique::{matches, Invalid, ParentShape, TechniqueConfig};
 
 pub use technique::FROM_KEY;
 
@@ -171,9 +171,7 @@ impl TechniqueConfig for QuantConfig {
         parents: &[ParentShape],
         input: &InputShape,
     ) -> Result<(), Invalid> {
-        require_from(parents, "a quantizing stage")?;
-        let model = Model::new(own, input, &Default::default())
-            .map_err(|e| Invalid::new("model", format!("{own:?}"), e.to_string()))?;
+        let model = technique::from_model(parents, own, input, "a quantizing stage")?;
         let names: Vec<String> = weight_layers(&model).into_keys().collect();
         for pattern in self.layers.keys() {
             if !names.iter().any(|n| matches(pattern, n)) {

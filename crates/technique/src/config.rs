@@ -82,6 +82,20 @@ pub fn matches(pattern: &str, name: &str) -> bool {
 /// quantization need one.
 pub const FROM_KEY: &str = "from";
 
+/// The preamble of a `check` for a technique that starts from a trained model: the stage must
+/// name it (`from`), and `own` (its architecture) is built for its widths alone (parameters
+/// are lazy: nothing is initialised), with an error under the `from` key.
+pub fn from_model(
+    parents: &[ParentShape],
+    own: &ModelSpec,
+    input: &InputShape,
+    what: &str,
+) -> Result<models::Model, Invalid> {
+    require_from(parents, what)?;
+    models::Model::new(own, input, &Default::default())
+        .map_err(|e| Invalid::new(FROM_KEY, format!("{own:?}"), e.to_string()))
+}
+
 /// Checks that the stage names the trained model it starts from.
 pub fn require_from(parents: &[ParentShape], what: &str) -> Result<(), Invalid> {
     if parents.iter().any(|p| p.key == FROM_KEY) {

@@ -25,7 +25,7 @@ mod trainee;
 pub use analysis::{Analysis, AnalysisContext, AnalysisReport};
 pub use artifact::{ArtifactFormat, OpenedArtifact};
 pub use config::{
-    matches, require_from, Invalid, ParentKey, ParentShape, TechniqueConfig, FROM_KEY,
+    from_model, matches, require_from, Invalid, ParentKey, ParentShape, TechniqueConfig, FROM_KEY,
 };
 pub use hooks::{
     load_state, save_state, Artifact, ReadyParent, Report, StageContext, Technique, TechniqueError,
