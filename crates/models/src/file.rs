@@ -142,17 +142,33 @@ pub fn read_model_bytes(path: &Path) -> Result<Vec<u8>, ModelFileError> {
 /// `None` for PyTorch and safetensors files (their architecture is given beside them) and for
 /// an old `.bpk` saved before files described themselves.
 pub fn stored_spec(path: &Path, format: ModelFormat) -> Result<Option<ModelSpec>, ModelFileError> {
-    match format {
-        ModelFormat::Burnpack => match read_spec(path) {
-            Ok(spec) => Ok(Some(spec)),
-            Err(ModelFileError::NoSpec { .. }) => Ok(None),
-            Err(e) => Err(e),
+    Ok(inspect(path, format)?.spec)
+}
+
+/// What a model file is, read once: its SHA-256 and the architecture it describes.
+pub struct FileFacts {
+    /// SHA-256 of the whole file, in hex.
+    pub sha256: String,
+    /// See [`stored_spec`].
+    pub spec: Option<ModelSpec>,
+}
+
+/// Reads the model file `path` once for its [`FileFacts`].
+pub fn inspect(path: &Path, format: ModelFormat) -> Result<FileFacts, ModelFileError> {
+    let bytes = read_model_bytes(path)?;
+    let spec = match format {
+        ModelFormat::Burnpack => match spec_in_bytes(&bytes, path) {
+            Ok(spec) => Some(spec),
+            Err(ModelFileError::NoSpec { .. }) => None,
+            Err(e) => return Err(e),
         },
-        ModelFormat::Sparse => {
-            crate::sparse_file::spec_in_bytes(&read_model_bytes(path)?, path).map(Some)
-        }
-        ModelFormat::Pytorch | ModelFormat::Safetensors => Ok(None),
-    }
+        ModelFormat::Sparse => Some(crate::sparse_file::spec_in_bytes(&bytes, path)?),
+        ModelFormat::Pytorch | ModelFormat::Safetensors => None,
+    };
+    Ok(FileFacts {
+        sha256: sha256_hex(&bytes),
+        spec,
+    })
 }
 
 fn spec_in(reader: &Reader, path: &Path) -> Result<ModelSpec, ModelFileError> {
@@ -334,21 +350,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Reads our model file at `path`, checking it against the SHA-256 its run recorded.
 pub fn verify_sha256(path: &Path, expected: &str) -> Result<(), ModelFileError> {
-    let bytes = read_model_bytes(path)?;
-    let actual = sha256_hex(&bytes);
+    check_sha256(path, &sha256_hex(&read_model_bytes(path)?), expected)
+}
+
+/// `actual` (the SHA-256 of the file at `path`) against the `expected` one its run recorded.
+pub fn check_sha256(path: &Path, actual: &str, expected: &str) -> Result<(), ModelFileError> {
     if actual != expected {
         return Err(ModelFileError::Checksum {
             path: path.to_path_buf(),
             expected: expected.to_string(),
-            actual,
+            actual: actual.to_string(),
         });
     }
     Ok(())
-}
-
-/// The first 12 hex digits of a file's SHA-256: a file parent's identity in a stage's hash.
-pub fn file_sha256(path: &Path) -> Result<String, ModelFileError> {
-    Ok(hex::encode(&Sha256::digest(read_model_bytes(path)?)[..6]))
 }
 
 #[cfg(test)]

@@ -136,14 +136,15 @@ fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig
         if let Ok(text) = safeio::read_text(&summary) {
             let recorded: measure::RunSummary =
                 serde_json::from_str(&text).map_err(|e| error(&summary, e.to_string()))?;
-            if !recorded.model_sha256.is_empty() {
-                file::verify_sha256(&model, &recorded.model_sha256)?;
+            if let Some(sha256) = crate::run_dir::recorded_sha256(&recorded, MODEL) {
+                file::verify_sha256(&model, sha256)?;
             }
             // A quantized run is measured from its export, the file its run recorded.
-            let export = recorded.artifact.map(|name| target.join(name));
+            let export = recorded.artifact.as_deref().map(|name| target.join(name));
             if let Some(export) = export.filter(|p| artifact_format(p).is_some()) {
-                if !recorded.artifact_sha256.is_empty() {
-                    file::verify_sha256(&export, &recorded.artifact_sha256)?;
+                let name = export.file_name().unwrap_or_default().to_string_lossy();
+                if let Some(sha256) = crate::run_dir::recorded_sha256(&recorded, &name) {
+                    file::verify_sha256(&export, sha256)?;
                 }
                 return Ok((export, parsed, true));
             }
@@ -160,7 +161,11 @@ fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig
              dataset (or pass the run folder instead)",
         ));
     };
-    crate::run_dir::check_recorded(target).map_err(|message| error(target, message))?;
+    if let Some(sha256) =
+        crate::run_dir::recorded_for(target).map_err(|message| error(target, message))?
+    {
+        file::verify_sha256(target, &sha256)?;
+    }
     let loaded = crate::load::load(config, &[], &Default::default())?;
     Ok((target.to_path_buf(), loaded.config, false))
 }

@@ -60,6 +60,17 @@ pub struct Owner<'a> {
     pub start_model: &'a models::ModelSpec,
 }
 
+impl<'a> Owner<'a> {
+    /// The run `loaded` describes.
+    pub fn of(loaded: &'a crate::LoadedConfig) -> Self {
+        Self {
+            name: &loaded.config.name,
+            hash: &loaded.hash,
+            start_model: &loaded.model,
+        }
+    }
+}
+
 impl TrainState {
     /// `Ok` when this state was written by the run `owner`; otherwise the reason, naming both
     /// runs. A checkpoint from before identities were recorded in full carries only the hash.

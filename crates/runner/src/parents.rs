@@ -166,12 +166,17 @@ pub fn resolve(parent: &ParentKey, child: ChildSide) -> Result<Parent, ResolveEr
                 crate::validate::check_fits(key, spec, child.input, 1)
                     .map_err(ResolveError::Invalid)?;
             }
-            crate::run_dir::check_recorded(&path).map_err(bad)?;
+            // Read once for its checksum and what it says it holds.
+            let facts = file::inspect(&path, format)
+                .map_err(|e| bad(format!("cannot read it as a model file: {e}")))?;
+            // A file in a finished run folder must be the one its run recorded.
+            if let Some(sha256) = crate::run_dir::recorded_for(&path).map_err(bad)? {
+                file::check_sha256(&path, &facts.sha256, &sha256)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
             // What one of our files says it holds gets the memory bound a config's model gets,
             // before anything of it is built.
-            let stored = file::stored_spec(&path, format)
-                .map_err(|e| bad(format!("cannot read it as a model file: {e}")))?;
-            if let Some(spec) = &stored {
+            if let Some(spec) = &facts.spec {
                 spec.validate(child.input).map_err(|e| {
                     bad(format!(
                         "the architecture the file describes is not usable: {e}"
@@ -199,8 +204,8 @@ pub fn resolve(parent: &ParentKey, child: ChildSide) -> Result<Parent, ResolveEr
                 )),
                 other => bad(format!("cannot load it: {other}")),
             })?;
-            let sha256 =
-                file::file_sha256(&path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+            // The first 12 hex digits: the file parent's identity in this stage's hash.
+            let sha256 = facts.sha256[..12].to_string();
             ParentSource::File {
                 path,
                 format,

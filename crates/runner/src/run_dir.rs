@@ -54,32 +54,34 @@ impl RunDir {
     }
 }
 
+/// The SHA-256 a finished run's `summary` recorded for its file `name` (`model.bpk`, or the
+/// export it names), when it recorded one.
+pub fn recorded_sha256<'a>(summary: &'a measure::RunSummary, name: &str) -> Option<&'a str> {
+    let sha256 = if name == MODEL {
+        &summary.model_sha256
+    } else if summary.artifact.as_deref() == Some(name) {
+        &summary.artifact_sha256
+    } else {
+        return None;
+    };
+    (!sha256.is_empty()).then_some(sha256.as_str())
+}
+
 /// For a model file named by its path that lies in a finished run folder (`RUN/model.bpk`,
-/// `RUN/model.sparse`): checks it against the SHA-256 its run recorded, so a changed or
-/// corrupted file is never used as that run's. Files elsewhere carry their own checks.
-pub fn check_recorded(path: &Path) -> Result<(), String> {
+/// `RUN/model.sparse`): the SHA-256 its run recorded for it, so a changed or corrupted file is
+/// never used as that run's. `None` for files elsewhere (they carry their own checks).
+pub fn recorded_for(path: &Path) -> Result<Option<String>, String> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Ok(());
+        return Ok(None);
     };
     let summary = dir.join(SUMMARY);
     if !summary.exists() {
-        return Ok(());
+        return Ok(None);
     }
     let text = safeio::read_text(&summary).map_err(|e| e.to_string())?;
     let recorded: measure::RunSummary = serde_json::from_str(&text)
         .map_err(|e| format!("{}: unreadable ({e})", summary.display()))?;
-    let name = name.to_string_lossy();
-    let sha256 = if name == MODEL {
-        &recorded.model_sha256
-    } else if recorded.artifact.as_deref() == Some(&*name) {
-        &recorded.artifact_sha256
-    } else {
-        return Ok(());
-    };
-    if sha256.is_empty() {
-        return Ok(());
-    }
-    models::file::verify_sha256(path, sha256).map_err(|e| e.to_string())
+    Ok(recorded_sha256(&recorded, &name.to_string_lossy()).map(str::to_string))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, then

@@ -12,7 +12,7 @@ use models::file::{self, LoadOptions};
 use models::{Classifier, Inference, InputShape, Model, ModelFormat};
 use technique::{ReadyParent, StageContext, Technique};
 
-use crate::checkpoint::{Checkpoint, TrainState};
+use crate::checkpoint::{Checkpoint, Owner, TrainState};
 use crate::context::{thread_pool, worker_threads};
 use crate::error::RunError;
 use crate::load::LoadedConfig;
@@ -331,18 +331,12 @@ fn finished(loaded: &LoadedConfig) -> Result<Option<StageOutcome>, RunError> {
 /// Why the finished run in `dir` cannot be used as it is: its model file (or its export) is
 /// missing or is not the file the run recorded. `None` when its files are its own.
 pub fn stale_reason(dir: &Path, summary: &RunSummary) -> Option<String> {
-    let recorded = [
-        (MODEL.to_string(), &summary.model_sha256),
-        (
-            summary.artifact.clone().unwrap_or_default(),
-            &summary.artifact_sha256,
-        ),
-    ];
-    for (name, sha256) in recorded {
-        if name.is_empty() || sha256.is_empty() {
+    let names = std::iter::once(MODEL).chain(summary.artifact.as_deref());
+    for name in names {
+        let Some(sha256) = crate::run_dir::recorded_sha256(summary, name) else {
             continue;
-        }
-        let path = dir.join(&name);
+        };
+        let path = dir.join(name);
         if !path.exists() {
             return Some(format!("its {name} is missing"));
         }
@@ -364,23 +358,16 @@ pub fn planned(loaded: &LoadedConfig) -> String {
         Err(_) if dir.join(SUMMARY).exists() => {
             "finished, but its summary.json is unreadable: delete the run folder".into()
         }
-        Err(_) if dir.join(CHECKPOINT).exists() => {
-            let owner = crate::checkpoint::Owner {
-                name: &loaded.config.name,
-                hash: &loaded.hash,
-                start_model: &loaded.model,
-            };
-            match Checkpoint::load(&dir.join(CHECKPOINT)) {
-                Ok(ckpt) => match ckpt.state.check_owner(&owner) {
-                    Ok(()) => format!(
-                        "interrupted: it would resume from the end of epoch {}",
-                        ckpt.state.epochs_done
-                    ),
-                    Err(reason) => format!("its checkpoint.bin would be refused: {reason}"),
-                },
-                Err(e) => format!("its checkpoint would be refused: {}", e.reason),
-            }
-        }
+        Err(_) if dir.join(CHECKPOINT).exists() => match Checkpoint::load(&dir.join(CHECKPOINT)) {
+            Ok(ckpt) => match ckpt.state.check_owner(&Owner::of(loaded)) {
+                Ok(()) => format!(
+                    "interrupted: it would resume from the end of epoch {}",
+                    ckpt.state.epochs_done
+                ),
+                Err(reason) => format!("its checkpoint.bin would be refused: {reason}"),
+            },
+            Err(e) => format!("its checkpoint would be refused: {}", e.reason),
+        },
         Err(_) => "not run yet: it would be trained".into(),
     }
 }
@@ -614,13 +601,8 @@ fn open_run(loaded: &LoadedConfig, progress: &mut Progress) -> Result<Opened, Ru
     let checkpoint_path = run.file(CHECKPOINT);
     let resume = if checkpoint_path.exists() {
         let ckpt = Checkpoint::load(&checkpoint_path)?;
-        let owner = crate::checkpoint::Owner {
-            name: &config.name,
-            hash: &loaded.hash,
-            start_model: &loaded.model,
-        };
         ckpt.state
-            .check_owner(&owner)
+            .check_owner(&Owner::of(loaded))
             .map_err(|reason| crate::checkpoint::CheckpointError {
                 path: checkpoint_path.display().to_string(),
                 reason,

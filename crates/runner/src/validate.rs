@@ -53,11 +53,12 @@ pub fn check_fits(
     input: &InputShape,
     batch: usize,
 ) -> Result<(), Invalid> {
-    let needed = spec.footprint(input).training_bytes(batch);
+    let footprint = spec.footprint(input);
+    let needed = footprint.training_bytes(batch);
     fits(
         key,
         spec,
-        input,
+        footprint,
         needed,
         &format!("to train at batch {batch}"),
     )
@@ -71,11 +72,12 @@ pub fn check_inference_fits(
     input: &InputShape,
     batch: usize,
 ) -> Result<(), Invalid> {
-    let needed = spec.footprint(input).inference_bytes(batch);
+    let footprint = spec.footprint(input);
+    let needed = footprint.inference_bytes(batch);
     fits(
         key,
         spec,
-        input,
+        footprint,
         needed,
         &format!("to run at batch {batch}"),
     )
@@ -84,7 +86,7 @@ pub fn check_inference_fits(
 fn fits(
     key: &str,
     spec: &models::ModelSpec,
-    input: &InputShape,
+    footprint: models::Footprint,
     needed: u128,
     what: &str,
 ) -> Result<(), Invalid> {
@@ -93,11 +95,7 @@ fn fits(
         let gib = |b: u128| b as f64 / (1u128 << 30) as f64;
         return Err(invalid(
             key,
-            format!(
-                "a {} model of {} parameters",
-                spec.kind(),
-                spec.footprint(input).params
-            ),
+            format!("a {} model of {} parameters", spec.kind(), footprint.params),
             format!(
                 "needs about {:.1} GiB {what}, more than this machine's {:.1} GiB allows: use \
                  smaller widths (or smaller batches)",

@@ -454,17 +454,16 @@ impl Sweep {
         &self,
         env: &HashMap<String, String>,
     ) -> Result<HashMap<String, String>, SweepError> {
-        const VAR: &str = "COMPRESS_OUTPUT__DIR";
         let path = self.dir.join(OUTPUT_RECORD);
         let mut env = env.clone();
         if path.exists() {
             let text = safeio::read_text(&path).map_err(SweepError::Read)?;
             let recorded: OutputRecord = serde_json::from_str(&text)
                 .map_err(|e| file_error(&path, format!("unreadable ({e}); delete it")))?;
-            let now = env.remove(VAR);
+            let now = env.remove(OUTPUT_DIR_VAR);
             if now != recorded.output_dir {
                 safeio::errln!(
-                    "note: this sweep's trials run with {VAR}={} (recorded in {} when it \
+                    "note: this sweep's trials run with {OUTPUT_DIR_VAR}={} (recorded in {} when it \
                      started), not {}",
                     recorded.output_dir.as_deref().unwrap_or("(unset)"),
                     path.display(),
@@ -472,7 +471,7 @@ impl Sweep {
                 );
             }
             if let Some(dir) = recorded.output_dir {
-                env.insert(VAR.into(), dir);
+                env.insert(OUTPUT_DIR_VAR.into(), dir);
             }
         }
         Ok(env)
@@ -486,7 +485,7 @@ impl Sweep {
             return Ok(());
         }
         let record = OutputRecord {
-            output_dir: env.get("COMPRESS_OUTPUT__DIR").cloned(),
+            output_dir: env.get(OUTPUT_DIR_VAR).cloned(),
         };
         std::fs::create_dir_all(&self.dir).map_err(io(self.dir.display().to_string()))?;
         let text = serde_json::to_string_pretty(&record).unwrap_or_default();
@@ -496,6 +495,9 @@ impl Sweep {
 
 /// Where a sweep's trials keep their runs (`output.json` in the sweep folder).
 const OUTPUT_RECORD: &str = "output.json";
+
+/// The environment override of `output.dir` that the record keeps.
+const OUTPUT_DIR_VAR: &str = "COMPRESS_OUTPUT__DIR";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct OutputRecord {
