@@ -29,8 +29,8 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use models::{Classifier, InputShape, Model, ModelSpec};
 use runner::replicas::Replicas;
-use runner::schema::OptimizerConfig;
 use runner::train::{train_step, Shard, StageForward, StepKey};
+use settings::schema::OptimizerConfig;
 use technique::{CrossEntropy, Trainee};
 
 const ROUNDS: usize = 7;
@@ -86,7 +86,7 @@ impl Setup {
 
     fn device(self) -> Device {
         match self {
-            Setup::LibTorch => runner::device::parse_device("libtorch").expect("tch build"),
+            Setup::LibTorch => settings::device::parse_device("libtorch").expect("tch build"),
             _ => Device::flex(),
         }
     }
@@ -136,7 +136,7 @@ fn train_round(work: &Workload, setup: Setup, cores: usize) -> f64 {
                 &mut optim,
                 StageForward {
                     loss: &CrossEntropy,
-                    quantizer: None,
+                    hook: None,
                 },
                 &parts,
                 (shards > 1).then_some(&replicas),
@@ -181,7 +181,7 @@ fn infer_round(work: &Workload, setup: Setup) -> Vec<f64> {
 fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut setups = vec![Setup::Plain, Setup::Pooled, Setup::Replicas];
-    if runner::device::parse_device("libtorch").is_ok() {
+    if settings::device::parse_device("libtorch").is_ok() {
         setups.push(Setup::LibTorch);
     } else {
         println!("(built without --features tch: flex alone)");

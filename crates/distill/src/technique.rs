@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 use data::{make_batch, Batch, Split};
-use models::{Model, Quantizer, Tap};
+use models::{ForwardHook, Model, Tap};
 use technique::{Aux, Loss, StageContext, StepLoss, Technique, TechniqueError, Trainee};
 
 use crate::config::{DistillConfig, TEACHER_KEY};
@@ -172,7 +172,7 @@ impl Loss for DistillationLoss {
         trainee: &Trainee,
         batch: &Batch,
         indices: &[usize],
-        quantizer: Option<&dyn Quantizer>,
+        hook: Option<&dyn ForwardHook>,
     ) -> StepLoss {
         // The student runs as the stage trains it (fake-quantized in a QAT stage); the
         // teacher in float.
@@ -180,7 +180,7 @@ impl Loss for DistillationLoss {
             Some(hint) => Tap::at(&hint.student_layer),
             None => Tap::none(),
         };
-        let mut student_tap = student_tap.with_quantizer(quantizer, true);
+        let mut student_tap = student_tap.with_hook(hook, true);
         let logits = trainee
             .model
             .forward_tapped(batch.images.clone(), &mut student_tap); // [batch, classes]

@@ -4,11 +4,21 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use crate::pareto::pareto_front;
-use crate::report::ReportError;
+
+/// A plot that could not be drawn or written.
+#[derive(Debug, thiserror::Error)]
+#[error("drawing {}: {message}", path.display())]
+pub struct PlotError {
+    pub path: std::path::PathBuf,
+    pub message: String,
+}
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
@@ -180,9 +190,9 @@ pub fn accuracy_plot(
     x_format: &dyn Fn(f64, f64) -> String,
     points: &[Point],
     log_x: bool,
-) -> Result<(), ReportError> {
+) -> Result<(), PlotError> {
     register_font();
-    let err = |e: &dyn std::fmt::Display| ReportError::Draw {
+    let err = |e: &dyn std::fmt::Display| PlotError {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
@@ -239,73 +249,13 @@ pub fn accuracy_plot(
     };
     let mut front: Vec<(f64, f64)> = labels.iter().filter(|l| l.3).map(|l| (l.0, l.1)).collect();
     front.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let marks = AccuracyMarks {
+        labels,
+        front,
+        x_label,
+        x_format,
+    };
 
-    macro_rules! draw {
-        ($chart:expr, $x_ticks:expr, $y_range:expr) => {{
-            let mut chart = $chart;
-            let x_ticks: Vec<(f64, f64)> = $x_ticks;
-            let y_range = $y_range;
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .x_labels(0)
-                // plotters still labels a log axis' key points: blank them, ours follow.
-                .x_label_formatter(&|_| String::new())
-                .x_desc(x_label)
-                .y_desc("test accuracy (%)")
-                .label_style(("sans-serif", 16))
-                .axis_desc_style(("sans-serif", 19))
-                .draw()
-                .map_err(|e| err(&e))?;
-            // Our own x ticks: plotters' log-axis labels run together on narrow ranges.
-            for &(t, step) in &x_ticks {
-                let top = chart.backend_coord(&(t, y_range.end));
-                let (x, y) = chart.backend_coord(&(t, y_range.start));
-                root.draw(&PathElement::new(vec![top, (x, y)], BLACK.mix(0.12)))
-                    .map_err(|e| err(&e))?;
-                root.draw(&PathElement::new(vec![(x, y), (x, y + 5)], BLACK))
-                    .map_err(|e| err(&e))?;
-                let label = x_format(t, step);
-                let half = label.chars().count() as i32 * 4;
-                root.draw(&Text::new(label, (x - half, y + 8), ("sans-serif", 16)))
-                    .map_err(|e| err(&e))?;
-            }
-            chart
-                .draw_series(LineSeries::new(front.clone(), RED.stroke_width(2)))
-                .map_err(|e| err(&e))?
-                .label("Pareto front")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-            chart
-                .draw_series(labels.iter().map(|&(x, y, _, on_front)| {
-                    let color = if on_front { RED } else { BLUE };
-                    Circle::new((x, y), 6, color.filled())
-                }))
-                .map_err(|e| err(&e))?;
-            let anchors: Vec<(i32, i32)> = labels
-                .iter()
-                .map(|l| chart.backend_coord(&(l.0, l.1)))
-                .collect();
-            let texts: Vec<&str> = labels.iter().map(|l| l.2).collect();
-            let spots = place_labels(&anchors, &texts, 8, 17);
-            for ((&(ax, ay), (x, y)), text) in anchors.iter().zip(spots).zip(&texts) {
-                if (y + 8 - ay).abs() > 8 {
-                    // A label moved away from its point gets a leader line back to it.
-                    let line = PathElement::new(vec![(ax, ay), (x - 2, y + 8)], BLACK.mix(0.35));
-                    root.draw(&line).map_err(|e| err(&e))?;
-                }
-                root.draw(&Text::new(text.to_string(), (x, y), ("sans-serif", 14)))
-                    .map_err(|e| err(&e))?;
-            }
-            chart
-                .configure_series_labels()
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.9))
-                .label_font(("sans-serif", 16))
-                .position(SeriesLabelPosition::LowerRight)
-                .draw()
-                .map_err(|e| err(&e))?;
-        }};
-    }
     if log_x {
         let (lo, hi) = (lo.max(f64::MIN_POSITIVE), hi.max(f64::MIN_POSITIVE));
         // Narrow ranges get a margin proportional to the spread, wide ones a fixed factor;
@@ -318,28 +268,108 @@ pub fn accuracy_plot(
         };
         let x_ticks = log_ticks(lo, hi);
         let y_range = y_range.clone();
-        draw!(
-            chart
-                .build_cartesian_2d((lo..hi).log_scale(), y_range.clone())
-                .map_err(|e| err(&e))?,
-            x_ticks,
-            y_range
-        );
+        let chart = chart
+            .build_cartesian_2d((lo..hi).log_scale(), y_range.clone())
+            .map_err(|e| err(&e))?;
+        draw_accuracy(&root, chart, &x_ticks, &y_range, &marks, &err)?;
     } else {
         let span = (hi - lo).max(hi.abs() * 0.1).max(1e-9);
         let range = (lo - span * 0.1).max(0.0)..(hi + span * 0.1);
         let (ticks, step) = linear_ticks(range.start, range.end, 6);
         let x_ticks: Vec<(f64, f64)> = ticks.into_iter().map(|t| (t, step)).collect();
         let y_range = y_range.clone();
-        draw!(
-            chart
-                .build_cartesian_2d(range, y_range.clone())
-                .map_err(|e| err(&e))?,
-            x_ticks,
-            y_range
-        );
+        let chart = chart
+            .build_cartesian_2d(range, y_range.clone())
+            .map_err(|e| err(&e))?;
+        draw_accuracy(&root, chart, &x_ticks, &y_range, &marks, &err)?;
     }
     root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// What an accuracy plot draws once its axes are built: each run's point `(cost, accuracy
+/// in %, label, on the Pareto front)`, the front as a line, and how the x axis is labelled.
+struct AccuracyMarks<'p> {
+    labels: Vec<(f64, f64, &'p str, bool)>,
+    front: Vec<(f64, f64)>,
+    x_label: &'p str,
+    x_format: &'p dyn Fn(f64, f64) -> String,
+}
+
+/// Draws the mesh, our x ticks, the front, the points with their labels and the legend on
+/// `chart`, whose x axis is linear or logarithmic (`X`).
+fn draw_accuracy<'a, X>(
+    root: &DrawingArea<BitMapBackend<'a>, Shift>,
+    mut chart: ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, RangedCoordf64>>,
+    x_ticks: &[(f64, f64)],
+    y_range: &std::ops::Range<f64>,
+    marks: &AccuracyMarks,
+    err: &dyn Fn(&dyn std::fmt::Display) -> PlotError,
+) -> Result<(), PlotError>
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let (x_label, x_format) = (marks.x_label, marks.x_format);
+    let (labels, front) = (&marks.labels, &marks.front);
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        // plotters still labels a log axis' key points: blank them, ours follow.
+        .x_label_formatter(&|_| String::new())
+        .x_desc(x_label)
+        .y_desc("test accuracy (%)")
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 19))
+        .draw()
+        .map_err(|e| err(&e))?;
+    // Our own x ticks: plotters' log-axis labels run together on narrow ranges.
+    for &(t, step) in x_ticks {
+        let top = chart.backend_coord(&(t, y_range.end));
+        let (x, y) = chart.backend_coord(&(t, y_range.start));
+        root.draw(&PathElement::new(vec![top, (x, y)], BLACK.mix(0.12)))
+            .map_err(|e| err(&e))?;
+        root.draw(&PathElement::new(vec![(x, y), (x, y + 5)], BLACK))
+            .map_err(|e| err(&e))?;
+        let label = x_format(t, step);
+        let half = label.chars().count() as i32 * 4;
+        root.draw(&Text::new(label, (x - half, y + 8), ("sans-serif", 16)))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .draw_series(LineSeries::new(front.clone(), RED.stroke_width(2)))
+        .map_err(|e| err(&e))?
+        .label("Pareto front")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    chart
+        .draw_series(labels.iter().map(|&(x, y, _, on_front)| {
+            let color = if on_front { RED } else { BLUE };
+            Circle::new((x, y), 6, color.filled())
+        }))
+        .map_err(|e| err(&e))?;
+    let anchors: Vec<(i32, i32)> = labels
+        .iter()
+        .map(|l| chart.backend_coord(&(l.0, l.1)))
+        .collect();
+    let texts: Vec<&str> = labels.iter().map(|l| l.2).collect();
+    let spots = place_labels(&anchors, &texts, 8, 17);
+    for ((&(ax, ay), (x, y)), text) in anchors.iter().zip(spots).zip(&texts) {
+        if (y + 8 - ay).abs() > 8 {
+            // A label moved away from its point gets a leader line back to it.
+            let line = PathElement::new(vec![(ax, ay), (x - 2, y + 8)], BLACK.mix(0.35));
+            root.draw(&line).map_err(|e| err(&e))?;
+        }
+        root.draw(&Text::new(text.to_string(), (x, y), ("sans-serif", 14)))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .label_font(("sans-serif", 16))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| err(&e))?;
     Ok(())
 }
 
@@ -356,9 +386,9 @@ pub fn line_plot(
     title: &str,
     (x_label, y_label): (&str, &str),
     series: &[Series],
-) -> Result<(), ReportError> {
+) -> Result<(), PlotError> {
     register_font();
-    let err = |e: &dyn std::fmt::Display| ReportError::Draw {
+    let err = |e: &dyn std::fmt::Display| PlotError {
         path: path.to_path_buf(),
         message: e.to_string(),
     };

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::plot::{accuracy_plot, Point, HEIGHT, WIDTH};
+use crate::plot::{accuracy_plot, PlotError, Point, HEIGHT, WIDTH};
 use crate::summary::{group_digits, RunSummary};
 use crate::EventLog;
 
@@ -15,18 +15,21 @@ pub struct ReportRun {
 }
 
 impl ReportRun {
-    /// What made the run: the techniques it recorded (`prune+distill`), else its parent's role.
+    /// What made the run: the techniques it recorded (`distill+quant`), else `fine-tune` for a
+    /// stage that started from a parent and `train` for one from scratch.
     pub fn technique(&self) -> String {
         let techniques = &self.summary.techniques;
         if !techniques.is_empty() {
-            let mut names: Vec<&str> = techniques.keys().map(String::as_str).collect();
-            names.sort_unstable();
-            return names.join("+");
+            // A BTreeMap: names in sorted order.
+            return techniques
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("+");
         }
-        match self.summary.parent.as_ref().map(|p| p.role.as_str()) {
-            Some("teacher") => "distill",
-            Some("parent") => "fine-tune",
-            _ => "train",
+        match self.summary.parent {
+            Some(_) => "fine-tune",
+            None => "train",
         }
         .to_string()
     }
@@ -150,8 +153,8 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
-    #[error("drawing {}: {message}", path.display())]
-    Draw { path: PathBuf, message: String },
+    #[error(transparent)]
+    Draw(#[from] PlotError),
     #[error(transparent)]
     Events(#[from] crate::tensorboard::EventLogError),
 }

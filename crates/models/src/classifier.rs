@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 
-use crate::{InputShape, Model, Quantizer, Tap};
+use crate::{ForwardHook, InputShape, Model, Tap};
 
 pub trait Classifier: Sync {
     /// The architecture's name, as configs write it.
@@ -39,20 +39,20 @@ impl Classifier for Model {
     }
 }
 
-/// A model seen through a quantizer (fake-quantized weights and activations): what a QAT
-/// stage evaluates. Its passes never update observers.
-pub struct QuantizedView<'a> {
+/// A model seen through a forward hook (a QAT stage's fake-quantized weights and
+/// activations): what a hooked stage evaluates. Its passes never update observers.
+pub struct HookedView<'a> {
     pub model: &'a Model,
-    pub quantizer: &'a dyn Quantizer,
+    pub hook: &'a dyn ForwardHook,
 }
 
-impl Classifier for QuantizedView<'_> {
+impl Classifier for HookedView<'_> {
     fn kind(&self) -> &str {
         self.model.kind()
     }
 
     fn classify(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut tap = Tap::quantized(self.quantizer, false);
+        let mut tap = Tap::hooked(self.hook, false);
         self.model.forward_tapped(images, &mut tap)
     }
 

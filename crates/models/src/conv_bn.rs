@@ -6,10 +6,10 @@ use burn::prelude::*;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
-use crate::tap::{LayerRef, Quantizer, Tap};
+use crate::tap::{ForwardHook, LayerRef, Tap};
 
 /// `kernel` (`[c_out, c_in, k, k]`) through the quantizer, which sees it as `[c_out, fan_in]`.
-fn quantized_kernel(q: &dyn Quantizer, name: &str, kernel: Tensor<4>) -> Tensor<4> {
+fn quantized_kernel(q: &dyn ForwardHook, name: &str, kernel: Tensor<4>) -> Tensor<4> {
     let dims = kernel.dims();
     q.weight(name, kernel.flatten::<2>(1, 3)).reshape(dims)
 }
@@ -47,7 +47,7 @@ impl ConvBn {
     /// - input: `[batch, c_in, h, w]`
     /// - output: `[batch, c_out, h', w']` where `h' = (h + 2 * padding - kernel) / stride + 1`
     pub fn forward(&self, x: Tensor<4>, tap: &mut Tap, name: &str) -> Tensor<4> {
-        let x = match tap.quantizer() {
+        let x = match tap.hook() {
             None => self.convolve(x),
             Some(q) if q.fold_batchnorm() => {
                 // One convolution with BatchNorm folded in, as an integer model runs it: the
@@ -69,7 +69,7 @@ impl ConvBn {
             ),
         };
         let x = tap.probe(&format!("{name}.conv"), x, LayerRef::Conv(&self.conv));
-        let x = match tap.quantizer() {
+        let x = match tap.hook() {
             Some(q) if q.fold_batchnorm() => x,
             _ => batch_norm(&self.bn, x),
         };

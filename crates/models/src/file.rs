@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{InputShape, Model, ModelSpec, SpecError};
 
+pub mod sparse;
+
 /// Metadata key holding the spec (JSON) in our burnpack files.
 const SPEC_KEY: &str = "compress.model_spec";
 
@@ -26,7 +28,7 @@ pub enum ModelFormat {
     Burnpack,
     /// `.pt` / `.pth`: a PyTorch `state_dict` (not a TorchScript archive).
     Pytorch,
-    /// `.sparse`: a magnitude-pruned model saved by this tool (see [`crate::sparse_file`]).
+    /// `.sparse`: a magnitude-pruned model saved by this tool (see [`sparse`]).
     Sparse,
     /// `.safetensors`, with PyTorch's conventions (linear weights `[out, in]`, BatchNorm
     /// `weight`/`bias`).
@@ -162,7 +164,7 @@ pub fn inspect(path: &Path, format: ModelFormat) -> Result<FileFacts, ModelFileE
             Err(ModelFileError::NoSpec { .. }) => None,
             Err(e) => return Err(e),
         },
-        ModelFormat::Sparse => Some(crate::sparse_file::spec_in_bytes(&bytes, path)?),
+        ModelFormat::Sparse => Some(sparse::spec_in_bytes(&bytes, path)?),
         ModelFormat::Pytorch | ModelFormat::Safetensors => None,
     };
     Ok(FileFacts {
@@ -258,9 +260,7 @@ pub fn load(
     if matches!(format, ModelFormat::Burnpack | ModelFormat::Sparse) {
         let bytes = read_model_bytes(path)?;
         let model = match (spec_in_bytes(&bytes, path), options.spec) {
-            _ if format == ModelFormat::Sparse => {
-                crate::sparse_file::from_bytes(&bytes, path, input, device)?
-            }
+            _ if format == ModelFormat::Sparse => sparse::from_bytes(&bytes, path, input, device)?,
             (Ok(_), _) => from_bytes(&bytes, path, input, device)?,
             // A file saved before models described themselves: the caller's spec builds it.
             (Err(ModelFileError::NoSpec { .. }), Some(spec)) => {

@@ -15,13 +15,12 @@ mod model;
 pub mod params;
 mod pool;
 mod resnet;
-pub mod sparse_file;
 mod spec;
 mod tap;
 pub mod thin;
 mod vgg;
 
-pub use classifier::{Classifier, Inference, QuantizedView};
+pub use classifier::{Classifier, HookedView, Inference};
 pub use conv_bn::ConvBn;
 pub use file::{ModelFileError, ModelFormat};
 pub use groups::{ChannelGroup, GroupMember, Role};
@@ -30,7 +29,7 @@ pub use mlp::Mlp;
 pub use model::Model;
 pub use resnet::{BasicBlock, ResNet};
 pub use spec::{Footprint, InputShape, Invalid, ModelSpec, ResnetBlock, SpecError};
-pub use tap::{LayerRef, Quantizer, Segment, Tap};
+pub use tap::{ForwardHook, LayerRef, Segment, Tap};
 pub use thin::{thin, KeepPlan, ThinError};
 pub use vgg::Vgg;
 

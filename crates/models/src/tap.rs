@@ -1,4 +1,4 @@
-//! Taps: named points of a forward pass (probes). A tap can carry a [`Quantizer`] that rewrites
+//! Taps: named points of a forward pass (probes). A tap can carry a [`ForwardHook`] that rewrites
 //! every layer's weights and the activation at every point (what fake-quantization and integer
 //! exports need), capture the activation at one point, for
 //! feature ("hint") distillation (Romero et al. 2015, "FitNets"), and can time every segment
@@ -10,10 +10,12 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::prelude::*;
 
-/// What a quantized forward pass asks at each layer and each point. Implemented by
-/// fake-quantization (training, calibration) and by integer exports (inference). Every method
+/// A forward hook: what a hooked forward pass asks at each layer and each point (the weights
+/// and bias a layer computes with, the activation the pass continues with). Implemented by
+/// fake-quantization (training, calibration) and by integer exports (inference); the models
+/// know nothing of quantization, only that a technique may change these. Every method
 /// defaults to the float forward pass.
-pub trait Quantizer: Sync {
+pub trait ForwardHook: Sync {
     /// Whether each convolution runs with its BatchNorm folded in, from the running
     /// statistics (Jacob et al. 2018), as an integer model computes it.
     fn fold_batchnorm(&self) -> bool {
@@ -102,7 +104,7 @@ pub struct Tap<'a> {
     /// The timed segments, in order, when profiling.
     pub segments: Option<Vec<Segment>>,
     last: Instant,
-    quantizer: Option<&'a dyn Quantizer>,
+    hook: Option<&'a dyn ForwardHook>,
     observe: bool,
 }
 
@@ -114,7 +116,7 @@ impl<'a> Tap<'a> {
             found: None,
             segments: None,
             last: Instant::now(),
-            quantizer: None,
+            hook: None,
             observe: false,
         }
     }
@@ -127,33 +129,33 @@ impl<'a> Tap<'a> {
         }
     }
 
-    /// Runs every layer and point through `quantizer` (and captures nothing); `observe` lets
+    /// Runs every layer and point through `hook` (and captures nothing); `observe` lets
     /// its observers learn from this pass.
-    pub fn quantized(quantizer: &'a dyn Quantizer, observe: bool) -> Self {
-        Self::none().with_quantizer(Some(quantizer), observe)
+    pub fn hooked(hook: &'a dyn ForwardHook, observe: bool) -> Self {
+        Self::none().with_hook(Some(hook), observe)
     }
 
-    /// This tap, with its layers and points also run through `quantizer` (when given).
-    pub fn with_quantizer(self, quantizer: Option<&'a dyn Quantizer>, observe: bool) -> Self {
+    /// This tap, with its layers and points also run through `hook` (when given).
+    pub fn with_hook(self, hook: Option<&'a dyn ForwardHook>, observe: bool) -> Self {
         Self {
-            quantizer,
+            hook,
             observe,
             ..self
         }
     }
 
-    /// The quantizer this pass runs through, if any.
-    pub(crate) fn quantizer(&self) -> Option<&'a dyn Quantizer> {
-        self.quantizer
+    /// The hook this pass runs through, if any.
+    pub(crate) fn hook(&self) -> Option<&'a dyn ForwardHook> {
+        self.hook
     }
 
-    /// A linear layer, its weights through the quantizer when there is one.
+    /// A linear layer, its weights through the hook when there is one.
     ///
     /// # Shapes
     /// - input: `[batch, d_in]`
     /// - output: `[batch, d_out]`
     pub(crate) fn linear(&self, layer: &Linear, name: &str, x: Tensor<2>) -> Tensor<2> {
-        match self.quantizer {
+        match self.hook {
             Some(q) => {
                 // burn stores `[d_in, d_out]`; quantizers see `[out, fan_in]`.
                 let w = q.weight(name, layer.weight.val().transpose()).transpose();
@@ -182,7 +184,7 @@ impl<'a> Tap<'a> {
         x: Tensor<D>,
         layer: LayerRef,
     ) -> Tensor<D> {
-        let x = match self.quantizer {
+        let x = match self.hook {
             Some(q) => {
                 let dims = x.dims();
                 q.activation(name, x.flatten::<2>(1, D - 1), self.observe)

@@ -225,7 +225,7 @@ fn the_footprint_counts_parameters_as_burn_does() {
 fn a_quantizer_changes_what_the_forward_pass_continues_with() {
     use burn::tensor::Distribution;
     struct ZeroFc2;
-    impl crate::Quantizer for ZeroFc2 {
+    impl crate::ForwardHook for ZeroFc2 {
         fn activation(&self, point: &str, x: Tensor<2>, _observe: bool) -> Tensor<2> {
             if point == "fc2" {
                 x.zeros_like()
@@ -238,7 +238,7 @@ fn a_quantizer_changes_what_the_forward_pass_continues_with() {
     let x = Tensor::<4>::random([2, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device());
     let plain: Vec<f32> = model.forward(x.clone()).into_data().try_to_vec().unwrap();
     // Zeroing the last hidden layer leaves only the classifier's bias: every row the same.
-    let mut tap = crate::Tap::quantized(&ZeroFc2, false);
+    let mut tap = crate::Tap::hooked(&ZeroFc2, false);
     let cut: Vec<f32> = model
         .forward_tapped(x, &mut tap)
         .into_data()
@@ -250,7 +250,7 @@ fn a_quantizer_changes_what_the_forward_pass_continues_with() {
 
 /// A quantizer that only folds BatchNorm: outputs match the plain inference pass.
 struct FoldOnly;
-impl crate::Quantizer for FoldOnly {
+impl crate::ForwardHook for FoldOnly {
     fn fold_batchnorm(&self) -> bool {
         true
     }
@@ -287,7 +287,7 @@ fn folding_batchnorm_into_the_conv_keeps_outputs_within_tolerance() {
         let x = Tensor::<4>::random([3, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device());
         let plain: Vec<f32> = model.forward(x.clone()).into_data().try_to_vec().unwrap();
         let folded: Vec<f32> = model
-            .forward_tapped(x, &mut crate::Tap::quantized(&FoldOnly, false))
+            .forward_tapped(x, &mut crate::Tap::hooked(&FoldOnly, false))
             .into_data()
             .try_to_vec()
             .unwrap();
@@ -452,7 +452,7 @@ fn a_sparse_file_round_trips_with_identical_outputs() {
             })
             .collect();
         let model = params::edit(model, &edits).0;
-        let sparse = crate::sparse_file::to_bytes(&model).unwrap();
+        let sparse = crate::file::sparse::to_bytes(&model).unwrap();
         let dense = crate::file::to_bytes(&model).unwrap();
         assert!(
             sparse.len() * 3 < dense.len(),
@@ -462,7 +462,7 @@ fn a_sparse_file_round_trips_with_identical_outputs() {
             dense.len()
         );
         let path = std::path::Path::new("<test>");
-        let back = crate::sparse_file::from_bytes(&sparse, path, &MNIST, &device()).unwrap();
+        let back = crate::file::sparse::from_bytes(&sparse, path, &MNIST, &device()).unwrap();
         assert_eq!(back.spec(), model.spec());
         let x = Tensor::<4>::from_data(
             TensorData::new(pseudo_random(2 * 28 * 28, 7, -1.0, 1.0), [2, 1, 28, 28]),
@@ -477,7 +477,7 @@ fn a_sparse_file_round_trips_with_identical_outputs() {
         // A flipped byte is caught by the checksum.
         let mut corrupt = sparse.clone();
         corrupt[sparse.len() / 2] ^= 1;
-        let err = crate::sparse_file::from_bytes(&corrupt, path, &MNIST, &device()).unwrap_err();
+        let err = crate::file::sparse::from_bytes(&corrupt, path, &MNIST, &device()).unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
     }
 }

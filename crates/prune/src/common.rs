@@ -3,9 +3,34 @@
 
 use data::{Dataset, Preprocess};
 use models::Model;
+use serde::{Deserialize, Serialize};
 use technique::{Invalid, StageContext, TechniqueError};
 
-use crate::config::Schedule;
+/// When channels are removed. Step k of n removes the fraction f(k/n) of the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// Everything before the first epoch, then fine-tune (`steps` must be 1).
+    #[default]
+    OneShot,
+    /// Equal steps: f = k/n, with `every` fine-tuning epochs after each.
+    Iterative,
+    /// Automated gradual pruning (Zhu and Gupta 2017): f = 1 - (1 - k/n)^3, large steps
+    /// while the network is redundant, small ones near the target.
+    Agp,
+}
+
+impl Schedule {
+    /// The fraction of the target reached after step `k` of `n` (k from 1).
+    pub fn fraction(self, k: usize, n: usize) -> f64 {
+        let t = k as f64 / n.max(1) as f64;
+        match self {
+            Schedule::OneShot => 1.0,
+            Schedule::Iterative => t,
+            Schedule::Agp => 1.0 - (1.0 - t).powi(3),
+        }
+    }
+}
 
 pub use technique::FROM_KEY;
 

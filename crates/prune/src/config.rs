@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 pub use technique::matches;
 use technique::{Invalid, ParentShape, TechniqueConfig};
 
+pub use crate::common::Schedule;
 use crate::common::{check_epochs, check_schedule};
 use crate::plan::{final_ratios, Targets};
 
@@ -33,32 +34,6 @@ pub enum Criterion {
     Taylor,
     /// Uniformly random ranking: the control every criterion must beat.
     Random,
-}
-
-/// When channels are removed. Step k of n removes the fraction f(k/n) of the target.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Schedule {
-    /// Everything before the first epoch, then fine-tune (`steps` must be 1).
-    #[default]
-    OneShot,
-    /// Equal steps: f = k/n, with `every` fine-tuning epochs after each.
-    Iterative,
-    /// Automated gradual pruning (Zhu and Gupta 2017): f = 1 - (1 - k/n)^3, large steps
-    /// while the network is redundant, small ones near the target.
-    Agp,
-}
-
-impl Schedule {
-    /// The fraction of the target reached after step `k` of `n` (k from 1).
-    pub fn fraction(self, k: usize, n: usize) -> f64 {
-        let t = k as f64 / n.max(1) as f64;
-        match self {
-            Schedule::OneShot => 1.0,
-            Schedule::Iterative => t,
-            Schedule::Agp => 1.0 - (1.0 - t).powi(3),
-        }
-    }
 }
 
 /// Channel pruning that removes channels for real: the stage's model gets narrower layers,

@@ -10,7 +10,7 @@
 //!   file bytes, batch-1 latency, accuracy before and after), and lets the stage fine-tune
 //!   with whatever loss it uses (cross-entropy, or distillation from the unpruned parent).
 //! - [`Sparsification`]: unstructured magnitude pruning with masks kept through fine-tuning,
-//!   exported as a sparse file ([`models::sparse_file`]).
+//!   exported as a sparse file ([`models::file::sparse`]).
 
 mod common;
 mod config;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use models::{InputShape, KeepPlan, Model};
 use technique::Invalid;
 
-use crate::config::matches;
+use technique::matches;
 
 /// What a `[prune]` section asks for (see [`crate::PruneConfig`]).
 #[derive(Debug, Clone, Copy)]

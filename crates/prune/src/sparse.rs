@@ -386,7 +386,7 @@ impl Technique for Sparsification<'_> {
             last.accuracy_finetuned = Some(accuracy);
         }
         let dense = models::file::to_bytes(model).map_or(0, |b| b.len());
-        let sparse = models::sparse_file::to_bytes(model).map_or(0, |b| b.len());
+        let sparse = models::file::sparse::to_bytes(model).map_or(0, |b| b.len());
         self.sizes = Some((dense, sparse));
         let paths: Vec<&str> = self.targets.iter().map(|(p, _)| p.as_str()).collect();
         let values = params::values(model, |p| paths.contains(&p));
@@ -426,7 +426,7 @@ impl Technique for Sparsification<'_> {
 
     fn export(&self, model: &Model) -> Option<Result<Artifact, TechniqueError>> {
         Some(
-            models::sparse_file::to_bytes(model)
+            models::file::sparse::to_bytes(model)
                 .map(|bytes| Artifact {
                     file_name: "model.sparse".into(),
                     bytes,

@@ -28,7 +28,7 @@ use std::sync::Mutex;
 
 use burn::prelude::*;
 use models::params::{self, Edit, HostTensor};
-use models::{Classifier, InputShape, Model, ModelFileError, ModelSpec, Quantizer, Tap};
+use models::{Classifier, ForwardHook, InputShape, Model, ModelFileError, ModelSpec, Tap};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{weight_layers, BITS};
@@ -294,7 +294,7 @@ impl QuantizedModel {
 /// burn's BatchNorm epsilon (the models use the default).
 const BN_EPSILON: f32 = 1e-5;
 
-impl Quantizer for QuantizedModel {
+impl ForwardHook for QuantizedModel {
     fn fold_batchnorm(&self) -> bool {
         self.fold_batchnorm
     }
@@ -314,7 +314,7 @@ impl Classifier for QuantizedModel {
 
     fn classify(&self, images: Tensor<4>) -> Tensor<2> {
         self.model
-            .forward_tapped(images, &mut Tap::quantized(self, false))
+            .forward_tapped(images, &mut Tap::hooked(self, false))
     }
 
     fn num_params(&self) -> usize {
@@ -334,7 +334,7 @@ struct Recorder<'q> {
     biases: Mutex<BTreeMap<String, Vec<f32>>>,
 }
 
-impl Quantizer for Recorder<'_> {
+impl ForwardHook for Recorder<'_> {
     fn fold_batchnorm(&self) -> bool {
         self.inner.fold_batchnorm()
     }
@@ -375,7 +375,7 @@ pub fn export(model: &Model, quantizer: &FakeQuant, input: &InputShape) -> Resul
     };
     let device = model.device();
     let zeros = Tensor::<4>::zeros([1, input.channels, input.height, input.width], &device);
-    model.forward_tapped(zeros, &mut Tap::quantized(&recorder, false));
+    model.forward_tapped(zeros, &mut Tap::hooked(&recorder, false));
     let recorded = recorder
         .weights
         .into_inner()

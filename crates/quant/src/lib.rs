@@ -4,7 +4,7 @@
 //! a loader that measurement runs from the file itself.
 //!
 //! - [`fake`]: quantize-dequantize math and the straight-through estimator.
-//! - [`quantizer`]: observers and the [`models::Quantizer`] every forward pass runs through.
+//! - [`quantizer`]: observers and the [`models::ForwardHook`] every forward pass runs through.
 //! - [`int_file`], [`half_file`]: the file formats and their loaders.
 //! - [`Quantization`]: the technique (`[quant]`).
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use burn::prelude::*;
-use models::Quantizer;
+use models::ForwardHook;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ObserverKind, QuantConfig};
@@ -179,7 +179,7 @@ impl FakeQuant {
     }
 }
 
-impl Quantizer for FakeQuant {
+impl ForwardHook for FakeQuant {
     fn fold_batchnorm(&self) -> bool {
         self.fold.load(Ordering::Relaxed)
     }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use burn::prelude::*;
 use data::{make_batch, Dataset, Preprocess, SplitMix64};
 use measure::evaluate;
-use models::{Classifier, InputShape, Model, QuantizedView, Quantizer, Tap};
+use models::{Classifier, ForwardHook, HookedView, InputShape, Model, Tap};
 use serde::{Deserialize, Serialize};
 use technique::{Artifact, Report, StageContext, Technique, TechniqueError, Trainee};
 
@@ -97,7 +97,7 @@ impl<'a> Quantization<'a> {
         let mut batches = 0;
         for chunk in order[..wanted].chunks(CALIBRATION_BATCH) {
             let batch = make_batch(train, chunk, &self.prep, None, &self.device);
-            model.forward_tapped(batch.images, &mut Tap::quantized(&self.fake, true));
+            model.forward_tapped(batch.images, &mut Tap::hooked(&self.fake, true));
             batches += 1;
         }
         batches
@@ -148,8 +148,13 @@ impl Technique for Quantization<'_> {
         })
     }
 
-    fn quantizer(&self) -> Option<&dyn Quantizer> {
-        self.quantizes().then_some(&self.fake as &dyn Quantizer)
+    fn forward_hook(&self) -> Option<&dyn ForwardHook> {
+        self.quantizes().then_some(&self.fake as &dyn ForwardHook)
+    }
+
+    fn batches_in_order(&self) -> bool {
+        // The observers' moving averages depend on the order batches arrive in.
+        self.quantizes()
     }
 
     fn prepare(&mut self, trainee: Trainee) -> Result<Trainee, TechniqueError> {
@@ -171,9 +176,9 @@ impl Technique for Quantization<'_> {
         ));
         if c.mode == Mode::Ptq {
             // PTQ does not train: the in-memory model is final now.
-            let view = QuantizedView {
+            let view = HookedView {
                 model: &model,
-                quantizer: &self.fake,
+                hook: &self.fake,
             };
             self.fake_quant_accuracy = Some(self.accuracy(&view));
             self.float_accuracy = Some(self.accuracy(&model));

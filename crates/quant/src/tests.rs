@@ -2,7 +2,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use models::{Classifier, InputShape, Model, ModelSpec, QuantizedView, Quantizer, Tap};
+use models::{Classifier, ForwardHook, HookedView, InputShape, Model, ModelSpec, Tap};
 
 use crate::config::QuantConfig;
 use crate::fake::{channel_scales, fake_quant_weight, qmax_symmetric, ActivationGrid};
@@ -116,7 +116,7 @@ fn calibrated(model: &Model, toml: &str) -> FakeQuant {
     quant.set_fold(true);
     for _ in 0..3 {
         let x = Tensor::<4>::random([8, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device());
-        model.forward_tapped(x, &mut Tap::quantized(&quant, true));
+        model.forward_tapped(x, &mut Tap::hooked(&quant, true));
     }
     quant
 }
@@ -134,9 +134,9 @@ fn an_exported_file_round_trips_bit_for_bit_and_computes_what_the_quantizer_comp
         let loaded = QuantizedModel::from_bytes(&bytes, path, &MNIST, &device()).unwrap();
         let x = Tensor::<4>::random([4, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device());
         let in_memory = host(
-            QuantizedView {
+            HookedView {
                 model: &model,
-                quantizer: &quant,
+                hook: &quant,
             }
             .classify(x.clone()),
         );
@@ -232,21 +232,21 @@ fn observers_learn_only_from_passes_that_ask_and_only_until_frozen() {
     let quant = calibrated(&model, "bits = 8");
     let before = quant.state();
     let big = Tensor::<4>::ones([2, 1, 28, 28], &device()) * 50.0;
-    model.forward_tapped(big.clone(), &mut Tap::quantized(&quant, false));
+    model.forward_tapped(big.clone(), &mut Tap::hooked(&quant, false));
     assert_eq!(
         quant.state(),
         before,
         "an evaluation pass changed the ranges"
     );
     quant.set_observing(false);
-    model.forward_tapped(big.clone(), &mut Tap::quantized(&quant, true));
+    model.forward_tapped(big.clone(), &mut Tap::hooked(&quant, true));
     assert_eq!(
         quant.state().ranges,
         before.ranges,
         "a frozen observer learned"
     );
     quant.set_observing(true);
-    model.forward_tapped(big, &mut Tap::quantized(&quant, true));
+    model.forward_tapped(big, &mut Tap::hooked(&quant, true));
     assert_ne!(quant.state().ranges, before.ranges);
     assert!(quant.fold_batchnorm());
 }

@@ -10,8 +10,8 @@ use models::file::{self, LoadOptions};
 use models::{Classifier, Inference, InputShape, Model, ModelFileError, ModelFormat};
 
 use crate::error::RunError;
-use crate::schema::StageConfig;
-use crate::techniques::artifact_format;
+use settings::schema::StageConfig;
+use settings::techniques::artifact_format;
 
 /// One of our float model files (a run folder's model.bpk, or a `.bpk` / `.sparse` saved by a
 /// stage). The file describes itself; an older file without a spec is built from the config's.
@@ -36,7 +36,7 @@ pub fn load_float(
             .eval_batch_size
             .max(config.measure.throughput_batch);
         spec.validate(input)
-            .and_then(|()| crate::validate::check_inference_fits("model", &spec, input, batch))
+            .and_then(|()| settings::validate::check_inference_fits("model", &spec, input, batch))
             .map_err(|e| RunError::Record {
                 what: "model file",
                 path: model_path.to_path_buf(),

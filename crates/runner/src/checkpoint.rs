@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::run_dir::write_atomic;
+use settings::run_dir::write_atomic;
 
 const MAGIC: &[u8; 8] = b"CMPCKPT1";
 
@@ -62,7 +62,7 @@ pub struct Owner<'a> {
 
 impl<'a> Owner<'a> {
     /// The run `loaded` describes.
-    pub fn of(loaded: &'a crate::LoadedConfig) -> Self {
+    pub fn of(loaded: &'a settings::LoadedConfig) -> Self {
         Self {
             name: &loaded.config.name,
             hash: &loaded.hash,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::checkpoint::CheckpointError;
-use crate::load::ConfigError;
+use settings::load::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -36,7 +36,7 @@ pub enum RunError {
     Device {
         device: String,
         config: String,
-        problem: crate::device::DeviceError,
+        problem: settings::device::DeviceError,
     },
     #[error("cannot start {threads} worker threads: {message}")]
     Threads { threads: usize, message: String },
@@ -57,7 +57,7 @@ pub enum RunError {
 }
 
 impl RunError {
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| RunError::Io { path, source }
     }

@@ -1,29 +1,17 @@
-//! The runner: config schema and validation, run folders, checkpoints and resume, the
-//! training loop, and running a stage end to end. The `train` binary is a thin shell over it.
+//! Running a stage: its training loop (replicas, optimizer, schedule), checkpoints and exact
+//! resume, progress, and the stage end to end (parents, training, measurement, summary). The
+//! settings it runs are decided by the `settings` crate; the `train` binary is a thin shell.
 
-pub mod analysis;
 pub mod artifacts;
-pub mod bench;
 pub mod checkpoint;
-pub mod context;
-pub mod device;
 mod error;
-pub mod identity;
-pub mod load;
 mod optim;
-pub mod parents;
-pub mod profile;
 pub mod progress;
 pub mod replicas;
-pub mod run_dir;
 pub mod schedule;
-pub mod schema;
 pub mod stage;
-pub mod techniques;
-pub mod testing;
+pub mod test_technique;
 pub mod train;
-pub mod validate;
 
 pub use error::RunError;
-pub use load::{load, ConfigError, LoadedConfig};
 pub use stage::{run_stage, RunOptions, StageOutcome};

@@ -8,7 +8,7 @@ use burn::optim::{
 };
 use burn::prelude::*;
 
-use crate::schema::OptimizerConfig;
+use settings::schema::OptimizerConfig;
 
 pub fn build_optimizer(config: &OptimizerConfig) -> ModuleOptimizer {
     let decay = |penalty: f64| (penalty > 0.0).then(|| WeightDecayConfig::new(penalty as f32));

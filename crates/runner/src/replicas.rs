@@ -201,7 +201,7 @@ mod tests {
     /// One SGD step of `trainee` on `images` split into `shards` (on replicas when > 1);
     /// returns the trainee and the step's loss.
     fn step(trainee: Trainee, images: &Tensor<4>, labels: &[i64], shards: usize) -> (Trainee, f64) {
-        let config = crate::schema::OptimizerConfig::Sgd {
+        let config = settings::schema::OptimizerConfig::Sgd {
             lr: 0.1,
             momentum: 0.0,
             nesterov: false,
@@ -216,7 +216,7 @@ mod tests {
             &mut optim,
             StageForward {
                 loss: &technique::CrossEntropy,
-                quantizer: None,
+                hook: None,
             },
             &parts,
             (shards > 1).then_some(&replicas),

@@ -1,6 +1,6 @@
 //! Learning-rate schedules, evaluated per optimiser step.
 
-use crate::schema::ScheduleConfig;
+use settings::schema::ScheduleConfig;
 
 /// The learning rate at `step` (0-based) of a run of `epochs * steps_per_epoch` steps.
 ///

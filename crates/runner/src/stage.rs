@@ -13,15 +13,23 @@ use models::{Classifier, Inference, InputShape, Model, ModelFormat};
 use technique::{ReadyParent, StageContext, Technique};
 
 use crate::checkpoint::{Checkpoint, Owner, TrainState};
-use crate::context::{thread_pool, worker_threads};
 use crate::error::RunError;
-use crate::load::LoadedConfig;
-use crate::parents::{Parent, ParentSource};
 use crate::progress::Progress;
-use crate::run_dir::{write_atomic, RunDir, CHECKPOINT, LOG, MODEL, RESOLVED_CONFIG, SUMMARY};
-use crate::schema::{DatasetName, StageConfig};
-use crate::techniques;
 use crate::train::{replay_history, train, Start, TrainSetup, TrainSink};
+use settings::context::worker_threads;
+use settings::load::LoadedConfig;
+use settings::parents::{Parent, ParentSource};
+use settings::run_dir::{write_atomic, RunDir, CHECKPOINT, LOG, MODEL, RESOLVED_CONFIG, SUMMARY};
+use settings::schema::{DatasetName, StageConfig};
+use settings::techniques;
+
+/// A rayon pool of `threads` workers; a failure to start threads is an I/O-level error.
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, RunError> {
+    measure::compute_pool(threads).map_err(|e| RunError::Threads {
+        threads,
+        message: e.to_string(),
+    })
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -160,7 +168,7 @@ pub fn measure_model(
         model_sha256: String::new(),
         artifact: None,
         artifact_sha256: String::new(),
-        build: crate::context::build(),
+        build: settings::context::build(),
         seed: Some(config.seed),
         train_limit: config.data.train_limit,
         overrides: Vec::new(),
@@ -333,7 +341,7 @@ fn finished(loaded: &LoadedConfig) -> Result<Option<StageOutcome>, RunError> {
 pub fn stale_reason(dir: &Path, summary: &RunSummary) -> Option<String> {
     let names = std::iter::once(MODEL).chain(summary.artifact.as_deref());
     for name in names {
-        let Some(sha256) = crate::run_dir::recorded_sha256(summary, name) else {
+        let Some(sha256) = settings::run_dir::recorded_sha256(summary, name) else {
             continue;
         };
         let path = dir.join(name);
@@ -405,7 +413,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
             "reusing the finished run {} (delete it to train again)",
             outcome.dir.display()
         ));
-        let build = crate::context::build();
+        let build = settings::context::build();
         if outcome.summary.build != build {
             progress.line(&format!(
                 "note: its latency and throughput were measured by another build ({}); this \
@@ -421,7 +429,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         return Ok(outcome);
     }
     // The config was checked where it was written; the GPU it names must be here.
-    crate::device::check_present(&config.device).map_err(|problem| RunError::Device {
+    settings::device::check_present(&config.device).map_err(|problem| RunError::Device {
         device: config.device.clone(),
         config: loaded.path.display().to_string(),
         problem,
@@ -475,7 +483,8 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     let threads = worker_threads(config.threads);
     let pool = thread_pool(threads)?;
     let trained = pool.install(|| -> Result<_, RunError> {
-        let mut techniques = techniques::build(config, &ctx, &loaded.hooks)?;
+        let mut techniques = techniques::build(config, &ctx)?;
+        techniques.extend(crate::test_technique::from_hooks(&loaded.hooks));
         let start = match resume {
             Some(ckpt) => Start::Resume(ckpt),
             None => Start::Fresh(initial_model(loaded, &parents, &input)?),
@@ -731,16 +740,22 @@ fn finish(
     summary.artifact = artifact_name;
     summary.artifact_sha256 = artifact_sha256;
     summary.overrides = loaded.overrides.clone();
-    let reports: Vec<(&'static str, technique::Report)> = techniques
-        .iter()
-        .filter_map(|t| Some((t.name(), t.report()?)))
-        .collect();
-    for (name, report) in reports {
-        let mut json = report.json;
-        if let Some(fields) = json.as_object_mut() {
-            fields.insert(measure::summary::TABLE_KEY.into(), report.table.into());
-        }
-        summary.techniques.insert(name.to_string(), json);
+    // Every technique of the stage is recorded by name (what `train report` groups runs by),
+    // with its report when it has one.
+    for technique in techniques.iter() {
+        let json = match technique.report() {
+            Some(report) => {
+                let mut json = report.json;
+                if let Some(fields) = json.as_object_mut() {
+                    fields.insert(measure::summary::TABLE_KEY.into(), report.table.into());
+                }
+                json
+            }
+            None => serde_json::json!({}),
+        };
+        summary
+            .techniques
+            .insert(technique.name().to_string(), json);
     }
     summary.epochs = state.epochs_done;
     summary.train_seconds = state.train_seconds;
@@ -816,8 +831,8 @@ fn finish(
 /// inside each op on its own (process-wide) threads: replicas there would only oversubscribe
 /// them.
 fn replicas(config: &StageConfig) -> usize {
-    match crate::device::Backend::parse(&config.device) {
-        Ok(crate::device::Backend::Flex) => config.train.replicas,
+    match settings::device::Backend::parse(&config.device) {
+        Ok(settings::device::Backend::Flex) => config.train.replicas,
         _ => 1,
     }
 }

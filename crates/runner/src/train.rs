@@ -19,7 +19,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use data::{Batch, Dataset, HostBatch, Preprocess, SplitMix64};
 use measure::EventLog;
-use models::{Classifier, Inference, InputShape, Model, QuantizedView, Quantizer};
+use models::{Classifier, ForwardHook, HookedView, Inference, InputShape, Model};
 use technique::{CrossEntropy, Loss, StepLoss, Technique, TechniqueError, Trainee};
 
 use crate::checkpoint::{Checkpoint, ScalarPoint, TrainState};
@@ -28,7 +28,7 @@ pub use crate::optim::build_optimizer;
 use crate::progress::Progress;
 use crate::replicas::{shard_ranges, Replicas};
 use crate::schedule::learning_rate;
-use crate::schema::StageConfig;
+use settings::schema::StageConfig;
 
 /// Separates the augmentation stream from the shuffling stream of the same epoch.
 const AUGMENT_STREAM: u64 = 0x5eed_a06e;
@@ -48,8 +48,8 @@ pub struct TrainSetup<'a> {
     /// Model replicas per step (see [`crate::replicas`]); 0 chooses one per worker thread for
     /// convolutional nets (whose serial ops leave threads idle: 1.6x on LeNet-5 at 2 threads)
     /// and 1 for MLPs (matrix products that already use every thread; replicas measured
-    /// slightly slower). A quantizing stage trains on one: its observers learn in the order
-    /// batches arrive.
+    /// slightly slower). A stage whose technique learns from batches in order (a quantizer's
+    /// observers: [`Technique::batches_in_order`]) trains on one.
     pub replicas: usize,
     /// Worker threads of the stage.
     pub threads: usize,
@@ -87,11 +87,12 @@ pub struct StepOutcome {
     pub parts: Vec<(&'static str, f64)>,
 }
 
-/// What a stage's forward passes run: its loss, and its quantizer when it has one.
+/// What a stage's forward passes run: its loss, and its forward hook when a technique
+/// supplies one (fake-quantization).
 #[derive(Clone, Copy)]
 pub struct StageForward<'a> {
     pub loss: &'a dyn Loss,
-    pub quantizer: Option<&'a dyn Quantizer>,
+    pub hook: Option<&'a dyn ForwardHook>,
 }
 
 /// Part of a step's batch: what one replica forwards.
@@ -169,7 +170,7 @@ fn forward_backward(
     } = models::dropout::with_sample_streams(streams, || {
         stage
             .loss
-            .loss(trainee, &shard.batch, shard.indices, stage.quantizer) // logits: [n, classes]
+            .loss(trainee, &shard.batch, shard.indices, stage.hook) // logits: [n, classes]
     });
     let total = if poison {
         total.mul_scalar(f32::NAN)
@@ -198,7 +199,7 @@ fn forward_backward(
     })
 }
 
-/// One optimiser step: forward (through the stage's quantizer, if any) and loss, backward,
+/// One optimiser step: forward (through the stage's forward hook, if any) and loss, backward,
 /// update. One shard runs on the calling thread; several run concurrently on `replicas`, their
 /// gradients and BatchNorm statistics combined (see [`crate::replicas`]). A non-finite loss is
 /// returned as `Err(value)` and nothing is updated.
@@ -285,9 +286,9 @@ fn stage_loss<'t>(techniques: &'t [Box<dyn Technique + '_>]) -> &'t dyn Loss {
         .unwrap_or(&CrossEntropy)
 }
 
-/// The quantizer the stage's forward passes run through, when a technique supplies one.
-fn stage_quantizer<'t>(techniques: &'t [Box<dyn Technique + '_>]) -> Option<&'t dyn Quantizer> {
-    techniques.iter().find_map(|t| t.quantizer())
+/// The hook the stage's forward passes run through, when a technique supplies one.
+fn stage_hook<'t>(techniques: &'t [Box<dyn Technique + '_>]) -> Option<&'t dyn ForwardHook> {
+    techniques.iter().find_map(|t| t.forward_hook())
 }
 
 fn technique_error(e: TechniqueError) -> RunError {
@@ -365,11 +366,14 @@ pub fn train(
 ) -> Result<(Model, TrainState), RunError> {
     let device = setup.device.clone().autodiff();
     let suppliers = techniques.iter().filter(|t| t.loss().is_some()).count();
-    let quantizers = techniques
+    let hooks = techniques
         .iter()
-        .filter(|t| t.quantizer().is_some())
+        .filter(|t| t.forward_hook().is_some())
         .count();
-    for (count, what) in [(suppliers, "replace the loss"), (quantizers, "quantize")] {
+    for (count, what) in [
+        (suppliers, "replace the loss"),
+        (hooks, "hook the forward pass"),
+    ] {
         if count > 1 {
             return Err(RunError::Technique(TechniqueError {
                 technique: "stage",
@@ -385,10 +389,12 @@ pub fn train(
         0 => setup.threads,
         n => n,
     };
-    let replicas = if quantizers > 0 && requested > 1 {
-        sink.progress().line(
-            "training on 1 replica: a quantizing stage's observers learn from batches in order",
-        );
+    let in_order = techniques.iter().find(|t| t.batches_in_order());
+    let replicas = if let (Some(technique), true) = (in_order, requested > 1) {
+        sink.progress().line(&format!(
+            "training on 1 replica: {} learns from batches in order",
+            technique.name()
+        ));
         1
     } else {
         requested.max(1)
@@ -585,7 +591,7 @@ impl Training<'_, '_, '_> {
                 &mut self.optim,
                 StageForward {
                     loss: stage_loss(self.techniques),
-                    quantizer: stage_quantizer(self.techniques),
+                    hook: stage_hook(self.techniques),
                 },
                 &shards,
                 self.replicas.as_ref(),
@@ -686,13 +692,13 @@ impl Training<'_, '_, '_> {
             self.state.model_spec = spec_after;
         }
         let model = trainee.model.valid();
-        // A quantizing stage is evaluated as it will be exported: fake-quantized.
-        let quantized = stage_quantizer(self.techniques).map(|quantizer| QuantizedView {
+        // A hooked stage is evaluated as it will be exported (a QAT stage fake-quantized).
+        let hooked = stage_hook(self.techniques).map(|hook| HookedView {
             model: &model,
-            quantizer,
+            hook,
         });
         let inference;
-        let evaluated: &dyn Classifier = match &quantized {
+        let evaluated: &dyn Classifier = match &hooked {
             Some(view) => view,
             None => {
                 inference = Inference::new(&model);

@@ -16,8 +16,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use runner::LoadedConfig;
 use serde::{Deserialize, Serialize};
+use settings::LoadedConfig;
 
 /// At most this many trials in one sweep (each is a process and a run folder).
 pub const MAX_TRIALS: usize = 10_000;
@@ -158,7 +158,7 @@ pub enum SweepError {
         index: usize,
         label: String,
         #[source]
-        source: Box<runner::ConfigError>,
+        source: Box<settings::ConfigError>,
     },
     #[error(transparent)]
     Run(#[from] Box<runner::RunError>),
@@ -346,7 +346,7 @@ impl Sweep {
                 .unwrap_or_else(|| PathBuf::from("runs/sweeps").join(&file.name)),
             name: file.name,
             path: path.to_path_buf(),
-            base: runner::parents::resolve_path(&file.base, path),
+            base: settings::parents::resolve_path(&file.base, path),
             keys: columns,
             trials: trials
                 .into_iter()
@@ -388,8 +388,8 @@ impl Sweep {
         }
         if self.launcher.kind == LauncherKind::Slurm && self.launcher.gpus == 0 {
             let on_gpu = self.trials.iter().zip(&loaded).find(|(_, l)| {
-                runner::device::Backend::parse(&l.config.device)
-                    .is_ok_and(|b| matches!(b, runner::device::Backend::Cuda(_)))
+                settings::device::Backend::parse(&l.config.device)
+                    .is_ok_and(|b| matches!(b, settings::device::Backend::Cuda(_)))
             });
             if let Some((trial, l)) = on_gpu {
                 return Err(file_error(
@@ -412,7 +412,7 @@ impl Sweep {
         trial: &Trial,
         env: &HashMap<String, String>,
     ) -> Result<LoadedConfig, SweepError> {
-        runner::load(&self.base, &trial.overrides(), env).map_err(|source| SweepError::Trial {
+        settings::load(&self.base, &trial.overrides(), env).map_err(|source| SweepError::Trial {
             path: self.path.clone(),
             index: trial.index,
             label: trial.label(),

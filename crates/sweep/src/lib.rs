@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 pub use file::{LauncherKind, Sweep, SweepError, Trial};
-use runner::{LoadedConfig, RunOptions};
+use runner::RunOptions;
+use settings::LoadedConfig;
 use trials::State;
 
 /// What `train sweep` was asked.

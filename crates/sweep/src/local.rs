@@ -15,7 +15,7 @@ pub fn run(sweep: &Sweep, todo: &[usize], exe: &Path, plain: bool) -> Result<(),
     let logs = sweep.logs_dir();
     std::fs::create_dir_all(&logs).map_err(io(logs.display().to_string()))?;
     let parallel = sweep.launcher.parallel.min(todo.len().max(1));
-    let cores = runner::context::cores();
+    let cores = settings::context::cores();
     let threads = (cores / parallel).max(1);
     let bar = if plain {
         ProgressBar::hidden()
@@ -44,7 +44,7 @@ pub fn run(sweep: &Sweep, todo: &[usize], exe: &Path, plain: bool) -> Result<(),
                 .args(["--index", &index.to_string(), "--plain"])
                 .args(["--parent-pid", &std::process::id().to_string()])
                 .env(
-                    format!("{}_THREADS", runner::load::ENV_PREFIX),
+                    format!("{}_THREADS", settings::load::ENV_PREFIX),
                     threads.to_string(),
                 )
                 .stdin(Stdio::null())

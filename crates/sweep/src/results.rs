@@ -44,7 +44,6 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or(String::new(), |v| format!("{v:.digits$}"))
 }
 
-/// Writes every results file; returns the paths written.
 /// The trials that were done when the results were last written (`results.done.json`).
 pub fn last_done(sweep: &Sweep) -> Vec<usize> {
     safeio::read_text(&sweep.dir.join(DONE_RECORD))
@@ -62,8 +61,56 @@ pub fn record_done(sweep: &Sweep, done: &[usize]) -> Result<(), SweepError> {
 
 pub const DONE_RECORD: &str = "results.done.json";
 
+/// Writes every results file; returns the paths written.
 pub fn write(sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>, SweepError> {
     std::fs::create_dir_all(&sweep.dir).map_err(io(sweep.dir.display().to_string()))?;
+    let header = header(sweep);
+    let mut csv = header.join(",") + "\n";
+    let mut md = format!(
+        "# Sweep {}\n\n{} trials of `{}`. Reproduce: `train sweep {}`.\n\n| {} |\n|{}|\n",
+        sweep.name,
+        rows.len(),
+        sweep.base.display(),
+        sweep.path.display(),
+        header.join(" | "),
+        vec!["---"; header.len()].join("|")
+    );
+    for row in rows {
+        let cells = cells(sweep, row);
+        csv += &csv_line(&cells);
+        md += &format!("| {} |\n", cells.join(" | "));
+    }
+    md += &failed_trials(sweep, rows);
+    let mut written = Vec::new();
+    let csv_path = sweep.dir.join("results.csv");
+    std::fs::write(&csv_path, csv).map_err(io(csv_path.display().to_string()))?;
+    written.push(csv_path);
+
+    let done: Vec<(&Row, &measure::RunSummary)> = rows
+        .iter()
+        .filter_map(|r| match &r.state {
+            State::Done { summary, .. } => Some((r, &**summary)),
+            _ => None,
+        })
+        .collect();
+    if !done.is_empty() {
+        for (file, what) in plots(sweep, &done)? {
+            md += &format!(
+                "\n![{what}]({})\n",
+                file.file_name().unwrap_or_default().to_string_lossy()
+            );
+            written.push(file);
+        }
+    }
+    let md_path = sweep.dir.join("results.md");
+    std::fs::write(&md_path, md).map_err(io(md_path.display().to_string()))?;
+    written.push(md_path);
+    written.push(tensorboard(sweep, rows)?);
+    Ok(written)
+}
+
+/// The results table's columns: the trial, its swept keys, then what it measured.
+fn header(sweep: &Sweep) -> Vec<String> {
     let mut header: Vec<String> = vec!["trial".into()];
     header.extend(sweep.keys.iter().cloned());
     header.extend(
@@ -81,168 +128,164 @@ pub fn write(sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>, SweepError> {
         ]
         .map(String::from),
     );
-    let mut csv = header.join(",") + "\n";
-    let mut md = format!(
-        "# Sweep {}\n\n{} trials of `{}`. Reproduce: `train sweep {}`.\n\n| {} |\n|{}|\n",
-        sweep.name,
-        rows.len(),
-        sweep.base.display(),
-        sweep.path.display(),
-        header.join(" | "),
-        vec!["---"; header.len()].join("|")
-    );
-    for row in rows {
-        let mut cells = vec![row.trial.index.to_string()];
-        for key in &sweep.keys {
-            cells.push(value_of(row.trial, key).map(cell).unwrap_or_default());
-        }
-        cells.push(row.state.word().to_string());
-        match &row.state {
-            State::Done { dir, summary } => cells.extend([
-                format!("{:.4}", summary.accuracy),
-                summary.params.to_string(),
-                summary.model_bytes.to_string(),
-                summary.macs.to_string(),
-                format!("{:.4}", summary.latency_ms_p50),
-                format!("{:.1}", summary.train_seconds),
-                opt(row.wall_s, 1),
-                opt(row.queue_s, 1),
-                dir.display().to_string(),
-            ]),
-            _ => {
-                cells.extend(std::iter::repeat_n(String::new(), 6));
-                cells.push(opt(row.wall_s, 1));
-                cells.push(opt(row.queue_s, 1));
-                cells.push(String::new());
-            }
-        }
-        csv += &cells
-            .iter()
-            .map(|c| {
-                if c.contains([',', '"']) {
-                    format!("\"{}\"", c.replace('"', "\"\""))
-                } else {
-                    c.clone()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        csv += "\n";
-        md += &format!("| {} |\n", cells.join(" | "));
-    }
-    let failed: Vec<&Row> = rows
-        .iter()
-        .filter(|r| matches!(r.state, State::Failed(_)))
-        .collect();
-    if !failed.is_empty() {
-        md += "\n## Failed trials\n";
-        for row in failed {
-            if let State::Failed(f) = &row.state {
-                md += &format!(
-                    "\n### trial {} ({})\n\nexit code {}: {}\n\n```\n{}\n```\n",
-                    row.trial.index,
-                    row.trial.label(),
-                    f.exit_code
-                        .map_or("none (killed by a signal)".into(), |c| c.to_string()),
-                    f.message,
-                    log_tail(sweep, row.trial.index, 20)
-                );
-            }
-        }
-    }
-    let mut written = Vec::new();
-    let csv_path = sweep.dir.join("results.csv");
-    std::fs::write(&csv_path, csv).map_err(io(csv_path.display().to_string()))?;
-    written.push(csv_path);
+    header
+}
 
-    let done: Vec<(&Row, &measure::RunSummary)> = rows
+/// One trial's cells, in [`header`]'s order (empty where it did not finish).
+fn cells(sweep: &Sweep, row: &Row) -> Vec<String> {
+    let mut cells = vec![row.trial.index.to_string()];
+    for key in &sweep.keys {
+        cells.push(value_of(row.trial, key).map(cell).unwrap_or_default());
+    }
+    cells.push(row.state.word().to_string());
+    match &row.state {
+        State::Done { dir, summary } => cells.extend([
+            format!("{:.4}", summary.accuracy),
+            summary.params.to_string(),
+            summary.model_bytes.to_string(),
+            summary.macs.to_string(),
+            format!("{:.4}", summary.latency_ms_p50),
+            format!("{:.1}", summary.train_seconds),
+            opt(row.wall_s, 1),
+            opt(row.queue_s, 1),
+            dir.display().to_string(),
+        ]),
+        _ => {
+            cells.extend(std::iter::repeat_n(String::new(), 6));
+            cells.push(opt(row.wall_s, 1));
+            cells.push(opt(row.queue_s, 1));
+            cells.push(String::new());
+        }
+    }
+    cells
+}
+
+/// A CSV line, quoting the cells that hold a comma or a quote.
+fn csv_line(cells: &[String]) -> String {
+    let quoted: Vec<String> = cells
         .iter()
-        .filter_map(|r| match &r.state {
-            State::Done { summary, .. } => Some((r, &**summary)),
-            _ => None,
+        .map(|c| {
+            if c.contains([',', '"']) {
+                format!("\"{}\"", c.replace('"', "\"\""))
+            } else {
+                c.clone()
+            }
         })
         .collect();
-    if !done.is_empty() {
-        // Plot labels name only the keys that vary between trials.
-        let varying: Vec<&String> = sweep
-            .keys
-            .iter()
-            .filter(|k| {
-                let mut seen: Vec<String> = Vec::new();
-                for t in &sweep.trials {
-                    let v = value_of(t, k).map(cell).unwrap_or_default();
-                    if !seen.contains(&v) {
-                        seen.push(v);
-                    }
+    quoted.join(",") + "\n"
+}
+
+/// The Markdown section on failed trials (exit code, message, the log's tail); empty when
+/// none failed.
+fn failed_trials(sweep: &Sweep, rows: &[Row]) -> String {
+    let mut md = String::new();
+    for row in rows {
+        let State::Failed(f) = &row.state else {
+            continue;
+        };
+        if md.is_empty() {
+            md += "\n## Failed trials\n";
+        }
+        md += &format!(
+            "\n### trial {} ({})\n\nexit code {}: {}\n\n```\n{}\n```\n",
+            row.trial.index,
+            row.trial.label(),
+            f.exit_code
+                .map_or("none (killed by a signal)".into(), |c| c.to_string()),
+            f.message,
+            log_tail(sweep, row.trial.index, 20)
+        );
+    }
+    md
+}
+
+/// The keys whose value differs between trials.
+fn varying_keys(sweep: &Sweep) -> Vec<&String> {
+    sweep
+        .keys
+        .iter()
+        .filter(|k| {
+            let mut seen: Vec<String> = Vec::new();
+            for t in &sweep.trials {
+                let v = value_of(t, k).map(cell).unwrap_or_default();
+                if !seen.contains(&v) {
+                    seen.push(v);
                 }
-                seen.len() > 1
-            })
+            }
+            seen.len() > 1
+        })
+        .collect()
+}
+
+/// Draws the finished trials: accuracy against latency and against size, and the test errors
+/// against each varying key. Returns each image with what it shows.
+fn plots(
+    sweep: &Sweep,
+    done: &[(&Row, &measure::RunSummary)],
+) -> Result<Vec<(PathBuf, String)>, SweepError> {
+    // Plot labels name only the keys that vary between trials.
+    let varying = varying_keys(sweep);
+    let short = |t: &Trial| -> String {
+        let parts: Vec<String> = t
+            .values
+            .iter()
+            .filter(|(k, _)| varying.contains(&k))
+            .map(|(k, v)| format!("{k}={}", cell(v)))
             .collect();
-        let short = |t: &Trial| -> String {
-            let parts: Vec<String> = t
-                .values
-                .iter()
-                .filter(|(k, _)| varying.contains(&k))
-                .map(|(k, v)| format!("{k}={}", cell(v)))
-                .collect();
-            if parts.is_empty() {
-                t.label()
-            } else {
-                parts.join(",")
-            }
-        };
-        let points = |cost: &dyn Fn(&measure::RunSummary) -> f64| -> Vec<Point> {
-            done.iter()
-                .map(|(r, s)| Point {
-                    label: short(r.trial),
-                    cost: cost(s),
-                    accuracy: s.accuracy,
-                })
-                .collect()
-        };
-        let draw_error = |e: measure::report::ReportError| SweepError::Results(e.to_string());
-        let latency = sweep.dir.join("results-accuracy-latency.png");
-        accuracy_plot(
-            &latency,
-            &format!("{}: accuracy against latency (batch 1)", sweep.name),
-            "latency p50 per image, batch 1 (ms, log scale)",
-            &measure::plot::plain_number,
-            &points(&|s| s.latency_ms_p50),
-            true,
-        )
-        .map_err(draw_error)?;
-        let size = sweep.dir.join("results-accuracy-size.png");
-        accuracy_plot(
-            &size,
-            &format!("{}: accuracy against model size", sweep.name),
-            "model file size (bytes, log scale)",
-            &measure::plot::human_bytes,
-            &points(&|s| s.model_bytes as f64),
-            true,
-        )
-        .map_err(draw_error)?;
-        md += "\n![accuracy against latency](results-accuracy-latency.png)\n\n![accuracy against size](results-accuracy-size.png)\n";
-        written.extend([latency, size]);
-        for key in &varying {
-            if let Some((file, series)) = errors_against(key, &varying, &done) {
-                let path = sweep.dir.join(&file);
-                line_plot(
-                    &path,
-                    &format!("{}: test errors against {key}", sweep.name),
-                    (key.as_str(), "test errors"),
-                    &series,
-                )
-                .map_err(draw_error)?;
-                md += &format!("\n![test errors against {key}]({file})\n");
-                written.push(path);
-            }
+        if parts.is_empty() {
+            t.label()
+        } else {
+            parts.join(",")
+        }
+    };
+    let points = |cost: &dyn Fn(&measure::RunSummary) -> f64| -> Vec<Point> {
+        done.iter()
+            .map(|(r, s)| Point {
+                label: short(r.trial),
+                cost: cost(s),
+                accuracy: s.accuracy,
+            })
+            .collect()
+    };
+    let draw_error = |e: measure::plot::PlotError| SweepError::Results(e.to_string());
+    let latency = sweep.dir.join("results-accuracy-latency.png");
+    accuracy_plot(
+        &latency,
+        &format!("{}: accuracy against latency (batch 1)", sweep.name),
+        "latency p50 per image, batch 1 (ms, log scale)",
+        &measure::plot::plain_number,
+        &points(&|s| s.latency_ms_p50),
+        true,
+    )
+    .map_err(draw_error)?;
+    let size = sweep.dir.join("results-accuracy-size.png");
+    accuracy_plot(
+        &size,
+        &format!("{}: accuracy against model size", sweep.name),
+        "model file size (bytes, log scale)",
+        &measure::plot::human_bytes,
+        &points(&|s| s.model_bytes as f64),
+        true,
+    )
+    .map_err(draw_error)?;
+    let mut out = vec![
+        (latency, "accuracy against latency".to_string()),
+        (size, "accuracy against size".to_string()),
+    ];
+    for key in &varying {
+        if let Some((file, series)) = errors_against(key, &varying, done) {
+            let path = sweep.dir.join(&file);
+            line_plot(
+                &path,
+                &format!("{}: test errors against {key}", sweep.name),
+                (key.as_str(), "test errors"),
+                &series,
+            )
+            .map_err(draw_error)?;
+            out.push((path, format!("test errors against {key}")));
         }
     }
-    let md_path = sweep.dir.join("results.md");
-    std::fs::write(&md_path, md).map_err(io(md_path.display().to_string()))?;
-    written.push(md_path);
-    written.push(tensorboard(sweep, rows)?);
-    Ok(written)
+    Ok(out)
 }
 
 fn number(value: &toml::Value) -> Option<f64> {

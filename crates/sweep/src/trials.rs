@@ -4,9 +4,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use measure::RunSummary;
-use runner::parents::ParentSource;
-use runner::{LoadedConfig, RunOptions};
+use runner::RunOptions;
 use serde::{Deserialize, Serialize};
+use settings::parents::ParentSource;
+use settings::LoadedConfig;
 
 use crate::file::{io, Sweep, SweepError};
 
@@ -46,7 +47,7 @@ impl State {
 /// trial's config's), failed when a failure was recorded, else not run.
 pub fn state(sweep: &Sweep, index: usize, loaded: &LoadedConfig) -> State {
     let dir = loaded.run_path();
-    if let Ok(text) = safeio::read_text(&dir.join(runner::run_dir::SUMMARY)) {
+    if let Ok(text) = safeio::read_text(&dir.join(settings::run_dir::SUMMARY)) {
         if let Ok(summary) = serde_json::from_str(&text) {
             return State::Done {
                 dir,
@@ -180,7 +181,7 @@ pub fn shared_parents(trials: &[&LoadedConfig]) -> Vec<LoadedConfig> {
 
 /// Whether a parent stage is already finished.
 pub fn is_finished(stage: &LoadedConfig) -> bool {
-    stage.run_path().join(runner::run_dir::SUMMARY).exists()
+    stage.run_path().join(settings::run_dir::SUMMARY).exists()
 }
 
 /// Runs (or reuses) the parents `trials` share, once each, before the trials.

@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 use data::{Dataset, Preprocess};
-use models::{InputShape, Model, Quantizer};
+use models::{ForwardHook, InputShape, Model};
 
 use crate::{Aux, Loss, Trainee};
 
@@ -86,10 +86,17 @@ pub trait Technique: Send {
         None
     }
 
-    /// The quantizer every forward pass of the stage runs through (training, evaluation), when
-    /// this technique quantizes. At most one technique of a stage supplies it.
-    fn quantizer(&self) -> Option<&dyn Quantizer> {
+    /// The hook every forward pass of the stage runs through (training, evaluation): the
+    /// weights, biases and activations the layers continue with (fake-quantization supplies
+    /// one). At most one technique of a stage supplies it.
+    fn forward_hook(&self) -> Option<&dyn ForwardHook> {
         None
+    }
+
+    /// Whether this technique's state learns from the batches in the order they arrive (a
+    /// quantizer's range observers), so the stage trains on one replica.
+    fn batches_in_order(&self) -> bool {
+        false
     }
 
     /// Before the first epoch of a fresh run (not on resume): fold BatchNorm, attach

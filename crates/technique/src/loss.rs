@@ -3,7 +3,7 @@
 use burn::prelude::*;
 use data::Batch;
 use models::loss::cross_entropy;
-use models::{Quantizer, Tap};
+use models::{ForwardHook, Tap};
 
 use crate::Trainee;
 
@@ -23,13 +23,13 @@ pub struct StepLoss {
 /// the model can evaluate it concurrently.
 pub trait Loss: Sync {
     /// Runs the forward pass of `trainee` on `batch` (samples `indices` of the training split),
-    /// through the stage's `quantizer` when it has one (with observation on: a training pass).
+    /// through the stage's forward `hook` when it has one (with observation on: a training pass).
     fn loss(
         &self,
         trainee: &Trainee,
         batch: &Batch,
         indices: &[usize],
-        quantizer: Option<&dyn Quantizer>,
+        hook: Option<&dyn ForwardHook>,
     ) -> StepLoss;
 }
 
@@ -42,9 +42,9 @@ impl Loss for CrossEntropy {
         trainee: &Trainee,
         batch: &Batch,
         _indices: &[usize],
-        quantizer: Option<&dyn Quantizer>,
+        hook: Option<&dyn ForwardHook>,
     ) -> StepLoss {
-        let mut tap = Tap::none().with_quantizer(quantizer, true);
+        let mut tap = Tap::none().with_hook(hook, true);
         let logits = trainee.model.forward_tapped(batch.images.clone(), &mut tap); // [batch, classes]
         StepLoss {
             total: cross_entropy(logits.clone(), batch.labels.clone()),

@@ -145,12 +145,12 @@ struct StageArgs {
 }
 
 impl StageArgs {
-    fn load(&self) -> anyhow::Result<runner::LoadedConfig> {
+    fn load(&self) -> anyhow::Result<settings::LoadedConfig> {
         let Some(path) = &self.config else {
             anyhow::bail!("no config file given: try `train configs/teacher.toml`");
         };
         let env: HashMap<String, String> = std::env::vars().collect();
-        Ok(runner::load(path, &self.overrides, &env)?)
+        Ok(settings::load(path, &self.overrides, &env)?)
     }
 }
 
@@ -207,20 +207,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let state = runner::stage::planned;
             for parent in &loaded.parents {
                 match &parent.source {
-                    runner::parents::ParentSource::Stage(stage) => safeio::outln!(
+                    settings::parents::ParentSource::Stage(stage) => safeio::outln!(
                         "  {} = stage {} ({}), {}",
                         parent.key,
                         stage.config.name,
                         stage.run_path().display(),
                         state(stage)
                     ),
-                    runner::parents::ParentSource::File { path, .. } => {
+                    settings::parents::ParentSource::File { path, .. } => {
                         safeio::outln!("  {} = file {}", parent.key, path.display())
                     }
                 }
             }
             safeio::outln!("  this stage: {}", state(&loaded));
-            for section in runner::techniques::sections(config) {
+            for section in settings::techniques::sections(config) {
                 if let Some(plan) = section.plan(&loaded.model, &loaded.input)? {
                     safeio::outln!("  {plan}");
                 }
@@ -229,9 +229,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Run(args)) => run_stage(&args),
         Some(Command::Sensitivity { stage, criterion }) => {
-            let analysis = runner::analysis::find("sensitivity", &criterion)?;
+            let analysis = tools::analysis::find("sensitivity", &criterion)?;
             let loaded = stage.load()?;
-            let report = runner::analysis::run(&analysis, &loaded, &stage.options(), &criterion)?;
+            let report = tools::analysis::run(&analysis, &loaded, &stage.options(), &criterion)?;
             safeio::out!("{}", report.table);
             safeio::outln!("{}", report.summary);
             Ok(())
@@ -260,11 +260,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Profile(args)) => {
             check_counts(&[
-                ("--batch", args.batch, runner::validate::MAX_MEASURE_BATCH),
-                ("--runs", args.runs, runner::validate::MAX_LATENCY_IMAGES),
-                ("--threads", args.threads, runner::context::max_threads()),
+                ("--batch", args.batch, settings::validate::MAX_MEASURE_BATCH),
+                ("--runs", args.runs, settings::validate::MAX_LATENCY_IMAGES),
+                ("--threads", args.threads, settings::context::max_threads()),
             ])?;
-            let report = runner::profile::profile(&runner::profile::ProfileRequest {
+            let report = tools::profile::profile(&tools::profile::ProfileRequest {
                 target: args.target,
                 config: args.config,
                 batch: args.batch,
@@ -281,19 +281,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (
                     "--images",
                     args.images,
-                    runner::validate::MAX_LATENCY_IMAGES,
+                    settings::validate::MAX_LATENCY_IMAGES,
                 ),
-                ("--batch", args.batch, runner::validate::MAX_MEASURE_BATCH),
-                ("--threads", args.threads, runner::context::max_threads()),
+                ("--batch", args.batch, settings::validate::MAX_MEASURE_BATCH),
+                ("--threads", args.threads, settings::context::max_threads()),
             ])?;
-            if args.warmup > runner::validate::MAX_LATENCY_IMAGES {
+            if args.warmup > settings::validate::MAX_LATENCY_IMAGES {
                 anyhow::bail!(
                     "--warmup {}: must be at most {}",
                     args.warmup,
-                    runner::validate::MAX_LATENCY_IMAGES
+                    settings::validate::MAX_LATENCY_IMAGES
                 );
             }
-            let report = runner::bench::bench(&runner::bench::BenchRequest {
+            let report = tools::bench::bench(&tools::bench::BenchRequest {
                 target: args.target,
                 config: args.config,
                 images: args.images,

@@ -15,7 +15,7 @@ use std::path::Path;
 use burn::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::file::ModelFileError;
+use super::ModelFileError;
 use crate::params::{self, Edit, HostTensor};
 use crate::{InputShape, Model, ModelSpec};
 
@@ -265,7 +265,7 @@ pub fn from_bytes(
         message,
     };
     let (spec, cursor) = header(bytes).map_err(read)?;
-    let model = crate::file::build(&spec, input, device, path)?;
+    let model = super::build(&spec, input, device, path)?;
     let expected = params::shapes(&model);
     let entries = expected
         .values()

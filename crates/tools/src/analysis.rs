@@ -1,17 +1,18 @@
 //! Commands the techniques bring (`train sensitivity`), run on a stage's trained model: the
 //! stage runs (or is reused) first, then its model and data are handed to the analysis the
-//! registry names ([`crate::techniques::analyses`]). Nothing here knows which technique.
+//! registry names ([`settings::techniques::analyses`]). Nothing here knows which technique.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use technique::{Analysis, AnalysisContext, AnalysisReport};
 
 use crate::bench::{open_target, Target};
-use crate::error::RunError;
-use crate::{LoadedConfig, RunOptions};
+use runner::RunError;
+use runner::RunOptions;
+use settings::LoadedConfig;
 
 /// The analysis called `name`, with its option checked (before anything runs).
 pub fn find(name: &str, option: &str) -> Result<Analysis, RunError> {
-    let analysis = crate::techniques::analyses()
+    let analysis = settings::techniques::analyses()
         .into_iter()
         .find(|a| a.name == name)
         .ok_or_else(|| RunError::Record {
@@ -36,7 +37,7 @@ pub fn run(
     options: &RunOptions,
     option: &str,
 ) -> Result<AnalysisReport, RunError> {
-    let outcome = crate::run_stage(loaded, options)?;
+    let outcome = runner::run_stage(loaded, options)?;
     let Target {
         model,
         config,

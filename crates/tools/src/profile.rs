@@ -21,8 +21,8 @@ use models::{Classifier, Inference, Segment, Tap};
 use serde::Serialize;
 
 use crate::bench::{open_target, Target};
-use crate::error::RunError;
-use crate::run_dir::write_atomic;
+use runner::RunError;
+use settings::run_dir::write_atomic;
 
 #[derive(Debug, Clone)]
 pub struct ProfileRequest {
@@ -184,7 +184,7 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
     let runs = request.runs.max(1);
     let batch = request.batch.max(1);
     let indices: Vec<usize> = (0..batch).map(|i| i % dataset.test.len()).collect();
-    let pool = crate::context::thread_pool(request.threads)?;
+    let pool = runner::stage::thread_pool(request.threads)?;
 
     let (segments, forward, packed_forward, train_forward, train_backward, cumulative_backward) =
         pool.install(|| {

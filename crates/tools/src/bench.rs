@@ -9,15 +9,15 @@ use measure::latency::PHASES;
 use measure::{batch_latency, EventLog, LatencyStats};
 use models::Model;
 
-use crate::artifacts::{load_float, Measured};
-use crate::device::open_device;
-use crate::error::RunError;
-use crate::run_dir::{write_atomic, MODEL, RESOLVED_CONFIG, SUMMARY};
-use crate::schema::StageConfig;
-use crate::stage::{input_for, load_dataset};
-use crate::techniques::artifact_format;
 use models::file;
 use models::Classifier;
+use runner::artifacts::{load_float, Measured};
+use runner::stage::{input_for, load_dataset};
+use runner::RunError;
+use settings::device::open_device;
+use settings::run_dir::{write_atomic, MODEL, RESOLVED_CONFIG, SUMMARY};
+use settings::schema::StageConfig;
+use settings::techniques::artifact_format;
 
 /// What to benchmark and how.
 #[derive(Debug, Clone)]
@@ -136,14 +136,14 @@ fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig
         if let Ok(text) = safeio::read_text(&summary) {
             let recorded: measure::RunSummary =
                 serde_json::from_str(&text).map_err(|e| error(&summary, e.to_string()))?;
-            if let Some(sha256) = crate::run_dir::recorded_sha256(&recorded, MODEL) {
+            if let Some(sha256) = settings::run_dir::recorded_sha256(&recorded, MODEL) {
                 file::verify_sha256(&model, sha256)?;
             }
             // A quantized run is measured from its export, the file its run recorded.
             let export = recorded.artifact.as_deref().map(|name| target.join(name));
             if let Some(export) = export.filter(|p| artifact_format(p).is_some()) {
                 let name = export.file_name().unwrap_or_default().to_string_lossy();
-                if let Some(sha256) = crate::run_dir::recorded_sha256(&recorded, &name) {
+                if let Some(sha256) = settings::run_dir::recorded_sha256(&recorded, &name) {
                     file::verify_sha256(&export, sha256)?;
                 }
                 return Ok((export, parsed, true));
@@ -162,11 +162,11 @@ fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig
         ));
     };
     if let Some(sha256) =
-        crate::run_dir::recorded_for(target).map_err(|message| error(target, message))?
+        settings::run_dir::recorded_for(target).map_err(|message| error(target, message))?
     {
         file::verify_sha256(target, &sha256)?;
     }
-    let loaded = crate::load::load(config, &[], &Default::default())?;
+    let loaded = settings::load::load(config, &[], &Default::default())?;
     Ok((target.to_path_buf(), loaded.config, false))
 }
 

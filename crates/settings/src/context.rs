@@ -70,14 +70,6 @@ pub fn worker_threads(threads: usize) -> usize {
     }
 }
 
-/// A rayon pool of `threads` workers; a failure to start threads is an I/O-level error.
-pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, crate::RunError> {
-    measure::compute_pool(threads).map_err(|e| crate::RunError::Threads {
-        threads,
-        message: e.to_string(),
-    })
-}
-
 /// Cores of this machine.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -4,7 +4,7 @@ use burn::tensor::Device;
 use models::InputShape;
 pub use technique::Invalid;
 
-use crate::schema::{DatasetName, OptimizerConfig, ScheduleConfig, StageConfig};
+use crate::schema::{DatasetName, MeasureConfig, OptimizerConfig, ScheduleConfig, StageConfig};
 use crate::techniques;
 
 fn invalid(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>) -> Invalid {
@@ -152,29 +152,70 @@ pub fn input_shape(config: &StageConfig) -> Result<InputShape, Invalid> {
 
 /// Checks `config` (the first problem found is returned) and derives its input and device.
 pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
-    if config.name.is_empty()
-        || !config
-            .name
+    check_name(&config.name)?;
+    check_paths(config)?;
+    let device = crate::device::parse_device(&config.device)
+        .map_err(|e| invalid("device", format!("{:?}", config.device), e.to_string()))?;
+
+    at_most(
+        "threads",
+        config.threads,
+        crate::context::max_threads(),
+        &threads_why(),
+    )?;
+
+    check_data(config)?;
+    check_train(config)?;
+    for section in techniques::sections(config) {
+        section.validate()?;
+        section.check_training(config.train.epochs)?;
+    }
+    techniques::check_combination(config)?;
+
+    check_measure(&config.measure)?;
+
+    let input = input_shape(config)?;
+    if let Some(model) = &config.model {
+        model.validate(&input)?;
+        check_fits("model", model, &input, config.train.batch_size)?;
+    }
+    Ok(Valid { input, device })
+}
+
+/// Why a thread count is bounded: the machine's cores.
+fn threads_why() -> String {
+    let cores = crate::context::cores();
+    format!("4 per core on this {cores}-core machine, or 8")
+}
+
+/// A run name names a folder.
+fn check_name(name: &str) -> Result<(), Invalid> {
+    if name.is_empty()
+        || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        || config.name.starts_with('.')
+        || name.starts_with('.')
     {
         return Err(invalid(
             "name",
-            format!("{:?}", config.name),
+            format!("{:?}", name),
             "a folder name: letters, digits, '-', '_' or '.', not starting with '.'",
         ));
     }
-    if config.name.len() > MAX_NAME_CHARS {
+    if name.len() > MAX_NAME_CHARS {
         return Err(invalid(
             "name",
-            format!("{:?}", config.name),
+            format!("{:?}", name),
             format!(
                 "at most {MAX_NAME_CHARS} characters (it names a folder, and file systems \
                  allow 255 bytes per name)"
             ),
         ));
     }
+    Ok(())
+}
+
+fn check_paths(config: &StageConfig) -> Result<(), Invalid> {
     // An empty path would put results or downloads in the current folder.
     let paths = [
         ("output.dir", Some(&config.output.dir)),
@@ -191,18 +232,10 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
             ));
         }
     }
-    let device = crate::device::parse_device(&config.device)
-        .map_err(|e| invalid("device", format!("{:?}", config.device), e.to_string()))?;
+    Ok(())
+}
 
-    let cores = crate::context::cores();
-    let threads_why = format!("4 per core on this {cores}-core machine, or 8");
-    at_most(
-        "threads",
-        config.threads,
-        crate::context::max_threads(),
-        &threads_why,
-    )?;
-
+fn check_data(config: &StageConfig) -> Result<(), Invalid> {
     let data = &config.data;
     if let (false, Some(path)) = (data.dataset == DatasetName::Idx, &data.path) {
         return Err(invalid(
@@ -243,7 +276,10 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
         f64::INFINITY,
         "a finite number >= 0",
     )?;
+    Ok(())
+}
 
+fn check_train(config: &StageConfig) -> Result<(), Invalid> {
     let train = &config.train;
     // A stage that starts from a parent may train 0 epochs: it then measures the parent.
     at_least(
@@ -303,6 +339,12 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
             positive_finite("train.optimizer.eps", *eps)?;
         }
     }
+    check_schedule(config, lr)
+}
+
+/// The schedule's settings, its minimum against the optimiser's rate `lr`.
+fn check_schedule(config: &StageConfig, lr: f64) -> Result<(), Invalid> {
+    let train = &config.train;
     let warmup = match &train.schedule {
         ScheduleConfig::Constant { warmup_epochs } => *warmup_epochs,
         ScheduleConfig::Step {
@@ -339,14 +381,10 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
             "in [0, train.epochs)",
         )?;
     }
+    Ok(())
+}
 
-    for section in techniques::sections(config) {
-        section.validate()?;
-        section.check_training(config.train.epochs)?;
-    }
-    techniques::check_combination(config)?;
-
-    let m = &config.measure;
+fn check_measure(m: &MeasureConfig) -> Result<(), Invalid> {
     at_least("measure.latency_images", m.latency_images, 1)?;
     at_least("measure.latency_threads", m.latency_threads, 1)?;
     at_least("measure.throughput_batch", m.throughput_batch, 1)?;
@@ -366,7 +404,7 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
         "measure.latency_threads",
         m.latency_threads,
         crate::context::max_threads(),
-        &threads_why,
+        &threads_why(),
     )?;
     at_most(
         "measure.throughput_batch",
@@ -374,11 +412,5 @@ pub fn validate(config: &StageConfig) -> Result<Valid, Invalid> {
         MAX_MEASURE_BATCH,
         "a batch only sizes memory",
     )?;
-
-    let input = input_shape(config)?;
-    if let Some(model) = &config.model {
-        model.validate(&input)?;
-        check_fits("model", model, &input, train.batch_size)?;
-    }
-    Ok(Valid { input, device })
+    Ok(())
 }

@@ -9,13 +9,12 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, File, FileFormat, Value, ValueKind};
 
-use burn::tensor::Device;
-use models::{InputShape, ModelSpec};
 use technique::{Invalid, ParentKey, ParentShape};
 
 use crate::context::Execution;
 use crate::identity::stage_hash;
-use crate::parents::{self, ChildSide, Parent, ResolveError, FROM_KEY};
+pub use crate::loaded::{ConfigError, LoadedConfig};
+use crate::parents::{self, ChildSide, ResolveError, FROM_KEY};
 use crate::schema::StageConfig;
 use crate::techniques;
 use crate::testing::TestHooks;
@@ -23,63 +22,6 @@ use crate::validate::validate;
 
 /// Prefix of environment overrides: `COMPRESS_TRAIN__EPOCHS=3` sets `train.epochs`.
 pub const ENV_PREFIX: &str = "COMPRESS";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The config file is missing, not a regular file, too large or not text.
-    #[error("{}", .0.about("config file"))]
-    Read(safeio::ReadError),
-    #[error("{}: {message}", path.display())]
-    Parse { path: PathBuf, message: String },
-    #[error("--set {text}: expected KEY=VALUE, e.g. --set train.epochs=3")]
-    BadOverride { text: String },
-    #[error("{}: after applying overrides ({overrides}): {message}", path.display())]
-    Override {
-        path: PathBuf,
-        overrides: String,
-        message: String,
-    },
-    #[error("{location}: {invalid}")]
-    Invalid { location: String, invalid: Invalid },
-}
-
-/// A stage that parsed and validated, with everything derived from it: where it came from,
-/// its input, the architecture it starts from, its device, its resolved parents and its
-/// identity. Nothing downstream re-validates.
-#[derive(Debug, Clone)]
-pub struct LoadedConfig {
-    pub path: PathBuf,
-    pub config: StageConfig,
-    /// The per-sample input and class count the data section gives.
-    pub input: InputShape,
-    /// The architecture the stage starts from: `[model]`, or its `from` parent's.
-    pub model: ModelSpec,
-    pub device: Device,
-    pub parents: Vec<Parent>,
-    /// The run folder's name under `<output.dir>/<name>/` (see [`crate::identity`]).
-    pub hash: String,
-    /// The overrides this stage was given (`--set k=v`, `COMPRESS_K=v`, and test hooks that
-    /// change results), for reports.
-    pub overrides: Vec<String>,
-    /// The test hooks of the stage named on the command line (none for its parents).
-    pub hooks: TestHooks,
-}
-
-impl LoadedConfig {
-    /// The run folder of this stage.
-    pub fn run_path(&self) -> PathBuf {
-        self.config
-            .output
-            .dir
-            .join(&self.config.name)
-            .join(&self.hash)
-    }
-
-    /// The parent the stage starts from, if any.
-    pub fn from_parent(&self) -> Option<&Parent> {
-        self.parents.iter().find(|p| p.key == FROM_KEY)
-    }
-}
 
 /// Loads `path`, applies `COMPRESS_*` variables from `env` and the `KEY=VALUE` `overrides`
 /// (later wins), validates the result and resolves its parents (which run with this stage's
@@ -246,7 +188,7 @@ fn read_layered(
 
 /// `inherited`: the execution context of the stage that named this one as a parent. `chain`
 /// holds the configs that led here, to refuse cycles.
-pub(crate) fn load_chain(
+fn load_chain(
     path: &Path,
     overrides: &[String],
     env: &HashMap<String, String>,
@@ -295,6 +237,9 @@ pub(crate) fn load_chain(
             device: &valid.device,
             batch: config.train.batch_size,
             chain,
+            load_parent: &|path, execution, chain| {
+                load_chain(path, &[], &HashMap::new(), Some(execution), chain)
+            },
         };
         match parents::resolve(&key, child) {
             Ok(parent) => parents.push(parent),

@@ -4,68 +4,15 @@
 //! child's execution context (refusing cycles), a model file is loaded once to prove it fits,
 //! and the parent's identity enters the child's hash. Nothing here names a technique.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use models::file::{self, LoadOptions};
-use models::{InputShape, ModelFormat, ModelSpec};
+use models::{InputShape, ModelFormat};
 use technique::{Invalid, ParentKey};
 
 use crate::context::Execution;
-use crate::load::{load_chain, ConfigError, LoadedConfig};
-
-/// The key of the parent whose weights a stage starts from.
-pub const FROM_KEY: &str = "from";
-
-/// A resolved parent.
-#[derive(Debug, Clone)]
-pub struct Parent {
-    /// The dotted config key that names it.
-    pub key: String,
-    pub source: ParentSource,
-}
-
-#[derive(Debug, Clone)]
-pub enum ParentSource {
-    /// Another stage: its run folder is found by its hash, trained first when missing.
-    Stage(Box<LoadedConfig>),
-    /// A model file trained elsewhere, or one of ours.
-    File {
-        path: PathBuf,
-        format: ModelFormat,
-        spec: ModelSpec,
-        key_map: Vec<[String; 2]>,
-        /// SHA-256 of the file (12 hex digits): its identity in the child's hash.
-        sha256: String,
-    },
-}
-
-impl Parent {
-    /// What enters the child's hash: the parent stage's hash or the file's SHA-256.
-    pub fn identity(&self) -> String {
-        match &self.source {
-            ParentSource::Stage(stage) => stage.hash.clone(),
-            ParentSource::File { sha256, .. } => sha256.clone(),
-        }
-    }
-
-    /// The parent's architecture (for a stage, the one it starts from).
-    pub fn spec(&self) -> &ModelSpec {
-        match &self.source {
-            ParentSource::Stage(stage) => &stage.model,
-            ParentSource::File { spec, .. } => spec,
-        }
-    }
-
-    /// How the end-of-run table names the parent: the key's last part (`teacher`), or
-    /// `parent` for `from`.
-    pub fn role(&self) -> &str {
-        match self.key.as_str() {
-            FROM_KEY => "parent",
-            key => key.rsplit('.').next().unwrap_or(key),
-        }
-    }
-}
+use crate::loaded::{ConfigError, LoadedConfig};
+pub use crate::loaded::{Parent, ParentSource, FROM_KEY};
 
 /// A relative path is looked up beside the config first, then from the current directory (so
 /// both `teacher = "teacher.toml"` in an experiment folder and `teacher =
@@ -92,7 +39,14 @@ pub struct ChildSide<'a> {
     /// Samples per batch the child runs a parent's model at (its training batch size).
     pub batch: usize,
     pub chain: &'a mut Vec<PathBuf>,
+    /// Loads a parent stage's config with the child's context (the loader, passed in so that
+    /// loading and resolving, which recurse through each other, stay two modules).
+    pub load_parent: &'a LoadParent,
 }
+
+/// How [`resolve`] loads a parent stage's config: `(path, the child's context, the chain)`.
+pub type LoadParent =
+    dyn Fn(&Path, &Execution, &mut Vec<PathBuf>) -> Result<LoadedConfig, ConfigError>;
 
 /// Resolves one parent key; an error is the key's [`Invalid`] (the caller adds the line).
 pub fn resolve(parent: &ParentKey, child: ChildSide) -> Result<Parent, ResolveError> {
@@ -129,13 +83,7 @@ pub fn resolve(parent: &ParentKey, child: ChildSide) -> Result<Parent, ResolveEr
                 return Err(bad("the chain of parents loops back to this config".into()));
             }
             child.chain.push(here);
-            let stage = load_chain(
-                &path,
-                &[],
-                &HashMap::new(),
-                Some(child.execution),
-                child.chain,
-            );
+            let stage = (child.load_parent)(&path, child.execution, child.chain);
             child.chain.pop();
             let stage = stage.map_err(|e| ResolveError::InParent(Box::new(e)))?;
             if (stage.input.height, stage.input.width) != (child.input.height, child.input.width) {
