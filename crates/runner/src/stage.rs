@@ -380,16 +380,12 @@ pub fn planned(loaded: &LoadedConfig) -> String {
     }
 }
 
-/// Runs (or resumes, or reuses) the stage `loaded` describes; its parents run (or are
-/// reused) first.
-pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOutcome, RunError> {
-    let config = &loaded.config;
-    let mut progress = Progress::new(options.plain);
-    progress.line(&format!(
-        "stage {} ({})",
-        config.name,
-        loaded.path.display()
-    ));
+/// The finished run of this stage when it can be reused; a finished run whose model went
+/// missing or changed has its summary set aside (`summary.stale.json`) and is trained again.
+fn reusable(
+    loaded: &LoadedConfig,
+    progress: &mut Progress,
+) -> Result<Option<StageOutcome>, RunError> {
     let reusable = match finished(loaded)? {
         Some(outcome) => match stale_reason(&outcome.dir, &outcome.summary) {
             None => Some(outcome),
@@ -408,24 +404,79 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         },
         None => None,
     };
-    if let Some(outcome) = reusable {
+    let Some(outcome) = reusable else {
+        return Ok(None);
+    };
+    progress.line(&format!(
+        "reusing the finished run {} (delete it to train again)",
+        outcome.dir.display()
+    ));
+    let build = settings::context::build();
+    if outcome.summary.build != build {
         progress.line(&format!(
-            "reusing the finished run {} (delete it to train again)",
+            "note: its latency and throughput were measured by another build ({}); this \
+             binary is a {build} build. `train bench {}` measures it again with this one",
+            if outcome.summary.build.is_empty() {
+                "not recorded"
+            } else {
+                &outcome.summary.build
+            },
             outcome.dir.display()
         ));
-        let build = settings::context::build();
-        if outcome.summary.build != build {
-            progress.line(&format!(
-                "note: its latency and throughput were measured by another build ({}); this \
-                 binary is a {build} build. `train bench {}` measures it again with this one",
-                if outcome.summary.build.is_empty() {
-                    "not recorded"
-                } else {
-                    &outcome.summary.build
-                },
-                outcome.dir.display()
-            ));
-        }
+    }
+    Ok(Some(outcome))
+}
+
+/// A stage's techniques, as the registry built them.
+type Techniques<'a> = Vec<Box<dyn Technique + 'a>>;
+
+/// Trains the stage in a pool of its worker threads: builds its techniques, starts fresh or
+/// from the checkpoint, and runs the loop. Returns the model, its state and the techniques
+/// (whose reports and exports the summary needs).
+fn train_stage<'a>(
+    loaded: &LoadedConfig,
+    ctx: &StageContext<'a>,
+    parents: &[PreparedParent],
+    resume: Option<Checkpoint>,
+    sink: &mut RunSink,
+) -> Result<(Model, TrainState, Techniques<'a>), RunError> {
+    let config = &loaded.config;
+    let threads = worker_threads(config.threads);
+    thread_pool(threads)?.install(|| {
+        let mut techniques = techniques::build(config, ctx)?;
+        techniques.extend(crate::test_technique::from_hooks(&loaded.hooks));
+        let start = match resume {
+            Some(ckpt) => Start::Resume(ckpt),
+            None => Start::Fresh(initial_model(loaded, parents, &ctx.input)?),
+        };
+        let setup = TrainSetup {
+            config,
+            dataset: ctx.dataset,
+            prep: ctx.prep,
+            input: ctx.input,
+            device: loaded.device.clone(),
+            hash: loaded.hash.clone(),
+            start_model: &loaded.model,
+            replicas: replicas(config),
+            threads,
+            fault_nonfinite_at_step: loaded.hooks.fault_nonfinite_at_step,
+        };
+        let (model, state) = train(&setup, start, &mut techniques, sink)?;
+        Ok((model, state, techniques))
+    })
+}
+
+/// Runs (or resumes, or reuses) the stage `loaded` describes; its parents run (or are
+/// reused) first.
+pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOutcome, RunError> {
+    let config = &loaded.config;
+    let mut progress = Progress::new(options.plain);
+    progress.line(&format!(
+        "stage {} ({})",
+        config.name,
+        loaded.path.display()
+    ));
+    if let Some(outcome) = reusable(loaded, &mut progress)? {
         return Ok(outcome);
     }
     // The config was checked where it was written; the GPU it names must be here.
@@ -435,17 +486,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         problem,
     })?;
 
-    progress.line(&format!(
-        "data: loading {} (fetched into {} on first use)",
-        serde_json::to_value(config.data.dataset).map_or("?".into(), |v| v.to_string()),
-        config
-            .data
-            .cache_dir
-            .clone()
-            .unwrap_or_else(data::fetch::default_cache_root)
-            .display()
-    ));
-    let dataset = load_dataset(config)?;
+    let dataset = load_stage_data(config, &mut progress)?;
     let (input, prep) = input_for(config, &dataset);
     let parents = prepare_parents(loaded, (&input, &prep), options, &mut progress)?;
     progress.line(&format!(
@@ -480,45 +521,15 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         augmented: config.data.augment.shift_pixels > 0 || config.data.augment.noise_std > 0.0,
         parents: &ready,
     };
-    let threads = worker_threads(config.threads);
-    let pool = thread_pool(threads)?;
-    let trained = pool.install(|| -> Result<_, RunError> {
-        let mut techniques = techniques::build(config, &ctx)?;
-        techniques.extend(crate::test_technique::from_hooks(&loaded.hooks));
-        let start = match resume {
-            Some(ckpt) => Start::Resume(ckpt),
-            None => Start::Fresh(initial_model(loaded, &parents, &input)?),
-        };
-        let setup = TrainSetup {
-            config,
-            dataset: &dataset,
-            prep,
-            input,
-            device: loaded.device.clone(),
-            hash: loaded.hash.clone(),
-            start_model: &loaded.model,
-            replicas: replicas(config),
-            threads,
-            fault_nonfinite_at_step: loaded.hooks.fault_nonfinite_at_step,
-        };
-        let mut sink = RunSink {
-            progress: &mut progress,
-            events: &mut events,
-            checkpoint: checkpoint_path.clone(),
-            events_full_at_epoch: loaded.hooks.fault_events_full_at_epoch,
-            epochs_flushed: resume_epochs,
-        };
-        let (model, state) = train(&setup, start, &mut techniques, &mut sink)?;
-        Ok((model, state, techniques))
-    });
-    // The log keeps the error that stopped the run, beside the run's history.
-    let (model, state, mut techniques) = match trained {
-        Ok(trained) => trained,
-        Err(e) => {
-            progress.log_only(&format!("error: {}", error_chain(&e)));
-            return Err(e);
-        }
+    let mut sink = RunSink {
+        progress: &mut progress,
+        events: &mut events,
+        checkpoint: checkpoint_path,
+        events_full_at_epoch: loaded.hooks.fault_events_full_at_epoch,
+        epochs_flushed: resume_epochs,
     };
+    let trained = train_stage(loaded, &ctx, &parents, resume, &mut sink);
+    let (model, state, mut techniques) = logged(&mut progress, trained)?;
 
     let data = MeasureData {
         dataset: &dataset,
@@ -526,7 +537,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         prep,
         device: &loaded.device,
     };
-    let summary = match finish(
+    let summary = finish(
         loaded,
         &run,
         (&model, &state),
@@ -535,18 +546,161 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         &data,
         &mut progress,
         events,
-    ) {
-        Ok(summary) => summary,
-        Err(e) => {
-            progress.log_only(&format!("error: {}", error_chain(&e)));
-            return Err(e);
-        }
-    };
+    );
+    let summary = logged(&mut progress, summary)?;
     Ok(StageOutcome {
         dir: run.path.clone(),
         summary,
         reused: false,
     })
+}
+
+/// `result`, its error also kept in the run's log (beside the history it stopped).
+fn logged<T>(progress: &mut Progress, result: Result<T, RunError>) -> Result<T, RunError> {
+    result.inspect_err(|e| progress.log_only(&format!("error: {}", error_chain(e))))
+}
+
+/// The stage's dataset, saying where it comes from first (a first use downloads it).
+fn load_stage_data(config: &StageConfig, progress: &mut Progress) -> Result<Dataset, RunError> {
+    progress.line(&format!(
+        "data: loading {} (fetched into {} on first use)",
+        serde_json::to_value(config.data.dataset).map_or("?".into(), |v| v.to_string()),
+        config
+            .data
+            .cache_dir
+            .clone()
+            .unwrap_or_else(data::fetch::default_cache_root)
+            .display()
+    ));
+    load_dataset(config)
+}
+
+/// What [`save_model`] wrote: the float model's bytes, and the artefact a technique exported.
+struct Saved {
+    bytes: Vec<u8>,
+    /// The size of what the stage delivers: the artefact when there is one, else the model.
+    model_bytes: u64,
+    artifact_name: Option<String>,
+    artifact_sha256: String,
+}
+
+/// Writes `model.bpk`, and each technique's export beside it.
+fn save_model(
+    run: &RunDir,
+    model: &Model,
+    techniques: &[Box<dyn Technique + '_>],
+) -> Result<Saved, RunError> {
+    let model_path = run.file(MODEL);
+    let bytes = file::to_bytes(model)?;
+    write_atomic(&model_path, &bytes).map_err(RunError::io(&model_path))?;
+    let mut model_bytes = bytes.len() as u64;
+    let mut artifact_name = None;
+    let mut artifact_sha256 = String::new();
+    for technique in techniques.iter() {
+        if let Some(artifact) = technique.export(model) {
+            let artifact = artifact?;
+            let path = run.file(&artifact.file_name);
+            write_atomic(&path, &artifact.bytes).map_err(RunError::io(&path))?;
+            model_bytes = artifact.bytes.len() as u64;
+            artifact_sha256 = file::sha256_hex(&artifact.bytes);
+            artifact_name = Some(artifact.file_name);
+        }
+    }
+    Ok(Saved {
+        bytes,
+        model_bytes,
+        artifact_name,
+        artifact_sha256,
+    })
+}
+
+/// Records every technique of the stage by name (what `train report` groups runs by), with
+/// its report when it has one.
+fn record_techniques(summary: &mut RunSummary, techniques: &[Box<dyn Technique + '_>]) {
+    for technique in techniques.iter() {
+        let json = match technique.report() {
+            Some(report) => {
+                let mut json = report.json;
+                if let Some(fields) = json.as_object_mut() {
+                    fields.insert(measure::summary::TABLE_KEY.into(), report.table.into());
+                }
+                json
+            }
+            None => serde_json::json!({}),
+        };
+        summary
+            .techniques
+            .insert(technique.name().to_string(), json);
+    }
+}
+
+/// This run against its parent: the one the stage started from, else the first. A parent
+/// that is a model file is measured here, the same way.
+fn compare_with_parent(
+    loaded: &LoadedConfig,
+    parents: &[PreparedParent],
+    summary: &RunSummary,
+    data: &MeasureData,
+) -> Result<Option<ParentSummary>, RunError> {
+    let config = &loaded.config;
+    let compared = loaded
+        .from_parent()
+        .and_then(|p| parents.iter().find(|r| r.ready.key == p.key))
+        .or(parents.first());
+    let Some(parent) = compared else {
+        return Ok(None);
+    };
+    let parent_summary = match (&parent.summary, &parent.file) {
+        (Some(summary), _) => summary.clone(),
+        (None, Some((path, sha))) => {
+            let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+            let name = path.display().to_string();
+            let parent_model = Inference::new(&parent.ready.model);
+            measure_model((&name, sha), &parent_model, bytes, config, data)?
+        }
+        (None, None) => summary.clone(),
+    };
+    Ok(Some(ParentSummary::compare(
+        &parent.role,
+        &parent_summary,
+        summary,
+    )))
+}
+
+/// Writes the summary's numbers and table to TensorBoard at `step` and closes the log;
+/// returns the table.
+fn log_summary(
+    mut events: EventLog,
+    summary: &RunSummary,
+    step: usize,
+) -> Result<String, RunError> {
+    for (tag, value) in [
+        ("summary/accuracy", summary.accuracy),
+        ("summary/latency_ms_p50", summary.latency_ms_p50),
+        ("summary/latency_ms_p95", summary.latency_ms_p95),
+        (
+            "summary/throughput_samples_per_s",
+            summary.throughput_samples_per_s,
+        ),
+        ("summary/model_bytes", summary.model_bytes as f64),
+        ("summary/params", summary.params as f64),
+        ("summary/macs", summary.macs as f64),
+    ] {
+        events.scalar(tag, value, step);
+    }
+    if let Some(parent) = &summary.parent {
+        events.scalar(
+            &format!("summary/{}_accuracy", parent.role),
+            parent.accuracy,
+            step,
+        );
+        events.scalar("summary/params_ratio", parent.ratios.params, step);
+        events.scalar("summary/latency_p50_ratio", parent.ratios.latency_p50, step);
+    }
+    let table = summary.table();
+    events.text("summary", &format!("```\n{table}```"), step);
+    events.close()?;
+    Ok(table)
 }
 
 /// An error with its causes, on one line.
@@ -694,25 +848,15 @@ fn finish(
     parents: &[PreparedParent],
     data: &MeasureData,
     progress: &mut Progress,
-    mut events: EventLog,
+    events: EventLog,
 ) -> Result<RunSummary, RunError> {
     let config = &loaded.config;
-    let model_path = run.file(MODEL);
-    let bytes = file::to_bytes(model)?;
-    write_atomic(&model_path, &bytes).map_err(RunError::io(&model_path))?;
-    let mut model_bytes = bytes.len() as u64;
-    let mut artifact_name = None;
-    let mut artifact_sha256 = String::new();
-    for technique in techniques.iter() {
-        if let Some(artifact) = technique.export(model) {
-            let artifact = artifact?;
-            let path = run.file(&artifact.file_name);
-            write_atomic(&path, &artifact.bytes).map_err(RunError::io(&path))?;
-            model_bytes = artifact.bytes.len() as u64;
-            artifact_sha256 = file::sha256_hex(&artifact.bytes);
-            artifact_name = Some(artifact.file_name);
-        }
-    }
+    let Saved {
+        bytes,
+        model_bytes,
+        artifact_name,
+        artifact_sha256,
+    } = save_model(run, model, techniques)?;
     // An export is measured as users will run it: loaded back from its file.
     let export = match &artifact_name {
         Some(name) => Some(crate::artifacts::open_artifact(
@@ -740,76 +884,13 @@ fn finish(
     summary.artifact = artifact_name;
     summary.artifact_sha256 = artifact_sha256;
     summary.overrides = loaded.overrides.clone();
-    // Every technique of the stage is recorded by name (what `train report` groups runs by),
-    // with its report when it has one.
-    for technique in techniques.iter() {
-        let json = match technique.report() {
-            Some(report) => {
-                let mut json = report.json;
-                if let Some(fields) = json.as_object_mut() {
-                    fields.insert(measure::summary::TABLE_KEY.into(), report.table.into());
-                }
-                json
-            }
-            None => serde_json::json!({}),
-        };
-        summary
-            .techniques
-            .insert(technique.name().to_string(), json);
-    }
+    record_techniques(&mut summary, techniques);
     summary.epochs = state.epochs_done;
     summary.train_seconds = state.train_seconds;
     summary.train_samples_per_s = state.samples_seen as f64 / state.step_seconds.max(1e-9);
-    // The parent to compare with: the one the stage started from, else the first.
-    let compared = loaded
-        .from_parent()
-        .and_then(|p| parents.iter().find(|r| r.ready.key == p.key))
-        .or(parents.first());
-    if let Some(parent) = compared {
-        let parent_summary = match (&parent.summary, &parent.file) {
-            (Some(summary), _) => summary.clone(),
-            (None, Some((path, sha))) => {
-                let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
-                let name = path.display().to_string();
-                let parent_model = Inference::new(&parent.ready.model);
-                measure_model((&name, sha), &parent_model, bytes, config, data)?
-            }
-            (None, None) => summary.clone(),
-        };
-        summary.parent = Some(ParentSummary::compare(
-            &parent.role,
-            &parent_summary,
-            &summary,
-        ));
-    }
+    summary.parent = compare_with_parent(loaded, parents, &summary, data)?;
 
-    let step = state.global_step;
-    for (tag, value) in [
-        ("summary/accuracy", summary.accuracy),
-        ("summary/latency_ms_p50", summary.latency_ms_p50),
-        ("summary/latency_ms_p95", summary.latency_ms_p95),
-        (
-            "summary/throughput_samples_per_s",
-            summary.throughput_samples_per_s,
-        ),
-        ("summary/model_bytes", summary.model_bytes as f64),
-        ("summary/params", summary.params as f64),
-        ("summary/macs", summary.macs as f64),
-    ] {
-        events.scalar(tag, value, step);
-    }
-    if let Some(parent) = &summary.parent {
-        events.scalar(
-            &format!("summary/{}_accuracy", parent.role),
-            parent.accuracy,
-            step,
-        );
-        events.scalar("summary/params_ratio", parent.ratios.params, step);
-        events.scalar("summary/latency_p50_ratio", parent.ratios.latency_p50, step);
-    }
-    let table = summary.table();
-    events.text("summary", &format!("```\n{table}```"), step);
-    events.close()?;
+    let table = log_summary(events, &summary, state.global_step)?;
 
     let json = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Record {
         what: "summary",

@@ -187,6 +187,131 @@ pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SweepError 
     move |source| SweepError::Io { what, source }
 }
 
+/// A sweep's name names its folder.
+fn check_name(name: &str) -> Result<(), String> {
+    let valid_name = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !valid_name {
+        return Err(format!(
+            "name = {:?}: a folder name: letters, digits, '-', '_' or '.', not starting \
+                 with '.'",
+            name
+        ));
+    }
+    Ok(())
+}
+
+/// The grid and the listed trials; returns how many trials the grid makes.
+fn check_grid(file: &SweepFile) -> Result<usize, String> {
+    for (key, values) in &file.grid {
+        if values.is_empty() {
+            return Err(format!("grid.{key:?} = []: give at least one value"));
+        }
+        if let Some(twice) = values
+            .iter()
+            .enumerate()
+            .find(|(i, v)| values[..*i].contains(v))
+            .map(|(_, v)| v)
+        {
+            return Err(format!(
+                "grid.{key:?} lists {twice} twice: each value makes its own trials, and \
+                     a repeated one would run the same trials again"
+            ));
+        }
+    }
+    let combinations = file
+        .grid
+        .values()
+        .try_fold(1usize, |n, v| n.checked_mul(v.len()))
+        .filter(|&n| n <= MAX_TRIALS);
+    let grid_trials = match (file.grid.is_empty(), combinations) {
+        (true, _) => 0,
+        (false, Some(n)) => n,
+        (false, None) => return Err(format!("the grid has more than {MAX_TRIALS} combinations")),
+    };
+    if grid_trials + file.trials.len() == 0 {
+        return Err(String::from(
+            "no trials: give a [grid] of KEY = [values] and/or [[trials]] of KEY = value",
+        ));
+    }
+    if grid_trials + file.trials.len() > MAX_TRIALS {
+        return Err(format!("more than {MAX_TRIALS} trials"));
+    }
+    for (i, trial) in file.trials.iter().enumerate() {
+        if trial.is_empty() {
+            return Err(format!("trials[{i}] is empty: give the keys it sets"));
+        }
+    }
+    Ok(grid_trials)
+}
+
+/// The launcher's settings, bounded: they size thread pools and go into `#SBATCH` lines.
+fn check_launcher(l: &LauncherConfig) -> Result<(), String> {
+    let bounds = [
+        ("launcher.parallel", l.parallel, 1, 256),
+        ("launcher.cpus", l.cpus, 1, 4096),
+        ("launcher.gpus", l.gpus, 0, 64),
+        ("launcher.throttle", l.throttle, 0, MAX_TRIALS),
+    ];
+    for (key, value, lo, hi) in bounds {
+        if !(lo..=hi).contains(&value) {
+            return Err(format!("{key} = {value}: must be in {lo}..={hi}"));
+        }
+    }
+    let words = [
+        ("launcher.partition", &l.partition),
+        ("launcher.mem", &l.mem),
+        ("launcher.time", &l.time),
+        ("launcher.account", &l.account),
+    ];
+    for (key, value) in words {
+        if let Some(v) = value {
+            // Written into an `#SBATCH` line: one word, at most a line's worth.
+            if v.is_empty() || v.len() > 256 || v.chars().any(|c| c.is_whitespace()) {
+                return Err(format!(
+                    "{key} = {v:?}: one word without spaces, e.g. \"gpu\" or \"8G\""
+                ));
+            }
+        }
+    }
+    for option in &l.extra {
+        if !option.starts_with("--") || option.contains('\n') {
+            return Err(format!(
+                "launcher.extra: {option:?} is not one sbatch option like \"--qos=normal\""
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every trial's `(key, value)` list: the grid's combinations (the last key varying
+/// fastest), then the listed trials.
+fn expand(file: &SweepFile, grid_trials: usize) -> Vec<Vec<(String, toml::Value)>> {
+    let mut trials = Vec::new();
+    let keys: Vec<&String> = file.grid.keys().collect();
+    for n in 0..grid_trials {
+        let mut rest = n;
+        let mut values = Vec::new();
+        // The last key varies fastest.
+        for key in keys.iter().rev() {
+            let options = &file.grid[*key];
+            values.push(((*key).clone(), options[rest % options.len()].clone()));
+            rest /= options.len();
+        }
+        values.reverse();
+        trials.push(values);
+    }
+    trials.extend(
+        file.trials
+            .iter()
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+    );
+    trials
+}
+
 fn file_error(path: &Path, message: impl Into<String>) -> SweepError {
     SweepError::File {
         path: path.to_path_buf(),
@@ -199,138 +324,11 @@ impl Sweep {
     pub fn read(path: &Path) -> Result<Self, SweepError> {
         let text = safeio::read_text(path).map_err(SweepError::Read)?;
         let file: SweepFile = toml::from_str(&text).map_err(|e| file_error(path, e.to_string()))?;
-        let valid_name = !file.name.is_empty()
-            && !file.name.starts_with('.')
-            && file
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !valid_name {
-            return Err(file_error(
-                path,
-                format!(
-                    "name = {:?}: a folder name: letters, digits, '-', '_' or '.', not starting \
-                     with '.'",
-                    file.name
-                ),
-            ));
-        }
-        for (key, values) in &file.grid {
-            if values.is_empty() {
-                return Err(file_error(
-                    path,
-                    format!("grid.{key:?} = []: give at least one value"),
-                ));
-            }
-            if let Some(twice) = values
-                .iter()
-                .enumerate()
-                .find(|(i, v)| values[..*i].contains(v))
-                .map(|(_, v)| v)
-            {
-                return Err(file_error(
-                    path,
-                    format!(
-                        "grid.{key:?} lists {twice} twice: each value makes its own trials, and \
-                         a repeated one would run the same trials again"
-                    ),
-                ));
-            }
-        }
-        let combinations = file
-            .grid
-            .values()
-            .try_fold(1usize, |n, v| n.checked_mul(v.len()))
-            .filter(|&n| n <= MAX_TRIALS);
-        let grid_trials = match (file.grid.is_empty(), combinations) {
-            (true, _) => 0,
-            (false, Some(n)) => n,
-            (false, None) => {
-                return Err(file_error(
-                    path,
-                    format!("the grid has more than {MAX_TRIALS} combinations"),
-                ))
-            }
-        };
-        if grid_trials + file.trials.len() == 0 {
-            return Err(file_error(
-                path,
-                "no trials: give a [grid] of KEY = [values] and/or [[trials]] of KEY = value",
-            ));
-        }
-        if grid_trials + file.trials.len() > MAX_TRIALS {
-            return Err(file_error(path, format!("more than {MAX_TRIALS} trials")));
-        }
-        for (i, trial) in file.trials.iter().enumerate() {
-            if trial.is_empty() {
-                return Err(file_error(
-                    path,
-                    format!("trials[{i}] is empty: give the keys it sets"),
-                ));
-            }
-        }
-        let l = &file.launcher;
-        let bounds = [
-            ("launcher.parallel", l.parallel, 1, 256),
-            ("launcher.cpus", l.cpus, 1, 4096),
-            ("launcher.gpus", l.gpus, 0, 64),
-            ("launcher.throttle", l.throttle, 0, MAX_TRIALS),
-        ];
-        for (key, value, lo, hi) in bounds {
-            if !(lo..=hi).contains(&value) {
-                return Err(file_error(
-                    path,
-                    format!("{key} = {value}: must be in {lo}..={hi}"),
-                ));
-            }
-        }
-        let words = [
-            ("launcher.partition", &l.partition),
-            ("launcher.mem", &l.mem),
-            ("launcher.time", &l.time),
-            ("launcher.account", &l.account),
-        ];
-        for (key, value) in words {
-            if let Some(v) = value {
-                // Written into an `#SBATCH` line: one word, at most a line's worth.
-                if v.is_empty() || v.len() > 256 || v.chars().any(|c| c.is_whitespace()) {
-                    return Err(file_error(
-                        path,
-                        format!("{key} = {v:?}: one word without spaces, e.g. \"gpu\" or \"8G\""),
-                    ));
-                }
-            }
-        }
-        for option in &l.extra {
-            if !option.starts_with("--") || option.contains('\n') {
-                return Err(file_error(
-                    path,
-                    format!(
-                        "launcher.extra: {option:?} is not one sbatch option like \"--qos=normal\""
-                    ),
-                ));
-            }
-        }
-
-        let mut trials = Vec::new();
-        let keys: Vec<&String> = file.grid.keys().collect();
-        for n in 0..grid_trials {
-            let mut rest = n;
-            let mut values = Vec::new();
-            // The last key varies fastest.
-            for key in keys.iter().rev() {
-                let options = &file.grid[*key];
-                values.push(((*key).clone(), options[rest % options.len()].clone()));
-                rest /= options.len();
-            }
-            values.reverse();
-            trials.push(values);
-        }
-        trials.extend(
-            file.trials
-                .iter()
-                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-        );
+        let checked = check_name(&file.name)
+            .and_then(|()| check_grid(&file))
+            .and_then(|grid_trials| check_launcher(&file.launcher).map(|()| grid_trials));
+        let grid_trials = checked.map_err(|message| file_error(path, message))?;
+        let trials = expand(&file, grid_trials);
         let mut columns: Vec<String> = Vec::new();
         for values in &trials {
             for (k, _) in values {

@@ -12,12 +12,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::prelude::*;
 use data::make_batch;
 use measure::latency::median;
 use measure::summary::group_digits;
 use measure::EventLog;
 use models::loss::cross_entropy;
-use models::{Classifier, Inference, Segment, Tap};
+use models::{Classifier, Inference, Model, Segment, Tap};
 use serde::Serialize;
 
 use crate::bench::{open_target, Target};
@@ -186,100 +187,174 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
     let indices: Vec<usize> = (0..batch).map(|i| i % dataset.test.len()).collect();
     let pool = runner::stage::thread_pool(request.threads)?;
 
-    let (segments, forward, packed_forward, train_forward, train_backward, cumulative_backward) =
-        pool.install(|| {
-            let input = make_batch(&dataset.test, &indices, &prep, None, &device);
-            let warmup = (runs / 10).max(3);
-            // The path `train bench` times; only an MLP on flex with AVX-512 is packed.
-            let inference = Inference::new(&model);
-            let mut per_run: Vec<Vec<Segment>> = Vec::new();
-            let (mut plain, mut packed) = (Vec::new(), Vec::new());
-            for i in 0..warmup + runs {
-                let start = Instant::now();
-                let logits = model.forward(input.images.clone());
-                let _ = logits.device().sync();
-                let whole = start.elapsed().as_secs_f64() * 1e3;
-                let mut tap = Tap::profile();
-                model.forward_tapped(input.images.clone(), &mut tap);
-                if i >= warmup {
-                    plain.push(whole);
-                    per_run.push(tap.segments.unwrap_or_default());
-                }
-                if inference.is_packed() {
-                    let start = Instant::now();
-                    let logits = inference.classify(input.images.clone());
-                    let _ = logits.device().sync();
-                    if i >= warmup {
-                        packed.push(start.elapsed().as_secs_f64() * 1e3);
-                    }
-                }
-            }
-            let packed = (!packed.is_empty()).then(|| median(packed));
-            // A training step: forward with autodiff, then backward, each timed.
-            let ad_input = make_batch(&dataset.test, &indices, &prep, None, &ad);
-            let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
-            for i in 0..warmup + runs.min(50) {
-                let start = Instant::now();
-                let loss = cross_entropy(
-                    trainee.forward(ad_input.images.clone()),
-                    ad_input.labels.clone(),
-                );
-                let _ = ad.sync();
-                let mid = Instant::now();
-                let grads = loss.backward();
-                let _ = ad.sync();
-                std::hint::black_box(grads);
-                if i >= warmup {
-                    fwd.push((mid - start).as_secs_f64() * 1e3);
-                    bwd.push(mid.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-            // Backward through the graph ending at each point in turn: the differences between
-            // consecutive points are the layers' shares of a backward pass.
-            let names: Vec<String> = per_run[0].iter().map(|s| s.name.clone()).collect();
-            let cumulative: Vec<f64> = names
-                .iter()
-                .map(|name| {
-                    let mut times = Vec::new();
-                    for i in 0..warmup + runs.min(50) {
-                        let mut tap = Tap::at(name);
-                        trainee.forward_tapped(ad_input.images.clone(), &mut tap);
-                        let loss = tap.found.expect("every profiled point can be tapped").sum();
-                        let _ = ad.sync();
-                        let start = Instant::now();
-                        let grads = loss.backward();
-                        let _ = ad.sync();
-                        std::hint::black_box(grads);
-                        if i >= warmup {
-                            times.push(start.elapsed().as_secs_f64() * 1e3);
-                        }
-                    }
-                    median(times)
-                })
-                .collect();
-            (
-                per_run,
-                median(plain),
-                packed,
-                median(fwd),
-                median(bwd),
-                cumulative,
-            )
-        });
-
-    let first = &segments[0];
-    let times: Vec<f64> = (0..first.len())
+    let (forward, train) = pool.install(|| {
+        let input = make_batch(&dataset.test, &indices, &prep, None, &device);
+        let ad_input = make_batch(&dataset.test, &indices, &prep, None, &ad);
+        let forward = time_forward(&model, &input.images, runs);
+        let train = time_training(&trainee, &ad_input, &forward.points, runs);
+        (forward, train)
+    });
+    let times: Vec<f64> = (0..forward.points.len())
         .map(|k| {
             median(
-                segments
+                forward
+                    .segments
                     .iter()
                     .map(|run| run[k].time.as_secs_f64() * 1e3)
                     .collect(),
             )
         })
         .collect();
-    let layer_shares = shares(&times);
-    let layers: Vec<LayerProfile> = first
+    let layers = layer_profiles(&forward.segments[0], &times, &train.cumulative_backward);
+    let trace = request.trace.clone().unwrap_or_else(|| {
+        run_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("profile.trace.json")
+    });
+    let report = ProfileReport {
+        target: request.target.display().to_string(),
+        model: model.kind().to_string(),
+        batch,
+        threads: request.threads.max(1),
+        runs,
+        layer_sum_ms: times.iter().sum(),
+        layers,
+        forward_ms: forward.plain_ms,
+        packed_forward_ms: forward.packed_ms,
+        train_forward_ms: train.forward_ms,
+        train_backward_ms: train.backward_ms,
+        trace: trace.display().to_string(),
+    };
+    let json = serde_json::to_string_pretty(&report.chrome_trace()).expect("trace serialises");
+    write_atomic(&trace, json.as_bytes()).map_err(RunError::io(&trace))?;
+    if let Some(dir) = &run_dir {
+        record_in_run(dir, &report)?;
+    }
+    Ok(report)
+}
+
+/// Warm-up passes before timed ones: a tenth of the runs, at least 3.
+fn warmup(runs: usize) -> usize {
+    (runs / 10).max(3)
+}
+
+/// The forward pass timed: each layer per run (tapped), the whole untapped pass, and the
+/// packed path `train bench` times where there is one.
+struct ForwardTimes {
+    /// Each timed run's layer segments.
+    segments: Vec<Vec<Segment>>,
+    /// The profiled points, in order.
+    points: Vec<String>,
+    plain_ms: f64,
+    packed_ms: Option<f64>,
+}
+
+/// # Shapes
+/// - `images`: `[batch, channels, height, width]`
+fn time_forward(model: &Model, images: &Tensor<4>, runs: usize) -> ForwardTimes {
+    let warmup = warmup(runs);
+    // The path `train bench` times; only an MLP on flex with AVX-512 is packed.
+    let inference = Inference::new(model);
+    let mut segments: Vec<Vec<Segment>> = Vec::new();
+    let (mut plain, mut packed) = (Vec::new(), Vec::new());
+    for i in 0..warmup + runs {
+        let start = Instant::now();
+        let logits = model.forward(images.clone());
+        let _ = logits.device().sync();
+        let whole = start.elapsed().as_secs_f64() * 1e3;
+        let mut tap = Tap::profile();
+        model.forward_tapped(images.clone(), &mut tap);
+        if i >= warmup {
+            plain.push(whole);
+            segments.push(tap.segments.unwrap_or_default());
+        }
+        if inference.is_packed() {
+            let start = Instant::now();
+            let logits = inference.classify(images.clone());
+            let _ = logits.device().sync();
+            if i >= warmup {
+                packed.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    ForwardTimes {
+        points: segments[0].iter().map(|s| s.name.clone()).collect(),
+        segments,
+        plain_ms: median(plain),
+        packed_ms: (!packed.is_empty()).then(|| median(packed)),
+    }
+}
+
+/// A training step timed: its forward and backward, and the backward through the graph
+/// ending at each profiled point.
+struct TrainTimes {
+    forward_ms: f64,
+    backward_ms: f64,
+    /// Per point: a backward pass from it. The differences between consecutive points are
+    /// the layers' shares of a backward pass.
+    cumulative_backward: Vec<f64>,
+}
+
+fn time_training(
+    trainee: &Model,
+    batch: &data::Batch,
+    points: &[String],
+    runs: usize,
+) -> TrainTimes {
+    let warmup = warmup(runs);
+    let runs = runs.min(50);
+    let ad = batch.images.device();
+    let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
+    for i in 0..warmup + runs {
+        let start = Instant::now();
+        let loss = cross_entropy(trainee.forward(batch.images.clone()), batch.labels.clone());
+        let _ = ad.sync();
+        let mid = Instant::now();
+        let grads = loss.backward();
+        let _ = ad.sync();
+        std::hint::black_box(grads);
+        if i >= warmup {
+            fwd.push((mid - start).as_secs_f64() * 1e3);
+            bwd.push(mid.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let cumulative_backward = points
+        .iter()
+        .map(|name| {
+            let mut times = Vec::new();
+            for i in 0..warmup + runs {
+                let mut tap = Tap::at(name);
+                trainee.forward_tapped(batch.images.clone(), &mut tap);
+                let loss = tap.found.expect("every profiled point can be tapped").sum();
+                let _ = ad.sync();
+                let start = Instant::now();
+                let grads = loss.backward();
+                let _ = ad.sync();
+                std::hint::black_box(grads);
+                if i >= warmup {
+                    times.push(start.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            median(times)
+        })
+        .collect();
+    TrainTimes {
+        forward_ms: median(fwd),
+        backward_ms: median(bwd),
+        cumulative_backward,
+    }
+}
+
+/// Each layer's row: its median time `times[k]` and share, what it computes, and its share of
+/// a backward pass (from the cumulative backward times).
+fn layer_profiles(
+    first: &[Segment],
+    times: &[f64],
+    cumulative_backward: &[f64],
+) -> Vec<LayerProfile> {
+    let layer_shares = shares(times);
+    first
         .iter()
         .zip(times.iter().zip(&layer_shares))
         .enumerate()
@@ -298,33 +373,7 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
                 })
             .max(0.0),
         })
-        .collect();
-    let trace = request.trace.clone().unwrap_or_else(|| {
-        run_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join("profile.trace.json")
-    });
-    let report = ProfileReport {
-        target: request.target.display().to_string(),
-        model: model.kind().to_string(),
-        batch,
-        threads: request.threads.max(1),
-        runs,
-        layer_sum_ms: times.iter().sum(),
-        layers,
-        forward_ms: forward,
-        packed_forward_ms: packed_forward,
-        train_forward_ms: train_forward,
-        train_backward_ms: train_backward,
-        trace: trace.display().to_string(),
-    };
-    let json = serde_json::to_string_pretty(&report.chrome_trace()).expect("trace serialises");
-    write_atomic(&trace, json.as_bytes()).map_err(RunError::io(&trace))?;
-    if let Some(dir) = &run_dir {
-        record_in_run(dir, &report)?;
-    }
-    Ok(report)
+        .collect()
 }
 
 fn record_in_run(dir: &Path, report: &ProfileReport) -> Result<(), RunError> {
