@@ -207,7 +207,6 @@ pub fn sweep(
         todo.len(),
         sweep.dir.display()
     );
-    let todo_loaded: Vec<&LoadedConfig> = todo.iter().map(|&i| &loaded[i]).collect();
     if !slurm && request.dry_run {
         for &i in &todo {
             safeio::outln!(
@@ -223,32 +222,58 @@ pub fn sweep(
         std::fs::create_dir_all(&sweep.dir).map_err(file::io(sweep.dir.display().to_string()))?;
     }
     if !slurm {
-        if !todo.is_empty() {
-            let n = trials::run_parents(&todo_loaded, options)?;
-            safeio::outln!(
-                "{n} shared parent stage(s) ready; running {} trial(s), {} at a time",
-                todo.len(),
-                sweep.launcher.parallel
-            );
-            local::run(&sweep, &todo, &request.exe, options.plain)?;
-        }
-        let now = states(&sweep, &loaded, &BTreeMap::new());
-        return finish(&sweep, now);
+        return run_locally(&sweep, &loaded, &todo, request, options);
     }
+    submit_to_slurm(&sweep, &loaded, &todo, (&queued, now), request)
+}
+
+/// Runs the trials `todo` on this machine, their shared parents first, then writes the
+/// results.
+fn run_locally(
+    sweep: &Sweep,
+    loaded: &[LoadedConfig],
+    todo: &[usize],
+    request: &SweepRequest,
+    options: &RunOptions,
+) -> Result<(), SweepError> {
+    let todo_loaded: Vec<&LoadedConfig> = todo.iter().map(|&i| &loaded[i]).collect();
+    if !todo.is_empty() {
+        let n = trials::run_parents(&todo_loaded, options)?;
+        safeio::outln!(
+            "{n} shared parent stage(s) ready; running {} trial(s), {} at a time",
+            todo.len(),
+            sweep.launcher.parallel
+        );
+        local::run(sweep, todo, &request.exe, options.plain)?;
+    }
+    let now = states(sweep, loaded, &BTreeMap::new());
+    finish(sweep, now)
+}
+
+/// Submits the trials `todo` as a Slurm job array (after a job for their shared parents when
+/// some are unfinished); with `--wait`, waits for it and writes the results.
+fn submit_to_slurm(
+    sweep: &Sweep,
+    loaded: &[LoadedConfig],
+    todo: &[usize],
+    (queued, now): (&BTreeMap<usize, String>, Vec<State>),
+    request: &SweepRequest,
+) -> Result<(), SweepError> {
+    let todo_loaded: Vec<&LoadedConfig> = todo.iter().map(|&i| &loaded[i]).collect();
     if todo.is_empty() {
         safeio::outln!("nothing to submit");
         if queued.is_empty() {
-            return finish(&sweep, now);
+            return finish(sweep, now);
         }
         return Ok(());
     }
     let with_parents = trials::shared_parents(&todo_loaded)
         .iter()
         .any(|p| !trials::is_finished(p));
-    for &i in &todo {
+    for &i in todo {
         let _ = std::fs::remove_file(sweep.status_file(i));
     }
-    match slurm::submit(&sweep, &request.exe, &todo, with_parents, request.dry_run)? {
+    match slurm::submit(sweep, &request.exe, todo, with_parents, request.dry_run)? {
         None => return Ok(()),
         Some(s) => safeio::outln!(
             "submitted job array {} ({} tasks){}",
@@ -266,18 +291,27 @@ pub fn sweep(
         );
         return Ok(());
     }
+    wait_for_slurm(sweep, loaded, todo)
+}
+
+/// Polls Slurm until the sweep's tasks have left the queue; a task that ended without a word
+/// of its own (killed, out of time) is recorded as failed. Then writes the results.
+fn wait_for_slurm(
+    sweep: &Sweep,
+    loaded: &[LoadedConfig],
+    todo: &[usize],
+) -> Result<(), SweepError> {
     loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
-        if slurm::queued(&sweep)?.is_empty() {
+        if slurm::queued(sweep)?.is_empty() {
             break;
         }
     }
-    // A task that ended without a word of its own (killed, out of time) is failed.
-    let now = states(&sweep, &loaded, &BTreeMap::new());
+    let now = states(sweep, loaded, &BTreeMap::new());
     for (&i, state) in todo.iter().zip(todo.iter().map(|&i| &now[i])) {
         if matches!(state, State::NotRun) {
             trials::record_failure(
-                &sweep,
+                sweep,
                 i,
                 &trials::Failure {
                     exit_code: None,
@@ -286,7 +320,7 @@ pub fn sweep(
             )?;
         }
     }
-    finish(&sweep, states(&sweep, &loaded, &BTreeMap::new()))
+    finish(sweep, states(sweep, loaded, &BTreeMap::new()))
 }
 
 /// `train run-trial SWEEP --index I`.

@@ -191,42 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sweep::run_trial(&path, index, &env, &run_options(plain))?;
             Ok(())
         }
-        Some(Command::Check(args)) => {
-            let loaded = args.load()?;
-            let config = &loaded.config;
-            safeio::outln!(
-                "{}: ok ({} on {}, {}; results in {})",
-                loaded.path.display(),
-                loaded.model.kind(),
-                serde_json::to_value(config.data.dataset)?
-                    .as_str()
-                    .unwrap_or("?"),
-                measure::summary::plural(config.train.epochs, "epoch"),
-                loaded.run_path().display()
-            );
-            let state = runner::stage::planned;
-            for parent in &loaded.parents {
-                match &parent.source {
-                    settings::parents::ParentSource::Stage(stage) => safeio::outln!(
-                        "  {} = stage {} ({}), {}",
-                        parent.key,
-                        stage.config.name,
-                        stage.run_path().display(),
-                        state(stage)
-                    ),
-                    settings::parents::ParentSource::File { path, .. } => {
-                        safeio::outln!("  {} = file {}", parent.key, path.display())
-                    }
-                }
-            }
-            safeio::outln!("  this stage: {}", state(&loaded));
-            for section in settings::techniques::sections(config) {
-                if let Some(plan) = section.plan(&loaded.model, &loaded.input)? {
-                    safeio::outln!("  {plan}");
-                }
-            }
-            Ok(())
-        }
+        Some(Command::Check(args)) => check(&args),
         Some(Command::Run(args)) => run_stage(&args),
         Some(Command::Sensitivity { stage, criterion }) => {
             let analysis = tools::analysis::find("sensitivity", &criterion)?;
@@ -236,77 +201,124 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             safeio::outln!("{}", report.summary);
             Ok(())
         }
-        Some(Command::Report { dir }) => {
-            if !dir.is_dir() {
-                anyhow::bail!("{} is not a folder of runs", dir.display());
-            }
-            let report = measure::report::write_report(&dir)?;
-            for (folder, reason) in &report.skipped {
-                safeio::errln!("warning: skipped {}: {reason}", folder.display());
-            }
-            safeio::out!("{}", measure::report::table(&report.runs));
-            safeio::outln!(
-                "{} runs; wrote {} and {}",
-                report.runs.len(),
-                report.markdown.display(),
-                report
-                    .plots
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            Ok(())
-        }
-        Some(Command::Profile(args)) => {
-            check_counts(&[
-                ("--batch", args.batch, settings::validate::MAX_MEASURE_BATCH),
-                ("--runs", args.runs, settings::validate::MAX_LATENCY_IMAGES),
-                ("--threads", args.threads, settings::context::max_threads()),
-            ])?;
-            let report = tools::profile::profile(&tools::profile::ProfileRequest {
-                target: args.target,
-                config: args.config,
-                batch: args.batch,
-                runs: args.runs,
-                threads: args.threads,
-                trace: args.trace,
-                device: args.device,
-            })?;
-            safeio::out!("{}", report.table());
-            Ok(())
-        }
-        Some(Command::Bench(args)) => {
-            check_counts(&[
-                (
-                    "--images",
-                    args.images,
-                    settings::validate::MAX_LATENCY_IMAGES,
-                ),
-                ("--batch", args.batch, settings::validate::MAX_MEASURE_BATCH),
-                ("--threads", args.threads, settings::context::max_threads()),
-            ])?;
-            if args.warmup > settings::validate::MAX_LATENCY_IMAGES {
-                anyhow::bail!(
-                    "--warmup {}: must be at most {}",
-                    args.warmup,
-                    settings::validate::MAX_LATENCY_IMAGES
-                );
-            }
-            let report = tools::bench::bench(&tools::bench::BenchRequest {
-                target: args.target,
-                config: args.config,
-                images: args.images,
-                warmup: args.warmup,
-                batch: args.batch,
-                threads: args.threads,
-                device: args.device,
-            })?;
-            safeio::out!("{}", report.table());
-            Ok(())
-        }
+        Some(Command::Report { dir }) => report(&dir),
+        Some(Command::Profile(args)) => profile(args),
+        Some(Command::Bench(args)) => bench(args),
         None => run_stage(&cli.run),
     }
+}
+
+/// `train check`: the config, its parents and what the stage would do, without training.
+fn check(args: &StageArgs) -> anyhow::Result<()> {
+    let loaded = args.load()?;
+    let config = &loaded.config;
+    safeio::outln!(
+        "{}: ok ({} on {}, {}; results in {})",
+        loaded.path.display(),
+        loaded.model.kind(),
+        serde_json::to_value(config.data.dataset)?
+            .as_str()
+            .unwrap_or("?"),
+        measure::summary::plural(config.train.epochs, "epoch"),
+        loaded.run_path().display()
+    );
+    let state = runner::stage::planned;
+    for parent in &loaded.parents {
+        match &parent.source {
+            settings::parents::ParentSource::Stage(stage) => safeio::outln!(
+                "  {} = stage {} ({}), {}",
+                parent.key,
+                stage.config.name,
+                stage.run_path().display(),
+                state(stage)
+            ),
+            settings::parents::ParentSource::File { path, .. } => {
+                safeio::outln!("  {} = file {}", parent.key, path.display())
+            }
+        }
+    }
+    safeio::outln!("  this stage: {}", state(&loaded));
+    for section in settings::techniques::sections(config) {
+        if let Some(plan) = section.plan(&loaded.model, &loaded.input)? {
+            safeio::outln!("  {plan}");
+        }
+    }
+    Ok(())
+}
+
+/// `train report DIR`.
+fn report(dir: &std::path::Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        anyhow::bail!("{} is not a folder of runs", dir.display());
+    }
+    let report = measure::report::write_report(dir)?;
+    for (folder, reason) in &report.skipped {
+        safeio::errln!("warning: skipped {}: {reason}", folder.display());
+    }
+    safeio::out!("{}", measure::report::table(&report.runs));
+    safeio::outln!(
+        "{} runs; wrote {} and {}",
+        report.runs.len(),
+        report.markdown.display(),
+        report
+            .plots
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// `train profile TARGET`.
+fn profile(args: ProfileArgs) -> anyhow::Result<()> {
+    check_counts(&[
+        ("--batch", args.batch, settings::validate::MAX_MEASURE_BATCH),
+        ("--runs", args.runs, settings::validate::MAX_LATENCY_IMAGES),
+        ("--threads", args.threads, settings::context::max_threads()),
+    ])?;
+    let report = tools::profile::profile(&tools::profile::ProfileRequest {
+        target: args.target,
+        config: args.config,
+        batch: args.batch,
+        runs: args.runs,
+        threads: args.threads,
+        trace: args.trace,
+        device: args.device,
+    })?;
+    safeio::out!("{}", report.table());
+    Ok(())
+}
+
+/// `train bench TARGET`.
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    check_counts(&[
+        (
+            "--images",
+            args.images,
+            settings::validate::MAX_LATENCY_IMAGES,
+        ),
+        ("--batch", args.batch, settings::validate::MAX_MEASURE_BATCH),
+        ("--threads", args.threads, settings::context::max_threads()),
+    ])?;
+    if args.warmup > settings::validate::MAX_LATENCY_IMAGES {
+        anyhow::bail!(
+            "--warmup {}: must be at most {}",
+            args.warmup,
+            settings::validate::MAX_LATENCY_IMAGES
+        );
+    }
+    let report = tools::bench::bench(&tools::bench::BenchRequest {
+        target: args.target,
+        config: args.config,
+        images: args.images,
+        warmup: args.warmup,
+        batch: args.batch,
+        threads: args.threads,
+        device: args.device,
+    })?;
+    safeio::out!("{}", report.table());
+    Ok(())
 }
 
 /// Each `(flag, value, max)` must be in `1..=max`: these numbers size allocations and
