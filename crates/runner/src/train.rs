@@ -465,6 +465,35 @@ pub fn train(
     Ok((trainee.model.valid(), state))
 }
 
+/// The host batch's parts on `device`, each with its samples' indices in the training split.
+fn to_shards<'i>(host: Vec<HostBatch>, indices: &'i [usize], device: &Device) -> Vec<Shard<'i>> {
+    let mut offset = 0;
+    host.into_iter()
+        .map(|part| {
+            let len = part.labels.len();
+            let shard = Shard {
+                batch: part.to_device(device),
+                indices: &indices[offset..offset + len],
+                offset,
+            };
+            offset += len;
+            shard
+        })
+        .collect()
+}
+
+impl EpochTally {
+    /// Adds a step's loss parts, each a mean over its `n` samples.
+    fn add_parts(&mut self, parts: Vec<(&'static str, f64)>, n: usize) {
+        for (name, value) in parts {
+            match self.part_sums.iter_mut().find(|(p, _)| *p == name) {
+                Some((_, sum)) => *sum += value * n as f64,
+                None => self.part_sums.push((name, value * n as f64)),
+            }
+        }
+    }
+}
+
 /// What an epoch's steps add up to.
 struct EpochTally {
     whole: Tally,
@@ -563,29 +592,15 @@ impl Training<'_, '_, '_> {
                 .recv()
                 .expect("the batch loader sends every batch of the epoch");
             let step_start = Instant::now();
-            let state = &mut self.state;
             tally.lr = learning_rate(
                 &tc.schedule,
                 tc.optimizer.lr(),
-                state.global_step,
+                self.state.global_step,
                 steps_per_epoch,
                 tc.epochs,
             );
-            let mut offset = 0;
-            let shards: Vec<Shard> = host
-                .into_iter()
-                .map(|part| {
-                    let len = part.labels.len();
-                    let shard = Shard {
-                        batch: part.to_device(&self.device),
-                        indices: &indices[offset..offset + len],
-                        offset,
-                    };
-                    offset += len;
-                    shard
-                })
-                .collect();
-            let poison = self.setup.fault_nonfinite_at_step == Some(state.global_step + 1);
+            let shards = to_shards(host, indices, &self.device);
+            let poison = self.setup.fault_nonfinite_at_step == Some(self.state.global_step + 1);
             let outcome = train_step(
                 trainee,
                 &mut self.optim,
@@ -597,68 +612,80 @@ impl Training<'_, '_, '_> {
                 self.replicas.as_ref(),
                 StepKey {
                     seed: config.seed,
-                    step: state.global_step as u64,
+                    step: self.state.global_step as u64,
                 },
                 tally.lr,
                 poison,
             )
-            .map_err(|value| RunError::NonFiniteLoss {
-                epoch: epoch + 1,
-                step: step + 1,
-                value,
-                checkpoint: if state.epochs_done > 0 {
-                    format!("{}, epoch {}", self.checkpoint_name, state.epochs_done)
-                } else {
-                    "none yet: the run failed in its first epoch".to_string()
-                },
-            })?;
+            .map_err(|value| self.diverged(epoch, step, value))?;
             trainee = outcome.trainee;
             if let Some(limit) = tc.max_norm {
                 trainee.model = models::params::max_norm(trainee.model, limit);
             }
-            state.global_step += 1;
+            self.state.global_step += 1;
             for technique in self.techniques.iter_mut() {
                 trainee = technique
-                    .after_step(state.global_step, trainee)
+                    .after_step(self.state.global_step, trainee)
                     .map_err(technique_error)?;
             }
             tally.step_seconds += step_start.elapsed().as_secs_f64();
 
             let n = indices.len();
-            for (name, value) in outcome.parts {
-                match tally.part_sums.iter_mut().find(|(p, _)| *p == name) {
-                    Some((_, sum)) => *sum += value * n as f64,
-                    None => tally.part_sums.push((name, value * n as f64)),
-                }
-            }
-            state.samples_seen += n as u64;
+            tally.add_parts(outcome.parts, n);
+            self.state.samples_seen += n as u64;
             window.add(outcome.loss, outcome.correct, n);
             tally.whole.add(outcome.loss, outcome.correct, n);
-            let global_step = state.global_step;
-            let log_now = global_step.is_multiple_of(tc.log_every) || step + 1 == steps_per_epoch;
-            if log_now {
-                self.history
-                    .push("train/loss", global_step, window.mean_loss());
-                self.history
-                    .push("train/accuracy", global_step, window.accuracy());
-            }
-            let seen = (step + 1).min(steps_per_epoch);
-            let done_samples = (seen * tc.batch_size).min(train.len());
-            self.history.sink.progress().step(
-                seen,
-                &format!(
-                    "loss {:.4} acc {:.2}% {:.0} samples/s",
-                    window.mean_loss(),
-                    100.0 * window.accuracy(),
-                    done_samples as f64 / tally.step_seconds.max(1e-9)
-                ),
-                log_now,
-            );
-            if log_now {
-                window = Tally::default();
-            }
+            self.report_step(step, &mut window, &tally);
         }
         Ok((trainee, tally))
+    }
+
+    /// The error of a step whose loss became `value` (not finite), naming the checkpoint the
+    /// run can resume from.
+    fn diverged(&self, epoch: usize, step: usize, value: f64) -> RunError {
+        let done = self.state.epochs_done;
+        RunError::NonFiniteLoss {
+            epoch: epoch + 1,
+            step: step + 1,
+            value,
+            checkpoint: if done > 0 {
+                format!("{}, epoch {done}", self.checkpoint_name)
+            } else {
+                "none yet: the run failed in its first epoch".to_string()
+            },
+        }
+    }
+
+    /// After step `step` (0-based) of an epoch: the window's loss and accuracy to the history
+    /// every `train.log_every` steps and at the epoch's end (then the window restarts), and
+    /// the progress bar.
+    fn report_step(&mut self, step: usize, window: &mut Tally, tally: &EpochTally) {
+        let tc = &self.setup.config.train;
+        let train_len = self.setup.dataset.train.len();
+        let steps_per_epoch = train_len.div_ceil(tc.batch_size);
+        let global_step = self.state.global_step;
+        let log_now = global_step.is_multiple_of(tc.log_every) || step + 1 == steps_per_epoch;
+        if log_now {
+            self.history
+                .push("train/loss", global_step, window.mean_loss());
+            self.history
+                .push("train/accuracy", global_step, window.accuracy());
+        }
+        let seen = (step + 1).min(steps_per_epoch);
+        let done_samples = (seen * tc.batch_size).min(train_len);
+        self.history.sink.progress().step(
+            seen,
+            &format!(
+                "loss {:.4} acc {:.2}% {:.0} samples/s",
+                window.mean_loss(),
+                100.0 * window.accuracy(),
+                done_samples as f64 / tally.step_seconds.max(1e-9)
+            ),
+            log_now,
+        );
+        if log_now {
+            *window = Tally::default();
+        }
     }
 
     /// After an epoch's steps: the techniques' epoch hooks (rebuilding the optimiser when the
@@ -670,6 +697,33 @@ impl Training<'_, '_, '_> {
         tally: EpochTally,
         epoch_start: Instant,
     ) -> Result<Trainee, RunError> {
+        let tc = &self.setup.config.train;
+        trainee = self.epoch_hooks(trainee, epoch)?;
+        let model = trainee.model.valid();
+        let eval = self.evaluate(&model);
+        let epoch_seconds = epoch_start.elapsed().as_secs_f64();
+        let samples_per_second = self.record_epoch(epoch, &tally, &model, &eval, epoch_seconds);
+        let checkpoint = self.checkpoint(&trainee, epoch, epoch_seconds, tally.step_seconds)?;
+        let history = &mut self.history;
+        history.sink.flush()?;
+        history.sink.save_checkpoint(&checkpoint)?;
+        history.sink.progress().end_epoch(&format!(
+            "epoch {}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | lr {:.2e} | {:.1} s, {:.0} samples/s",
+            epoch + 1,
+            tc.epochs,
+            tally.whole.mean_loss(),
+            100.0 * tally.whole.accuracy(),
+            eval.loss,
+            100.0 * eval.accuracy,
+            tally.lr,
+            epoch_seconds,
+            samples_per_second
+        ));
+        Ok(trainee)
+    }
+
+    /// The techniques' epoch hooks; a model they reshaped gets a fresh optimiser.
+    fn epoch_hooks(&mut self, mut trainee: Trainee, epoch: usize) -> Result<Trainee, RunError> {
         let tc = &self.setup.config.train;
         let spec_before = trainee.model.spec();
         for technique in self.techniques.iter_mut() {
@@ -691,23 +745,25 @@ impl Training<'_, '_, '_> {
             ));
             self.state.model_spec = spec_after;
         }
-        let model = trainee.model.valid();
+        Ok(trainee)
+    }
+
+    /// The test split's loss and accuracy, with the training's parallelism (one part per
+    /// replica).
+    fn evaluate(&self, model: &Model) -> measure::Evaluation {
+        let tc = &self.setup.config.train;
         // A hooked stage is evaluated as it will be exported (a QAT stage fake-quantized).
-        let hooked = stage_hook(self.techniques).map(|hook| HookedView {
-            model: &model,
-            hook,
-        });
+        let hooked = stage_hook(self.techniques).map(|hook| HookedView { model, hook });
         let inference;
         let evaluated: &dyn Classifier = match &hooked {
             Some(view) => view,
             None => {
-                inference = Inference::new(&model);
+                inference = Inference::new(model);
                 &inference
             }
         };
-        // Evaluated with the training's parallelism: the test split in one part per replica.
         let replicas = self.replicas.as_ref();
-        let eval = measure::evaluate_parts(
+        measure::evaluate_parts(
             evaluated,
             &self.setup.dataset.test,
             &self.setup.prep,
@@ -718,8 +774,18 @@ impl Training<'_, '_, '_> {
                 Some(replicas) => replicas.run(parts, work),
                 None => (0..parts).map(work).collect(),
             },
-        );
-        let epoch_seconds = epoch_start.elapsed().as_secs_f64();
+        )
+    }
+
+    /// The epoch's scalars into the history; returns its training samples per second.
+    fn record_epoch(
+        &mut self,
+        epoch: usize,
+        tally: &EpochTally,
+        model: &Model,
+        eval: &measure::Evaluation,
+        epoch_seconds: f64,
+    ) -> f64 {
         let step = self.state.global_step;
         let seen = self.setup.dataset.train.len() as f64;
         let history = &mut self.history;
@@ -730,7 +796,7 @@ impl Training<'_, '_, '_> {
             history.push(name, step, sum / seen);
         }
         for technique in self.techniques.iter_mut() {
-            for (name, value) in technique.metrics(&model, eval.accuracy) {
+            for (name, value) in technique.metrics(model, eval.accuracy) {
                 history.push(&name, step, value);
             }
         }
@@ -740,12 +806,23 @@ impl Training<'_, '_, '_> {
         history.push("lr", step, tally.lr);
         history.push("epoch_seconds", step, epoch_seconds);
         history.push("samples_per_second", step, samples_per_second);
+        samples_per_second
+    }
 
+    /// The run's state after epoch `epoch`, with the trainee and the optimiser: what a killed
+    /// run resumes from.
+    fn checkpoint(
+        &mut self,
+        trainee: &Trainee,
+        epoch: usize,
+        epoch_seconds: f64,
+        step_seconds: f64,
+    ) -> Result<Checkpoint, RunError> {
         let state = &mut self.state;
         state.epochs_done = epoch + 1;
         state.train_seconds += epoch_seconds;
-        state.step_seconds += tally.step_seconds;
-        state.history = history.points.clone();
+        state.step_seconds += step_seconds;
+        state.history = self.history.points.clone();
         state.technique_state = self
             .techniques
             .iter()
@@ -774,21 +851,7 @@ impl Training<'_, '_, '_> {
                 .map_err(record_error("optimizer for checkpoint"))?
                 .to_vec(),
         };
-        history.sink.flush()?;
-        history.sink.save_checkpoint(&checkpoint)?;
-        history.sink.progress().end_epoch(&format!(
-            "epoch {}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | lr {:.2e} | {:.1} s, {:.0} samples/s",
-            epoch + 1,
-            tc.epochs,
-            tally.whole.mean_loss(),
-            100.0 * tally.whole.accuracy(),
-            eval.loss,
-            100.0 * eval.accuracy,
-            tally.lr,
-            epoch_seconds,
-            samples_per_second
-        ));
-        Ok(trainee)
+        Ok(checkpoint)
     }
 }
 
