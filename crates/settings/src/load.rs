@@ -14,11 +14,12 @@ use technique::{Invalid, ParentKey, ParentShape};
 use crate::context::Execution;
 use crate::identity::stage_hash;
 pub use crate::loaded::{ConfigError, LoadedConfig};
-use crate::parents::{self, ChildSide, ResolveError, FROM_KEY};
+use crate::parents::{self, ChildSide, Parent, ResolveError, FROM_KEY};
 use crate::schema::StageConfig;
 use crate::techniques;
 use crate::testing::TestHooks;
 use crate::validate::validate;
+use models::{InputShape, ModelSpec};
 
 /// Prefix of environment overrides: `COMPRESS_TRAIN__EPOCHS=3` sets `train.epochs`.
 pub const ENV_PREFIX: &str = "COMPRESS";
@@ -83,8 +84,30 @@ fn read_layered(
     env: &HashMap<String, String>,
 ) -> Result<Layered, ConfigError> {
     let text = safeio::read_text(path).map_err(ConfigError::Read)?;
-    let from_file: StageConfig = toml::from_str(&text).map_err(|e| {
-        match type_error_key(&text, &e) {
+    let from_file = parse_file(path, &text)?;
+
+    let all = collect_overrides(overrides, env)?;
+    let overridden: Vec<(String, String)> =
+        all.iter().map(|o| (o.key.clone(), o.how.clone())).collect();
+    if all.is_empty() {
+        return Ok(Layered {
+            text,
+            config: from_file,
+            overridden,
+        });
+    }
+    let config = apply_overrides(path, &text, &from_file, &all)?;
+    Ok(Layered {
+        text,
+        config,
+        overridden,
+    })
+}
+
+/// The file as the schema reads it; a type error names its key and line.
+fn parse_file(path: &Path, text: &str) -> Result<StageConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        match type_error_key(text, &e) {
             // serde's tagged enums (`kind = ...` tables) lose the key's span and point at
             // the table header: name the key and its line instead.
             Some((key, value, line)) => ConfigError::Invalid {
@@ -96,8 +119,14 @@ fn read_layered(
                 message: e.to_string().trim_end().to_string(),
             },
         }
-    })?;
+    })
+}
 
+/// The overrides in the order they apply: `COMPRESS_*` variables (sorted), then `--set`.
+fn collect_overrides(
+    overrides: &[String],
+    env: &HashMap<String, String>,
+) -> Result<Vec<Override>, ConfigError> {
     let mut all = Vec::new();
     let mut env: Vec<(&String, &String)> = env
         .iter()
@@ -131,15 +160,16 @@ fn read_layered(
             raw: value,
         });
     }
-    let overridden: Vec<(String, String)> =
-        all.iter().map(|o| (o.key.clone(), o.how.clone())).collect();
-    if all.is_empty() {
-        return Ok(Layered {
-            text,
-            config: from_file,
-            overridden,
-        });
-    }
+    Ok(all)
+}
+
+/// The file with `all` layered on it, read by the schema again.
+fn apply_overrides(
+    path: &Path,
+    text: &str,
+    from_file: &StageConfig,
+    all: &[Override],
+) -> Result<StageConfig, ConfigError> {
     let err = |message: String| ConfigError::Override {
         path: path.to_path_buf(),
         overrides: all
@@ -150,15 +180,15 @@ fn read_layered(
         message,
     };
     // Which overridden keys hold strings in the file's config.
-    let in_file = serde_json::to_value(&from_file).unwrap_or_default();
+    let in_file = serde_json::to_value(from_file).unwrap_or_default();
     let holds = |key: &str| {
         key.split('.')
             .try_fold(&in_file, |v, part| v.get(part))
             .cloned()
     };
     let layer = |strings_for_absent: bool| -> Result<StageConfig, String> {
-        let mut builder = Config::builder().add_source(File::from_str(&text, FileFormat::Toml));
-        for o in &all {
+        let mut builder = Config::builder().add_source(File::from_str(text, FileFormat::Toml));
+        for o in all {
             let string_key = match holds(&o.key) {
                 Some(v) => v.is_string(),
                 None => strings_for_absent,
@@ -175,15 +205,10 @@ fn read_layered(
     };
     // A key the file leaves out (`from`, `data.path`) may be a string too: when the typed
     // reading does not fit the schema, try the overrides of absent keys as strings.
-    let config = match layer(false) {
-        Ok(config) => config,
-        Err(typed) => layer(true).map_err(|_| err(typed.trim().replace('\n', " ")))?,
-    };
-    Ok(Layered {
-        text,
-        config,
-        overridden,
-    })
+    match layer(false) {
+        Ok(config) => Ok(config),
+        Err(typed) => layer(true).map_err(|_| err(typed.trim().replace('\n', " "))),
+    }
 }
 
 /// `inherited`: the execution context of the stage that named this one as a parent. `chain`
@@ -203,28 +228,13 @@ fn load_chain(
     if let Some(execution) = inherited {
         execution.apply_to(&mut config);
     }
-    let locate = |invalid: Invalid| {
-        // The override that set the key, or a key inside it (`--set model.hidden=...` for
-        // an error about `model`).
-        // Either way round: `--set prune.layers={...}` for an error about the pattern
-        // `prune.layers."conv*"` inside it.
-        let within = |k: &str| {
-            k == invalid.key
-                || k.starts_with(&format!("{}.", invalid.key))
-                || invalid.key.starts_with(&format!("{k}."))
-        };
-        let by_override = overridden.iter().rev().find(|(k, _)| within(k));
-        let location = match (by_override, key_line(&text, &invalid.key)) {
-            (Some((_, how)), _) => format!("{} (set by {how})", path.display()),
-            (None, Some(line)) => format!("{}:{line}", path.display()),
-            (None, None) if inherited.is_some() && is_execution_key(&invalid.key) => format!(
-                "{} (inherited from the stage that uses it as a parent)",
-                path.display()
-            ),
-            (None, None) => format!("{} (default value)", path.display()),
-        };
-        ConfigError::Invalid { location, invalid }
+    let where_set = WhereSet {
+        path,
+        text: &text,
+        overridden: &overridden,
+        inherited: inherited.is_some(),
     };
+    let locate = |invalid: Invalid| where_set.locate(invalid);
     let valid = validate(&config).map_err(locate)?;
 
     let execution = Execution::of(&config);
@@ -247,31 +257,7 @@ fn load_chain(
             Err(ResolveError::InParent(error)) => return Err(*error),
         }
     }
-    let model = match (&config.model, parents.iter().find(|p| p.key == FROM_KEY)) {
-        (Some(model), None) => model.clone(),
-        (None, Some(parent)) => {
-            // The parent's model is this stage's: it trains at this stage's batch size.
-            let spec = parent.spec().clone();
-            crate::validate::check_fits(FROM_KEY, &spec, &valid.input, config.train.batch_size)
-                .map_err(locate)?;
-            spec
-        }
-        (Some(_), Some(_)) => {
-            return Err(locate(Invalid::new(
-                "model",
-                "a [model] table",
-                "leave it out: the model is the one `from` names",
-            )))
-        }
-        (None, None) => {
-            return Err(locate(Invalid::new(
-                "model",
-                "missing",
-                "a [model] table (kind = \"mlp\", \"lenet5\", \"vgg\" or \"resnet\"), or \
-                 `from` naming the stage or model file to start from",
-            )))
-        }
-    };
+    let model = start_model(&config, &parents, &valid.input).map_err(locate)?;
     let shapes: Vec<ParentShape> = parents
         .iter()
         .map(|p| ParentShape {
@@ -299,6 +285,70 @@ fn load_chain(
         device: valid.device,
         parents,
     })
+}
+
+/// Where a config's key was set, for its error: the override that set it (or a key inside
+/// it), else its line in the file, else inherited or a default.
+struct WhereSet<'a> {
+    path: &'a Path,
+    text: &'a str,
+    overridden: &'a [(String, String)],
+    /// Whether the stage runs as a parent, with its child's execution context.
+    inherited: bool,
+}
+
+impl WhereSet<'_> {
+    fn locate(&self, invalid: Invalid) -> ConfigError {
+        // The override that set the key, or a key inside it (`--set model.hidden=...` for
+        // an error about `model`).
+        // Either way round: `--set prune.layers={...}` for an error about the pattern
+        // `prune.layers."conv*"` inside it.
+        let within = |k: &str| {
+            k == invalid.key
+                || k.starts_with(&format!("{}.", invalid.key))
+                || invalid.key.starts_with(&format!("{k}."))
+        };
+        let by_override = self.overridden.iter().rev().find(|(k, _)| within(k));
+        let location = match (by_override, key_line(self.text, &invalid.key)) {
+            (Some((_, how)), _) => format!("{} (set by {how})", self.path.display()),
+            (None, Some(line)) => format!("{}:{line}", self.path.display()),
+            (None, None) if self.inherited && is_execution_key(&invalid.key) => format!(
+                "{} (inherited from the stage that uses it as a parent)",
+                self.path.display()
+            ),
+            (None, None) => format!("{} (default value)", self.path.display()),
+        };
+        ConfigError::Invalid { location, invalid }
+    }
+}
+
+/// The architecture the stage starts from: its `[model]`, or its `from` parent's (which must
+/// fit memory at this stage's batch size).
+fn start_model(
+    config: &StageConfig,
+    parents: &[Parent],
+    input: &InputShape,
+) -> Result<ModelSpec, Invalid> {
+    match (&config.model, parents.iter().find(|p| p.key == FROM_KEY)) {
+        (Some(model), None) => Ok(model.clone()),
+        (None, Some(parent)) => {
+            // The parent's model is this stage's: it trains at this stage's batch size.
+            let spec = parent.spec().clone();
+            crate::validate::check_fits(FROM_KEY, &spec, input, config.train.batch_size)?;
+            Ok(spec)
+        }
+        (Some(_), Some(_)) => Err(Invalid::new(
+            "model",
+            "a [model] table",
+            "leave it out: the model is the one `from` names",
+        )),
+        (None, None) => Err(Invalid::new(
+            "model",
+            "missing",
+            "a [model] table (kind = \"mlp\", \"lenet5\", \"vgg\" or \"resnet\"), or \
+                 `from` naming the stage or model file to start from",
+        )),
+    }
 }
 
 /// Every parent a config names: `from`, then each technique section's.

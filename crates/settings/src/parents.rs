@@ -73,99 +73,115 @@ pub fn resolve(parent: &ParentKey, child: ChildSide) -> Result<Parent, ResolveEr
         )));
     }
     let source = match format {
-        None => {
-            let here = child
-                .path
-                .canonicalize()
-                .unwrap_or_else(|_| child.path.to_path_buf());
-            let there = path.canonicalize().unwrap_or_else(|_| path.clone());
-            if there == here || child.chain.contains(&there) {
-                return Err(bad("the chain of parents loops back to this config".into()));
-            }
-            child.chain.push(here);
-            let stage = (child.load_parent)(&path, child.execution, child.chain);
-            child.chain.pop();
-            let stage = stage.map_err(|e| ResolveError::InParent(Box::new(e)))?;
-            if (stage.input.height, stage.input.width) != (child.input.height, child.input.width) {
-                return Err(bad(format!(
-                    "the parent sees {}x{} inputs but this stage {}x{}; they must match \
-                     (data.dataset / data.input_size)",
-                    stage.input.height, stage.input.width, child.input.height, child.input.width
-                )));
-            }
-            ParentSource::Stage(Box::new(stage))
-        }
-        Some(format) => {
-            let ours = matches!(format, ModelFormat::Burnpack | ModelFormat::Sparse);
-            if !ours && parent.spec.is_none() {
-                return Err(bad(format!(
-                    "a PyTorch or safetensors file needs its architecture: add {}",
-                    parent
-                        .spec_key
-                        .as_deref()
-                        .map_or("the model spec beside this key".to_string(), |k| format!(
-                            "a [{k}] table (kind = \"mlp\", ...)"
-                        ))
-                )));
-            }
-            if let Some(spec) = &parent.spec {
-                let key = parent.spec_key.as_deref().unwrap_or(&parent.key);
-                spec.validate(child.input).map_err(ResolveError::Invalid)?;
-                crate::validate::check_fits(key, spec, child.input, 1)
-                    .map_err(ResolveError::Invalid)?;
-            }
-            // Read once for its checksum and what it says it holds.
-            let facts = file::inspect(&path, format)
-                .map_err(|e| bad(format!("cannot read it as a model file: {e}")))?;
-            // A file in a finished run folder must be the one its run recorded.
-            if let Some(sha256) = crate::run_dir::recorded_for(&path).map_err(bad)? {
-                file::check_sha256(&path, &facts.sha256, &sha256)
-                    .map_err(|e| bad(e.to_string()))?;
-            }
-            // What one of our files says it holds gets the memory bound a config's model gets,
-            // before anything of it is built.
-            if let Some(spec) = &facts.spec {
-                spec.validate(child.input).map_err(|e| {
-                    bad(format!(
-                        "the architecture the file describes is not usable: {e}"
-                    ))
-                })?;
-                crate::validate::check_fits(&parent.key, spec, child.input, child.batch)
-                    .map_err(ResolveError::Invalid)?;
-            }
-            // Load it once now, so a file that does not fit fails before any training.
-            let model = file::load(
-                &path,
-                format,
-                LoadOptions {
-                    spec: parent.spec.as_ref(),
-                    key_map: &parent.key_map,
-                },
-                child.input,
-                child.device,
-            )
-            .map_err(|e| match e {
-                // Weights that load but do not match: say what they had to match.
-                models::ModelFileError::Mismatch { .. } => bad(format!(
-                    "its weights do not fit this stage's {}x{} inputs and {} classes: {e}",
-                    child.input.height, child.input.width, child.input.classes
-                )),
-                other => bad(format!("cannot load it: {other}")),
-            })?;
-            // The first 12 hex digits: the file parent's identity in this stage's hash.
-            let sha256 = facts.sha256[..12].to_string();
-            ParentSource::File {
-                path,
-                format,
-                spec: model.spec(),
-                key_map: parent.key_map.clone(),
-                sha256,
-            }
-        }
+        None => resolve_stage(path, child, &bad)?,
+        Some(format) => resolve_file(parent, path, format, &child, &bad)?,
     };
     Ok(Parent {
         key: parent.key.clone(),
         source,
+    })
+}
+
+/// A parent that is another stage's config: loaded with the child's context, refusing a
+/// chain that loops.
+fn resolve_stage(
+    path: PathBuf,
+    child: ChildSide,
+    bad: &dyn Fn(String) -> ResolveError,
+) -> Result<ParentSource, ResolveError> {
+    let here = child
+        .path
+        .canonicalize()
+        .unwrap_or_else(|_| child.path.to_path_buf());
+    let there = path.canonicalize().unwrap_or_else(|_| path.clone());
+    if there == here || child.chain.contains(&there) {
+        return Err(bad("the chain of parents loops back to this config".into()));
+    }
+    child.chain.push(here);
+    let stage = (child.load_parent)(&path, child.execution, child.chain);
+    child.chain.pop();
+    let stage = stage.map_err(|e| ResolveError::InParent(Box::new(e)))?;
+    if (stage.input.height, stage.input.width) != (child.input.height, child.input.width) {
+        return Err(bad(format!(
+            "the parent sees {}x{} inputs but this stage {}x{}; they must match \
+             (data.dataset / data.input_size)",
+            stage.input.height, stage.input.width, child.input.height, child.input.width
+        )));
+    }
+    Ok(ParentSource::Stage(Box::new(stage)))
+}
+
+/// A parent that is a model file: bounded by the memory check, verified against the SHA-256
+/// its run recorded, and loaded once to prove it fits.
+fn resolve_file(
+    parent: &ParentKey,
+    path: PathBuf,
+    format: ModelFormat,
+    child: &ChildSide,
+    bad: &dyn Fn(String) -> ResolveError,
+) -> Result<ParentSource, ResolveError> {
+    let ours = matches!(format, ModelFormat::Burnpack | ModelFormat::Sparse);
+    if !ours && parent.spec.is_none() {
+        return Err(bad(format!(
+            "a PyTorch or safetensors file needs its architecture: add {}",
+            parent
+                .spec_key
+                .as_deref()
+                .map_or("the model spec beside this key".to_string(), |k| format!(
+                    "a [{k}] table (kind = \"mlp\", ...)"
+                ))
+        )));
+    }
+    if let Some(spec) = &parent.spec {
+        let key = parent.spec_key.as_deref().unwrap_or(&parent.key);
+        spec.validate(child.input).map_err(ResolveError::Invalid)?;
+        crate::validate::check_fits(key, spec, child.input, 1).map_err(ResolveError::Invalid)?;
+    }
+    // Read once for its checksum and what it says it holds.
+    let facts = file::inspect(&path, format)
+        .map_err(|e| bad(format!("cannot read it as a model file: {e}")))?;
+    // A file in a finished run folder must be the one its run recorded.
+    if let Some(sha256) = crate::run_dir::recorded_for(&path).map_err(bad)? {
+        file::check_sha256(&path, &facts.sha256, &sha256).map_err(|e| bad(e.to_string()))?;
+    }
+    // What one of our files says it holds gets the memory bound a config's model gets,
+    // before anything of it is built.
+    if let Some(spec) = &facts.spec {
+        spec.validate(child.input).map_err(|e| {
+            bad(format!(
+                "the architecture the file describes is not usable: {e}"
+            ))
+        })?;
+        crate::validate::check_fits(&parent.key, spec, child.input, child.batch)
+            .map_err(ResolveError::Invalid)?;
+    }
+    // Load it once now, so a file that does not fit fails before any training.
+    let model = file::load(
+        &path,
+        format,
+        LoadOptions {
+            spec: parent.spec.as_ref(),
+            key_map: &parent.key_map,
+        },
+        child.input,
+        child.device,
+    )
+    .map_err(|e| match e {
+        // Weights that load but do not match: say what they had to match.
+        models::ModelFileError::Mismatch { .. } => bad(format!(
+            "its weights do not fit this stage's {}x{} inputs and {} classes: {e}",
+            child.input.height, child.input.width, child.input.classes
+        )),
+        other => bad(format!("cannot load it: {other}")),
+    })?;
+    // The first 12 hex digits: the file parent's identity in this stage's hash.
+    let sha256 = facts.sha256[..12].to_string();
+    Ok(ParentSource::File {
+        path,
+        format,
+        spec: model.spec(),
+        key_map: parent.key_map.clone(),
+        sha256,
     })
 }
 
