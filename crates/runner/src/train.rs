@@ -356,15 +356,8 @@ fn resume(
     Ok((trainee, optim, state))
 }
 
-/// Trains from `start`, checkpointing after every epoch. Returns the final model (inference
-/// copy) and the final state.
-pub fn train(
-    setup: &TrainSetup,
-    start: Start,
-    techniques: &mut [Box<dyn Technique + '_>],
-    sink: &mut dyn TrainSink,
-) -> Result<(Model, TrainState), RunError> {
-    let device = setup.device.clone().autodiff();
+/// At most one technique of a stage replaces the loss, and at most one hooks the forward.
+fn check_one_each(techniques: &[Box<dyn Technique + '_>]) -> Result<(), RunError> {
     let suppliers = techniques.iter().filter(|t| t.loss().is_some()).count();
     let hooks = techniques
         .iter()
@@ -381,11 +374,19 @@ pub fn train(
             }));
         }
     }
-    for line in techniques.iter().filter_map(|t| t.describe()) {
-        sink.progress().line(&line);
-    }
+    Ok(())
+}
+
+/// Replicas per step: `train.replicas`, where 0 chooses one per thread for convolutional
+/// nets and 1 for MLPs; 1 when a technique learns from batches in order.
+fn replica_count(
+    setup: &TrainSetup,
+    start: &Start,
+    techniques: &[Box<dyn Technique + '_>],
+    sink: &mut dyn TrainSink,
+) -> usize {
     let requested = match setup.replicas {
-        0 if initial_kind(&start) == "mlp" => 1,
+        0 if initial_kind(start) == "mlp" => 1,
         0 => setup.threads,
         n => n,
     };
@@ -404,36 +405,63 @@ pub fn train(
             "training on {replicas} replicas, one thread each (train.replicas)"
         ));
     }
+    replicas
+}
+
+/// A fresh start: the model with the techniques' modules, prepared by each technique (fold
+/// BatchNorm, attach quantizers, prune one-shot), a new optimiser and an empty state.
+fn fresh_start(
+    setup: &TrainSetup,
+    model: Model,
+    techniques: &mut [Box<dyn Technique + '_>],
+    device: &Device,
+    sink: &mut dyn TrainSink,
+) -> Result<(Trainee, ModuleOptimizer, TrainState), RunError> {
+    let mut trainee = with_aux(model, techniques, device);
+    for technique in techniques.iter_mut() {
+        trainee = technique.prepare(trainee).map_err(technique_error)?;
+        for line in technique.take_log() {
+            sink.progress().line(&line);
+        }
+    }
+    let state = TrainState {
+        run_name: setup.config.name.clone(),
+        config_hash: setup.hash.clone(),
+        start_model: Some(setup.start_model.clone()),
+        model_spec: trainee.model.spec(),
+        epochs_done: 0,
+        global_step: 0,
+        train_seconds: 0.0,
+        step_seconds: 0.0,
+        samples_seen: 0,
+        history: Vec::new(),
+        technique_state: Vec::new(),
+    };
+    Ok((
+        trainee,
+        build_optimizer(&setup.config.train.optimizer),
+        state,
+    ))
+}
+
+/// Trains from `start`, checkpointing after every epoch. Returns the final model (inference
+/// copy) and the final state.
+pub fn train(
+    setup: &TrainSetup,
+    start: Start,
+    techniques: &mut [Box<dyn Technique + '_>],
+    sink: &mut dyn TrainSink,
+) -> Result<(Model, TrainState), RunError> {
+    let device = setup.device.clone().autodiff();
+    check_one_each(techniques)?;
+    for line in techniques.iter().filter_map(|t| t.describe()) {
+        sink.progress().line(&line);
+    }
+    let replicas = replica_count(setup, &start, techniques, sink);
     let checkpoint_name = sink.checkpoint_name();
     let (mut trainee, optim, mut state) = match start {
         Start::Resume(ckpt) => resume(setup, ckpt, techniques, &device, &checkpoint_name)?,
-        Start::Fresh(model) => {
-            let mut trainee = with_aux(model, techniques, &device);
-            for technique in techniques.iter_mut() {
-                trainee = technique.prepare(trainee).map_err(technique_error)?;
-                for line in technique.take_log() {
-                    sink.progress().line(&line);
-                }
-            }
-            let state = TrainState {
-                run_name: setup.config.name.clone(),
-                config_hash: setup.hash.clone(),
-                start_model: Some(setup.start_model.clone()),
-                model_spec: trainee.model.spec(),
-                epochs_done: 0,
-                global_step: 0,
-                train_seconds: 0.0,
-                step_seconds: 0.0,
-                samples_seen: 0,
-                history: Vec::new(),
-                technique_state: Vec::new(),
-            };
-            (
-                trainee,
-                build_optimizer(&setup.config.train.optimizer),
-                state,
-            )
-        }
+        Start::Fresh(model) => fresh_start(setup, model, techniques, &device, sink)?,
     };
     let epochs = setup.config.train.epochs;
     sink.progress().start_run(epochs, state.epochs_done);

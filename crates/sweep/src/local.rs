@@ -32,26 +32,7 @@ pub fn run(sweep: &Sweep, todo: &[usize], exe: &Path, plain: bool) -> Result<(),
     loop {
         while running.len() < parallel {
             let Some(index) = queue.next() else { break };
-            let log_path = sweep.log_file(index);
-            let log =
-                std::fs::File::create(&log_path).map_err(io(log_path.display().to_string()))?;
-            let err = log
-                .try_clone()
-                .map_err(io(log_path.display().to_string()))?;
-            let child = Command::new(exe)
-                .arg("run-trial")
-                .arg(absolute(&sweep.path))
-                .args(["--index", &index.to_string(), "--plain"])
-                .args(["--parent-pid", &std::process::id().to_string()])
-                .env(
-                    format!("{}_THREADS", settings::load::ENV_PREFIX),
-                    threads.to_string(),
-                )
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(err)
-                .spawn()
-                .map_err(io(format!("starting {}", exe.display())))?;
+            let child = start_trial(sweep, index, exe, threads)?;
             let label = sweep.trials[index].label();
             say(
                 &bar,
@@ -69,53 +50,95 @@ pub fn run(sweep: &Sweep, todo: &[usize], exe: &Path, plain: bool) -> Result<(),
             match child.try_wait().map_err(io("waiting for a trial"))? {
                 None => still.push((index, child, started)),
                 Some(status) => {
-                    let seconds = started.elapsed().as_secs_f64();
                     done += 1;
                     bar.set_position(done);
-                    let label = sweep.trials[index].label();
-                    if status.success() {
-                        say(
-                            &bar,
-                            plain,
-                            &format!("trial {index} ({label}): done in {seconds:.1} s"),
-                        );
-                        continue;
-                    }
-                    // The trial records its own failure; a process that died without one
-                    // (a signal, an abort) gets one here.
-                    if !sweep.status_file(index).exists() {
-                        trials::record_failure(
-                            sweep,
-                            index,
-                            &Failure {
-                                exit_code: status.code(),
-                                message: match status.code() {
-                                    Some(code) => format!("exited with code {code}"),
-                                    None => "killed by a signal".to_string(),
-                                },
-                            },
-                        )?;
-                    }
-                    say(
-                        &bar,
-                        plain,
-                        &format!(
-                            "trial {index} ({label}): FAILED ({}), log {}:\n{}",
-                            status
-                                .code()
-                                .map_or("killed by a signal".to_string(), |c| format!(
-                                    "exit code {c}"
-                                )),
-                            sweep.log_file(index).display(),
-                            trials::log_tail(sweep, index, 5)
-                        ),
-                    );
+                    let seconds = started.elapsed().as_secs_f64();
+                    trial_ended(sweep, index, status, seconds, (&bar, plain))?;
                 }
             }
         }
         running = still;
     }
     bar.finish_and_clear();
+    Ok(())
+}
+
+/// Starts trial `index` as `exe run-trial`, its output to the trial's log, with `threads`
+/// threads; it dies with this process.
+fn start_trial(
+    sweep: &Sweep,
+    index: usize,
+    exe: &Path,
+    threads: usize,
+) -> Result<Child, SweepError> {
+    let log_path = sweep.log_file(index);
+    let log = std::fs::File::create(&log_path).map_err(io(log_path.display().to_string()))?;
+    let err = log
+        .try_clone()
+        .map_err(io(log_path.display().to_string()))?;
+    Command::new(exe)
+        .arg("run-trial")
+        .arg(absolute(&sweep.path))
+        .args(["--index", &index.to_string(), "--plain"])
+        .args(["--parent-pid", &std::process::id().to_string()])
+        .env(
+            format!("{}_THREADS", settings::load::ENV_PREFIX),
+            threads.to_string(),
+        )
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(io(format!("starting {}", exe.display())))
+}
+
+/// A trial's process ended with `status` after `seconds`: says so, and records a failure
+/// the trial could not record itself (a signal, an abort).
+fn trial_ended(
+    sweep: &Sweep,
+    index: usize,
+    status: std::process::ExitStatus,
+    seconds: f64,
+    (bar, plain): (&ProgressBar, bool),
+) -> Result<(), SweepError> {
+    let label = sweep.trials[index].label();
+    if status.success() {
+        say(
+            bar,
+            plain,
+            &format!("trial {index} ({label}): done in {seconds:.1} s"),
+        );
+        return Ok(());
+    }
+    // The trial records its own failure; a process that died without one
+    // (a signal, an abort) gets one here.
+    if !sweep.status_file(index).exists() {
+        trials::record_failure(
+            sweep,
+            index,
+            &Failure {
+                exit_code: status.code(),
+                message: match status.code() {
+                    Some(code) => format!("exited with code {code}"),
+                    None => "killed by a signal".to_string(),
+                },
+            },
+        )?;
+    }
+    say(
+        bar,
+        plain,
+        &format!(
+            "trial {index} ({label}): FAILED ({}), log {}:\n{}",
+            status
+                .code()
+                .map_or("killed by a signal".to_string(), |c| format!(
+                    "exit code {c}"
+                )),
+            sweep.log_file(index).display(),
+            trials::log_tail(sweep, index, 5)
+        ),
+    );
     Ok(())
 }
 
