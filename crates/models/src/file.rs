@@ -243,46 +243,83 @@ pub fn load(
     input: &InputShape,
     device: &Device,
 ) -> Result<Model, ModelFileError> {
-    let mismatch = |message: String| ModelFileError::Mismatch {
-        path: path.to_path_buf(),
-        message,
-    };
-    let read = |message: String| ModelFileError::Read {
-        path: path.to_path_buf(),
-        message,
-    };
     // Every format's reader opens the path: a FIFO or device would block or never end.
     if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
-        return Err(read(
-            "not a regular file (give the path of a model file)".into(),
-        ));
+        return Err(ModelFileError::Read {
+            path: path.to_path_buf(),
+            message: "not a regular file (give the path of a model file)".into(),
+        });
     }
-    if matches!(format, ModelFormat::Burnpack | ModelFormat::Sparse) {
-        let bytes = read_model_bytes(path)?;
-        let model = match (spec_in_bytes(&bytes, path), options.spec) {
-            _ if format == ModelFormat::Sparse => sparse::from_bytes(&bytes, path, input, device)?,
-            (Ok(_), _) => from_bytes(&bytes, path, input, device)?,
-            // A file saved before models described themselves: the caller's spec builds it.
-            (Err(ModelFileError::NoSpec { .. }), Some(spec)) => {
-                let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-                    .map_err(|e| read(e.to_string()))?;
-                build(spec, input, device, path)?
-                    .try_load_record(record)
-                    .map_err(|e| mismatch(e.to_string()))?
-            }
-            (Err(e), _) => return Err(e),
-        };
-        if let Some(spec) = options.spec {
-            let inside = model.spec();
-            if inside != spec.clone().normalized() {
-                return Err(mismatch(format!(
-                    "the file holds a {} model {inside:?}, not the {spec:?} asked for",
-                    inside.kind()
-                )));
-            }
+    match format {
+        ModelFormat::Burnpack | ModelFormat::Sparse => {
+            load_ours(path, format, options, input, device)
         }
-        return Ok(model);
+        ModelFormat::Pytorch | ModelFormat::Safetensors => {
+            load_foreign(path, format, options, input, device)
+        }
     }
+}
+
+fn mismatch(path: &Path) -> impl Fn(String) -> ModelFileError + '_ {
+    move |message| ModelFileError::Mismatch {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+fn read_error(path: &Path) -> impl Fn(String) -> ModelFileError + '_ {
+    move |message| ModelFileError::Read {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// One of our files (`.bpk`, `.sparse`): it describes its model; a spec given beside it must
+/// be the one it holds.
+fn load_ours(
+    path: &Path,
+    format: ModelFormat,
+    options: LoadOptions,
+    input: &InputShape,
+    device: &Device,
+) -> Result<Model, ModelFileError> {
+    let (mismatch, read) = (mismatch(path), read_error(path));
+    let bytes = read_model_bytes(path)?;
+    let model = match (spec_in_bytes(&bytes, path), options.spec) {
+        _ if format == ModelFormat::Sparse => sparse::from_bytes(&bytes, path, input, device)?,
+        (Ok(_), _) => from_bytes(&bytes, path, input, device)?,
+        // A file saved before models described themselves: the caller's spec builds it.
+        (Err(ModelFileError::NoSpec { .. }), Some(spec)) => {
+            let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+                .map_err(|e| read(e.to_string()))?;
+            build(spec, input, device, path)?
+                .try_load_record(record)
+                .map_err(|e| mismatch(e.to_string()))?
+        }
+        (Err(e), _) => return Err(e),
+    };
+    if let Some(spec) = options.spec {
+        let inside = model.spec();
+        if inside != spec.clone().normalized() {
+            return Err(mismatch(format!(
+                "the file holds a {} model {inside:?}, not the {spec:?} asked for",
+                inside.kind()
+            )));
+        }
+    }
+    Ok(model)
+}
+
+/// A PyTorch `state_dict` or a safetensors file: built from the spec given, its tensors
+/// renamed by the key map; every trained weight must be in the file.
+fn load_foreign(
+    path: &Path,
+    format: ModelFormat,
+    options: LoadOptions,
+    input: &InputShape,
+    device: &Device,
+) -> Result<Model, ModelFileError> {
+    let (mismatch, read) = (mismatch(path), read_error(path));
     let spec = options.spec.ok_or_else(|| ModelFileError::NoSpec {
         path: path.to_path_buf(),
     })?;
@@ -306,7 +343,7 @@ pub fn load(
                 .load_from(&mut store)
                 .map_err(|e| read(e.to_string()))?
         }
-        ModelFormat::Safetensors | ModelFormat::Burnpack | ModelFormat::Sparse /* handled above */ => {
+        ModelFormat::Safetensors | ModelFormat::Burnpack | ModelFormat::Sparse => {
             let mut store = SafetensorsStore::from_file(path)
                 .with_from_adapter(PyTorchToBurnAdapter)
                 .remap(remapper)

@@ -123,6 +123,53 @@ impl Invalid {
 /// A spec that cannot be built (its key is under `model.`).
 pub type SpecError = Invalid;
 
+/// Every width at least 1.
+fn check_positive(key: &str, widths: &[usize]) -> Result<(), SpecError> {
+    if widths.contains(&0) {
+        Err(spec_error(key, widths, "every width must be at least 1"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A dropout probability in [0, 1).
+fn check_probability(key: &str, p: f64) -> Result<(), SpecError> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(spec_error(key, p, "a dropout probability in [0, 1)"))
+    }
+}
+
+/// A VGG's stages: non-empty, and few enough that the image survives their halvings.
+fn validate_vgg(
+    stages: &[Vec<usize>],
+    fc: &[usize],
+    dropout: f64,
+    input: &InputShape,
+) -> Result<(), SpecError> {
+    if stages.is_empty() || stages.iter().any(|s| s.is_empty()) {
+        return Err(spec_error("stages", stages, "at least one non-empty stage"));
+    }
+    check_positive("stages", &stages.concat())?;
+    check_positive("fc", fc)?;
+    check_probability("dropout", dropout)?;
+    let min = input.height.min(input.width);
+    if min >> stages.len() == 0 {
+        return Err(spec_error(
+            "stages",
+            stages,
+            format!(
+                "each stage halves the image; {} stages need at least {} pixels, \
+                         the input has {min}",
+                stages.len(),
+                1 << stages.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn spec_error(key: &str, value: impl std::fmt::Debug, allowed: impl Into<String>) -> SpecError {
     Invalid::new(&format!("model.{key}"), format!("{value:?}"), allowed)
 }
@@ -377,33 +424,19 @@ impl ModelSpec {
     /// Checks widths and probabilities, and that the input is large enough for the
     /// architecture's convolutions and poolings.
     pub fn validate(&self, input: &InputShape) -> Result<(), SpecError> {
-        let positive = |key: &str, widths: &[usize]| {
-            if widths.contains(&0) {
-                Err(spec_error(key, widths, "every width must be at least 1"))
-            } else {
-                Ok(())
-            }
-        };
-        let probability = |key: &str, p: f64| {
-            if (0.0..1.0).contains(&p) {
-                Ok(())
-            } else {
-                Err(spec_error(key, p, "a dropout probability in [0, 1)"))
-            }
-        };
         match self {
             ModelSpec::Mlp {
                 hidden,
                 dropout,
                 input_dropout,
             } => {
-                positive("hidden", hidden)?;
-                probability("dropout", *dropout)?;
-                probability("input_dropout", *input_dropout)?;
+                check_positive("hidden", hidden)?;
+                check_probability("dropout", *dropout)?;
+                check_probability("input_dropout", *input_dropout)?;
             }
             ModelSpec::LeNet5 { channels, fc } => {
-                positive("channels", channels)?;
-                positive("fc", fc)?;
+                check_positive("channels", channels)?;
+                check_positive("fc", fc)?;
                 let min = input.height.min(input.width);
                 if min < 12 {
                     return Err(spec_error(
@@ -421,71 +454,61 @@ impl ModelSpec {
                 stages,
                 fc,
                 dropout,
-            } => {
-                if stages.is_empty() || stages.iter().any(|s| s.is_empty()) {
-                    return Err(spec_error("stages", stages, "at least one non-empty stage"));
-                }
-                positive("stages", &stages.concat())?;
-                positive("fc", fc)?;
-                probability("dropout", *dropout)?;
-                let min = input.height.min(input.width);
-                if min >> stages.len() == 0 {
-                    return Err(spec_error(
-                        "stages",
-                        stages,
-                        format!(
-                            "each stage halves the image; {} stages need at least {} pixels, \
-                             the input has {min}",
-                            stages.len(),
-                            1 << stages.len()
-                        ),
-                    ));
-                }
-            }
+            } => validate_vgg(stages, fc, *dropout, input)?,
             ModelSpec::Resnet {
                 stem,
                 stages,
                 blocks,
                 inner,
                 projection,
-            } => {
-                positive("stem", &[*stem])?;
-                if stages.is_empty() {
-                    return Err(spec_error("stages", stages, "at least one stage"));
-                }
-                positive("stages", stages)?;
-                if *blocks == 0 {
-                    return Err(spec_error("blocks", blocks, "at least 1 block per stage"));
-                }
-                let n = stages.len() * blocks;
-                if !inner.is_empty() && inner.len() != n {
-                    return Err(spec_error(
-                        "inner",
-                        inner,
-                        format!("one width per block ({n}), or leave it out"),
-                    ));
-                }
-                positive("inner", inner)?;
-                if !projection.is_empty() && projection.len() != n {
-                    return Err(spec_error(
-                        "projection",
-                        projection,
-                        format!("one entry per block ({n}), or leave it out"),
-                    ));
-                }
-                for (b, block) in self.resnet_blocks().into_iter().enumerate() {
-                    if block.needs_projection() && !block.projection {
-                        return Err(spec_error(
-                            "projection",
-                            projection,
-                            format!(
-                                "block {b} changes width or resolution ({} -> {} channels, \
+            } => self.validate_resnet(*stem, stages, *blocks, (inner, projection))?,
+        }
+        Ok(())
+    }
+
+    /// A ResNet's widths, and a projection wherever a block changes width or resolution.
+    fn validate_resnet(
+        &self,
+        stem: usize,
+        stages: &[usize],
+        blocks: usize,
+        (inner, projection): (&[usize], &[bool]),
+    ) -> Result<(), SpecError> {
+        check_positive("stem", &[stem])?;
+        if stages.is_empty() {
+            return Err(spec_error("stages", stages, "at least one stage"));
+        }
+        check_positive("stages", stages)?;
+        if blocks == 0 {
+            return Err(spec_error("blocks", blocks, "at least 1 block per stage"));
+        }
+        let n = stages.len() * blocks;
+        if !inner.is_empty() && inner.len() != n {
+            return Err(spec_error(
+                "inner",
+                inner,
+                format!("one width per block ({n}), or leave it out"),
+            ));
+        }
+        check_positive("inner", inner)?;
+        if !projection.is_empty() && projection.len() != n {
+            return Err(spec_error(
+                "projection",
+                projection,
+                format!("one entry per block ({n}), or leave it out"),
+            ));
+        }
+        for (b, block) in self.resnet_blocks().into_iter().enumerate() {
+            if block.needs_projection() && !block.projection {
+                return Err(spec_error(
+                    "projection",
+                    projection,
+                    format!(
+                        "block {b} changes width or resolution ({} -> {} channels, \
                                  stride {}) and needs a projection",
-                                block.c_in, block.c_out, block.stride
-                            ),
-                        ));
-                    }
-                }
+                        block.c_in, block.c_out, block.stride
+                    ),
+                ));
             }
         }
         Ok(())
