@@ -199,26 +199,7 @@ pub fn accuracy_plot(
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
 
-    let (mut lo, mut hi) = points
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
-            (lo.min(p.cost), hi.max(p.cost))
-        });
-    if !lo.is_finite() {
-        (lo, hi) = (0.1, 1.0);
-    }
-    let (alo, ahi) = points
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
-            (lo.min(p.accuracy * 100.0), hi.max(p.accuracy * 100.0))
-        });
-    let (alo, ahi) = if alo.is_finite() {
-        (alo, ahi)
-    } else {
-        (0.0, 100.0)
-    };
-    let pad = ((ahi - alo) * 0.15).max(0.1);
-    let y_range = (alo - pad)..(ahi + pad).min(100.5);
+    let ((lo, hi), y_range) = ranges(points);
 
     let mut builder = ChartBuilder::on(&root);
     let chart = builder
@@ -227,34 +208,7 @@ pub fn accuracy_plot(
         .margin_right(150)
         .x_label_area_size(55)
         .y_label_area_size(70);
-    let labels: Vec<(f64, f64, &str, bool)> = {
-        let front = pareto_front(
-            &points
-                .iter()
-                .map(|p| (p.cost, p.accuracy))
-                .collect::<Vec<_>>(),
-        );
-        points
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                (
-                    p.cost,
-                    p.accuracy * 100.0,
-                    p.label.as_str(),
-                    front.contains(&i),
-                )
-            })
-            .collect()
-    };
-    let mut front: Vec<(f64, f64)> = labels.iter().filter(|l| l.3).map(|l| (l.0, l.1)).collect();
-    front.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let marks = AccuracyMarks {
-        labels,
-        front,
-        x_label,
-        x_format,
-    };
+    let marks = AccuracyMarks::new(points, x_label, x_format);
 
     if log_x {
         let (lo, hi) = (lo.max(f64::MIN_POSITIVE), hi.max(f64::MIN_POSITIVE));
@@ -294,6 +248,71 @@ struct AccuracyMarks<'p> {
     front: Vec<(f64, f64)>,
     x_label: &'p str,
     x_format: &'p dyn Fn(f64, f64) -> String,
+}
+
+/// The costs' range `(lo, hi)` (0.1..1 when there are none) and the accuracy axis in %,
+/// padded around the points and capped just above 100.
+fn ranges(points: &[Point]) -> ((f64, f64), std::ops::Range<f64>) {
+    let (mut lo, mut hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.cost), hi.max(p.cost))
+        });
+    if !lo.is_finite() {
+        (lo, hi) = (0.1, 1.0);
+    }
+    let (alo, ahi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.accuracy * 100.0), hi.max(p.accuracy * 100.0))
+        });
+    let (alo, ahi) = if alo.is_finite() {
+        (alo, ahi)
+    } else {
+        (0.0, 100.0)
+    };
+    let pad = ((ahi - alo) * 0.15).max(0.1);
+    let y_range = (alo - pad)..(ahi + pad).min(100.5);
+    ((lo, hi), y_range)
+}
+
+impl<'p> AccuracyMarks<'p> {
+    /// Each point with its label and whether it is on the Pareto front, and the front.
+    fn new(
+        points: &'p [Point],
+        x_label: &'p str,
+        x_format: &'p dyn Fn(f64, f64) -> String,
+    ) -> Self {
+        let labels: Vec<(f64, f64, &str, bool)> = {
+            let front = pareto_front(
+                &points
+                    .iter()
+                    .map(|p| (p.cost, p.accuracy))
+                    .collect::<Vec<_>>(),
+            );
+            points
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    (
+                        p.cost,
+                        p.accuracy * 100.0,
+                        p.label.as_str(),
+                        front.contains(&i),
+                    )
+                })
+                .collect()
+        };
+        let mut front: Vec<(f64, f64)> =
+            labels.iter().filter(|l| l.3).map(|l| (l.0, l.1)).collect();
+        front.sort_by(|a, b| a.0.total_cmp(&b.0));
+        AccuracyMarks {
+            labels,
+            front,
+            x_label,
+            x_format,
+        }
+    }
 }
 
 /// Draws the mesh, our x ticks, the front, the points with their labels and the legend on

@@ -229,6 +229,36 @@ pub fn plural(n: usize, word: &str) -> String {
 }
 
 impl RunSummary {
+    /// Batch-1 latency percentiles, with a warning when they are noisy.
+    fn latency_line(&self) -> String {
+        format!(
+            "p50 {:.3} ms  p95 {:.3} ms  p99 {:.3} ms  (cv {:.2}, {}, {} images){}",
+            self.latency_ms_p50,
+            self.latency_ms_p95,
+            self.latency_ms_p99,
+            self.latency_cv,
+            plural(self.latency_threads, "thread"),
+            self.latency.images,
+            if self.latency_cv > 1.0 {
+                "  noisy: was the machine busy? `train bench` measures again"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// Each phase of a batch-1 call (decode, preprocess, forward, ...) as its share.
+    fn phases_line(&self) -> String {
+        crate::latency::PHASES
+            .iter()
+            .zip(self.latency.phase_shares())
+            .map(|(p, s)| format!("{p} {:.0}%", s * 100.0))
+            .collect::<Vec<_>>()
+            .join("  ")
+    }
+}
+
+impl RunSummary {
     /// The end-of-run table, one metric per line.
     pub fn table(&self) -> String {
         let mut rows: Vec<(String, String)> = vec![
@@ -253,32 +283,8 @@ impl RunSummary {
                 format!("{} bytes", group_digits(self.model_bytes)),
             ),
             ("MACs / sample", group_digits(self.macs)),
-            (
-                "latency, batch 1",
-                format!(
-                    "p50 {:.3} ms  p95 {:.3} ms  p99 {:.3} ms  (cv {:.2}, {}, {} images){}",
-                    self.latency_ms_p50,
-                    self.latency_ms_p95,
-                    self.latency_ms_p99,
-                    self.latency_cv,
-                    plural(self.latency_threads, "thread"),
-                    self.latency.images,
-                    if self.latency_cv > 1.0 {
-                        "  noisy: was the machine busy? `train bench` measures again"
-                    } else {
-                        ""
-                    }
-                ),
-            ),
-            (
-                "latency phases",
-                crate::latency::PHASES
-                    .iter()
-                    .zip(self.latency.phase_shares())
-                    .map(|(p, s)| format!("{p} {:.0}%", s * 100.0))
-                    .collect::<Vec<_>>()
-                    .join("  "),
-            ),
+            ("latency, batch 1", self.latency_line()),
+            ("latency phases", self.phases_line()),
             (
                 "throughput",
                 format!(
