@@ -118,6 +118,86 @@ impl<'a> Pruning<'a> {
         ))
     }
 
+    /// The model before its first pruning step: the parent every step is compared with.
+    fn unpruned_record(
+        &self,
+        before: &Model,
+        epoch: usize,
+        accuracy_before: f64,
+    ) -> Result<StepRecord, TechniqueError> {
+        let (params, macs, model_bytes, latency_ms_p50) = self.measure(before)?;
+        Ok(StepRecord {
+            step: 0,
+            epoch,
+            fraction: 0.0,
+            keep: KeepPlan::new(),
+            widths: self.widths.clone(),
+            params,
+            macs,
+            model_bytes,
+            latency_ms_p50,
+            accuracy_before,
+            accuracy_pruned: accuracy_before,
+            accuracy_finetuned: None,
+        })
+    }
+
+    /// The channels of each group that step `k` keeps (`counts` of them, the best scored);
+    /// groups left at full width are not listed.
+    fn channels_to_keep(
+        &self,
+        model: &Model,
+        k: usize,
+        counts: &BTreeMap<String, usize>,
+    ) -> KeepPlan {
+        let scores = channel_scores(
+            model,
+            self.config.criterion,
+            &ScoreData {
+                dataset: self.dataset,
+                prep: self.prep,
+                input: self.input,
+                device: self.device.clone(),
+                seed: self.seed,
+                draw: k,
+                taylor_batches: self.config.taylor_batches,
+            },
+        );
+        let mut keep = KeepPlan::new();
+        for group in model.channel_groups(&self.input) {
+            let Some(&count) = counts.get(&group.name) else {
+                continue;
+            };
+            if count < group.width {
+                keep.insert(
+                    group.name.clone(),
+                    top_channels(&scores[&group.name], count),
+                );
+            }
+        }
+        keep
+    }
+
+    /// The step's line for the log: widths, MACs and latency against the parent, accuracy
+    /// before fine-tuning.
+    fn log_step(&mut self, k: usize, record: &StepRecord) {
+        let (n, epoch) = (self.config.steps, record.epoch);
+        let parent = self.parent.as_ref().unwrap_or(record);
+        self.log.push(format!(
+            "prune step {k}/{n} after epoch {epoch}: {} | MACs {} -> {} ({:.2}x fewer), \
+             latency p50 {:.3} ms ({:.2}x faster than the parent) | accuracy {:.2}% -> {:.2}% \
+             before fine-tuning",
+            describe_widths(&self.widths, &record.widths),
+            parent.macs,
+            record.macs,
+            parent.macs as f64 / record.macs.max(1) as f64,
+            record.latency_ms_p50,
+            parent.latency_ms_p50 / record.latency_ms_p50.max(1e-9),
+            100.0 * record.accuracy_before,
+            100.0 * record.accuracy_pruned,
+        ));
+    }
+
     /// Pruning step `k` (from 1) after `epoch` epochs of fine-tuning.
     fn step(
         &mut self,
@@ -132,49 +212,11 @@ impl<'a> Pruning<'a> {
             previous.accuracy_finetuned = Some(accuracy_before);
         }
         if self.parent.is_none() {
-            let (params, macs, model_bytes, latency_ms_p50) = self.measure(&before)?;
-            self.parent = Some(StepRecord {
-                step: 0,
-                epoch,
-                fraction: 0.0,
-                keep: KeepPlan::new(),
-                widths: self.widths.clone(),
-                params,
-                macs,
-                model_bytes,
-                latency_ms_p50,
-                accuracy_before,
-                accuracy_pruned: accuracy_before,
-                accuracy_finetuned: None,
-            });
+            self.parent = Some(self.unpruned_record(&before, epoch, accuracy_before)?);
         }
         let fraction = self.config.schedule.fraction(k, n);
         let counts = step_counts(&self.widths, &self.ratios, fraction, &self.config.targets());
-        let scores = channel_scores(
-            &trainee.model,
-            self.config.criterion,
-            &ScoreData {
-                dataset: self.dataset,
-                prep: self.prep,
-                input: self.input,
-                device: self.device.clone(),
-                seed: self.seed,
-                draw: k,
-                taylor_batches: self.config.taylor_batches,
-            },
-        );
-        let mut keep = KeepPlan::new();
-        for group in trainee.model.channel_groups(&self.input) {
-            let Some(&count) = counts.get(&group.name) else {
-                continue;
-            };
-            if count < group.width {
-                keep.insert(
-                    group.name.clone(),
-                    top_channels(&scores[&group.name], count),
-                );
-            }
-        }
+        let keep = self.channels_to_keep(&trainee.model, k, &counts);
         let thinned = models::thin(&trainee.model, &self.input, &keep)
             .map_err(|e| error(NAME, format!("step {k}: {e}")))?;
         trainee.model = thinned;
@@ -199,20 +241,7 @@ impl<'a> Pruning<'a> {
             accuracy_pruned: self.eval.accuracy(&after),
             accuracy_finetuned: None,
         };
-        let parent = self.parent.as_ref().unwrap_or(&record);
-        self.log.push(format!(
-            "prune step {k}/{n} after epoch {epoch}: {} | MACs {} -> {} ({:.2}x fewer), \
-             latency p50 {:.3} ms ({:.2}x faster than the parent) | accuracy {:.2}% -> {:.2}% \
-             before fine-tuning",
-            describe_widths(&self.widths, &record.widths),
-            parent.macs,
-            record.macs,
-            parent.macs as f64 / record.macs.max(1) as f64,
-            record.latency_ms_p50,
-            parent.latency_ms_p50 / record.latency_ms_p50.max(1e-9),
-            100.0 * record.accuracy_before,
-            100.0 * record.accuracy_pruned,
-        ));
+        self.log_step(k, &record);
         self.records.push(record);
         Ok(trainee)
     }
