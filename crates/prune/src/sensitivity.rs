@@ -94,48 +94,37 @@ fn failed(message: impl std::fmt::Display) -> technique::TechniqueError {
     }
 }
 
-/// Prunes each group of the stage's model alone at [`RATIOS`] and writes
-/// `sensitivity.csv`, `sensitivity.png` (one curve per group) and TensorBoard scalars
-/// (`sensitivity/<group>`) and the plot into `ctx.dir`.
-fn run_analysis(
-    ctx: &technique::AnalysisContext,
-) -> Result<technique::AnalysisReport, technique::TechniqueError> {
-    let criterion = parse_criterion(ctx.option).map_err(failed)?;
-    let data = ScoreData {
-        dataset: ctx.dataset,
-        prep: ctx.prep,
-        input: ctx.input,
-        device: ctx.device.clone(),
-        seed: ctx.seed,
-        draw: 0,
-        taylor_batches: 16,
-    };
-    let points = sensitivity(
-        ctx.model,
-        criterion,
-        &data,
-        &RATIOS,
-        ctx.eval_batch_size,
-        |done, total| (ctx.progress)(done, total),
-    )
-    .map_err(failed)?;
-    let io = |path: &std::path::Path| {
-        let path = path.display().to_string();
-        move |e: std::io::Error| failed(format!("{path}: {e}"))
-    };
+/// An I/O error on `path`, as the analysis reports it.
+fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> technique::TechniqueError {
+    let path = path.display().to_string();
+    move |e: std::io::Error| failed(format!("{path}: {e}"))
+}
 
-    let csv = ctx.dir.join("sensitivity.csv");
+/// `sensitivity.csv`: one row per group and ratio.
+fn write_csv(
+    dir: &std::path::Path,
+    points: &[SensitivityPoint],
+) -> Result<std::path::PathBuf, technique::TechniqueError> {
+    let csv = dir.join("sensitivity.csv");
     let mut text = String::from("group,width,ratio,kept,macs,accuracy\n");
-    for p in &points {
+    for p in points {
         text += &format!(
             "{},{},{},{},{},{}\n",
             p.group, p.width, p.ratio, p.kept, p.macs, p.accuracy
         );
     }
     std::fs::write(&csv, text).map_err(io(&csv))?;
+    Ok(csv)
+}
 
+/// `sensitivity.png`: accuracy against ratio, one curve per group from the unpruned accuracy.
+fn plot(
+    ctx: &technique::AnalysisContext,
+    points: &[SensitivityPoint],
+    criterion: Criterion,
+) -> Result<std::path::PathBuf, technique::TechniqueError> {
     let mut series: Vec<measure::plot::Series> = Vec::new();
-    for p in &points {
+    for p in points {
         match series.last_mut() {
             Some(s) if s.name.starts_with(&format!("{} (", p.group)) => {
                 s.points.push((p.ratio, 100.0 * p.accuracy))
@@ -161,17 +150,25 @@ fn run_analysis(
         &series,
     )
     .map_err(failed)?;
+    Ok(png)
+}
 
-    measure::tensorboard::remove_event_files(&ctx.dir).map_err(io(&ctx.dir))?;
-    let mut events = measure::EventLog::create(&ctx.dir).map_err(io(&ctx.dir))?;
-    for p in &points {
+/// The points as TensorBoard scalars (step = ratio in %) and the plot as an image, in `dir`.
+fn log_to_tensorboard(
+    dir: &std::path::Path,
+    points: &[SensitivityPoint],
+    png: &std::path::Path,
+) -> Result<(), technique::TechniqueError> {
+    measure::tensorboard::remove_event_files(dir).map_err(io(dir))?;
+    let mut events = measure::EventLog::create(dir).map_err(io(dir))?;
+    for p in points {
         events.scalar(
             &format!("sensitivity/{}", p.group),
             p.accuracy,
             (p.ratio * 100.0).round() as usize,
         );
     }
-    let image = std::fs::read(&png).map_err(io(&png))?;
+    let image = std::fs::read(png).map_err(io(png))?;
     events.image(
         "sensitivity",
         &image,
@@ -180,6 +177,39 @@ fn run_analysis(
         0,
     );
     events.close().map_err(failed)?;
+    Ok(())
+}
+
+/// Prunes each group of the stage's model alone at [`RATIOS`] and writes
+/// `sensitivity.csv`, `sensitivity.png` (one curve per group) and TensorBoard scalars
+/// (`sensitivity/<group>`) and the plot into `ctx.dir`.
+fn run_analysis(
+    ctx: &technique::AnalysisContext,
+) -> Result<technique::AnalysisReport, technique::TechniqueError> {
+    let criterion = parse_criterion(ctx.option).map_err(failed)?;
+    let data = ScoreData {
+        dataset: ctx.dataset,
+        prep: ctx.prep,
+        input: ctx.input,
+        device: ctx.device.clone(),
+        seed: ctx.seed,
+        draw: 0,
+        taylor_batches: 16,
+    };
+    let points = sensitivity(
+        ctx.model,
+        criterion,
+        &data,
+        &RATIOS,
+        ctx.eval_batch_size,
+        |done, total| (ctx.progress)(done, total),
+    )
+    .map_err(failed)?;
+    let csv = write_csv(&ctx.dir, &points)?;
+
+    let png = plot(ctx, &points, criterion)?;
+
+    log_to_tensorboard(&ctx.dir, &points, &png)?;
     Ok(technique::AnalysisReport {
         table: table(&points),
         summary: format!(
