@@ -466,6 +466,35 @@ fn train_stage<'a>(
     })
 }
 
+/// Whether this machine has the device the stage names (a GPU LibTorch can see).
+fn check_device(loaded: &LoadedConfig) -> Result<(), RunError> {
+    let device = &loaded.config.device;
+    settings::device::check_present(device).map_err(|problem| RunError::Device {
+        device: device.clone(),
+        config: loaded.path.display().to_string(),
+        problem,
+    })
+}
+
+/// What the stage's techniques are built from: its data, device, seed and ready parents.
+fn stage_context<'a>(
+    loaded: &LoadedConfig,
+    (dataset, input, prep): (&'a Dataset, InputShape, Preprocess),
+    parents: &'a [&'a ReadyParent],
+) -> StageContext<'a> {
+    let config = &loaded.config;
+    StageContext {
+        dataset,
+        prep,
+        input,
+        device: loaded.device.clone(),
+        eval_batch_size: config.train.eval_batch_size,
+        seed: config.seed,
+        augmented: config.data.augment.shift_pixels > 0 || config.data.augment.noise_std > 0.0,
+        parents,
+    }
+}
+
 /// Runs (or resumes, or reuses) the stage `loaded` describes; its parents run (or are
 /// reused) first.
 pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOutcome, RunError> {
@@ -480,11 +509,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
         return Ok(outcome);
     }
     // The config was checked where it was written; the GPU it names must be here.
-    settings::device::check_present(&config.device).map_err(|problem| RunError::Device {
-        device: config.device.clone(),
-        config: loaded.path.display().to_string(),
-        problem,
-    })?;
+    check_device(loaded)?;
 
     let dataset = load_stage_data(config, &mut progress)?;
     let (input, prep) = input_for(config, &dataset);
@@ -511,16 +536,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     let resume_epochs = resume.as_ref().map_or(0, |c| c.state.epochs_done);
 
     let ready: Vec<&ReadyParent> = parents.iter().map(|p| &p.ready).collect();
-    let ctx = StageContext {
-        dataset: &dataset,
-        prep,
-        input,
-        device: loaded.device.clone(),
-        eval_batch_size: config.train.eval_batch_size,
-        seed: config.seed,
-        augmented: config.data.augment.shift_pixels > 0 || config.data.augment.noise_std > 0.0,
-        parents: &ready,
-    };
+    let ctx = stage_context(loaded, (&dataset, input, prep), &ready);
     let mut sink = RunSink {
         progress: &mut progress,
         events: &mut events,

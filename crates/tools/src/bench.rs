@@ -281,33 +281,40 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
     };
 
     if let Some(dir) = &run_dir {
-        let mut events = EventLog::create(dir).map_err(RunError::io(dir))?;
-        for (tag, value) in [
-            ("bench/latency_ms_mean_batch1", report.batch1.mean_ms),
-            ("bench/latency_ms_p50_batch1", report.batch1.p50_ms),
-            ("bench/latency_ms_p95_batch1", report.batch1.p95_ms),
-            ("bench/latency_ms_p99_batch1", report.batch1.p99_ms),
-            ("bench/latency_cv_batch1", report.batch1.cv),
-            ("bench/latency_ms_p50_batch_n", report.batch_n.p50_ms),
-            ("bench/images_per_s_batch1", report.images_per_s_batch1),
-            ("bench/images_per_s_batch_n", report.images_per_s_batch_n),
-            ("bench/accuracy", report.accuracy),
-        ] {
-            events.scalar(tag, value, 0);
-        }
-        events.text("bench", &format!("```\n{}```", report.table()), 0);
-        events.close()?;
-        let summary_path = dir.join(SUMMARY);
-        if summary_path.exists() {
-            let text = safeio::read_text(&summary_path)?;
-            let mut summary: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| error(&summary_path, e.to_string()))?;
-            summary["bench"] =
-                serde_json::to_value(&report).map_err(|e| error(&summary_path, e.to_string()))?;
-            let json = serde_json::to_string_pretty(&summary)
-                .map_err(|e| error(&summary_path, e.to_string()))?;
-            write_atomic(&summary_path, json.as_bytes()).map_err(RunError::io(&summary_path))?;
-        }
+        record_in_run(dir, &report)?;
     }
     Ok(report)
+}
+
+/// Writes the report into the run: TensorBoard scalars and table, and `bench` in its
+/// `summary.json`.
+fn record_in_run(dir: &Path, report: &BenchReport) -> Result<(), RunError> {
+    let mut events = EventLog::create(dir).map_err(RunError::io(dir))?;
+    for (tag, value) in [
+        ("bench/latency_ms_mean_batch1", report.batch1.mean_ms),
+        ("bench/latency_ms_p50_batch1", report.batch1.p50_ms),
+        ("bench/latency_ms_p95_batch1", report.batch1.p95_ms),
+        ("bench/latency_ms_p99_batch1", report.batch1.p99_ms),
+        ("bench/latency_cv_batch1", report.batch1.cv),
+        ("bench/latency_ms_p50_batch_n", report.batch_n.p50_ms),
+        ("bench/images_per_s_batch1", report.images_per_s_batch1),
+        ("bench/images_per_s_batch_n", report.images_per_s_batch_n),
+        ("bench/accuracy", report.accuracy),
+    ] {
+        events.scalar(tag, value, 0);
+    }
+    events.text("bench", &format!("```\n{}```", report.table()), 0);
+    events.close()?;
+    let summary_path = dir.join(SUMMARY);
+    if summary_path.exists() {
+        let text = safeio::read_text(&summary_path)?;
+        let mut summary: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| error(&summary_path, e.to_string()))?;
+        summary["bench"] =
+            serde_json::to_value(report).map_err(|e| error(&summary_path, e.to_string()))?;
+        let json = serde_json::to_string_pretty(&summary)
+            .map_err(|e| error(&summary_path, e.to_string()))?;
+        write_atomic(&summary_path, json.as_bytes()).map_err(RunError::io(&summary_path))?;
+    }
+    Ok(())
 }
