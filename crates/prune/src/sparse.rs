@@ -236,23 +236,12 @@ impl<'a> Sparsification<'a> {
         }
     }
 
-    fn step(
-        &mut self,
-        k: usize,
-        epoch: usize,
-        mut trainee: Trainee,
-    ) -> Result<Trainee, TechniqueError> {
-        let n = self.config.steps;
-        let fraction = self.config.schedule.fraction(k, n);
-        let before = trainee.model.valid();
-        let accuracy_before = self.eval.accuracy(&before);
-        if let Some(previous) = self.steps.last_mut() {
-            previous.accuracy_finetuned = Some(accuracy_before);
-        }
+    /// Each target's mask at `fraction` of the target sparsity: its smallest weights zeroed.
+    /// Layers with their own sparsity get their own threshold; the rest share one.
+    fn magnitude_masks(&self, model: &Model, fraction: f64) -> BTreeMap<&str, Vec<f32>> {
         let paths: Vec<&str> = self.targets.iter().map(|(p, _)| p.as_str()).collect();
-        let values = params::values(&trainee.model, |p| paths.contains(&p));
+        let values = params::values(model, |p| paths.contains(&p));
         let mut masks: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
-        // Layers with their own sparsity get their own threshold; the rest share one.
         let global: Vec<&str> = self
             .targets
             .iter()
@@ -274,6 +263,23 @@ impl<'a> Sparsification<'a> {
                 masks.insert(p, smallest_masked(&[v], count).remove(0));
             }
         }
+        masks
+    }
+
+    fn step(
+        &mut self,
+        k: usize,
+        epoch: usize,
+        mut trainee: Trainee,
+    ) -> Result<Trainee, TechniqueError> {
+        let n = self.config.steps;
+        let fraction = self.config.schedule.fraction(k, n);
+        let before = trainee.model.valid();
+        let accuracy_before = self.eval.accuracy(&before);
+        if let Some(previous) = self.steps.last_mut() {
+            previous.accuracy_finetuned = Some(accuracy_before);
+        }
+        let masks = self.magnitude_masks(&trainee.model, fraction);
         let device = self.device.clone().autodiff();
         let mask_aux: Vec<Aux> = self
             .targets
