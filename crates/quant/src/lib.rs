@@ -24,7 +24,7 @@ pub use int_file::QuantizedModel;
 use models::{Classifier, InputShape, Model, ModelFileError};
 pub use technique::{Quantization, HALF_FILE, INT_FILE};
 
-/// The artefact formats this technique writes, for the registry (`runner::techniques`).
+/// The artefact formats this technique writes, for the registry (`settings::techniques`).
 pub const ARTIFACT_FORMATS: [::technique::ArtifactFormat; 2] = [
     ::technique::ArtifactFormat {
         technique: "quant",

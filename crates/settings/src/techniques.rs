@@ -153,7 +153,7 @@ mod tests {
         }
         assert!(
             offenders.is_empty(),
-            "these files name a technique crate; go through runner::techniques (the registry) \
+            "these files name a technique crate; go through settings::techniques (the registry) \
              or the technique API instead:\n{}",
             offenders.join("\n")
         );

@@ -1,6 +1,6 @@
 //! Commands a technique brings, run on a finished stage's trained model (`train sensitivity`
 //! is pruning's). The runner runs (or reuses) the stage, opens its model and data, and hands
-//! them over; it never names the technique: the registry (`runner::techniques::analyses`)
+//! them over; it never names the technique: the registry (`settings::techniques::analyses`)
 //! lists what the techniques offer.
 
 use std::path::PathBuf;

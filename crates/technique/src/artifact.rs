@@ -1,7 +1,7 @@
 //! Artefact formats: the files a technique exports beside `model.bpk` (an integer model, a
 //! 16-bit one), each with the loader that opens it again. Bench, profile, parents and a stage's
 //! own measurement open an artefact through the registry the techniques fill
-//! (`runner::techniques::artifact_formats`), never through a technique by name.
+//! (`settings::techniques::artifact_formats`), never through a technique by name.
 
 use std::path::Path;
 
