@@ -2,7 +2,7 @@
 //! Network"): a student learns from a teacher's softened class probabilities, optionally with
 //! a feature hint (Romero et al. 2015, "FitNets").
 //!
-//! The technique as a module: the pure losses ([`kd`]), the `[distill]` config section
+//! The technique as a module: the pure losses (`kd`), the `[distill]` config section
 //! ([`DistillConfig`], its validation and the teacher it names as a parent) and the
 //! [`Distillation`] technique the runner plugs into its loop.
 

@@ -6,7 +6,7 @@
 //!   Taylor, random).
 //! - [`plan`]: how many channels each group keeps at each step and which ones.
 //! - [`Pruning`]: the technique: at each scheduled step it scores, plans and thins the model
-//!   ([`models::thin`] slices every member of every group), measures the step (params, MACs,
+//!   ([`models::thin()`] slices every member of every group), measures the step (params, MACs,
 //!   file bytes, batch-1 latency, accuracy before and after), and lets the stage fine-tune
 //!   with whatever loss it uses (cross-entropy, or distillation from the unpruned parent).
 //! - [`Sparsification`]: unstructured magnitude pruning with masks kept through fine-tuning,

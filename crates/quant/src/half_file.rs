@@ -1,6 +1,6 @@
 //! The 16-bit float model file (`.f16`): every tensor as IEEE half precision.
 //!
-//! The shared envelope (see [`crate::container`]) with magic `CMPF1601`; the header (JSON)
+//! The shared envelope (see `container.rs`) with magic `CMPF1601`; the header (JSON)
 //! holds `spec`, `input` and `tensors` (paths in payload order); the payload each tensor's
 //! values as little-endian `f16`, sized from the model the spec builds. Loading widens them
 //! to `f32`: the model then computes exactly as a float model whose weights are the rounded

@@ -1,7 +1,7 @@
 //! The integer model file (`.qnt`) and the model it loads into.
 //!
 //! # Format (version 1)
-//! The shared envelope (see [`crate::container`]) with magic `CMPQNT01`. The header (JSON):
+//! The shared envelope (see `container.rs`) with magic `CMPQNT01`. The header (JSON):
 //! - `spec`, `input`: the architecture and the input it was exported for (compared on load);
 //! - `fold_batchnorm`: whether each conv's BatchNorm is folded into its weights and bias;
 //! - `weights`: per conv / linear layer, in payload order: `layer`, the tensor `path`, `bits`

@@ -3,7 +3,7 @@
 //! HParams view. No scheduler of our own: Slurm schedules, or the local machine runs `parallel`
 //! trials at a time.
 //!
-//! - [`file`]: the sweep file and its trials (each the base config plus overrides).
+//! - [`mod@file`]: the sweep file and its trials (each the base config plus overrides).
 //! - [`trials`]: running one trial, the parents trials share, each trial's state.
 //! - [`local`], [`slurm`]: the launchers.
 //! - [`results`], [`hparams`]: what a sweep leaves behind.
