@@ -2,6 +2,7 @@
 //! their table, and TensorBoard event files.
 
 pub mod accuracy;
+pub mod hparams;
 pub mod latency;
 pub mod model_bench;
 pub mod pareto;

@@ -15,23 +15,9 @@ pub struct ReportRun {
 }
 
 impl ReportRun {
-    /// What made the run: the techniques it recorded (`distill+quant`), else `fine-tune` for a
-    /// stage that started from a parent and `train` for one from scratch.
+    /// What made the run (see [`RunSummary::technique`]).
     pub fn technique(&self) -> String {
-        let techniques = &self.summary.techniques;
-        if !techniques.is_empty() {
-            // A BTreeMap: names in sorted order.
-            return techniques
-                .keys()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join("+");
-        }
-        match self.summary.parent {
-            Some(_) => "fine-tune",
-            None => "train",
-        }
-        .to_string()
+        self.summary.technique()
     }
 
     /// `name/hash`, unique within a runs folder.
@@ -89,7 +75,76 @@ pub fn collect(dir: &Path) -> std::io::Result<(Vec<ReportRun>, Vec<Skipped>)> {
     Ok((runs, skipped))
 }
 
-/// The markdown table of `runs`.
+/// The report's table as three narrow ones (results, against the parent, provenance), each
+/// short enough for TensorBoard's Text tab, with its tag.
+pub fn narrow_tables(runs: &[ReportRun]) -> [(&'static str, String); 3] {
+    let mut results = String::from(
+        "| run | technique | accuracy (%) | params | bytes | MACs | p50 (ms) |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut parents = String::from(
+        "| run | parent | params | bytes | MACs | latency | accuracy (points) |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut provenance = String::from(
+        "| run | seed | epochs | overrides | finished (UTC) |\n|---|---|---|---|---|\n",
+    );
+    for run in runs {
+        let s = &run.summary;
+        results += &format!(
+            "| {} | {} | {:.2} | {} | {} | {} | {:.3} |\n",
+            run.label(),
+            run.technique(),
+            s.accuracy * 100.0,
+            group_digits(s.params as u64),
+            group_digits(s.model_bytes),
+            group_digits(s.macs),
+            s.latency_ms_p50,
+        );
+        if let Some(p) = &s.parent {
+            let r = &p.ratios;
+            parents += &format!(
+                "| {} | {} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:+.2} |\n",
+                run.label(),
+                p.name,
+                r.params,
+                r.model_bytes,
+                r.macs,
+                r.latency_p50,
+                r.accuracy_delta_points
+            );
+        }
+        provenance += &format!(
+            "| {} | {} | {} | {} | {} |\n",
+            run.label(),
+            s.seed.map_or("-".to_string(), |seed| seed.to_string()),
+            s.epochs,
+            overrides_cell(&s.overrides),
+            if s.finished_at.is_empty() {
+                "-"
+            } else {
+                &s.finished_at
+            }
+        );
+    }
+    [
+        ("report/results", results),
+        ("report/vs_parent", parents),
+        ("report/provenance", provenance),
+    ]
+}
+
+/// A run's overrides as code spans, `-` when none.
+fn overrides_cell(overrides: &[String]) -> String {
+    if overrides.is_empty() {
+        return "-".to_string();
+    }
+    overrides
+        .iter()
+        .map(|o| format!("`{}`", o.replace('|', "\\|")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The markdown table of `runs` (report.md and the terminal).
 pub fn table(runs: &[ReportRun]) -> String {
     let mut out = String::from(
         "| run | technique | accuracy (%) | params | bytes | MACs/sample | latency p50 (ms) | vs parent: params / bytes / MACs / latency (x smaller or faster), accuracy (points) | seed | epochs | train limit | overrides | finished (UTC) |\n\
@@ -124,15 +179,7 @@ pub fn table(runs: &[ReportRun]) -> String {
             s.epochs,
             s.train_limit
                 .map_or("all".to_string(), |n| group_digits(n as u64)),
-            if s.overrides.is_empty() {
-                "-".to_string()
-            } else {
-                s.overrides
-                    .iter()
-                    .map(|o| format!("`{}`", o.replace('|', "\\|")))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            },
+            overrides_cell(&s.overrides),
             if s.finished_at.is_empty() {
                 "-"
             } else {
@@ -220,7 +267,10 @@ pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
         let bytes = std::fs::read(png).map_err(io("reading", png))?;
         events.image(tag, &bytes, HEIGHT, WIDTH, 0);
     }
-    events.text("report/table", &table(&runs), 0);
+    // TensorBoard's Text tab wraps a wide table mid-number: one narrow table per concern.
+    for (tag, markdown) in narrow_tables(&runs) {
+        events.text(tag, &markdown, 0);
+    }
     events.close()?;
     Ok(Report {
         runs,

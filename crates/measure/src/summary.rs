@@ -229,6 +229,25 @@ pub fn plural(n: usize, word: &str) -> String {
 }
 
 impl RunSummary {
+    /// What made the run: the techniques it recorded (`distill+quant`), else `fine-tune` for a
+    /// stage that started from a parent and `train` for one from scratch.
+    pub fn technique(&self) -> String {
+        if !self.techniques.is_empty() {
+            // A BTreeMap: names in sorted order.
+            return self
+                .techniques
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("+");
+        }
+        match self.parent {
+            Some(_) => "fine-tune",
+            None => "train",
+        }
+        .to_string()
+    }
+
     /// Batch-1 latency percentiles, with a warning when they are noisy.
     fn latency_line(&self) -> String {
         format!(

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use data::{Dataset, Preprocess, Source};
+use measure::hparams::{self, HValue};
 use measure::tensorboard::remove_event_files;
 use measure::{bench_model, evaluate, BenchOptions, EventLog, ParentSummary, RunSummary};
 use models::file::{self, LoadOptions};
@@ -683,15 +684,18 @@ fn compare_with_parent(
     )))
 }
 
-/// Writes the summary's numbers and table to TensorBoard at `step` and closes the log;
-/// returns the table.
+/// Writes the summary's numbers and table to TensorBoard at `step`, and the run's HParams
+/// session (`hparams` against those numbers as metrics), and closes the log; returns the table.
 fn log_summary(
     mut events: EventLog,
     summary: &RunSummary,
+    hparams: &[(String, HValue)],
     step: usize,
 ) -> Result<String, RunError> {
     for (tag, value) in [
         ("summary/accuracy", summary.accuracy),
+        ("summary/test_errors", summary.test_errors as f64),
+        ("summary/train_seconds", summary.train_seconds),
         ("summary/latency_ms_p50", summary.latency_ms_p50),
         ("summary/latency_ms_p95", summary.latency_ms_p95),
         (
@@ -710,9 +714,34 @@ fn log_summary(
             parent.accuracy,
             step,
         );
-        events.scalar("summary/params_ratio", parent.ratios.params, step);
-        events.scalar("summary/latency_p50_ratio", parent.ratios.latency_p50, step);
+        let r = &parent.ratios;
+        for (tag, value) in [
+            ("summary/params_ratio", r.params),
+            ("summary/model_bytes_ratio", r.model_bytes),
+            ("summary/macs_ratio", r.macs),
+            ("summary/latency_p50_ratio", r.latency_p50),
+            ("summary/accuracy_delta_points", r.accuracy_delta_points),
+        ] {
+            events.scalar(tag, value, step);
+        }
     }
+    // Each run its own session group (`name/hash`): two seeds of a config are two rows.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let group = format!("{}/{}", summary.name, summary.hash);
+    events.plugin(
+        hparams::SESSION_START_TAG,
+        hparams::PLUGIN,
+        hparams::session_start(hparams, &group, now - summary.train_seconds),
+        step,
+    );
+    events.plugin(
+        hparams::SESSION_END_TAG,
+        hparams::PLUGIN,
+        hparams::session_end(true, now),
+        step,
+    );
     let table = summary.table();
     events.text("summary", &format!("```\n{table}```"), step);
     events.close()?;
@@ -906,7 +935,8 @@ fn finish(
     summary.train_samples_per_s = state.samples_seen as f64 / state.step_seconds.max(1e-9);
     summary.parent = compare_with_parent(loaded, parents, &summary, data)?;
 
-    let table = log_summary(events, &summary, state.global_step)?;
+    let hparams = settings::identity::run_hparams(loaded, Some(&summary));
+    let table = log_summary(events, &summary, &hparams, state.global_step)?;
 
     let json = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Record {
         what: "summary",

@@ -24,6 +24,46 @@ pub fn stage_hash(config: &StageConfig, parents: &[(String, String)]) -> String 
     hex::encode(&Sha256::digest(&canonical)[..6])
 }
 
+/// What a run records as its hyperparameters (TensorBoard's HParams): every leaf of the
+/// resolved config as a dotted key (`train.optimizer.lr`, `model.hidden`), without the
+/// execution settings (they do not change the result), the name and the parents' paths (the
+/// run records its parent by name).
+pub fn hparams(
+    config: &StageConfig,
+    parents: &[String],
+) -> Vec<(String, measure::hparams::HValue)> {
+    let value = serde_json::to_value(config).unwrap_or(Value::Null);
+    let skip = |key: &str| {
+        key == "name"
+            || parents.iter().any(|p| p == key)
+            || Execution::KEYS
+                .iter()
+                .any(|k| key == *k || key.starts_with(&format!("{k}.")))
+    };
+    let mut out = Vec::new();
+    measure::hparams::leaves("", &value, &skip, &mut out);
+    out
+}
+
+/// A run as TensorBoard's HParams see it: what made it (`technique`, `parent`, from its
+/// summary when it finished) and every key of its resolved config ([`hparams`]).
+pub fn run_hparams(
+    loaded: &crate::LoadedConfig,
+    summary: Option<&measure::RunSummary>,
+) -> Vec<(String, measure::hparams::HValue)> {
+    use measure::hparams::HValue;
+    let parent_keys: Vec<String> = loaded.parents.iter().map(|p| p.key.clone()).collect();
+    let mut out = Vec::new();
+    if let Some(summary) = summary {
+        out.push(("technique".to_string(), HValue::Text(summary.technique())));
+        if let Some(parent) = &summary.parent {
+            out.push(("parent".to_string(), HValue::Text(parent.name.clone())));
+        }
+    }
+    out.extend(hparams(&loaded.config, &parent_keys));
+    out
+}
+
 /// The identity of a stage `hash` run with `extras` that change its result (test hooks).
 pub fn with_extras(hash: &str, extras: &[String]) -> String {
     let mut digest = Sha256::new();

@@ -126,10 +126,19 @@ impl Trial {
     }
 }
 
-/// A value as `--set` reads it: strings bare, the rest as TOML writes them.
-fn raw(value: &toml::Value) -> String {
+/// A value as `--set` reads it and a person writes it: strings bare, floats in their
+/// shortest form (`1e30`, not thirty zeros; still a TOML float), the rest as TOML writes them.
+pub fn raw(value: &toml::Value) -> String {
     match value {
         toml::Value::String(s) => s.clone(),
+        toml::Value::Float(f) if f.is_finite() => {
+            let text = measure::hparams::human_number(*f);
+            if text.contains(['.', 'e']) {
+                text
+            } else {
+                text + ".0"
+            }
+        }
         other => other.to_string(),
     }
 }

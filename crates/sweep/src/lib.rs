@@ -9,7 +9,6 @@
 //! - [`results`], [`hparams`]: what a sweep leaves behind.
 
 pub mod file;
-pub mod hparams;
 pub mod local;
 pub mod results;
 pub mod slurm;
@@ -54,7 +53,11 @@ fn states(sweep: &Sweep, loaded: &[LoadedConfig], queued: &BTreeMap<usize, Strin
 
 /// One results row per trial, with the timings its process recorded (and, on Slurm, its
 /// queueing since submission).
-fn rows(sweep: &Sweep, states: Vec<State>) -> Vec<results::Row<'_>> {
+fn rows<'s>(
+    sweep: &'s Sweep,
+    loaded: &[LoadedConfig],
+    states: Vec<State>,
+) -> Vec<results::Row<'s>> {
     let submitted = if sweep.launcher.kind == LauncherKind::Slurm {
         slurm::submitted_at(sweep)
     } else {
@@ -64,9 +67,15 @@ fn rows(sweep: &Sweep, states: Vec<State>) -> Vec<results::Row<'_>> {
         .trials
         .iter()
         .zip(states)
-        .map(|(trial, state)| {
+        .zip(loaded)
+        .map(|((trial, state), loaded)| {
             let timing = trials::timing(sweep, trial.index);
+            let summary = match &state {
+                State::Done { summary, .. } => Some(&**summary),
+                _ => None,
+            };
             results::Row {
+                hparams: settings::identity::run_hparams(loaded, summary),
                 wall_s: timing.map(|t| t.ended - t.started),
                 queue_s: timing
                     .zip(submitted.get(&trial.index))
@@ -83,8 +92,8 @@ fn count(states: &[State], word: &str) -> usize {
 }
 
 /// Prints one line per trial and writes the results files; errors when trials failed.
-fn finish(sweep: &Sweep, states: Vec<State>) -> Result<(), SweepError> {
-    let rows = rows(sweep, states);
+fn finish(sweep: &Sweep, loaded: &[LoadedConfig], states: Vec<State>) -> Result<(), SweepError> {
+    let rows = rows(sweep, loaded, states);
     print_states(sweep, &rows);
     // Results are never rewritten with less than they had: a trial done when they were last
     // written and not found now means its run moved (or another output folder is in use).
@@ -185,9 +194,9 @@ pub fn sweep(
     let now = states(&sweep, &loaded, &queued);
     if request.status {
         if queued.is_empty() {
-            return finish(&sweep, now);
+            return finish(&sweep, &loaded, now);
         }
-        let rows = rows(&sweep, now);
+        let rows = rows(&sweep, &loaded, now);
         print_states(&sweep, &rows);
         return Ok(());
     }
@@ -247,7 +256,7 @@ fn run_locally(
         local::run(sweep, todo, &request.exe, options.plain)?;
     }
     let now = states(sweep, loaded, &BTreeMap::new());
-    finish(sweep, now)
+    finish(sweep, loaded, now)
 }
 
 /// Submits the trials `todo` as a Slurm job array (after a job for their shared parents when
@@ -263,7 +272,7 @@ fn submit_to_slurm(
     if todo.is_empty() {
         safeio::outln!("nothing to submit");
         if queued.is_empty() {
-            return finish(sweep, now);
+            return finish(sweep, loaded, now);
         }
         return Ok(());
     }
@@ -320,7 +329,7 @@ fn wait_for_slurm(
             )?;
         }
     }
-    finish(sweep, states(sweep, loaded, &BTreeMap::new()))
+    finish(sweep, loaded, states(sweep, loaded, &BTreeMap::new()))
 }
 
 /// `train run-trial SWEEP --index I`.

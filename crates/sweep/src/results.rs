@@ -8,8 +8,8 @@ use measure::plot::{accuracy_plot, line_plot, Point, Series};
 use measure::EventLog;
 
 use crate::file::{io, Sweep, SweepError, Trial};
-use crate::hparams::{self, HValue};
 use crate::trials::{self, log_tail, now_secs, State};
+use measure::hparams::{self, HValue};
 
 /// One trial's line of the results.
 pub struct Row<'a> {
@@ -19,21 +19,26 @@ pub struct Row<'a> {
     pub wall_s: Option<f64>,
     /// Slurm: seconds from submission to start.
     pub queue_s: Option<f64>,
+    /// Its HParams: what made its run and every key of its resolved config (so a key the
+    /// trial does not set still has the base config's value).
+    pub hparams: Vec<(String, HValue)>,
 }
 
 /// The metrics shown against the hyperparameters (scalar tags every run writes).
-const METRICS: [&str; 4] = [
+const METRICS: [&str; 9] = [
     "summary/accuracy",
+    "summary/test_errors",
     "summary/latency_ms_p50",
+    "summary/latency_ms_p95",
+    "summary/throughput_samples_per_s",
     "summary/model_bytes",
+    "summary/params",
     "summary/macs",
+    "summary/train_seconds",
 ];
 
 fn cell(value: &toml::Value) -> String {
-    match value {
-        toml::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+    crate::file::raw(value)
 }
 
 fn value_of<'v>(trial: &'v Trial, key: &str) -> Option<&'v toml::Value> {
@@ -357,13 +362,17 @@ fn tensorboard(sweep: &Sweep, rows: &[Row]) -> Result<PathBuf, SweepError> {
         std::fs::remove_dir_all(&root).map_err(io(root.display().to_string()))?;
     }
     std::fs::create_dir_all(&root).map_err(io(root.display().to_string()))?;
+    // Each swept key's values over every trial, resolved (the base config's where a trial
+    // does not set it), so parallel coordinates have an axis with every trial on it.
     let mut domains: BTreeMap<&str, Vec<HValue>> = BTreeMap::new();
     for row in rows {
-        for (key, value) in &row.trial.values {
-            let v = HValue::from_toml(value);
+        for key in &sweep.keys {
+            let Some((_, v)) = row.hparams.iter().find(|(k, _)| k == key) else {
+                continue;
+            };
             let list = domains.entry(key).or_default();
-            if !list.contains(&v) {
-                list.push(v);
+            if !list.contains(v) {
+                list.push(v.clone());
             }
         }
     }
@@ -379,6 +388,21 @@ fn tensorboard(sweep: &Sweep, rows: &[Row]) -> Result<PathBuf, SweepError> {
         hparams::experiment(&infos, &METRICS, now_secs()),
         0,
     );
+    // The sweep's plots, as images beside the HParams.
+    for (step, file) in ["results-accuracy-latency.png", "results-accuracy-size.png"]
+        .iter()
+        .enumerate()
+    {
+        if let Ok(png) = std::fs::read(sweep.dir.join(file)) {
+            top.image(
+                "sweep",
+                &png,
+                measure::plot::HEIGHT,
+                measure::plot::WIDTH,
+                step,
+            );
+        }
+    }
     top.close().map_err(event_error)?;
     for row in rows {
         let success = match &row.state {
@@ -391,12 +415,6 @@ fn tensorboard(sweep: &Sweep, rows: &[Row]) -> Result<PathBuf, SweepError> {
         if let State::Done { dir: run, .. } = &row.state {
             copy_events(run, &dir)?;
         }
-        let values: Vec<(String, HValue)> = row
-            .trial
-            .values
-            .iter()
-            .map(|(k, v)| (k.clone(), HValue::from_toml(v)))
-            .collect();
         let mut events = EventLog::create(&dir).map_err(io(dir.display().to_string()))?;
         // The trial's own start and end when its process recorded them (a reused run did not).
         let (start, end) = trials::timing(sweep, row.trial.index)
@@ -404,7 +422,7 @@ fn tensorboard(sweep: &Sweep, rows: &[Row]) -> Result<PathBuf, SweepError> {
         events.plugin(
             hparams::SESSION_START_TAG,
             hparams::PLUGIN,
-            hparams::session_start(&values, &run_name(row.trial), start),
+            hparams::session_start(&row.hparams, &run_name(row.trial), start),
             0,
         );
         events.plugin(

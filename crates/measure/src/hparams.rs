@@ -1,6 +1,9 @@
 //! TensorBoard's HParams plugin data (`tensorboard/plugins/hparams/plugin_data.proto`,
 //! `api.proto`), encoded by hand: the messages are small and the project's protobuf crate has
 //! no generated types for them. Field numbers are the protos' own.
+//!
+//! Every run is an HParams session (its resolved config's keys and what made it, against its
+//! summary's figures as metrics); a sweep adds an experiment naming the swept keys.
 
 /// One hyperparameter value: `google.protobuf.Value`.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,15 +14,16 @@ pub enum HValue {
 }
 
 impl HValue {
-    /// The value a TOML config value becomes (arrays and tables as their TOML text).
-    pub fn from_toml(value: &toml::Value) -> Self {
-        match value {
-            toml::Value::Integer(i) => HValue::Number(*i as f64),
-            toml::Value::Float(f) => HValue::Number(*f),
-            toml::Value::Boolean(b) => HValue::Bool(*b),
-            toml::Value::String(s) => HValue::Text(s.clone()),
+    /// The value a config value becomes: numbers, booleans and strings as themselves, arrays
+    /// and tables as their compact JSON text (`[800,800]`), null as `None` (not recorded).
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        Some(match value {
+            serde_json::Value::Null => return None,
+            serde_json::Value::Number(n) => HValue::Number(n.as_f64()?),
+            serde_json::Value::Bool(b) => HValue::Bool(*b),
+            serde_json::Value::String(s) => HValue::Text(s.clone()),
             other => HValue::Text(other.to_string()),
-        }
+        })
     }
 
     /// `DataType` of `api.proto`: STRING 1, BOOL 2, FLOAT64 3.
@@ -28,6 +32,47 @@ impl HValue {
             HValue::Text(_) => 1,
             HValue::Bool(_) => 2,
             HValue::Number(_) => 3,
+        }
+    }
+}
+
+/// A number as a person writes it: `0.05`, `128`, `1e30`, `2.5e-5` (Rust's shortest
+/// round-tripping digits, in exponent form outside 1e-4..1e15).
+pub fn human_number(x: f64) -> String {
+    let a = x.abs();
+    if a != 0.0 && !(1e-4..1e15).contains(&a) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// The leaves of `value` as dotted keys under `prefix` (`train.optimizer.lr`), arrays as one
+/// leaf; `skip` says which dotted keys (and everything under them) to leave out.
+pub fn leaves(
+    prefix: &str,
+    value: &serde_json::Value,
+    skip: &dyn Fn(&str) -> bool,
+    out: &mut Vec<(String, HValue)>,
+) {
+    if !prefix.is_empty() && skip(prefix) {
+        return;
+    }
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (key, v) in fields {
+                let key = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                leaves(&key, v, skip, out);
+            }
+        }
+        leaf => {
+            if let Some(v) = HValue::from_json(leaf) {
+                out.push((prefix.to_string(), v));
+            }
         }
     }
 }
@@ -160,6 +205,35 @@ pub fn session_end(success: bool, end_secs: f64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_print_as_people_write_them() {
+        assert_eq!(human_number(1e30), "1e30");
+        assert_eq!(human_number(0.05), "0.05");
+        assert_eq!(human_number(128.0), "128");
+        assert_eq!(human_number(2.5e-5), "2.5e-5");
+        assert_eq!(human_number(0.0), "0");
+        assert_eq!(human_number(-3.0e20), "-3e20");
+    }
+
+    #[test]
+    fn config_leaves_are_dotted_keys() {
+        let config = serde_json::json!({
+            "seed": 1, "name": "x", "model": {"kind": "mlp", "hidden": [800, 800]},
+            "train": {"optimizer": {"lr": 0.05}}, "from": null
+        });
+        let mut out = Vec::new();
+        leaves("", &config, &|k| k == "name", &mut out);
+        assert_eq!(
+            out,
+            vec![
+                ("model.hidden".to_string(), HValue::Text("[800,800]".into())),
+                ("model.kind".to_string(), HValue::Text("mlp".into())),
+                ("seed".to_string(), HValue::Number(1.0)),
+                ("train.optimizer.lr".to_string(), HValue::Number(0.05)),
+            ]
+        );
+    }
 
     #[test]
     fn messages_encode_as_protobuf_does() {
