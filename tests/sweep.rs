@@ -193,7 +193,8 @@ fn a_local_sweep_records_a_failed_trial_reruns_only_it_once_fixed_and_writes_hpa
         serde_json::json!(["seed", "train.optimizer.lr"])
     );
     assert_eq!(read["."]["metrics"][0], "summary/accuracy");
-    assert_eq!(read["."]["domains"]["seed"], serde_json::json!([1.0, 2.0]));
+    // Resolved values: the listed trial sets only the rate, and runs with the base's seed 3.
+    assert_eq!(read["."]["domains"]["seed"], serde_json::json!([1.0, 3.0]));
     assert_eq!(
         read["."]["domains"]["train.optimizer.lr"],
         serde_json::json!([0.02, 0.1])

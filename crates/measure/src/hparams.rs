@@ -1,11 +1,19 @@
 //! TensorBoard's HParams plugin data (`tensorboard/plugins/hparams/plugin_data.proto`,
-//! `api.proto`), encoded by hand: the messages are small and the project's protobuf crate has
-//! no generated types for them. Field numbers are the protos' own.
+//! `api.proto`), built from the types the `tensorboard-proto` crate generates from
+//! TensorBoard's own `.proto` files (the crate `tensorboard-rs` writes event files with), so
+//! the messages cannot drift from what TensorBoard reads.
 //!
 //! Every run is an HParams session (its resolved config's keys and what made it, against its
 //! summary's figures as metrics); a sweep adds an experiment naming the swept keys.
 
-/// One hyperparameter value: `google.protobuf.Value`.
+use protobuf::well_known_types::{ListValue, Value};
+use protobuf::Message;
+use tensorboard_proto::api::{
+    DataType, Experiment, HParamInfo, Interval, MetricInfo, MetricName, Status,
+};
+use tensorboard_proto::plugin_hparams::{HParamsPluginData, SessionEndInfo, SessionStartInfo};
+
+/// One hyperparameter value (`google.protobuf.Value`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum HValue {
     Number(f64),
@@ -26,12 +34,12 @@ impl HValue {
         })
     }
 
-    /// `DataType` of `api.proto`: STRING 1, BOOL 2, FLOAT64 3.
-    fn data_type(&self) -> u64 {
+    /// Its `DataType` in `api.proto`.
+    fn data_type(&self) -> DataType {
         match self {
-            HValue::Text(_) => 1,
-            HValue::Bool(_) => 2,
-            HValue::Number(_) => 3,
+            HValue::Text(_) => DataType::DATA_TYPE_STRING,
+            HValue::Bool(_) => DataType::DATA_TYPE_BOOL,
+            HValue::Number(_) => DataType::DATA_TYPE_FLOAT64,
         }
     }
 }
@@ -82,54 +90,25 @@ pub const EXPERIMENT_TAG: &str = "_hparams_/experiment";
 pub const SESSION_START_TAG: &str = "_hparams_/session_start_info";
 pub const SESSION_END_TAG: &str = "_hparams_/session_end_info";
 
-#[derive(Default)]
-struct Writer(Vec<u8>);
-
-impl Writer {
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.0.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.0.push(v as u8);
-    }
-    fn key(&mut self, field: u32, wire: u8) {
-        self.varint(((field as u64) << 3) | wire as u64);
-    }
-    fn uint(&mut self, field: u32, v: u64) {
-        self.key(field, 0);
-        self.varint(v);
-    }
-    fn double(&mut self, field: u32, v: f64) {
-        self.key(field, 1);
-        self.0.extend(v.to_le_bytes());
-    }
-    fn bytes(&mut self, field: u32, b: &[u8]) {
-        self.key(field, 2);
-        self.varint(b.len() as u64);
-        self.0.extend(b);
-    }
-    fn text(&mut self, field: u32, s: &str) {
-        self.bytes(field, s.as_bytes());
-    }
-}
-
-fn value(v: &HValue) -> Vec<u8> {
-    let mut w = Writer::default();
+/// A hyperparameter value as `google.protobuf.Value`.
+fn value(v: &HValue) -> Value {
+    let mut out = Value::new();
     match v {
-        HValue::Number(x) => w.double(2, *x),
-        HValue::Text(s) => w.text(3, s),
-        HValue::Bool(b) => w.uint(4, *b as u64),
+        HValue::Number(x) => out.set_number_value(*x),
+        HValue::Text(s) => out.set_string_value(s.clone()),
+        HValue::Bool(b) => out.set_bool_value(*b),
     }
-    w.0
+    out
 }
 
-/// `HParamsPluginData { version = 0; <field> = message }`.
-fn plugin_data(field: u32, message: &[u8]) -> Vec<u8> {
-    let mut w = Writer::default();
-    w.uint(1, 0);
-    w.bytes(field, message);
-    w.0
+/// `HParamsPluginData { version: 0, data }`, serialised.
+fn plugin_data(fill: impl FnOnce(&mut HParamsPluginData)) -> Vec<u8> {
+    let mut data = HParamsPluginData::new();
+    data.set_version(0);
+    fill(&mut data);
+    // Writing a message to memory cannot fail (there is no I/O), and every message here has
+    // only optional proto3 fields.
+    data.write_to_bytes().unwrap_or_default()
 }
 
 /// The experiment: each hyperparameter with its type and the values the sweep takes, and the
@@ -139,13 +118,13 @@ pub fn experiment(
     metrics: &[&str],
     created_secs: f64,
 ) -> Vec<u8> {
-    let mut e = Writer::default();
-    e.double(3, created_secs);
+    let mut e = Experiment::new();
+    e.set_time_created_secs(created_secs);
     for (name, values) in hparams {
-        let mut info = Writer::default();
-        info.text(1, name);
+        let mut info = HParamInfo::new();
+        info.set_name(name.clone());
         if let Some(first) = values.first() {
-            info.uint(4, first.data_type());
+            info.set_field_type(first.data_type());
         }
         let numbers: Vec<f64> = values
             .iter()
@@ -156,50 +135,49 @@ pub fn experiment(
             .collect();
         if !numbers.is_empty() && numbers.len() == values.len() {
             // Numbers: an interval (what TensorBoard's parallel-coordinates axes use).
-            let mut interval = Writer::default();
-            interval.double(1, numbers.iter().copied().fold(f64::INFINITY, f64::min));
-            interval.double(2, numbers.iter().copied().fold(f64::NEG_INFINITY, f64::max));
-            info.bytes(6, &interval.0);
+            let mut interval = Interval::new();
+            interval.set_min_value(numbers.iter().copied().fold(f64::INFINITY, f64::min));
+            interval.set_max_value(numbers.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+            info.set_domain_interval(interval);
         } else {
-            let mut list = Writer::default();
-            for v in values {
-                list.bytes(1, &value(v));
-            }
-            info.bytes(5, &list.0);
+            let mut list = ListValue::new();
+            list.set_values(values.iter().map(value).collect());
+            info.set_domain_discrete(list);
         }
-        e.bytes(4, &info.0);
+        e.mut_hparam_infos().push(info);
     }
     for tag in metrics {
-        let mut name = Writer::default();
-        name.text(2, tag);
-        let mut info = Writer::default();
-        info.bytes(1, &name.0);
-        info.text(3, tag);
-        e.bytes(5, &info.0);
+        let mut name = MetricName::new();
+        name.set_tag(tag.to_string());
+        let mut info = MetricInfo::new();
+        info.set_name(name);
+        info.set_display_name(tag.to_string());
+        e.mut_metric_infos().push(info);
     }
-    plugin_data(2, &e.0)
+    plugin_data(|d| d.set_experiment(e))
 }
 
-/// One trial's start: its hyperparameter values.
+/// One session's start: its hyperparameter values, its group and when it started.
 pub fn session_start(hparams: &[(String, HValue)], group: &str, start_secs: f64) -> Vec<u8> {
-    let mut s = Writer::default();
+    let mut s = SessionStartInfo::new();
     for (name, v) in hparams {
-        let mut entry = Writer::default();
-        entry.text(1, name);
-        entry.bytes(2, &value(v));
-        s.bytes(1, &entry.0);
+        s.mut_hparams().insert(name.clone(), value(v));
     }
-    s.text(4, group);
-    s.double(5, start_secs);
-    plugin_data(3, &s.0)
+    s.set_group_name(group.to_string());
+    s.set_start_time_secs(start_secs);
+    plugin_data(|d| d.set_session_start_info(s))
 }
 
-/// One trial's end: `SUCCESS` (1) or `FAILURE` (2).
+/// One session's end: `SUCCESS` or `FAILURE`.
 pub fn session_end(success: bool, end_secs: f64) -> Vec<u8> {
-    let mut s = Writer::default();
-    s.uint(1, if success { 1 } else { 2 });
-    s.double(2, end_secs);
-    plugin_data(4, &s.0)
+    let mut s = SessionEndInfo::new();
+    s.set_status(if success {
+        Status::STATUS_SUCCESS
+    } else {
+        Status::STATUS_FAILURE
+    });
+    s.set_end_time_secs(end_secs);
+    plugin_data(|d| d.set_session_end_info(s))
 }
 
 #[cfg(test)]
@@ -236,13 +214,28 @@ mod tests {
     }
 
     #[test]
-    fn messages_encode_as_protobuf_does() {
-        // Checked against protoc's encoding of the same messages.
-        assert_eq!(value(&HValue::Bool(true)), [0x20, 0x01]);
-        assert_eq!(value(&HValue::Text("a".into())), [0x1a, 0x01, b'a']);
-        let mut w = Writer::default();
-        w.varint(300);
-        assert_eq!(w.0, [0xac, 0x02]);
-        assert_eq!(session_end(true, 0.0)[..4], [0x08, 0x00, 0x22, 0x0b]);
+    fn a_session_reads_back_as_tensorboard_parses_it() {
+        let bytes = session_start(
+            &[
+                ("seed".into(), HValue::Number(3.0)),
+                ("technique".into(), HValue::Text("distill".into())),
+            ],
+            "student/abc",
+            12.5,
+        );
+        let data = HParamsPluginData::parse_from_bytes(&bytes).unwrap();
+        let start = data.get_session_start_info();
+        assert_eq!(start.get_group_name(), "student/abc");
+        assert_eq!(start.get_start_time_secs(), 12.5);
+        assert_eq!(start.get_hparams()["seed"].get_number_value(), 3.0);
+        assert_eq!(
+            start.get_hparams()["technique"].get_string_value(),
+            "distill"
+        );
+        let end = HParamsPluginData::parse_from_bytes(&session_end(false, 1.0)).unwrap();
+        assert_eq!(
+            end.get_session_end_info().get_status(),
+            Status::STATUS_FAILURE
+        );
     }
 }
