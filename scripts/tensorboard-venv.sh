@@ -6,12 +6,16 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/target/tensorboard-venv"
-if ! "$venv/bin/python" -c "import tensorboard" >/dev/null 2>&1; then
+# The profile plugin (its Profile tab shows `train profile`'s traces): 2.19.0 loads a
+# `<host>.trace.json.gz` and runs without TensorFlow (2.13 needs TensorFlow; 2.24, now xprof,
+# reads only XPlane protos). It needs protobuf < 5, which pip chooses with it.
+if ! "$venv/bin/python" -c "import tensorboard, tensorboard_plugin_profile" >/dev/null 2>&1; then
     mkdir -p "$root/target"
-    if ! python3 -m venv "$venv" >&2; then
+    if [ ! -x "$venv/bin/python" ] && ! python3 -m venv "$venv" >&2; then
         echo "error: python3 -m venv failed; install the venv module (Debian/Ubuntu: apt-get install python3-venv)" >&2
         exit 1
     fi
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check tensorboard >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check tensorboard \
+        tensorboard-plugin-profile==2.19.0 >&2
 fi
 echo "$venv"

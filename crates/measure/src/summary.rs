@@ -198,10 +198,20 @@ impl ParentSummary {
 
 /// The current UTC time as `YYYY-MM-DD HH:MM`.
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
+    let [year, month, day, hour, minute, _] = utc_parts(unix_secs());
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}")
+}
+
+/// Seconds since 1970-01-01 UTC, now.
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `[year, month, day, hour, minute, second]` (UTC) of `secs` since 1970-01-01.
+pub fn utc_parts(secs: u64) -> [i64; 6] {
+    let (days, rest) = ((secs / 86_400) as i64, (secs % 86_400) as i64);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -212,11 +222,7 @@ pub fn utc_now() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60
-    )
+    [year, month, day, rest / 3600, rest % 3600 / 60, rest % 60]
 }
 
 /// `1 thread`, `2 threads`.

@@ -89,6 +89,8 @@ impl LayerRef<'_> {
 pub struct Segment {
     pub name: String,
     pub time: Duration,
+    /// When the segment ended (the device synchronised at its point): it began `time` before.
+    pub end: Instant,
     pub macs: u64,
     pub params: usize,
     /// Dims of the activation at the point, batch first.
@@ -202,6 +204,7 @@ impl<'a> Tap<'a> {
             segments.push(Segment {
                 name: name.to_string(),
                 time: now - self.last,
+                end: now,
                 macs: layer.macs(&output),
                 params: layer.params(),
                 output,

@@ -1,6 +1,8 @@
 //! `train profile TARGET`: where a forward pass spends its time, layer by layer, with each
-//! layer's share, MACs and parameters; the whole training step's forward and backward; a
-//! Chrome trace (Perfetto, chrome://tracing) of the forward pass.
+//! layer's share, MACs and parameters; the whole training step's forward and backward; and a
+//! recorded timeline of the last passes and training steps (each layer as it ran, the loss,
+//! the backward pass, the batch preparation, on wall-clock time), as a Chrome trace for
+//! Perfetto and in TensorBoard's Profile tab ([`crate::timeline`]).
 //!
 //! Each layer's time is measured between consecutive taps of the model's forward pass with the
 //! device synchronised at each tap, and the median over many runs is reported. The sum of the
@@ -20,8 +22,10 @@ use measure::EventLog;
 use models::loss::cross_entropy;
 use models::{Classifier, Inference, Model, Segment, Tap};
 use serde::Serialize;
+use serde_json::json;
 
 use crate::bench::{open_target, Target};
+use crate::timeline::{write_for_tensorboard, Timeline};
 use runner::RunError;
 use settings::run_dir::write_atomic;
 
@@ -73,7 +77,10 @@ pub struct ProfileReport {
     /// Median forward (with autodiff) and backward of one training step at the same batch.
     pub train_forward_ms: f64,
     pub train_backward_ms: f64,
+    /// The recorded timeline as a Chrome trace (Perfetto, chrome://tracing).
     pub trace: String,
+    /// The same timeline where TensorBoard's profile plugin reads it.
+    pub tensorboard_trace: String,
 }
 
 /// Each time's share of their sum (all zero when the sum is zero).
@@ -125,44 +132,25 @@ impl ProfileReport {
         }
         out += &format!(
             "  training step at batch {}: forward {:.4} ms, backward {:.4} ms; per-layer backward \
-             sums to {:.4} ms (from cumulative backward times, see the docs)\n  Chrome trace: {}\n",
+             sums to {:.4} ms (from cumulative backward times, see the docs)\n  timeline of the \
+             last {TRACE_PASSES} passes and training steps: Chrome trace {}; TensorBoard's Profile \
+             tab: {}\n",
             self.batch,
             self.train_forward_ms,
             self.train_backward_ms,
             self.layers.iter().map(|l| l.backward_ms).sum::<f64>(),
-            self.trace
+            self.trace,
+            self.tensorboard_trace
         );
         out
-    }
-
-    /// The forward pass as Chrome trace events, layers laid end to end at their median times.
-    pub fn chrome_trace(&self) -> serde_json::Value {
-        let mut ts = 0.0;
-        let mut events = Vec::new();
-        for l in &self.layers {
-            let dur = l.ms * 1e3;
-            events.push(serde_json::json!({
-                "name": l.name, "cat": "forward", "ph": "X", "ts": ts, "dur": dur,
-                "pid": 1, "tid": 1,
-                "args": {"macs_per_sample": l.macs, "params": l.params, "output": l.output,
-                         "share_percent": l.share * 100.0},
-            }));
-            ts += dur;
-        }
-        // The backward pass runs the layers in reverse.
-        for l in self.layers.iter().rev() {
-            let dur = l.backward_ms * 1e3;
-            events.push(serde_json::json!({
-                "name": l.name, "cat": "backward", "ph": "X", "ts": ts, "dur": dur,
-                "pid": 1, "tid": 2, "args": {},
-            }));
-            ts += dur;
-        }
-        serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ms" })
     }
 }
 
 pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
+    let mut timeline = Timeline::new();
+    timeline.thread(1, "forward (inference)");
+    timeline.thread(2, "training step (autodiff)");
+    timeline.thread(3, "data (batch preparation)");
     // An export is profiled as the float model its loader builds (layer by layer, without
     // the activation rounding between layers).
     let Target {
@@ -188,10 +176,27 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
     let pool = runner::stage::thread_pool(request.threads)?;
 
     let (forward, train) = pool.install(|| {
+        let start = Instant::now();
         let input = make_batch(&dataset.test, &indices, &prep, None, &device);
+        timeline.span(
+            3,
+            ("batch", "data"),
+            start,
+            Instant::now(),
+            json!({"images": batch}),
+        );
+        let start = Instant::now();
         let ad_input = make_batch(&dataset.test, &indices, &prep, None, &ad);
-        let forward = time_forward(&model, &input.images, runs);
+        timeline.span(
+            3,
+            ("batch (autodiff)", "data"),
+            start,
+            Instant::now(),
+            json!({"images": batch}),
+        );
+        let forward = time_forward(&model, &input.images, runs, &mut timeline);
         let train = time_training(&trainee, &ad_input, &forward.points, runs);
+        record_training_steps(&trainee, &ad_input, &mut timeline);
         (forward, train)
     });
     let times: Vec<f64> = (0..forward.points.len())
@@ -212,6 +217,21 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
             .unwrap_or_else(|| PathBuf::from("."))
             .join("profile.trace.json")
     });
+    let trace_json = timeline.to_json(&format!("train profile {}", request.target.display()));
+    let json = serde_json::to_string_pretty(&trace_json).map_err(|e| RunError::Record {
+        what: "trace",
+        path: trace.clone(),
+        message: e.to_string(),
+    })?;
+    write_atomic(&trace, json.as_bytes()).map_err(RunError::io(&trace))?;
+    // TensorBoard's log folder: the run's, or the trace's folder for a model file.
+    let logdir = run_dir.clone().unwrap_or_else(|| {
+        trace
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    });
+    let tensorboard_trace =
+        write_for_tensorboard(&logdir, &trace_json).map_err(RunError::io(&logdir))?;
     let report = ProfileReport {
         target: request.target.display().to_string(),
         model: model.kind().to_string(),
@@ -225,9 +245,8 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
         train_forward_ms: train.forward_ms,
         train_backward_ms: train.backward_ms,
         trace: trace.display().to_string(),
+        tensorboard_trace: tensorboard_trace.display().to_string(),
     };
-    let json = serde_json::to_string_pretty(&report.chrome_trace()).expect("trace serialises");
-    write_atomic(&trace, json.as_bytes()).map_err(RunError::io(&trace))?;
     if let Some(dir) = &run_dir {
         record_in_run(dir, &report)?;
     }
@@ -252,7 +271,12 @@ struct ForwardTimes {
 
 /// # Shapes
 /// - `images`: `[batch, channels, height, width]`
-fn time_forward(model: &Model, images: &Tensor<4>, runs: usize) -> ForwardTimes {
+fn time_forward(
+    model: &Model,
+    images: &Tensor<4>,
+    runs: usize,
+    timeline: &mut Timeline,
+) -> ForwardTimes {
     let warmup = warmup(runs);
     // The path `train bench` times; only an MLP on flex with AVX-512 is packed.
     let inference = Inference::new(model);
@@ -263,11 +287,16 @@ fn time_forward(model: &Model, images: &Tensor<4>, runs: usize) -> ForwardTimes 
         let logits = model.forward(images.clone());
         let _ = logits.device().sync();
         let whole = start.elapsed().as_secs_f64() * 1e3;
+        let tapped = Instant::now();
         let mut tap = Tap::profile();
         model.forward_tapped(images.clone(), &mut tap);
+        let pass = tap.segments.unwrap_or_default();
+        if i + TRACE_PASSES >= warmup + runs {
+            record_pass(timeline, 1, tapped, &pass);
+        }
         if i >= warmup {
             plain.push(whole);
-            segments.push(tap.segments.unwrap_or_default());
+            segments.push(pass);
         }
         if inference.is_packed() {
             let start = Instant::now();
@@ -283,6 +312,46 @@ fn time_forward(model: &Model, images: &Tensor<4>, runs: usize) -> ForwardTimes 
         segments,
         plain_ms: median(plain),
         packed_ms: (!packed.is_empty()).then(|| median(packed)),
+    }
+}
+
+/// Passes and training steps recorded on the timeline (the last ones of the timed runs).
+const TRACE_PASSES: usize = 3;
+
+/// One tapped forward pass on thread `tid`: the pass, and each layer inside it as it ran.
+fn record_pass(timeline: &mut Timeline, tid: u32, start: Instant, pass: &[Segment]) {
+    let end = pass.last().map_or(start, |s| s.end);
+    timeline.span(tid, ("forward pass", "forward"), start, end, json!({}));
+    for s in pass {
+        let args = json!({"macs_per_sample": s.macs, "params": s.params, "output": s.output});
+        timeline.span(tid, (&s.name, "layer"), s.end - s.time, s.end, args);
+    }
+}
+
+/// [`TRACE_PASSES`] training steps as they run: the forward pass layer by layer (tapped), the
+/// loss, and the backward pass, on the training thread of the timeline.
+fn record_training_steps(trainee: &Model, batch: &data::Batch, timeline: &mut Timeline) {
+    let ad = batch.images.device();
+    for _ in 0..TRACE_PASSES {
+        let start = Instant::now();
+        let mut tap = Tap::profile();
+        let logits = trainee.forward_tapped(batch.images.clone(), &mut tap);
+        record_pass(timeline, 2, start, &tap.segments.unwrap_or_default());
+        let loss_start = Instant::now();
+        let loss = cross_entropy(logits, batch.labels.clone());
+        let _ = ad.sync();
+        let backward_start = Instant::now();
+        timeline.span(2, ("loss", "loss"), loss_start, backward_start, json!({}));
+        let grads = loss.backward();
+        let _ = ad.sync();
+        timeline.span(
+            2,
+            ("backward pass", "backward"),
+            backward_start,
+            Instant::now(),
+            json!({}),
+        );
+        std::hint::black_box(grads);
     }
 }
 

@@ -1,6 +1,7 @@
-//! Runs compared the way users compare them: TensorBoard itself (from the project's venv)
-//! serves a folder of real runs, and its HParams HTTP API lists every run with what made it
-//! and its figures; a sweep's sessions each have a value for every swept key.
+//! Runs seen the way users see them: TensorBoard itself (from the project's venv) serves a
+//! folder of real runs. Its HParams HTTP API lists every run with what made it and its
+//! figures, a sweep's sessions each have a value for every swept key, and its profile plugin
+//! lists a profiled run and serves its recorded timeline.
 
 mod common;
 
@@ -38,6 +39,36 @@ while True:
         break
     time.sleep(0.5)
 print(json.dumps({"experiment": experiment, "groups": groups.get("sessionGroups", [])}))
+"#;
+
+/// Starts TensorBoard on `argv[1]` and prints, as JSON, what its profile plugin lists (runs,
+/// each run's tools and hosts) and the trace it serves for each run's first host.
+const PROFILE_QUERY: &str = r#"
+import gzip, json, sys, time, urllib.parse, urllib.request
+from tensorboard import program
+tb = program.TensorBoard()
+tb.configure(argv=[None, "--logdir", sys.argv[1], "--host", "127.0.0.1", "--port", "0",
+                   "--load_fast", "false", "--reload_interval", "1"])
+url = tb.launch()
+def get(route):
+    with urllib.request.urlopen(url + "data/plugin/profile/" + route, timeout=60) as r:
+        body = r.read()
+    return json.loads(gzip.decompress(body) if body[:2] == bytes([0x1f, 0x8b]) else body)
+deadline, runs = time.time() + 60, []
+while not runs and time.time() < deadline:
+    try:
+        runs = get("runs")
+    except Exception:
+        pass
+    time.sleep(0.5)
+out = {"runs": runs, "tools": {}, "traces": {}}
+for run in runs:
+    q = urllib.parse.quote(run)
+    out["tools"][run] = get(f"run_tools?run={q}")
+    hosts = get(f"hosts?run={q}&tag=trace_viewer%23")
+    host = urllib.parse.quote(hosts[0]["hostname"])
+    out["traces"][run] = get(f"data?run={q}&tag=trace_viewer%23&host={host}")
+print(json.dumps(out))
 "#;
 
 fn python_with_tensorboard() -> String {
@@ -191,4 +222,72 @@ fn every_sweep_session_has_a_value_for_every_swept_key() {
     }
     lrs.sort_by(f64::total_cmp);
     assert_eq!(lrs, [0.001, 0.05, 0.05]);
+}
+
+#[test]
+fn the_profile_timeline_opens_in_tensorboards_profile_tab() {
+    let (dir, data) = folder_with_data(64);
+    let config = write(&dir.path().join("c.toml"), &small_config(&data));
+    train_ok(dir.path(), &config, &[]);
+    let run = only_run_dir(dir.path(), "small");
+    let out = train(dir.path())
+        .args(["profile", "--runs", "5"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = Command::new(python_with_tensorboard())
+        .args(["-c", PROFILE_QUERY])
+        .arg(dir.path().join("runs"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let api: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = api["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{api}");
+    let session = runs[0].as_str().unwrap();
+    let hash = run.file_name().unwrap().to_string_lossy();
+    assert!(session.starts_with(&format!("small/{hash}/")), "{session}");
+    assert!(api["tools"][session]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("trace_viewer#")));
+
+    // The trace: named threads, and the model's layers as they ran in the recorded passes
+    // and training steps, on a wall clock, each pass's layers in order inside it.
+    let events = api["traces"][session]["traceEvents"].as_array().unwrap();
+    let threads: Vec<&str> = events
+        .iter()
+        .filter(|e| e["name"] == "thread_name")
+        .filter_map(|e| e["args"]["name"].as_str())
+        .collect();
+    assert_eq!(threads.len(), 3, "{threads:?}");
+    let spans = |cat: &str, tid: u64| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| e["cat"] == cat && e["tid"] == tid)
+            .collect()
+    };
+    assert_eq!(spans("forward", 1).len(), 3, "three inference passes");
+    assert_eq!(spans("backward", 2).len(), 3, "three backward passes");
+    assert_eq!(spans("data", 3).len(), 2, "two batches prepared");
+    let layers = spans("layer", 1);
+    assert!(layers.len() >= 6, "{layers:?}");
+    let pass = spans("forward", 1)[0];
+    let (start, end) = (
+        pass["ts"].as_f64().unwrap(),
+        pass["ts"].as_f64().unwrap() + pass["dur"].as_f64().unwrap(),
+    );
+    let inside: Vec<f64> = layers
+        .iter()
+        .map(|l| l["ts"].as_f64().unwrap())
+        .filter(|&ts| ts >= start && ts <= end)
+        .collect();
+    assert!(
+        inside.len() >= 2,
+        "layers inside the first pass: {inside:?}"
+    );
+    assert!(inside.windows(2).all(|w| w[0] <= w[1]), "{inside:?}");
+    assert!(start > 1.6e15, "wall-clock microseconds: {start}");
 }
