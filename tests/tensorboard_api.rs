@@ -113,6 +113,10 @@ fn tensorboard_lists_every_run_with_its_technique_seed_and_figures() {
     let teacher = dir.path().join("teacher.toml");
     train_ok(dir.path(), &teacher, &["--set", "seed=4"]);
 
+    // `train report` writes the folder's experiment: every run's hyperparameters against the
+    // summary figures as metrics (without it, TensorBoard would take every scalar as one).
+    let out = train(dir.path()).args(["report", "runs"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
     let api = hparams_api(&dir.path().join("runs"), 3);
     let names: Vec<&str> = api["experiment"]["hparamInfos"]
         .as_array()
@@ -122,10 +126,12 @@ fn tensorboard_lists_every_run_with_its_technique_seed_and_figures() {
         .collect();
     for name in [
         "technique",
+        "parent",
         "seed",
         "model.kind",
         "model.hidden",
         "train.optimizer.lr",
+        "distill.temperature",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
@@ -142,6 +148,10 @@ fn tensorboard_lists_every_run_with_its_technique_seed_and_figures() {
     ] {
         assert!(metrics.contains(&tag), "{tag} missing from {metrics:?}");
     }
+    assert!(
+        metrics.iter().all(|m| m.starts_with("summary/")),
+        "{metrics:?}"
+    );
 
     let groups = api["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 3, "one session group per run: {groups:?}");
@@ -154,6 +164,10 @@ fn tensorboard_lists_every_run_with_its_technique_seed_and_figures() {
         let technique = hparam(group, "technique").as_str().unwrap();
         let seed = hparam(group, "seed").as_f64().unwrap();
         assert_eq!(seed, summary["seed"].as_f64().unwrap(), "{name}");
+        // Every hyperparameter TensorBoard shows is the one summary.json records.
+        for (key, value) in summary["hparams"].as_object().unwrap() {
+            assert_eq!(hparam(group, key), value, "{name}: {key}");
+        }
         let accuracy = metric(group, "summary/accuracy").unwrap();
         assert!((accuracy - summary["accuracy"].as_f64().unwrap()).abs() < 1e-6);
         let errors = metric(group, "summary/test_errors").unwrap();

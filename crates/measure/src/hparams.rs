@@ -34,6 +34,15 @@ impl HValue {
         })
     }
 
+    /// The value as JSON (what `summary.json` records).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            HValue::Number(x) => serde_json::json!(x),
+            HValue::Text(s) => serde_json::json!(s),
+            HValue::Bool(b) => serde_json::json!(b),
+        }
+    }
+
     /// Its `DataType` in `api.proto`.
     fn data_type(&self) -> DataType {
         match self {
@@ -86,6 +95,38 @@ pub fn leaves(
 }
 
 pub const PLUGIN: &str = "hparams";
+
+/// The figures every run records as `summary/*` scalars and the HParams views compare: the
+/// metrics of a sweep's and a report's experiment.
+pub const RUN_METRICS: [&str; 14] = [
+    "summary/accuracy",
+    "summary/test_errors",
+    "summary/latency_ms_p50",
+    "summary/latency_ms_p95",
+    "summary/throughput_samples_per_s",
+    "summary/model_bytes",
+    "summary/params",
+    "summary/macs",
+    "summary/train_seconds",
+    "summary/params_ratio",
+    "summary/model_bytes_ratio",
+    "summary/macs_ratio",
+    "summary/latency_p50_ratio",
+    "summary/accuracy_delta_points",
+];
+
+/// Each hyperparameter of `runs` with the values they take, by name (TensorBoard shows an
+/// experiment's hyperparameters sorted by name whatever their order here).
+pub fn domains(runs: &[Vec<(String, HValue)>]) -> Vec<(String, Vec<HValue>)> {
+    let mut out: std::collections::BTreeMap<String, Vec<HValue>> = Default::default();
+    for (key, v) in runs.iter().flatten() {
+        let values = out.entry(key.clone()).or_default();
+        if !values.contains(v) {
+            values.push(v.clone());
+        }
+    }
+    out.into_iter().collect()
+}
 pub const EXPERIMENT_TAG: &str = "_hparams_/experiment";
 pub const SESSION_START_TAG: &str = "_hparams_/session_start_info";
 pub const SESSION_END_TAG: &str = "_hparams_/session_end_info";

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::hparams::{self, HValue};
 use crate::plot::{accuracy_plot, PlotError, Point, HEIGHT, WIDTH};
 use crate::summary::{group_digits, RunSummary};
 use crate::EventLog;
@@ -267,6 +268,28 @@ pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
         let bytes = std::fs::read(png).map_err(io("reading", png))?;
         events.image(tag, &bytes, HEIGHT, WIDTH, 0);
     }
+    // The HParams experiment of the folder: every run's hyperparameters (recorded in its
+    // summary) against the summary figures, so the HParams tab shows those, in that order.
+    let hparams: Vec<Vec<(String, HValue)>> = runs
+        .iter()
+        .map(|r| {
+            r.summary
+                .hparams
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), HValue::from_json(v)?)))
+                .collect()
+        })
+        .collect();
+    events.plugin(
+        hparams::EXPERIMENT_TAG,
+        hparams::PLUGIN,
+        hparams::experiment(
+            &hparams::domains(&hparams),
+            &hparams::RUN_METRICS,
+            crate::summary::unix_secs() as f64,
+        ),
+        0,
+    );
     // TensorBoard's Text tab wraps a wide table mid-number: one narrow table per concern.
     for (tag, markdown) in narrow_tables(&runs) {
         events.text(tag, &markdown, 0);

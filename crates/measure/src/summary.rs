@@ -79,6 +79,10 @@ pub struct RunSummary {
     /// What each technique did (e.g. `prune`: its steps), by technique name.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub techniques: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The run's hyperparameters as TensorBoard's HParams tab shows them: what made it
+    /// (`technique`, `parent`) and every key of its resolved config.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub hparams: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// The headline numbers of a parent model, and how this run compares.

@@ -176,6 +176,7 @@ pub fn measure_model(
         finished_at: measure::summary::utc_now(),
         input_normalization: Some([data.prep.mean, data.prep.std]),
         techniques: Default::default(),
+        hparams: Default::default(),
     })
 }
 
@@ -936,6 +937,10 @@ fn finish(
     summary.parent = compare_with_parent(loaded, parents, &summary, data)?;
 
     let hparams = settings::identity::run_hparams(loaded, Some(&summary));
+    summary.hparams = hparams
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_json()))
+        .collect();
     let table = log_summary(events, &summary, &hparams, state.global_step)?;
 
     let json = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Record {

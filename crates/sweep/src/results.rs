@@ -24,19 +24,6 @@ pub struct Row<'a> {
     pub hparams: Vec<(String, HValue)>,
 }
 
-/// The metrics shown against the hyperparameters (scalar tags every run writes).
-const METRICS: [&str; 9] = [
-    "summary/accuracy",
-    "summary/test_errors",
-    "summary/latency_ms_p50",
-    "summary/latency_ms_p95",
-    "summary/throughput_samples_per_s",
-    "summary/model_bytes",
-    "summary/params",
-    "summary/macs",
-    "summary/train_seconds",
-];
-
 fn cell(value: &toml::Value) -> String {
     crate::file::raw(value)
 }
@@ -385,7 +372,7 @@ fn tensorboard(sweep: &Sweep, rows: &[Row]) -> Result<PathBuf, SweepError> {
     top.plugin(
         hparams::EXPERIMENT_TAG,
         hparams::PLUGIN,
-        hparams::experiment(&infos, &METRICS, now_secs()),
+        hparams::experiment(&infos, &hparams::RUN_METRICS, now_secs()),
         0,
     );
     // The sweep's plots, as images beside the HParams.
