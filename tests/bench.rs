@@ -91,7 +91,7 @@ fn unbenchable_targets_are_clear_errors() {
 }
 
 #[test]
-fn profiles_a_run_layer_by_layer_with_a_chrome_trace() {
+fn profiles_a_run_layer_by_layer_with_a_recorded_timeline() {
     let (dir, data) = folder_with_data(64);
     let config = small_config(&data).replace("hidden = [16]", "hidden = [16, 8]");
     let path = write(&dir.path().join("c.toml"), &config);
@@ -131,15 +131,24 @@ fn profiles_a_run_layer_by_layer_with_a_chrome_trace() {
         serde_json::from_str(&std::fs::read_to_string(run.join("profile.trace.json")).unwrap())
             .unwrap();
     let events = trace["traceEvents"].as_array().unwrap();
-    let forward: Vec<_> = events.iter().filter(|e| e["cat"] == "forward").collect();
-    assert_eq!(forward.len(), 3);
-    let share: f64 = forward
+    // The recorded timeline: the last three inference passes, each with its layers as they ran.
+    let passes = events
         .iter()
-        .map(|e| e["args"]["share_percent"].as_f64().unwrap())
-        .sum();
-    assert!((share - 100.0).abs() < 1e-6, "{share}");
+        .filter(|e| e["cat"] == "forward" && e["tid"] == 1)
+        .count();
+    assert_eq!(passes, 3);
+    let layers: Vec<_> = events
+        .iter()
+        .filter(|e| e["cat"] == "layer" && e["tid"] == 1)
+        .collect();
+    assert_eq!(layers.len(), 9);
+    let names: Vec<&str> = layers[..3]
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["layers.0", "layers.1", "layers.2"]);
     // MACs per layer: 64*16, 16*8, 8*4.
-    let macs: Vec<u64> = forward
+    let macs: Vec<u64> = layers[..3]
         .iter()
         .map(|e| e["args"]["macs_per_sample"].as_u64().unwrap())
         .collect();

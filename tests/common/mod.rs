@@ -160,6 +160,7 @@ pub fn outcome_scalars(run: &Path) -> Vec<(String, i64, f32)> {
         "samples_per_second",
         "summary/latency",
         "summary/throughput",
+        "summary/train_seconds",
         "prune/latency",
     ];
     let mut scalars: Vec<_> = read_events(run)
