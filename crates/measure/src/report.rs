@@ -268,8 +268,9 @@ pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
         let bytes = std::fs::read(png).map_err(io("reading", png))?;
         events.image(tag, &bytes, HEIGHT, WIDTH, 0);
     }
-    // The HParams experiment of the folder: every run's hyperparameters (recorded in its
-    // summary) against the summary figures, so the HParams tab shows those, in that order.
+    // The HParams experiment of the folder: the hyperparameters every run has (recorded in its
+    // summary; a key some runs lack would drop them from the parallel coordinates) against the
+    // summary figures. A technique's own settings stay in its runs' sessions.
     let hparams: Vec<Vec<(String, HValue)>> = runs
         .iter()
         .map(|r| {
@@ -280,11 +281,15 @@ pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
                 .collect()
         })
         .collect();
+    let shared: Vec<(String, Vec<HValue>)> = hparams::domains(&hparams)
+        .into_iter()
+        .filter(|(key, _)| hparams.iter().all(|run| run.iter().any(|(k, _)| k == key)))
+        .collect();
     events.plugin(
         hparams::EXPERIMENT_TAG,
         hparams::PLUGIN,
         hparams::experiment(
-            &hparams::domains(&hparams),
+            &shared,
             &hparams::RUN_METRICS,
             crate::summary::unix_secs() as f64,
         ),

@@ -56,9 +56,10 @@ pub fn run_hparams(
     let mut out = Vec::new();
     if let Some(summary) = summary {
         out.push(("technique".to_string(), HValue::Text(summary.technique())));
-        if let Some(parent) = &summary.parent {
-            out.push(("parent".to_string(), HValue::Text(parent.name.clone())));
-        }
+        // `none` rather than absent: a key some sessions lack drops them from TensorBoard's
+        // parallel coordinates.
+        let parent = summary.parent.as_ref().map_or("none", |p| p.name.as_str());
+        out.push(("parent".to_string(), HValue::Text(parent.to_string())));
     }
     out.extend(hparams(&loaded.config, &parent_keys));
     out

@@ -176,27 +176,13 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
     let pool = runner::stage::thread_pool(request.threads)?;
 
     let (forward, train) = pool.install(|| {
-        let start = Instant::now();
         let input = make_batch(&dataset.test, &indices, &prep, None, &device);
-        timeline.span(
-            3,
-            ("batch", "data"),
-            start,
-            Instant::now(),
-            json!({"images": batch}),
-        );
-        let start = Instant::now();
         let ad_input = make_batch(&dataset.test, &indices, &prep, None, &ad);
-        timeline.span(
-            3,
-            ("batch (autodiff)", "data"),
-            start,
-            Instant::now(),
-            json!({"images": batch}),
-        );
-        let forward = time_forward(&model, &input.images, runs, &mut timeline);
+        let forward = time_forward(&model, &input.images, runs);
         let train = time_training(&trainee, &ad_input, &forward.points, runs);
-        record_training_steps(&trainee, &ad_input, &mut timeline);
+        // Then, warm, a few passes and steps recorded as they run, one after the other.
+        let make = |device: &Device| make_batch(&dataset.test, &indices, &prep, None, device);
+        record_timeline(&model, &trainee, (&make, &device, &ad), &mut timeline);
         (forward, train)
     });
     let times: Vec<f64> = (0..forward.points.len())
@@ -271,12 +257,7 @@ struct ForwardTimes {
 
 /// # Shapes
 /// - `images`: `[batch, channels, height, width]`
-fn time_forward(
-    model: &Model,
-    images: &Tensor<4>,
-    runs: usize,
-    timeline: &mut Timeline,
-) -> ForwardTimes {
+fn time_forward(model: &Model, images: &Tensor<4>, runs: usize) -> ForwardTimes {
     let warmup = warmup(runs);
     // The path `train bench` times; only an MLP on flex with AVX-512 is packed.
     let inference = Inference::new(model);
@@ -287,13 +268,9 @@ fn time_forward(
         let logits = model.forward(images.clone());
         let _ = logits.device().sync();
         let whole = start.elapsed().as_secs_f64() * 1e3;
-        let tapped = Instant::now();
         let mut tap = Tap::profile();
         model.forward_tapped(images.clone(), &mut tap);
         let pass = tap.segments.unwrap_or_default();
-        if i + TRACE_PASSES >= warmup + runs {
-            record_pass(timeline, 1, tapped, &pass);
-        }
         if i >= warmup {
             plain.push(whole);
             segments.push(pass);
@@ -315,7 +292,7 @@ fn time_forward(
     }
 }
 
-/// Passes and training steps recorded on the timeline (the last ones of the timed runs).
+/// Passes and training steps recorded on the timeline.
 const TRACE_PASSES: usize = 3;
 
 /// One tapped forward pass on thread `tid`: the pass, and each layer inside it as it ran.
@@ -328,10 +305,32 @@ fn record_pass(timeline: &mut Timeline, tid: u32, start: Instant, pass: &[Segmen
     }
 }
 
-/// [`TRACE_PASSES`] training steps as they run: the forward pass layer by layer (tapped), the
-/// loss, and the backward pass, on the training thread of the timeline.
-fn record_training_steps(trainee: &Model, batch: &data::Batch, timeline: &mut Timeline) {
-    let ad = batch.images.device();
+/// Prepares the profiled batch on a device.
+type MakeBatch<'a> = dyn Fn(&Device) -> data::Batch + 'a;
+
+/// The recorded timeline, after the timed runs (so everything is warm): a batch prepared,
+/// [`TRACE_PASSES`] inference passes layer by layer, a batch prepared for training, and
+/// [`TRACE_PASSES`] training steps (each layer of the forward, the loss, the backward pass).
+/// `make` prepares a batch on a device.
+fn record_timeline(
+    model: &Model,
+    trainee: &Model,
+    (make, device, ad): (&MakeBatch, &Device, &Device),
+    timeline: &mut Timeline,
+) {
+    let start = Instant::now();
+    let input = make(device);
+    let args = json!({"images": input.images.dims()[0]});
+    timeline.span(3, ("batch", "data"), start, Instant::now(), args.clone());
+    for _ in 0..TRACE_PASSES {
+        let start = Instant::now();
+        let mut tap = Tap::profile();
+        model.forward_tapped(input.images.clone(), &mut tap);
+        record_pass(timeline, 1, start, &tap.segments.unwrap_or_default());
+    }
+    let start = Instant::now();
+    let batch = make(ad);
+    timeline.span(3, ("batch (autodiff)", "data"), start, Instant::now(), args);
     for _ in 0..TRACE_PASSES {
         let start = Instant::now();
         let mut tap = Tap::profile();
