@@ -76,6 +76,31 @@ pub fn collect(dir: &Path) -> std::io::Result<(Vec<ReportRun>, Vec<Skipped>)> {
     Ok((runs, skipped))
 }
 
+/// The HParams experiment of a folder of runs: the hyperparameters every run has (recorded in
+/// its summary; a key some runs lack would drop them from the parallel coordinates) against
+/// the summary figures. A technique's own settings stay in its runs' sessions.
+fn experiment(runs: &[ReportRun]) -> Vec<u8> {
+    let hparams: Vec<Vec<(String, HValue)>> = runs
+        .iter()
+        .map(|r| {
+            r.summary
+                .hparams
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), HValue::from_json(v)?)))
+                .collect()
+        })
+        .collect();
+    let shared: Vec<(String, Vec<HValue>)> = hparams::domains(&hparams)
+        .into_iter()
+        .filter(|(key, _)| hparams.iter().all(|run| run.iter().any(|(k, _)| k == key)))
+        .collect();
+    hparams::experiment(
+        &shared,
+        &hparams::RUN_METRICS,
+        crate::summary::unix_secs() as f64,
+    )
+}
+
 /// The report's table as three narrow ones (results, against the parent, provenance), each
 /// short enough for TensorBoard's Text tab, with its tag.
 pub fn narrow_tables(runs: &[ReportRun]) -> [(&'static str, String); 3] {
@@ -268,31 +293,10 @@ pub fn write_report(dir: &Path) -> Result<Report, ReportError> {
         let bytes = std::fs::read(png).map_err(io("reading", png))?;
         events.image(tag, &bytes, HEIGHT, WIDTH, 0);
     }
-    // The HParams experiment of the folder: the hyperparameters every run has (recorded in its
-    // summary; a key some runs lack would drop them from the parallel coordinates) against the
-    // summary figures. A technique's own settings stay in its runs' sessions.
-    let hparams: Vec<Vec<(String, HValue)>> = runs
-        .iter()
-        .map(|r| {
-            r.summary
-                .hparams
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), HValue::from_json(v)?)))
-                .collect()
-        })
-        .collect();
-    let shared: Vec<(String, Vec<HValue>)> = hparams::domains(&hparams)
-        .into_iter()
-        .filter(|(key, _)| hparams.iter().all(|run| run.iter().any(|(k, _)| k == key)))
-        .collect();
     events.plugin(
         hparams::EXPERIMENT_TAG,
         hparams::PLUGIN,
-        hparams::experiment(
-            &shared,
-            &hparams::RUN_METRICS,
-            crate::summary::unix_secs() as f64,
-        ),
+        experiment(&runs),
         0,
     );
     // TensorBoard's Text tab wraps a wide table mid-number: one narrow table per concern.

@@ -203,21 +203,7 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
             .unwrap_or_else(|| PathBuf::from("."))
             .join("profile.trace.json")
     });
-    let trace_json = timeline.to_json(&format!("train profile {}", request.target.display()));
-    let json = serde_json::to_string_pretty(&trace_json).map_err(|e| RunError::Record {
-        what: "trace",
-        path: trace.clone(),
-        message: e.to_string(),
-    })?;
-    write_atomic(&trace, json.as_bytes()).map_err(RunError::io(&trace))?;
-    // TensorBoard's log folder: the run's, or the trace's folder for a model file.
-    let logdir = run_dir.clone().unwrap_or_else(|| {
-        trace
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-    });
-    let tensorboard_trace =
-        write_for_tensorboard(&logdir, &trace_json).map_err(RunError::io(&logdir))?;
+    let tensorboard_trace = write_traces(&timeline, request, &trace, run_dir.as_deref())?;
     let report = ProfileReport {
         target: request.target.display().to_string(),
         model: model.kind().to_string(),
@@ -442,6 +428,31 @@ fn layer_profiles(
             .max(0.0),
         })
         .collect()
+}
+
+/// Writes the timeline as the Chrome trace `trace` and where TensorBoard's profile plugin reads
+/// it (under the run, or beside the trace for a model file); returns the latter.
+fn write_traces(
+    timeline: &Timeline,
+    request: &ProfileRequest,
+    trace: &Path,
+    run_dir: Option<&Path>,
+) -> Result<PathBuf, RunError> {
+    let trace_json = timeline.to_json(&format!("train profile {}", request.target.display()));
+    let json = serde_json::to_string_pretty(&trace_json).map_err(|e| RunError::Record {
+        what: "trace",
+        path: trace.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    write_atomic(trace, json.as_bytes()).map_err(RunError::io(trace))?;
+    // TensorBoard's log folder: the run's, or the trace's folder for a model file.
+    let logdir = match run_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => trace
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+    };
+    write_for_tensorboard(&logdir, &trace_json).map_err(RunError::io(&logdir))
 }
 
 fn record_in_run(dir: &Path, report: &ProfileReport) -> Result<(), RunError> {
