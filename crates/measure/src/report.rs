@@ -115,16 +115,7 @@ pub fn narrow_tables(runs: &[ReportRun]) -> [(&'static str, String); 3] {
     );
     for run in runs {
         let s = &run.summary;
-        results += &format!(
-            "| {} | {} | {:.2} | {} | {} | {} | {:.3} |\n",
-            run.label(),
-            run.technique(),
-            s.accuracy * 100.0,
-            group_digits(s.params as u64),
-            group_digits(s.model_bytes),
-            group_digits(s.macs),
-            s.latency_ms_p50,
-        );
+        results += &format!("| {} |\n", result_cells(run).join(" | "));
         if let Some(p) = &s.parent {
             let r = &p.ratios;
             parents += &format!(
@@ -155,6 +146,20 @@ pub fn narrow_tables(runs: &[ReportRun]) -> [(&'static str, String); 3] {
         ("report/results", results),
         ("report/vs_parent", parents),
         ("report/provenance", provenance),
+    ]
+}
+
+/// A run's results: label, technique, accuracy (%), params, bytes, MACs, latency p50 (ms).
+fn result_cells(run: &ReportRun) -> [String; 7] {
+    let s = &run.summary;
+    [
+        run.label(),
+        run.technique(),
+        format!("{:.2}", s.accuracy * 100.0),
+        group_digits(s.params as u64),
+        group_digits(s.model_bytes),
+        group_digits(s.macs),
+        format!("{:.3}", s.latency_ms_p50),
     ]
 }
 
@@ -192,14 +197,8 @@ pub fn table(runs: &[ReportRun]) -> String {
             None => "-".into(),
         };
         out += &format!(
-            "| {} | {} | {:.2} | {} | {} | {} | {:.3} | {} | {} | {} | {} | {} | {} |\n",
-            run.label(),
-            run.technique(),
-            s.accuracy * 100.0,
-            group_digits(s.params as u64),
-            group_digits(s.model_bytes),
-            group_digits(s.macs),
-            s.latency_ms_p50,
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            result_cells(run).join(" | "),
             vs,
             s.seed.map_or("-".to_string(), |seed| seed.to_string()),
             s.epochs,
