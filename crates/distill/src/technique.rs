@@ -64,6 +64,52 @@ fn error(message: impl Into<String>) -> TechniqueError {
     }
 }
 
+/// The teacher's classes and accuracy on the test split (what the student is compared with),
+/// refusing a teacher whose outputs are not finite or whose accuracy is far below what its run
+/// recorded.
+fn teacher_on_test(
+    teacher: &Model,
+    ctx: &StageContext,
+    parent: &technique::ReadyParent,
+) -> Result<(Tensor<1, Int>, f64), TechniqueError> {
+    let test_logits = logits_of(
+        teacher,
+        &ctx.dataset.test,
+        &ctx.prep,
+        ctx.eval_batch_size,
+        &ctx.device,
+    );
+    let finite = test_logits
+        .clone()
+        .is_nan()
+        .bool_or(test_logits.clone().is_inf());
+    if finite.any().into_scalar::<bool>() {
+        return Err(error(
+            "the teacher's outputs on the test split are not finite (NaN or Inf weights); \
+             use another teacher",
+        ));
+    }
+    let labels: Vec<i64> = ctx.dataset.test.labels.iter().map(|&l| l as i64).collect();
+    let labels = Tensor::<1, Int>::from_data(TensorData::from(labels.as_slice()), &ctx.device);
+    let correct = models::loss::correct(test_logits.clone(), labels) as f64;
+    let test_classes = test_logits.argmax(1).flatten::<1>(0, 1);
+    let teacher_accuracy = correct / ctx.dataset.test.len().max(1) as f64;
+    // Test limits may differ between the stages, so only a far lower accuracy is a sign
+    // of a model file that changed since its run measured it.
+    if let Some(recorded) = parent.recorded_accuracy {
+        if teacher_accuracy < recorded - 0.1 {
+            return Err(error(format!(
+                "the teacher measures {:.2}% test accuracy here but its run recorded \
+                 {:.2}%: its model file does not match its run; delete the teacher's run \
+                 folder to train it again",
+                teacher_accuracy * 100.0,
+                recorded * 100.0
+            )));
+        }
+    }
+    Ok((test_classes, teacher_accuracy))
+}
+
 impl Distillation {
     /// Builds distillation for a stage whose teacher (parent `distill.teacher`) is ready.
     pub fn new(config: &DistillConfig, ctx: &StageContext) -> Result<Self, TechniqueError> {
@@ -95,41 +141,7 @@ impl Distillation {
                 &ctx.device,
             )
         });
-        let test_logits = logits_of(
-            &teacher,
-            &ctx.dataset.test,
-            &ctx.prep,
-            ctx.eval_batch_size,
-            &ctx.device,
-        );
-        let finite = test_logits
-            .clone()
-            .is_nan()
-            .bool_or(test_logits.clone().is_inf());
-        if finite.any().into_scalar::<bool>() {
-            return Err(error(
-                "the teacher's outputs on the test split are not finite (NaN or Inf weights); \
-                 use another teacher",
-            ));
-        }
-        let labels: Vec<i64> = ctx.dataset.test.labels.iter().map(|&l| l as i64).collect();
-        let labels = Tensor::<1, Int>::from_data(TensorData::from(labels.as_slice()), &ctx.device);
-        let correct = models::loss::correct(test_logits.clone(), labels) as f64;
-        let test_classes = test_logits.argmax(1).flatten::<1>(0, 1);
-        let teacher_accuracy = correct / ctx.dataset.test.len().max(1) as f64;
-        // Test limits may differ between the stages, so only a far lower accuracy is a sign
-        // of a model file that changed since its run measured it.
-        if let Some(recorded) = parent.recorded_accuracy {
-            if teacher_accuracy < recorded - 0.1 {
-                return Err(error(format!(
-                    "the teacher measures {:.2}% test accuracy here but its run recorded \
-                     {:.2}%: its model file does not match its run; delete the teacher's run \
-                     folder to train it again",
-                    teacher_accuracy * 100.0,
-                    recorded * 100.0
-                )));
-            }
-        }
+        let (test_classes, teacher_accuracy) = teacher_on_test(&teacher, ctx, parent)?;
         Ok(Self {
             loss: DistillationLoss {
                 teacher,

@@ -123,6 +123,33 @@ impl Invalid {
 /// A spec that cannot be built (its key is under `model.`).
 pub type SpecError = Invalid;
 
+fn mul(a: u128, b: u128) -> u128 {
+    a.saturating_mul(b)
+}
+
+/// Parameters of a linear layer: weights and bias.
+fn linear(d_in: u128, d_out: u128) -> u128 {
+    mul(d_in, d_out).saturating_add(d_out)
+}
+
+/// Parameters of a conv with BatchNorm: weights, plus gamma, beta and the two running
+/// statistics.
+fn conv_bn(c_in: u128, c_out: u128, k: u128) -> u128 {
+    mul(mul(c_in, c_out), k * k).saturating_add(4 * c_out)
+}
+
+/// Parameters and per-sample activations of linear layers of `widths` from `d_in` features,
+/// then the classifier to `classes`.
+fn dense_chain(d_in: u128, widths: &[usize], classes: u128) -> (u128, u128) {
+    let (mut params, mut acts, mut d) = (0u128, 0u128, d_in);
+    for &width in widths {
+        params = params.saturating_add(linear(d, width as u128));
+        acts = acts.saturating_add(3 * width as u128);
+        d = width as u128;
+    }
+    (params.saturating_add(linear(d, classes)), acts)
+}
+
 /// Every width at least 1.
 fn check_positive(key: &str, widths: &[usize]) -> Result<(), SpecError> {
     if widths.contains(&0) {
@@ -267,12 +294,6 @@ impl ModelSpec {
     /// alone (nothing is allocated), so a spec too large for memory is refused before it is
     /// built. Saturating arithmetic: absurd widths give huge numbers, never an overflow.
     pub fn footprint(&self, input: &InputShape) -> Footprint {
-        let mul = |a: u128, b: u128| a.saturating_mul(b);
-        let linear = |d_in: u128, d_out: u128| mul(d_in, d_out).saturating_add(d_out);
-        // A conv with BatchNorm: weights, plus gamma, beta and the two running statistics.
-        let conv_bn = |c_in: u128, c_out: u128, k: u128| {
-            mul(mul(c_in, c_out), k * k).saturating_add(4 * c_out)
-        };
         let (c, h, w) = (
             input.channels as u128,
             input.height as u128,
@@ -284,13 +305,8 @@ impl ModelSpec {
         let mut acts: u128 = c * h * w;
         match self {
             ModelSpec::Mlp { hidden, .. } => {
-                let mut d = c * h * w;
-                for &width in hidden {
-                    params = params.saturating_add(linear(d, width as u128));
-                    acts = acts.saturating_add(3 * width as u128);
-                    d = width as u128;
-                }
-                params = params.saturating_add(linear(d, classes));
+                let (p, a) = dense_chain(c * h * w, hidden, classes);
+                (params, acts) = (p, acts.saturating_add(a));
             }
             ModelSpec::LeNet5 { channels, fc } => {
                 let [c1, c2] = channels.map(|x| x as u128);
@@ -315,13 +331,8 @@ impl ModelSpec {
                     }
                     (hs, ws) = (hs / 2, ws / 2);
                 }
-                let mut d = mul(c_in, hs * ws);
-                for &width in fc {
-                    params = params.saturating_add(linear(d, width as u128));
-                    acts = acts.saturating_add(3 * width as u128);
-                    d = width as u128;
-                }
-                params = params.saturating_add(linear(d, classes));
+                let (p, a) = dense_chain(mul(c_in, hs * ws), fc, classes);
+                (params, acts) = (params.saturating_add(p), acts.saturating_add(a));
             }
             ModelSpec::Resnet { stem, .. } => {
                 params = conv_bn(c, *stem as u128, 3);
