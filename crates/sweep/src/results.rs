@@ -351,22 +351,17 @@ fn tensorboard(sweep: &Sweep, rows: &[Row]) -> Result<PathBuf, SweepError> {
     std::fs::create_dir_all(&root).map_err(io(root.display().to_string()))?;
     // Each swept key's values over every trial, resolved (the base config's where a trial
     // does not set it), so parallel coordinates have an axis with every trial on it.
-    let mut domains: BTreeMap<&str, Vec<HValue>> = BTreeMap::new();
-    for row in rows {
-        for key in &sweep.keys {
-            let Some((_, v)) = row.hparams.iter().find(|(k, _)| k == key) else {
-                continue;
-            };
-            let list = domains.entry(key).or_default();
-            if !list.contains(v) {
-                list.push(v.clone());
-            }
-        }
-    }
-    let infos: Vec<(String, Vec<HValue>)> = domains
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
+    let swept: Vec<Vec<(String, HValue)>> = rows
+        .iter()
+        .map(|row| {
+            row.hparams
+                .iter()
+                .filter(|(k, _)| sweep.keys.contains(k))
+                .cloned()
+                .collect()
+        })
         .collect();
+    let infos = hparams::domains(&swept);
     let event_error = |e: measure::tensorboard::EventLogError| SweepError::Results(e.to_string());
     let mut top = EventLog::create(&root).map_err(io(root.display().to_string()))?;
     top.plugin(

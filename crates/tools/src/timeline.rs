@@ -67,15 +67,6 @@ impl Timeline {
         }));
     }
 
-    /// The spans recorded so far.
-    pub fn len(&self) -> usize {
-        self.events.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
     /// The trace as Chrome trace JSON, the process named `process`.
     pub fn to_json(&self, process: &str) -> Value {
         let mut events = vec![json!({
