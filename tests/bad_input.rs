@@ -104,14 +104,16 @@ fn override_of_an_unknown_key_is_rejected() {
 #[test]
 fn unknown_dataset_lists_the_allowed_ones() {
     assert_fails_with(
-        |c| c.replace("dataset = \"idx\"", "dataset = \"cifar10\""),
+        |c| c.replace("dataset = \"idx\"", "dataset = \"imagenet\""),
         &[],
         &[
             "line 5",
-            "unknown variant `cifar10`",
+            "unknown variant `imagenet`",
             "mnist",
             "fashion-mnist",
             "digits",
+            "image-folder",
+            "cifar10",
         ],
     );
 }

@@ -175,7 +175,7 @@ fn input_size_resizes_images_and_the_models_adapt() {
     let out = train(dir.path()).arg(&path).output().unwrap();
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("images of 16x16"), "{t}");
+    assert!(t.contains("images of 1x16x16"), "{t}");
     let run = only_run_dir(dir.path(), "small");
     // conv1 (pad 2) keeps 16x16, pool 8x8, conv2 (5x5) 4x4, pool 2x2: fc1 sees 4 * 2 * 2 = 16.
     // MACs: 16*16*2*25 + 4*4*4*2*25 + 16*8 + 8*8 + 8*4.

@@ -182,10 +182,10 @@ fn a_reshaping_technique_resumes_after_kill_and_leaves_a_self_describing_model()
 }
 
 #[test]
-fn a_parent_trained_on_other_data_settings_is_flagged() {
+fn a_teacher_trained_on_other_data_settings_is_fed_its_own_inputs() {
     let (dir, student) = teacher_and_student(64);
     let out = train_ok(dir.path(), &student, &["--plain"]);
-    assert!(!out.contains("normalised with"), "{out}");
+    assert!(!out.contains("fed its own inputs"), "{out}");
 
     // The teacher's statistics now come from half the training split.
     let teacher = dir.path().join("teacher.toml");
@@ -196,7 +196,14 @@ fn a_parent_trained_on_other_data_settings_is_flagged() {
     );
     let out = train_ok(dir.path(), &student, &["--plain"]);
     assert!(
-        out.contains("note: the teacher (teacher) was trained on inputs normalised with mean"),
+        out.contains("teacher: fed its own inputs, 1x8x8, mean ["),
         "{out}"
+    );
+    // It is measured on them as its own run measured it.
+    let teacher_run = only_run_dir(dir.path(), "teacher");
+    let recorded = summary(&teacher_run)["accuracy"].as_f64().unwrap() * 100.0;
+    assert!(
+        out.contains(&format!("teacher test accuracy {recorded:.2}%")),
+        "{recorded:.2}\n{out}"
     );
 }

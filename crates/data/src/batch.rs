@@ -1,5 +1,6 @@
 //! Turning stored bytes into model inputs: resize, normalise, augment, and stack into tensors.
 
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::rng::SplitMix64;
@@ -13,19 +14,28 @@ pub struct Augment {
     pub shift_pixels: usize,
     /// Standard deviation of Gaussian noise added to the normalised pixels.
     pub noise_std: f32,
+    /// Mirror each image left to right with probability 1/2.
+    pub hflip: bool,
 }
 
 impl Augment {
     pub fn is_identity(&self) -> bool {
-        self.shift_pixels == 0 && self.noise_std == 0.0
+        self.shift_pixels == 0 && self.noise_std == 0.0 && !self.hflip
     }
 }
 
-/// How stored `rows x cols` bytes become a normalised `[1, size, size]` input.
+/// The most channels an input may have (grayscale or RGB).
+pub const MAX_CHANNELS: usize = 3;
+
+/// How stored `channels x rows x cols` bytes become a normalised `[channels, out_rows,
+/// out_cols]` input.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Preprocess {
-    pub mean: f32,
-    pub std: f32,
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: usize,
+    /// Per-channel mean and standard deviation on the 0..1 scale (the first `channels` used).
+    pub mean: [f32; MAX_CHANNELS],
+    pub std: [f32; MAX_CHANNELS],
     pub src_rows: usize,
     pub src_cols: usize,
     /// Output height and width (bilinear resize when it differs from the source).
@@ -36,21 +46,54 @@ pub struct Preprocess {
 impl Preprocess {
     /// Values per image after preprocessing.
     pub fn image_len(&self) -> usize {
-        self.out_rows * self.out_cols
+        self.channels * self.out_rows * self.out_cols
+    }
+
+    /// The input tensor's shape for `batch` images.
+    pub fn batch_shape(&self, batch: usize) -> [usize; 4] {
+        [batch, self.channels, self.out_rows, self.out_cols]
     }
 
     /// Appends the normalised (and, with `shift`, translated) image to `out`.
     pub fn image_into(&self, bytes: &[u8], shift: (isize, isize), out: &mut Vec<f32>) {
+        self.image_into_flipped(bytes, shift, false, out)
+    }
+
+    /// [`Self::image_into`], mirrored left to right first when `flip`.
+    pub fn image_into_flipped(
+        &self,
+        bytes: &[u8],
+        shift: (isize, isize),
+        flip: bool,
+        out: &mut Vec<f32>,
+    ) {
+        let plane = self.src_rows * self.src_cols;
+        for c in 0..self.channels {
+            let bytes = &bytes[c * plane..(c + 1) * plane];
+            self.plane_into(bytes, shift, flip, (self.mean[c], self.std[c]), out);
+        }
+    }
+
+    /// One channel plane: translated, mirrored, resized and normalised.
+    fn plane_into(
+        &self,
+        bytes: &[u8],
+        shift: (isize, isize),
+        flip: bool,
+        (mean, std): (f32, f32),
+        out: &mut Vec<f32>,
+    ) {
         let (rows, cols) = (self.src_rows as isize, self.src_cols as isize);
         let at = |y: isize, x: isize| -> f32 {
             let (sy, sx) = (y - shift.0, x - shift.1);
+            let sx = if flip { cols - 1 - sx } else { sx };
             if sy < 0 || sx < 0 || sy >= rows || sx >= cols {
                 0.0
             } else {
                 bytes[(sy * cols + sx) as usize] as f32 / 255.0
             }
         };
-        let (inv_std, mean) = (1.0 / self.std, self.mean);
+        let inv_std = 1.0 / std;
         if self.out_rows == self.src_rows && self.out_cols == self.src_cols {
             for y in 0..rows {
                 for x in 0..cols {
@@ -78,7 +121,40 @@ impl Preprocess {
     }
 }
 
-/// A batch ready for a model: `images` is `[batch, 1, rows, cols]`, `labels` is `[batch]`.
+impl Preprocess {
+    /// Images preprocessed by `self` as `to` preprocesses the same stored images: each channel
+    /// renormalised, then resized (bilinear, half-pixel centres, like [`Self::image_into`])
+    /// when the sizes differ. Augmentation already applied (shifts, flips, noise) is kept, so
+    /// a teacher sees what its student sees.
+    ///
+    /// # Shapes
+    /// - images: `[batch, channels, self.out_rows, self.out_cols]`
+    /// - returns: `[batch, channels, to.out_rows, to.out_cols]`
+    pub fn convert(&self, images: Tensor<4>, to: &Preprocess) -> Tensor<4> {
+        if self == to {
+            return images;
+        }
+        let device = images.device();
+        let c = self.channels;
+        // (x * s_from + m_from - m_to) / s_to = x * scale + shift, per channel.
+        let scale: Vec<f32> = (0..c).map(|i| self.std[i] / to.std[i]).collect();
+        let shift: Vec<f32> = (0..c)
+            .map(|i| (self.mean[i] - to.mean[i]) / to.std[i])
+            .collect();
+        let per_channel =
+            |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, c, 1, 1]), &device);
+        let images = images * per_channel(scale) + per_channel(shift);
+        if (self.out_rows, self.out_cols) == (to.out_rows, to.out_cols) {
+            return images;
+        }
+        let options = InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(false)
+            .with_output_size([to.out_rows, to.out_cols]);
+        burn::tensor::module::interpolate(images, options)
+    }
+}
+
+/// A batch ready for a model: `images` is `[batch, channels, rows, cols]`, `labels` is `[batch]`.
 pub struct Batch {
     pub images: Tensor<4>,
     pub labels: Tensor<1, Int>,
@@ -87,16 +163,17 @@ pub struct Batch {
 /// A batch prepared on the host: what a loader thread can build ahead of the compute.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostBatch {
-    /// `[batch, 1, rows, cols]`, row-major.
+    /// `[batch, channels, rows, cols]`, row-major.
     pub values: Vec<f32>,
     pub labels: Vec<i64>,
-    /// `[batch, 1, rows, cols]`
+    /// `[batch, channels, rows, cols]`
     pub shape: [usize; 4],
 }
 
 impl HostBatch {
     /// The samples `indices` of `split`, preprocessed. With `augment` (and its RNG), each
-    /// image is shifted and noised; the RNG is advanced the same way on every run, one sample
+    /// image is shifted (or cropped from a zero-padded copy: the same thing), mirrored and
+    /// noised; the RNG is advanced the same way on every run, one sample
     /// after another, so building a batch in parts gives the same images as building it whole.
     pub fn new(
         split: &Split,
@@ -114,7 +191,9 @@ impl HostBatch {
                     let s = aug.shift_pixels as isize;
                     let span = 2 * aug.shift_pixels + 1;
                     let shift = (rng.below(span) as isize - s, rng.below(span) as isize - s);
-                    prep.image_into(split.image(i), shift, &mut values);
+                    // Drawn only when asked for, so runs without it keep their streams.
+                    let flip = aug.hflip && rng.below(2) == 1;
+                    prep.image_into_flipped(split.image(i), shift, flip, &mut values);
                     if aug.noise_std > 0.0 {
                         for v in &mut values[start..] {
                             *v += aug.noise_std * rng.normal() as f32;
@@ -125,7 +204,7 @@ impl HostBatch {
             }
             labels.push(split.labels[i] as i64);
         }
-        let shape = [indices.len(), 1, prep.out_rows, prep.out_cols];
+        let shape = prep.batch_shape(indices.len());
         Self {
             values,
             labels,
@@ -160,8 +239,9 @@ mod tests {
 
     fn prep(out: usize) -> Preprocess {
         Preprocess {
-            mean: 0.0,
-            std: 1.0,
+            channels: 1,
+            mean: [0.0; 3],
+            std: [1.0; 3],
             src_rows: 2,
             src_cols: 2,
             out_rows: out,
@@ -175,6 +255,20 @@ mod tests {
         let mut out = Vec::new();
         prep(2).image_into(&bytes, (1, 1), &mut out);
         assert_eq!(out, vec![0.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn flip_mirrors_each_channel_and_normalises_it_with_its_own_statistics() {
+        let prep = Preprocess {
+            channels: 2,
+            mean: [0.0, 1.0, 0.0],
+            std: [1.0, 0.5, 1.0],
+            ..prep(2)
+        };
+        let bytes = [255, 0, 0, 0, 0, 255, 0, 0];
+        let mut out = Vec::new();
+        prep.image_into_flipped(&bytes, (0, 0), true, &mut out);
+        assert_eq!(out, vec![0.0, 1.0, 0.0, 0.0, 0.0, -2.0, -2.0, -2.0]);
     }
 
     #[test]

@@ -19,6 +19,10 @@ struct DistillationLoss {
     /// Teacher logits of every training sample, `[n_train, classes]` on the device, when
     /// cacheable.
     train_logits: Option<Tensor<2>>,
+    /// How the student's inputs are made, and how the teacher's are (its own recorded
+    /// preprocessing: another size or other statistics).
+    student_prep: data::Preprocess,
+    teacher_prep: data::Preprocess,
 }
 
 /// A hint between two taps, with the widths the adapter maps between.
@@ -75,7 +79,7 @@ fn teacher_on_test(
     let test_logits = logits_of(
         teacher,
         &ctx.dataset.test,
-        &ctx.prep,
+        &parent.prep.unwrap_or(ctx.prep),
         ctx.eval_batch_size,
         &ctx.device,
     );
@@ -117,13 +121,20 @@ impl Distillation {
             .parent(TEACHER_KEY)
             .ok_or_else(|| error("no teacher was prepared for distill.teacher"))?;
         let teacher = parent.model.clone();
+        let teacher_prep = parent.prep.unwrap_or(ctx.prep);
+        let teacher_input = models::InputShape {
+            channels: teacher_prep.channels,
+            height: teacher_prep.out_rows,
+            width: teacher_prep.out_cols,
+            classes: ctx.input.classes,
+        };
         let hint = match &config.hint {
             Some(h) => Some(Hint {
                 student_layer: h.student_layer.clone(),
                 teacher_layer: h.teacher_layer.clone(),
                 weight: h.weight,
                 teacher_width: teacher
-                    .tap_width(&h.teacher_layer, &ctx.input, &ctx.device)
+                    .tap_width(&h.teacher_layer, &teacher_input, &ctx.device)
                     .ok_or_else(|| {
                         error(format!("the teacher has no tap {:?}", h.teacher_layer))
                     })?,
@@ -136,7 +147,7 @@ impl Distillation {
             logits_of(
                 &teacher,
                 &ctx.dataset.train,
-                &ctx.prep,
+                &teacher_prep,
                 ctx.eval_batch_size,
                 &ctx.device,
             )
@@ -149,6 +160,8 @@ impl Distillation {
                 alpha: config.alpha,
                 hint,
                 train_logits,
+                student_prep: ctx.prep,
+                teacher_prep,
             },
             test_classes,
             test: ctx.dataset.test.clone(),
@@ -212,9 +225,10 @@ impl Loss for DistillationLoss {
                     Some(hint) => Tap::at(&hint.teacher_layer),
                     None => Tap::none(),
                 };
-                let out = self
-                    .teacher
-                    .forward_tapped(batch.images.clone().inner(), &mut tap);
+                let images = self
+                    .student_prep
+                    .convert(batch.images.clone().inner(), &self.teacher_prep);
+                let out = self.teacher.forward_tapped(images, &mut tap);
                 teacher_feature = tap.found;
                 out
             }

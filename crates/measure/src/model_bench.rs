@@ -30,7 +30,7 @@ fn pool(threads: usize) -> rayon::ThreadPool {
 /// End-to-end latency of `batch`-image inferences over test images, per batch.
 ///
 /// The phases: *decode* copies each image's bytes out of the loaded IDX file; *preprocess*
-/// resizes, normalises and uploads them as a `[batch, 1, h, w]` tensor; *forward* runs the model
+/// resizes, normalises and uploads them as a `[batch, c, h, w]` tensor; *forward* runs the model
 /// and waits for the device; *postprocess* takes the softmax, reads it back and picks each
 /// row's class. Runs in its own pool of `threads` threads (flex on the main thread hands work
 /// across threads per op and is erratic; a dedicated pool is what a server would do).
@@ -61,7 +61,7 @@ pub fn batch_latency(
                 for bytes in &images {
                     prep.image_into(bytes, (0, 0), &mut values);
                 }
-                let shape = [images.len(), 1, prep.out_rows, prep.out_cols];
+                let shape = prep.batch_shape(images.len());
                 Tensor::<4>::from_data(TensorData::new(values, shape), device)
             },
             |input| {

@@ -72,10 +72,14 @@ pub struct RunSummary {
     /// UTC, `YYYY-MM-DD HH:MM`.
     #[serde(default)]
     pub finished_at: String,
-    /// The `[mean, std]` its inputs were normalised with (from the stage's training split):
-    /// a child stage with other data settings normalises differently, and is told so.
+    /// The `[mean, std]` its inputs were normalised with, as summaries before
+    /// `preprocessing` recorded it (read, no longer written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_normalization: Option<[f32; 2]>,
+    /// What its model expects of its input (also inside its model file): whoever loads the
+    /// model feeds it these inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<data::Preprocessing>,
     /// What each technique did (e.g. `prune`: its steps), by technique name.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub techniques: std::collections::BTreeMap<String, serde_json::Value>,

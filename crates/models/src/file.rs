@@ -21,6 +21,9 @@ pub mod sparse;
 /// Metadata key holding the spec (JSON) in our burnpack files.
 const SPEC_KEY: &str = "compress.model_spec";
 
+/// Metadata key holding the input preprocessing (JSON, [`data::Preprocessing`]).
+const PREPROCESSING_KEY: &str = "compress.preprocessing";
+
 /// Formats a model file can have, chosen by its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelFormat {
@@ -84,13 +87,31 @@ pub enum ModelFileError {
 
 /// A model file's bytes: burnpack with the spec (derived from the live widths) inside.
 pub fn to_bytes(model: &Model) -> Result<Vec<u8>, ModelFileError> {
-    let spec =
-        serde_json::to_string(&model.spec()).map_err(|e| ModelFileError::Write(e.to_string()))?;
-    record_bytes_with_spec(model.clone().into_record(), &spec)
+    model_file_bytes(model, None)
 }
 
-/// Burnpack bytes of `record` with `spec` (JSON) in the metadata.
-fn record_bytes_with_spec(record: ModuleRecord, spec: &str) -> Result<Vec<u8>, ModelFileError> {
+/// A model file's bytes with the spec and, when given, the input preprocessing inside: what a
+/// run writes, so the file alone says how to feed the model.
+pub fn model_file_bytes(
+    model: &Model,
+    preprocessing: Option<&data::Preprocessing>,
+) -> Result<Vec<u8>, ModelFileError> {
+    let write = |e: serde_json::Error| ModelFileError::Write(e.to_string());
+    let mut metadata = vec![(
+        SPEC_KEY,
+        serde_json::to_string(&model.spec()).map_err(write)?,
+    )];
+    if let Some(p) = preprocessing {
+        metadata.push((PREPROCESSING_KEY, serde_json::to_string(p).map_err(write)?));
+    }
+    record_bytes_with_metadata(model.clone().into_record(), &metadata)
+}
+
+/// Burnpack bytes of `record` with `metadata` (key, JSON) entries.
+fn record_bytes_with_metadata(
+    record: ModuleRecord,
+    metadata: &[(&str, String)],
+) -> Result<Vec<u8>, ModelFileError> {
     let write = |e: &dyn std::fmt::Display| ModelFileError::Write(e.to_string());
     let plain = record.into_bytes().map_err(|e| write(&e))?;
     let mut tensors = Reader::from_bytes(plain)
@@ -103,10 +124,11 @@ fn record_bytes_with_spec(record: ModuleRecord, spec: &str) -> Result<Vec<u8>, M
     for tensor in &mut tensors {
         tensor.param_id = None;
     }
-    let bytes = Writer::new(tensors)
-        .with_metadata(SPEC_KEY, spec)
-        .into_bytes()
-        .map_err(|e| write(&e))?;
+    let mut writer = Writer::new(tensors);
+    for (key, value) in metadata {
+        writer = writer.with_metadata(key, value);
+    }
+    let bytes = writer.into_bytes().map_err(|e| write(&e))?;
     Ok(bytes.to_vec())
 }
 
@@ -120,6 +142,45 @@ pub fn spec_in_bytes(bytes: &[u8], path: &Path) -> Result<ModelSpec, ModelFileEr
             }
         })?;
     spec_in(&reader, path)
+}
+
+/// The input preprocessing stored in one of our model files (burnpack bytes), when it has one
+/// (files written before models recorded it have none), checked to be usable.
+pub fn preprocessing_in_bytes(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<Option<data::Preprocessing>, ModelFileError> {
+    let reader =
+        Reader::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| {
+            ModelFileError::Read {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
+    let Some(json) = reader.metadata().get(PREPROCESSING_KEY) else {
+        return Ok(None);
+    };
+    let bad = |message: String| ModelFileError::BadSpec {
+        path: path.to_path_buf(),
+        message: format!("its input preprocessing: {message}"),
+    };
+    let record: data::Preprocessing = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    record.check().map_err(bad)?;
+    Ok(Some(record))
+}
+
+/// The input preprocessing stored in the model file `path` (see [`preprocessing_in_bytes`]);
+/// `None` for formats that cannot hold one (PyTorch, safetensors).
+pub fn read_preprocessing(
+    path: &Path,
+    format: ModelFormat,
+) -> Result<Option<data::Preprocessing>, ModelFileError> {
+    let bytes = read_model_bytes(path)?;
+    match format {
+        ModelFormat::Burnpack => preprocessing_in_bytes(&bytes, path),
+        ModelFormat::Sparse => sparse::preprocessing_in_bytes(&bytes, path),
+        ModelFormat::Pytorch | ModelFormat::Safetensors => Ok(None),
+    }
 }
 
 /// The spec stored in one of our model files.

@@ -170,6 +170,8 @@ pub struct Sparsification<'a> {
     /// Sizes of the current model: the dense burnpack file and the sparse file.
     sizes: Option<(usize, usize)>,
     log: Vec<String>,
+    /// What the `.sparse` export records about its input.
+    preprocessing: data::Preprocessing,
 }
 
 /// Masks (1 keep, 0 pruned) zeroing the `count` smallest magnitudes among `values`.
@@ -206,6 +208,7 @@ impl<'a> Sparsification<'a> {
             steps: Vec::new(),
             sizes: None,
             log: Vec::new(),
+            preprocessing: data::Preprocessing::of(&ctx.prep, &ctx.dataset.class_names),
         })
     }
 
@@ -432,7 +435,7 @@ impl Technique for Sparsification<'_> {
 
     fn export(&self, model: &Model) -> Option<Result<Artifact, TechniqueError>> {
         Some(
-            models::file::sparse::to_bytes(model)
+            models::file::sparse::to_bytes_with(model, Some(&self.preprocessing))
                 .map(|bytes| Artifact {
                     file_name: "model.sparse".into(),
                     bytes,

@@ -17,7 +17,7 @@ use burn::prelude::*;
 
 use crate::container::{self, Payload};
 
-const MAGIC: &[u8; 8] = b"CMPF1601";
+pub const MAGIC: &[u8; 8] = b"CMPF1601";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,10 +25,22 @@ struct Header {
     spec: ModelSpec,
     input: InputShape,
     tensors: Vec<String>,
+    /// The model's input preprocessing (files before it was recorded have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preprocessing: Option<data::Preprocessing>,
 }
 
 /// The `.f16` file of `model`, exported for `input`.
 pub fn to_bytes(model: &Model, input: &InputShape) -> Vec<u8> {
+    to_bytes_with(model, input, None)
+}
+
+/// [`to_bytes`] with the model's input preprocessing recorded in the header.
+pub fn to_bytes_with(
+    model: &Model,
+    input: &InputShape,
+    preprocessing: Option<&data::Preprocessing>,
+) -> Vec<u8> {
     let values = params::values(model, |_| true);
     let mut payload = Vec::new();
     for tensor in values.values() {
@@ -40,6 +52,7 @@ pub fn to_bytes(model: &Model, input: &InputShape) -> Vec<u8> {
         spec: model.spec(),
         input: *input,
         tensors: values.into_keys().collect(),
+        preprocessing: preprocessing.cloned(),
     };
     container::seal(MAGIC, &header, &payload)
 }

@@ -36,7 +36,7 @@ use crate::container::{self, f32s, Payload};
 use crate::fake::{channel_scales, qmax_symmetric, weight_levels, ActivationGrid};
 use crate::quantizer::FakeQuant;
 
-const MAGIC: &[u8; 8] = b"CMPQNT01";
+pub const MAGIC: &[u8; 8] = b"CMPQNT01";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +58,9 @@ pub struct Header {
     pub weights: Vec<WeightEntry>,
     pub floats: Vec<String>,
     pub activations: BTreeMap<String, ActivationGrid>,
+    /// The model's input preprocessing (files before it was recorded have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<data::Preprocessing>,
 }
 
 /// One quantized weight tensor: per-row scales and integer levels.
@@ -435,6 +438,7 @@ pub fn export(model: &Model, quantizer: &FakeQuant, input: &InputShape) -> Resul
             weights: entries,
             floats: paths,
             activations: quantizer.grids(),
+            preprocessing: None,
         },
         weights,
         floats,

@@ -30,11 +30,13 @@ pub const ARTIFACT_FORMATS: [::technique::ArtifactFormat; 2] = [
         technique: "quant",
         extension: "qnt",
         open: open_artifact,
+        preprocessing: artifact_preprocessing,
     },
     ::technique::ArtifactFormat {
         technique: "quant",
         extension: "f16",
         open: open_artifact,
+        preprocessing: artifact_preprocessing,
     },
 ];
 
@@ -48,6 +50,33 @@ fn open_artifact(
         model: export.model().clone(),
         classifier: Box::new(export),
     })
+}
+
+/// The input preprocessing an export's header records (none in files written before it was).
+fn artifact_preprocessing(path: &Path) -> Result<Option<data::Preprocessing>, ModelFileError> {
+    /// The one header field read here, whichever format the file is.
+    #[derive(serde::Deserialize)]
+    struct Recorded {
+        #[serde(default)]
+        preprocessing: Option<data::Preprocessing>,
+    }
+    let bytes = models::file::read_model_bytes(path)?;
+    let magic = if bytes.starts_with(half_file::MAGIC) {
+        half_file::MAGIC
+    } else {
+        int_file::MAGIC
+    };
+    let (header, _): (Recorded, _) =
+        container::open(magic, "an export (.qnt or .f16)", &bytes, path)?;
+    match header.preprocessing {
+        Some(p) => {
+            p.check().map_err(|e| {
+                container::read_error(path, format!("its input preprocessing: {e}"))
+            })?;
+            Ok(Some(p))
+        }
+        None => Ok(None),
+    }
 }
 
 /// A loaded export: what measurement runs.

@@ -35,6 +35,8 @@ pub struct Quantization<'a> {
     fake: FakeQuant,
     dataset: &'a Dataset,
     prep: Preprocess,
+    /// What the exports record about their input.
+    preprocessing: data::Preprocessing,
     input: InputShape,
     device: Device,
     eval_batch_size: usize,
@@ -62,6 +64,7 @@ impl<'a> Quantization<'a> {
             config: config.clone(),
             dataset: ctx.dataset,
             prep: ctx.prep,
+            preprocessing: data::Preprocessing::of(&ctx.prep, &ctx.dataset.class_names),
             input: ctx.input,
             device: ctx.device.clone(),
             eval_batch_size: ctx.eval_batch_size,
@@ -257,9 +260,17 @@ impl Technique for Quantization<'_> {
         Some(match self.config.mode {
             Mode::Float16 => Ok(Artifact {
                 file_name: HALF_FILE.into(),
-                bytes: crate::half_file::to_bytes(model, &self.input),
+                bytes: crate::half_file::to_bytes_with(
+                    model,
+                    &self.input,
+                    Some(&self.preprocessing),
+                ),
             }),
             _ => int_file::export(model, &self.fake, &self.input)
+                .map(|mut file| {
+                    file.header.preprocessing = Some(self.preprocessing.clone());
+                    file
+                })
                 .map(|file| Artifact {
                     file_name: INT_FILE.into(),
                     bytes: file.to_bytes(),

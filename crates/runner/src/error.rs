@@ -38,6 +38,9 @@ pub enum RunError {
         config: String,
         problem: settings::device::DeviceError,
     },
+    /// A parent model's recorded input does not fit this stage's data.
+    #[error("{0}")]
+    Input(String),
     #[error("cannot start {threads} worker threads: {message}")]
     Threads { threads: usize, message: String },
     #[error("{what} {}: {message}", path.display())]

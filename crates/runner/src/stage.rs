@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use data::{Dataset, Preprocess, Source};
+use data::{Dataset, Preprocess, Preprocessing};
 use measure::hparams::{self, HValue};
 use measure::tensorboard::remove_event_files;
 use measure::{bench_model, evaluate, BenchOptions, EventLog, ParentSummary, RunSummary};
@@ -21,7 +21,7 @@ use settings::context::worker_threads;
 use settings::load::LoadedConfig;
 use settings::parents::{Parent, ParentSource};
 use settings::run_dir::{write_atomic, RunDir, CHECKPOINT, LOG, MODEL, RESOLVED_CONFIG, SUMMARY};
-use settings::schema::{DatasetName, StageConfig};
+use settings::schema::StageConfig;
 use settings::techniques;
 
 /// A rayon pool of `threads` workers; a failure to start threads is an I/O-level error.
@@ -50,13 +50,7 @@ pub struct StageOutcome {
 /// Loads the dataset a config names, with its limits applied.
 pub fn load_dataset(config: &StageConfig) -> Result<Dataset, RunError> {
     let data = &config.data;
-    let source = match data.dataset {
-        DatasetName::Mnist => Source::Mnist,
-        DatasetName::FashionMnist => Source::FashionMnist,
-        DatasetName::Digits => Source::Digits,
-        // Validation guarantees the path; an empty one fails to load with the reason.
-        DatasetName::Idx => Source::IdxFolder(data.path.clone().unwrap_or_default()),
-    };
+    let source = settings::validate::data_source(config);
     let cache = data
         .cache_dir
         .clone()
@@ -67,26 +61,53 @@ pub fn load_dataset(config: &StageConfig) -> Result<Dataset, RunError> {
     Ok(dataset)
 }
 
-/// The model input a dataset gives under a config, and how its bytes are preprocessed.
+/// The model input a dataset gives under a config, and how its bytes are preprocessed when the
+/// model has no recorded preprocessing of its own: normalised with the per-channel statistics
+/// of the training split, resized to `data.input_size` when set.
 pub fn input_for(config: &StageConfig, dataset: &Dataset) -> (InputShape, Preprocess) {
-    let (mean, std) = dataset.pixel_stats();
-    let (rows, cols) = (dataset.train.rows, dataset.train.cols);
+    let (means, stds) = dataset.channel_stats();
+    let split = &dataset.train;
+    let (rows, cols) = (split.rows, split.cols);
     let (out_rows, out_cols) = config.data.input_size.map_or((rows, cols), |s| (s, s));
     let input = InputShape {
-        channels: 1,
+        channels: split.channels,
         height: out_rows,
         width: out_cols,
         classes: dataset.classes,
     };
-    let prep = Preprocess {
-        mean,
-        std,
+    let mut prep = Preprocess {
+        channels: split.channels,
+        mean: [0.0; data::MAX_CHANNELS],
+        std: [1.0; data::MAX_CHANNELS],
         src_rows: rows,
         src_cols: cols,
         out_rows,
         out_cols,
     };
+    prep.mean[..means.len()].copy_from_slice(&means);
+    prep.std[..stds.len()].copy_from_slice(&stds);
     (input, prep)
+}
+
+/// The preprocessing a model recorded, read for data stored at `src` size: `None` when it has
+/// none; an error when it cannot read this data (other channels, or another size for a model
+/// whose input size is fixed by `input`).
+pub fn recorded_prep(
+    what: &str,
+    recorded: Option<&Preprocessing>,
+    own: &Preprocess,
+) -> Result<Option<Preprocess>, RunError> {
+    let Some(recorded) = recorded else {
+        return Ok(None);
+    };
+    if recorded.channels != own.channels {
+        return Err(RunError::Input(format!(
+            "{what} reads {}-channel images, this data has {} channels: set data.channels = \
+             {} (image folders) or use data of the model's kind",
+            recorded.channels, own.channels, recorded.channels
+        )));
+    }
+    Ok(Some(recorded.preprocess(own.src_rows, own.src_cols)))
 }
 
 fn read_summary(path: &Path) -> Result<RunSummary, RunError> {
@@ -174,7 +195,8 @@ pub fn measure_model(
         train_limit: config.data.train_limit,
         overrides: Vec::new(),
         finished_at: measure::summary::utc_now(),
-        input_normalization: Some([data.prep.mean, data.prep.std]),
+        input_normalization: None,
+        preprocessing: Some(Preprocessing::of(&data.prep, &data.dataset.class_names)),
         techniques: Default::default(),
         hparams: Default::default(),
     })
@@ -186,48 +208,129 @@ struct PreparedParent {
     role: String,
     summary: Option<RunSummary>,
     file: Option<(PathBuf, String)>,
+    /// How its model reads images, as its run or file recorded it.
+    preprocessing: Option<Preprocessing>,
 }
 
 /// Runs (or reuses) parent stages and loads parent files, on the stage's device.
 fn prepare_parents(
     loaded: &LoadedConfig,
-    (input, prep): (&InputShape, &Preprocess),
+    input: &InputShape,
     options: &RunOptions,
     progress: &mut Progress,
 ) -> Result<Vec<PreparedParent>, RunError> {
     loaded
         .parents
         .iter()
-        .map(|parent| prepare_parent(parent, &loaded.device, (input, prep), options, progress))
+        .map(|parent| prepare_parent(parent, &loaded.device, input, options, progress))
         .collect()
 }
 
-/// A note when a parent stage normalised its inputs otherwise than this stage will (other
-/// data settings, e.g. `data.train_limit`): the parent then sees shifted inputs.
-fn normalization_note(role: &str, parent: &RunSummary, prep: &Preprocess) -> Option<String> {
-    let [mean, std] = parent.input_normalization?;
-    let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1.0);
-    if close(mean, prep.mean) && close(std, prep.std) {
-        return None;
+/// The input a parent's model is built for: the one it recorded, else the stage's.
+fn input_of(recorded: Option<&Preprocessing>, stage: &InputShape) -> InputShape {
+    recorded.map_or(*stage, |p| InputShape {
+        channels: p.channels,
+        height: p.height,
+        width: p.width,
+        classes: stage.classes,
+    })
+}
+
+/// What a summary says its model reads: its `preprocessing`, or for a summary written before
+/// that was recorded, the grayscale statistics it kept (at this stage's input size).
+fn summary_preprocessing(summary: &RunSummary, input: &InputShape) -> Option<Preprocessing> {
+    if let Some(p) = &summary.preprocessing {
+        return Some(p.clone());
     }
-    Some(format!(
-        "note: the {role} ({}) was trained on inputs normalised with mean {mean:.4} and std \
-         {std:.4}, this stage normalises with mean {:.4} and std {:.4} (statistics of each \
-         stage's training split: the data settings differ, e.g. data.train_limit), so the \
-         {role} sees inputs shifted from the ones it learned",
-        parent.name, prep.mean, prep.std
-    ))
+    let [mean, std] = summary.input_normalization?;
+    Some(Preprocessing {
+        channels: 1,
+        height: input.height,
+        width: input.width,
+        resize: data::preprocessing::RESIZE_RULE.into(),
+        mean: vec![mean],
+        std: vec![std],
+        class_names: data::numbered_classes(input.classes),
+    })
+}
+
+/// The stage's preprocessing once its parents are known: the `from` parent's recorded one
+/// (the stage trains that model further, so it reads what the model was trained to read),
+/// else the stage's own. Every other parent (a teacher) that recorded a different one is
+/// given its own.
+fn settle_preprocessing(
+    loaded: &LoadedConfig,
+    parents: &mut [PreparedParent],
+    own: Preprocess,
+    progress: &mut Progress,
+) -> Result<Preprocess, RunError> {
+    let from_key = loaded.from_parent().map(|p| p.key.clone());
+    let describe = |p: &Preprocess| Preprocessing::of(p, &[]).describe();
+    let mut prep = own;
+    if let Some(parent) = parents
+        .iter()
+        .find(|p| Some(&p.ready.key) == from_key.as_ref())
+    {
+        let what = format!("the {} ({})", parent.role, parent.ready.key);
+        match recorded_prep(&what, parent.preprocessing.as_ref(), &own)? {
+            Some(recorded)
+                if (recorded.out_rows, recorded.out_cols) != (own.out_rows, own.out_cols) =>
+            {
+                return Err(RunError::Input(format!(
+                    "{what} reads {}x{} images, this stage's data gives {}x{}: set \
+                     data.input_size = {} (the stage trains the parent's model further)",
+                    recorded.out_rows,
+                    recorded.out_cols,
+                    own.out_rows,
+                    own.out_cols,
+                    recorded.out_rows
+                )));
+            }
+            Some(recorded) => {
+                if recorded != own {
+                    progress.line(&format!(
+                        "input: {} as {what} recorded (this stage's data alone would give {})",
+                        describe(&recorded),
+                        describe(&own)
+                    ));
+                }
+                prep = recorded;
+            }
+            None => progress.line(&format!(
+                "note: {what} recorded no input preprocessing (a file from before it was \
+                 recorded, or from PyTorch): normalising with this stage's statistics, {}",
+                describe(&own)
+            )),
+        }
+    }
+    for parent in parents.iter_mut() {
+        if Some(&parent.ready.key) == from_key.as_ref() {
+            continue;
+        }
+        let what = format!("the {} ({})", parent.role, parent.ready.key);
+        if let Some(recorded) = recorded_prep(&what, parent.preprocessing.as_ref(), &prep)? {
+            if recorded != prep {
+                progress.line(&format!(
+                    "{}: fed its own inputs, {}",
+                    parent.role,
+                    describe(&recorded)
+                ));
+                parent.ready.prep = Some(recorded);
+            }
+        }
+    }
+    Ok(prep)
 }
 
 fn prepare_parent(
     parent: &Parent,
     device: &Device,
-    (input, prep): (&InputShape, &Preprocess),
+    input: &InputShape,
     options: &RunOptions,
     progress: &mut Progress,
 ) -> Result<PreparedParent, RunError> {
     let role = parent.role().to_string();
-    let (model, summary, file) = match &parent.source {
+    let (model, summary, file, preprocessing) = match &parent.source {
         ParentSource::Stage(stage) => {
             let outcome = run_stage(stage, options)?;
             progress.line(&format!(
@@ -241,9 +344,6 @@ fn prepare_parent(
                 outcome.dir.display(),
                 outcome.summary.accuracy * 100.0
             ));
-            if let Some(note) = normalization_note(&role, &outcome.summary, prep) {
-                progress.line(&note);
-            }
             let path = outcome.dir.join(MODEL);
             if !outcome.summary.model_sha256.is_empty() {
                 file::verify_sha256(&path, &outcome.summary.model_sha256)?;
@@ -252,8 +352,10 @@ fn prepare_parent(
                 spec: None,
                 key_map: &[],
             };
+            let preprocessing = summary_preprocessing(&outcome.summary, input);
+            let input = &input_of(preprocessing.as_ref(), input);
             let model = file::load(&path, ModelFormat::Burnpack, options, input, device)?;
-            (model, Some(outcome.summary), None)
+            (model, Some(outcome.summary), None, preprocessing)
         }
         ParentSource::File {
             path,
@@ -266,9 +368,16 @@ fn prepare_parent(
                 spec: Some(spec),
                 key_map,
             };
+            let preprocessing = file::read_preprocessing(path, *format)?;
+            let input = &input_of(preprocessing.as_ref(), input);
             let model = file::load(path, *format, options, input, device)?;
             progress.line(&format!("{role}: loaded {} ({format:?})", path.display()));
-            (model, None, Some((path.clone(), sha256.clone())))
+            (
+                model,
+                None,
+                Some((path.clone(), sha256.clone())),
+                preprocessing,
+            )
         }
     };
     Ok(PreparedParent {
@@ -276,10 +385,12 @@ fn prepare_parent(
             key: parent.key.clone(),
             model,
             recorded_accuracy: summary.as_ref().map(|s| s.accuracy),
+            prep: None,
         },
         role,
         summary,
         file,
+        preprocessing,
     })
 }
 
@@ -492,7 +603,7 @@ fn stage_context<'a>(
         device: loaded.device.clone(),
         eval_batch_size: config.train.eval_batch_size,
         seed: config.seed,
-        augmented: config.data.augment.shift_pixels > 0 || config.data.augment.noise_std > 0.0,
+        augmented: !config.data.augment.augment().is_identity(),
         parents,
     }
 }
@@ -514,17 +625,22 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     check_device(loaded)?;
 
     let dataset = load_stage_data(config, &mut progress)?;
-    let (input, prep) = input_for(config, &dataset);
-    let parents = prepare_parents(loaded, (&input, &prep), options, &mut progress)?;
+    let (input, own_prep) = input_for(config, &dataset);
+    let mut parents = prepare_parents(loaded, &input, options, &mut progress)?;
     progress.line(&format!(
-        "data: {} ({} train / {} test images of {}x{}, {} classes)",
+        "data: {} ({} train / {} test images of {}x{}x{}, {} classes)",
         dataset.name,
         dataset.train.len(),
         dataset.test.len(),
+        input.channels,
         input.height,
         input.width,
         input.classes
     ));
+    for note in &dataset.notes {
+        progress.line(&format!("data: {note}"));
+    }
+    let prep = settle_preprocessing(loaded, &mut parents, own_prep, &mut progress)?;
 
     let OpenRun {
         run,
@@ -607,9 +723,10 @@ fn save_model(
     run: &RunDir,
     model: &Model,
     techniques: &[Box<dyn Technique + '_>],
+    preprocessing: &Preprocessing,
 ) -> Result<Saved, RunError> {
     let model_path = run.file(MODEL);
-    let bytes = file::to_bytes(model)?;
+    let bytes = file::model_file_bytes(model, Some(preprocessing))?;
     write_atomic(&model_path, &bytes).map_err(RunError::io(&model_path))?;
     let mut model_bytes = bytes.len() as u64;
     let mut artifact_name = None;
@@ -902,7 +1019,12 @@ fn finish(
         model_bytes,
         artifact_name,
         artifact_sha256,
-    } = save_model(run, model, techniques)?;
+    } = save_model(
+        run,
+        model,
+        techniques,
+        &Preprocessing::of(&data.prep, &data.dataset.class_names),
+    )?;
     // An export is measured as users will run it: loaded back from its file.
     let export = match &artifact_name {
         Some(name) => Some(crate::artifacts::open_artifact(

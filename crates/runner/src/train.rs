@@ -564,10 +564,7 @@ impl Training<'_, '_, '_> {
         let mut order: Vec<usize> = (0..train.len()).collect();
         SplitMix64::for_stream(config.seed, epoch as u64).shuffle(&mut order);
         let mut augment_rng = SplitMix64::for_stream(config.seed ^ AUGMENT_STREAM, epoch as u64);
-        let augment = data::Augment {
-            shift_pixels: config.data.augment.shift_pixels,
-            noise_std: config.data.augment.noise_std,
-        };
+        let augment = config.data.augment.augment();
         let shards = self.replicas.as_ref().map_or(1, Replicas::count);
         let prep = self.setup.prep;
         let order = &order;

@@ -73,7 +73,7 @@ pub fn resolve(parent: &ParentKey, child: ChildSide) -> Result<Parent, ResolveEr
         )));
     }
     let source = match format {
-        None => resolve_stage(path, child, &bad)?,
+        None => resolve_stage(path, child, &parent.key, &bad)?,
         Some(format) => resolve_file(parent, path, format, &child, &bad)?,
     };
     Ok(Parent {
@@ -87,6 +87,7 @@ pub fn resolve(parent: &ParentKey, child: ChildSide) -> Result<Parent, ResolveEr
 fn resolve_stage(
     path: PathBuf,
     child: ChildSide,
+    key: &str,
     bad: &dyn Fn(String) -> ResolveError,
 ) -> Result<ParentSource, ResolveError> {
     let here = child
@@ -101,14 +102,30 @@ fn resolve_stage(
     let stage = (child.load_parent)(&path, child.execution, child.chain);
     child.chain.pop();
     let stage = stage.map_err(|e| ResolveError::InParent(Box::new(e)))?;
-    if (stage.input.height, stage.input.width) != (child.input.height, child.input.width) {
-        return Err(bad(format!(
-            "the parent sees {}x{} inputs but this stage {}x{}; they must match \
-             (data.dataset / data.input_size)",
-            stage.input.height, stage.input.width, child.input.height, child.input.width
-        )));
-    }
+    check_parent_input(key, &stage.input, child.input).map_err(bad)?;
     Ok(ParentSource::Stage(Box::new(stage)))
+}
+
+/// A parent's input against the child's: the same channels always; the same size for the
+/// model the child trains further (`from`). A teacher at another size is fed its own inputs.
+fn check_parent_input(key: &str, parent: &InputShape, child: &InputShape) -> Result<(), String> {
+    if parent.channels != child.channels {
+        return Err(format!(
+            "the parent reads {}-channel images but this stage's data has {} channels; they \
+             must match (data.dataset / data.channels)",
+            parent.channels, child.channels
+        ));
+    }
+    if key == crate::loaded::FROM_KEY
+        && (parent.height, parent.width) != (child.height, child.width)
+    {
+        return Err(format!(
+            "the parent sees {}x{} inputs but this stage {}x{}; they must match for the model \
+             this stage trains further (data.dataset / data.input_size)",
+            parent.height, parent.width, child.height, child.width
+        ));
+    }
+    Ok(())
 }
 
 /// A parent that is a model file: bounded by the memory check, verified against the SHA-256
@@ -132,10 +149,20 @@ fn resolve_file(
                 ))
         )));
     }
+    // One of our files says what input its model reads; the others read the child's.
+    let recorded = file::read_preprocessing(&path, format)
+        .map_err(|e| bad(format!("cannot read it as a model file: {e}")))?;
+    let input = &recorded.map_or(*child.input, |p| InputShape {
+        channels: p.channels,
+        height: p.height,
+        width: p.width,
+        classes: child.input.classes,
+    });
+    check_parent_input(&parent.key, input, child.input).map_err(bad)?;
     if let Some(spec) = &parent.spec {
         let key = parent.spec_key.as_deref().unwrap_or(&parent.key);
-        spec.validate(child.input).map_err(ResolveError::Invalid)?;
-        crate::validate::check_fits(key, spec, child.input, 1).map_err(ResolveError::Invalid)?;
+        spec.validate(input).map_err(ResolveError::Invalid)?;
+        crate::validate::check_fits(key, spec, input, 1).map_err(ResolveError::Invalid)?;
     }
     // Read once for its checksum and what it says it holds.
     let facts = file::inspect(&path, format)
@@ -147,12 +174,12 @@ fn resolve_file(
     // What one of our files says it holds gets the memory bound a config's model gets,
     // before anything of it is built.
     if let Some(spec) = &facts.spec {
-        spec.validate(child.input).map_err(|e| {
+        spec.validate(input).map_err(|e| {
             bad(format!(
                 "the architecture the file describes is not usable: {e}"
             ))
         })?;
-        crate::validate::check_fits(&parent.key, spec, child.input, child.batch)
+        crate::validate::check_fits(&parent.key, spec, input, child.batch)
             .map_err(ResolveError::Invalid)?;
     }
     // Load it once now, so a file that does not fit fails before any training.
@@ -163,14 +190,14 @@ fn resolve_file(
             spec: parent.spec.as_ref(),
             key_map: &parent.key_map,
         },
-        child.input,
+        input,
         child.device,
     )
     .map_err(|e| match e {
         // Weights that load but do not match: say what they had to match.
         models::ModelFileError::Mismatch { .. } => bad(format!(
-            "its weights do not fit this stage's {}x{} inputs and {} classes: {e}",
-            child.input.height, child.input.width, child.input.classes
+            "its weights do not fit {}x{}x{} inputs and {} classes: {e}",
+            input.channels, input.height, input.width, input.classes
         )),
         other => bad(format!("cannot load it: {other}")),
     })?;

@@ -120,15 +120,36 @@ pub enum DatasetName {
     Digits,
     /// A folder of IDX files given by `data.path`.
     Idx,
+    /// A folder of image files in torchvision's `ImageFolder` layout, given by `data.path`.
+    ImageFolder,
+    /// CIFAR-10's binary files in the folder `data.path`.
+    Cifar10,
+    /// CIFAR-100's binary files in the folder `data.path`.
+    Cifar100,
+}
+
+impl DatasetName {
+    /// Whether the dataset is read from `data.path` (the user's files) rather than fetched.
+    pub fn reads_path(self) -> bool {
+        matches!(
+            self,
+            Self::Idx | Self::ImageFolder | Self::Cifar10 | Self::Cifar100
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     pub dataset: DatasetName,
-    /// The folder of IDX files when `dataset = "idx"`.
+    /// The folder the data is read from when `dataset` is `"idx"`, `"image-folder"`,
+    /// `"cifar10"` or `"cifar100"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// Input channels of an image folder: 1 (grayscale) or 3 (RGB); default 3 unless every
+    /// image is grayscale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<usize>,
     /// Where fetched datasets are cached (default: the user's cache dir).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
@@ -154,6 +175,29 @@ pub struct AugmentConfig {
     /// Gaussian noise on normalised pixels.
     #[serde(default)]
     pub noise_std: f32,
+    /// Random crop from the image padded by this many zero pixels on every side
+    /// (torchvision's `RandomCrop(size, padding)`): the same operation as `shift_pixels`,
+    /// under the name natural-image recipes use. Set one of the two.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub crop_padding: usize,
+    /// Mirror images left to right with probability 1/2.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hflip: bool,
+}
+
+impl AugmentConfig {
+    /// What the data layer does with these settings (`crop_padding` is a shift).
+    pub fn augment(&self) -> data::Augment {
+        data::Augment {
+            shift_pixels: self.shift_pixels.max(self.crop_padding),
+            noise_std: self.noise_std,
+            hflip: self.hflip,
+        }
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -121,29 +121,60 @@ fn in_range(key: &str, value: f64, lo: f64, hi: f64, what: &str) -> Result<(), I
     Ok(())
 }
 
+/// Where a config's data comes from.
+pub fn data_source(config: &StageConfig) -> data::Source {
+    let data = &config.data;
+    // Validation guarantees the path where one is needed; an empty one fails to load with
+    // the reason.
+    let path = || data.path.clone().unwrap_or_default();
+    match data.dataset {
+        DatasetName::Mnist => data::Source::Mnist,
+        DatasetName::FashionMnist => data::Source::FashionMnist,
+        DatasetName::Digits => data::Source::Digits,
+        DatasetName::Idx => data::Source::IdxFolder(path()),
+        DatasetName::ImageFolder => data::Source::ImageFolder(data::folder::FolderOptions {
+            path: path(),
+            channels: data.channels,
+            size: data.input_size,
+            memory_bound: data::folder::default_memory_bound(),
+        }),
+        DatasetName::Cifar10 => data::Source::Cifar10(path()),
+        DatasetName::Cifar100 => data::Source::Cifar100(path()),
+    }
+}
+
 /// The per-sample input shape and class count a config's data section produces, without
-/// fetching anything (a user's IDX folder is read; the built-in datasets have 10 classes).
+/// fetching anything: a user's IDX or CIFAR folder is read, an image folder's headers are
+/// (not its pixels); the built-in datasets have 10 classes.
 pub fn input_shape(config: &StageConfig) -> Result<InputShape, Invalid> {
     let data = &config.data;
-    let (height, width, classes) = match data.dataset {
-        DatasetName::Mnist | DatasetName::FashionMnist => (28, 28, 10),
-        DatasetName::Digits => (8, 8, 10),
-        DatasetName::Idx => {
-            let dir = data.path.as_ref().ok_or_else(|| {
-                invalid(
-                    "data.dataset",
-                    "\"idx\"",
-                    "needs data.path, the folder holding train-images-idx3-ubyte and the other IDX files",
-                )
-            })?;
-            let ds = data::Dataset::idx_folder(dir, "idx")
-                .map_err(|e| invalid("data.path", dir.display(), e.to_string()))?;
-            (ds.train.rows, ds.train.cols, ds.classes)
+    let path_error = |e: data::DataError| {
+        let path = data.path.clone().unwrap_or_default();
+        invalid("data.path", path.display(), e.to_string())
+    };
+    let (channels, height, width, classes) = match data_source(config) {
+        data::Source::Mnist | data::Source::FashionMnist => (1, 28, 28, 10),
+        data::Source::Digits => (1, 8, 8, 10),
+        data::Source::IdxFolder(dir) => {
+            let ds = data::Dataset::idx_folder(&dir, "idx").map_err(path_error)?;
+            (1, ds.train.rows, ds.train.cols, ds.classes)
+        }
+        data::Source::ImageFolder(options) => {
+            let scan = data::folder::scan(&options).map_err(path_error)?;
+            (scan.channels, scan.rows, scan.cols, scan.class_names.len())
+        }
+        data::Source::Cifar10(dir) | data::Source::Cifar100(dir) => {
+            let kind = match data.dataset {
+                DatasetName::Cifar10 => data::cifar::Kind::Cifar10,
+                _ => data::cifar::Kind::Cifar100,
+            };
+            data::cifar::files(&dir, kind).map_err(path_error)?;
+            (3, 32, 32, kind.classes())
         }
     };
     let (height, width) = data.input_size.map_or((height, width), |s| (s, s));
     Ok(InputShape {
-        channels: 1,
+        channels,
         height,
         width,
         classes,
@@ -237,11 +268,54 @@ fn check_paths(config: &StageConfig) -> Result<(), Invalid> {
 
 fn check_data(config: &StageConfig) -> Result<(), Invalid> {
     let data = &config.data;
-    if let (false, Some(path)) = (data.dataset == DatasetName::Idx, &data.path) {
+    match (data.dataset.reads_path(), &data.path) {
+        (false, Some(path)) => {
+            return Err(invalid(
+                "data.path",
+                path.display(),
+                "only used with data.dataset = \"idx\", \"image-folder\", \"cifar10\" or \
+                 \"cifar100\"; remove it or set the dataset",
+            ))
+        }
+        (true, None) => {
+            return Err(invalid(
+                "data.dataset",
+                format!("{:?}", data.dataset),
+                "needs data.path, the folder to read (see the README's \"Your own data\")",
+            ))
+        }
+        _ => {}
+    }
+    if let Some(channels) = data.channels {
+        if data.dataset != DatasetName::ImageFolder {
+            return Err(invalid(
+                "data.channels",
+                channels,
+                "only used with data.dataset = \"image-folder\" (the other datasets have \
+                 their own channels); remove it",
+            ));
+        }
+        if channels != 1 && channels != 3 {
+            return Err(invalid(
+                "data.channels",
+                channels,
+                "1 (grayscale) or 3 (RGB)",
+            ));
+        }
+    }
+    let augment = &data.augment;
+    if augment.crop_padding > 0 && augment.shift_pixels > 0 {
         return Err(invalid(
-            "data.path",
-            path.display(),
-            "only used with data.dataset = \"idx\"; remove it or set the dataset to \"idx\"",
+            "data.augment.crop_padding",
+            augment.crop_padding,
+            "is the same operation as data.augment.shift_pixels (set too): keep one",
+        ));
+    }
+    if augment.crop_padding > 8 {
+        return Err(invalid(
+            "data.augment.crop_padding",
+            augment.crop_padding,
+            "must be between 0 and 8 pixels",
         ));
     }
     for (key, limit) in [

@@ -26,6 +26,8 @@ pub struct ArtifactFormat {
     pub extension: &'static str,
     /// Opens a file of this format for `input` on `device`, checking what it holds.
     pub open: fn(&Path, &InputShape, &Device) -> Result<OpenedArtifact, ModelFileError>,
+    /// The input preprocessing a file of this format records, when it records one.
+    pub preprocessing: fn(&Path) -> Result<Option<data::Preprocessing>, ModelFileError>,
 }
 
 impl ArtifactFormat {

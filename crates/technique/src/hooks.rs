@@ -40,6 +40,10 @@ pub struct ReadyParent {
     /// The test accuracy the parent's run recorded, when it is a stage: a technique that
     /// measures the parent again can tell a model that changed since.
     pub recorded_accuracy: Option<f64>,
+    /// How this parent's model reads images, when it differs from the stage's own
+    /// preprocessing (a teacher trained on other statistics or at another size): a technique
+    /// that runs the parent feeds it these inputs.
+    pub prep: Option<Preprocess>,
 }
 
 /// What a technique may read when it is built for a stage.

@@ -170,6 +170,33 @@ fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig
     Ok((target.to_path_buf(), loaded.config, false))
 }
 
+/// The input preprocessing the model at `path` recorded: a run folder's summary says it for
+/// its model and its export; a model file of ours holds it.
+fn recorded_preprocessing(
+    path: &Path,
+    run_dir: Option<&Path>,
+) -> Result<Option<data::Preprocessing>, RunError> {
+    if let Some(dir) = run_dir {
+        let summary = dir.join(SUMMARY);
+        if let Ok(text) = safeio::read_text(&summary) {
+            let recorded: measure::RunSummary =
+                serde_json::from_str(&text).map_err(|e| error(&summary, e.to_string()))?;
+            if let Some(p) = recorded.preprocessing {
+                p.check()
+                    .map_err(|e| error(&summary, format!("preprocessing: {e}")))?;
+                return Ok(Some(p));
+            }
+        }
+    }
+    if let Some(format) = artifact_format(path) {
+        return Ok((format.preprocessing)(path)?);
+    }
+    match models::ModelFormat::from_path(path) {
+        Some(format) => Ok(file::read_preprocessing(path, format)?),
+        None => Ok(None),
+    }
+}
+
 /// A trained model ready to be measured, with its data.
 pub struct Target {
     /// The float model (for an export: the one its loader built, weights dequantized).
@@ -199,7 +226,28 @@ pub fn open_target(
     let device = open_device(&config.device)
         .map_err(|e| error(&model_path, format!("device {:?}: {e}", config.device)))?;
     let dataset = load_dataset(&config)?;
-    let (input, prep) = input_for(&config, &dataset);
+    let (own_input, own_prep) = input_for(&config, &dataset);
+    let recorded = recorded_preprocessing(&model_path, is_run.then_some(target))?;
+    let what = format!("the model {}", model_path.display());
+    let (input, prep) = match runner::stage::recorded_prep(&what, recorded.as_ref(), &own_prep)? {
+        Some(prep) => {
+            let input = models::InputShape {
+                channels: prep.channels,
+                height: prep.out_rows,
+                width: prep.out_cols,
+                classes: own_input.classes,
+            };
+            (input, prep)
+        }
+        None => {
+            eprintln!(
+                "note: {what} recorded no input preprocessing (saved before models recorded \
+                 it, or not by this tool): normalising with the statistics of its config's \
+                 training split"
+            );
+            (own_input, own_prep)
+        }
+    };
     let (model, export) = if let Some(format) = artifact_format(&model_path) {
         let opened = (format.open)(&model_path, &input, &device)?;
         (opened.model, Some(opened.classifier))

@@ -6,6 +6,7 @@
 //! bytes per entry against 4 dense; coordinates win below about 3% density.
 //!
 //! Layout (little-endian): magic `CSPR`, version `u32`, spec JSON (`u32` length + bytes),
+//! from version 2 the input preprocessing JSON (`u32` length + bytes; length 0: none),
 //! tensor count `u32`, then per tensor: path (`u16` length + bytes), rank `u8`, dims (`u32`
 //! each), encoding `u8`, payload; then the SHA-256 of everything before it, checked on read.
 
@@ -20,7 +21,7 @@ use crate::params::{self, Edit, HostTensor};
 use crate::{InputShape, Model, ModelSpec};
 
 const MAGIC: &[u8; 4] = b"CSPR";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const DENSE: u8 = 0;
 const BITMAP: u8 = 1;
 const COORDINATES: u8 = 2;
@@ -79,14 +80,28 @@ fn encode_tensor(out: &mut Vec<u8>, path: &str, t: &HostTensor) {
 /// The sparse file's bytes for `model`: its spec and every float tensor (weights, biases,
 /// BatchNorm parameters and running statistics).
 pub fn to_bytes(model: &Model) -> Result<Vec<u8>, ModelFileError> {
-    let spec =
-        serde_json::to_string(&model.spec()).map_err(|e| ModelFileError::Write(e.to_string()))?;
+    to_bytes_with(model, None)
+}
+
+/// [`to_bytes`] with the model's input preprocessing recorded.
+pub fn to_bytes_with(
+    model: &Model,
+    preprocessing: Option<&data::Preprocessing>,
+) -> Result<Vec<u8>, ModelFileError> {
+    let write = |e: serde_json::Error| ModelFileError::Write(e.to_string());
+    let spec = serde_json::to_string(&model.spec()).map_err(write)?;
+    let prep = match preprocessing {
+        Some(p) => serde_json::to_string(p).map_err(write)?,
+        None => String::new(),
+    };
     let tensors = params::values(model, |_| true);
     let mut out = Vec::new();
     out.extend(MAGIC);
     out.extend(VERSION.to_le_bytes());
-    out.extend((spec.len() as u32).to_le_bytes());
-    out.extend(spec.as_bytes());
+    for text in [&spec, &prep] {
+        out.extend((text.len() as u32).to_le_bytes());
+        out.extend(text.as_bytes());
+    }
     out.extend((tensors.len() as u32).to_le_bytes());
     for (path, t) in &tensors {
         encode_tensor(&mut out, path, t);
@@ -195,9 +210,16 @@ fn decode_tensor(
     Ok((path, HostTensor { shape, values }))
 }
 
-/// The body of a sparse file after its checksum is checked, and its spec; the cursor is left
-/// at the tensor count.
-fn header(bytes: &[u8]) -> Result<(ModelSpec, Cursor<'_>), String> {
+/// What a sparse file's header holds.
+struct Header<'a> {
+    spec: ModelSpec,
+    preprocessing: Option<data::Preprocessing>,
+    /// At the tensor count.
+    cursor: Cursor<'a>,
+}
+
+/// The body of a sparse file after its checksum is checked: its spec and preprocessing.
+fn header(bytes: &[u8]) -> Result<Header<'_>, String> {
     if bytes.len() < MAGIC.len() + 32 || &bytes[..4] != MAGIC {
         return Err("not a sparse model file (no CSPR header)".into());
     }
@@ -207,13 +229,31 @@ fn header(bytes: &[u8]) -> Result<(ModelSpec, Cursor<'_>), String> {
     }
     let mut c = Cursor { bytes: body, at: 4 };
     let version = c.u32()?;
-    if version != VERSION as usize {
-        return Err(format!("version {version}; this build reads {VERSION}"));
+    if version != 1 && version != VERSION as usize {
+        return Err(format!(
+            "version {version}; this build reads 1 and {VERSION}"
+        ));
     }
     let len = c.u32()?;
     let spec: ModelSpec = serde_json::from_slice(c.take(len)?)
         .map_err(|e| format!("its model spec is unreadable: {e}"))?;
-    Ok((spec, c))
+    let mut preprocessing = None;
+    if version >= 2 {
+        let len = c.u32()?;
+        if len > 0 {
+            let record: data::Preprocessing = serde_json::from_slice(c.take(len)?)
+                .map_err(|e| format!("its input preprocessing is unreadable: {e}"))?;
+            record
+                .check()
+                .map_err(|e| format!("its input preprocessing: {e}"))?;
+            preprocessing = Some(record);
+        }
+    }
+    Ok(Header {
+        spec,
+        preprocessing,
+        cursor: c,
+    })
 }
 
 /// The tensors after the header, each of the shape `expected` gives it, all of them present.
@@ -244,7 +284,20 @@ fn tensors(
 /// The spec stored in a sparse file's bytes.
 pub fn spec_in_bytes(bytes: &[u8], path: &Path) -> Result<ModelSpec, ModelFileError> {
     header(bytes)
-        .map(|(spec, _)| spec)
+        .map(|h| h.spec)
+        .map_err(|message| ModelFileError::Read {
+            path: path.to_path_buf(),
+            message,
+        })
+}
+
+/// The input preprocessing stored in a sparse file's bytes (none in version 1 files).
+pub fn preprocessing_in_bytes(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<Option<data::Preprocessing>, ModelFileError> {
+    header(bytes)
+        .map(|h| h.preprocessing)
         .map_err(|message| ModelFileError::Read {
             path: path.to_path_buf(),
             message,
@@ -264,7 +317,7 @@ pub fn from_bytes(
         path: path.to_path_buf(),
         message,
     };
-    let (spec, cursor) = header(bytes).map_err(read)?;
+    let Header { spec, cursor, .. } = header(bytes).map_err(read)?;
     let model = super::build(&spec, input, device, path)?;
     let expected = params::shapes(&model);
     let entries = expected
