@@ -155,6 +155,47 @@ fn an_image_folder_trains_and_its_model_file_alone_measures_the_same() {
 }
 
 #[test]
+fn a_streamed_folder_gives_the_numbers_of_one_held_in_memory() {
+    let (dir, images) = with_folder(16);
+    let config = write(
+        &dir.path().join("c.toml"),
+        &folder_config(
+            "folder",
+            &images,
+            "augment.hflip = true\naugment.crop_padding = 2",
+        ),
+    );
+    train_ok(dir.path(), &config, &["--plain"]);
+    let out = train_ok(
+        dir.path(),
+        &config,
+        &[
+            "--plain",
+            "--set",
+            "data.max_decoded_mb=0",
+            "--set",
+            "output.dir=streamed/runs",
+        ],
+    );
+    assert!(out.contains("streaming from disk"), "{out}");
+    let held = summary(&only_run_dir(dir.path(), "folder"));
+    let streamed = summary(&only_run_dir(&dir.path().join("streamed"), "folder"));
+    for key in [
+        "accuracy",
+        "test_loss",
+        "test_errors",
+        "preprocessing",
+        "hash",
+    ] {
+        assert_eq!(held[key], streamed[key], "{key}");
+    }
+    assert_eq!(
+        outcome_scalars(&only_run_dir(dir.path(), "folder")),
+        outcome_scalars(&only_run_dir(&dir.path().join("streamed"), "folder"))
+    );
+}
+
+#[test]
 fn a_grayscale_folder_is_one_channel_and_channels_can_be_forced() {
     let (dir, images) = with_folder(4);
     // Only the grayscale PNGs kept: every image is grayscale.

@@ -193,14 +193,14 @@ impl HostBatch {
                     let shift = (rng.below(span) as isize - s, rng.below(span) as isize - s);
                     // Drawn only when asked for, so runs without it keep their streams.
                     let flip = aug.hflip && rng.below(2) == 1;
-                    prep.image_into_flipped(split.image(i), shift, flip, &mut values);
+                    prep.image_into_flipped(&split.image(i), shift, flip, &mut values);
                     if aug.noise_std > 0.0 {
                         for v in &mut values[start..] {
                             *v += aug.noise_std * rng.normal() as f32;
                         }
                     }
                 }
-                None => prep.image_into(split.image(i), (0, 0), &mut values),
+                None => prep.image_into(&split.image(i), (0, 0), &mut values),
             }
             labels.push(split.labels[i] as i64);
         }

@@ -2,8 +2,10 @@
 //! IDX files, a folder of image files (torchvision's `ImageFolder` layout), or CIFAR-10/100's
 //! binary files.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::fetch::{self, RegistryDataset};
 use crate::idx::{self, IdxImages};
@@ -34,8 +36,12 @@ pub struct Split {
     pub channels: usize,
     pub rows: usize,
     pub cols: usize,
+    /// Every image's bytes, one after another; empty when the split is streamed.
     pub pixels: Vec<u8>,
     pub labels: Vec<u16>,
+    /// Set when the images are decoded from their files each time they are read instead of
+    /// held in `pixels` (an image folder too large for the memory bound).
+    pub stream: Option<Arc<crate::folder::Stream>>,
 }
 
 impl Split {
@@ -52,10 +58,26 @@ impl Split {
         self.channels * self.rows * self.cols
     }
 
-    /// The raw bytes of image `i`.
-    pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.image_len();
-        &self.pixels[i * n..(i + 1) * n]
+    /// The raw bytes of image `i`: borrowed from memory, or decoded from its file when the
+    /// split is streamed.
+    pub fn image(&self, i: usize) -> Cow<'_, [u8]> {
+        match &self.stream {
+            None => {
+                let n = self.image_len();
+                Cow::Borrowed(&self.pixels[i * n..(i + 1) * n])
+            }
+            Some(stream) => Cow::Owned(stream.decode(i)),
+        }
+    }
+
+    /// An error when a streamed image failed to decode since the split was checked (its file
+    /// changed or went away during the run): the image read as zeros, so whatever used it
+    /// must not be kept.
+    pub fn stream_failure(&self) -> Result<(), DataError> {
+        match self.stream.as_ref().and_then(|s| s.failure()) {
+            Some(message) => Err(DataError::Streamed(message)),
+            None => Ok(()),
+        }
     }
 
     /// Keeps the first `limit` samples (all when `None`).
@@ -63,7 +85,9 @@ impl Split {
         if let Some(limit) = limit {
             let limit = limit.min(self.len());
             self.labels.truncate(limit);
-            self.pixels.truncate(limit * self.image_len());
+            if self.stream.is_none() {
+                self.pixels.truncate(limit * self.image_len());
+            }
         }
     }
 }
@@ -162,6 +186,7 @@ impl Dataset {
                 cols,
                 pixels,
                 labels: labels_vec.into_iter().map(u16::from).collect(),
+                stream: None,
             })
         };
         let train = split(&files[0], &files[1])?;
@@ -224,6 +249,7 @@ impl Dataset {
             cols: 8,
             pixels: pixels[..n_train * 64].to_vec(),
             labels: labels[..n_train].to_vec(),
+            stream: None,
         };
         let test = Split {
             channels: 1,
@@ -231,6 +257,7 @@ impl Dataset {
             cols: 8,
             pixels: pixels[n_train * 64..].to_vec(),
             labels: labels[n_train..].to_vec(),
+            stream: None,
         };
         Ok(Dataset {
             name: "digits".into(),
@@ -246,27 +273,30 @@ impl Dataset {
     /// Mean and standard deviation of each channel of the training pixels, on the 0..1 scale.
     pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
         let split = &self.train;
-        let plane = split.rows * split.cols;
-        (0..split.channels)
-            .map(|c| {
-                // One channel's bytes, image after image: for one channel, the pixels in order
-                // (the sums below then match the grayscale statistics of earlier versions
-                // bit for bit, and so do the runs normalised with them).
-                let channel = || {
-                    split
-                        .pixels
-                        .chunks_exact(split.image_len().max(1))
-                        .flat_map(move |image| &image[c * plane..(c + 1) * plane])
-                };
-                let n = (split.len() * plane).max(1) as f64;
-                let mean = channel().map(|&p| p as f64 / 255.0).sum::<f64>() / n;
-                let var = channel()
-                    .map(|&p| (p as f64 / 255.0 - mean).powi(2))
-                    .sum::<f64>()
-                    / n;
-                (mean as f32, var.sqrt().max(1e-6) as f32)
-            })
-            .unzip()
+        let (channels, plane) = (split.channels, split.rows * split.cols);
+        let n = (split.len() * plane).max(1) as f64;
+        // Each channel's sums run over its pixels image after image, in order: for one channel
+        // the order of earlier versions, so grayscale statistics (and the runs normalised with
+        // them) stay the same to the bit. A streamed split is decoded once per pass.
+        let pass = |term: &dyn Fn(usize, f64) -> f64| {
+            let mut sums = vec![0.0f64; channels];
+            for i in 0..split.len() {
+                let image = split.image(i);
+                for (c, sum) in sums.iter_mut().enumerate() {
+                    for &p in &image[c * plane..(c + 1) * plane] {
+                        *sum += term(c, p as f64 / 255.0);
+                    }
+                }
+            }
+            sums
+        };
+        let means: Vec<f64> = pass(&|_, v| v).iter().map(|s| s / n).collect();
+        let vars = pass(&|c, v| (v - means[c]).powi(2));
+        let stds = vars
+            .iter()
+            .map(|v| (v / n).sqrt().max(1e-6) as f32)
+            .collect();
+        (means.iter().map(|&m| m as f32).collect(), stds)
     }
 }
 
@@ -323,7 +353,7 @@ mod tests {
         assert_eq!(ds.classes, 3);
         assert_eq!(ds.train.len(), 10);
         assert_eq!(
-            ds.train.image(1),
+            &ds.train.image(1)[..],
             &(16..32).map(|i| i as u8).collect::<Vec<_>>()[..]
         );
         ds.train.truncate(Some(4));

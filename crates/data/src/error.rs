@@ -43,6 +43,11 @@ pub enum DataError {
         file: String,
         expected: String,
     },
+    #[error(
+        "{0}: the image folder changed while the run read it; restore the file and run again \
+         (the run resumes from its last checkpoint)"
+    )]
+    Streamed(String),
     #[error("I/O error on {path}")]
     Io {
         path: PathBuf,

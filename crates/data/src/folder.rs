@@ -3,9 +3,13 @@
 //!
 //! Reading is two passes. The first lists the files and reads only each image's header (its
 //! format, size and colour type), so every bound is checked before a pixel is allocated: a
-//! decompression bomb (a tiny PNG claiming 100000x100000 pixels), a million empty files, a
-//! folder whose decoded pixels would not fit in memory. The second decodes every image on all
-//! cores into one `u8` buffer per split, converted to the dataset's channel count and size.
+//! decompression bomb (a tiny PNG claiming 100000x100000 pixels), a million empty files. The
+//! second decodes every image on all cores into one `u8` buffer per split, converted to the
+//! dataset's channel count and size. A folder whose decoded pixels are over the memory bound
+//! (`data.max_decoded_mb`, default a quarter of the machine's memory) is streamed instead: the
+//! second pass decodes every image once to check it and keeps nothing, and training decodes
+//! each batch's images from their files on the loader thread that prefetches batches. The
+//! bytes are the same either way, so a run gives the same numbers streamed or not.
 //!
 //! Choices, documented for users in the README:
 //! - class names are the class folders' names, sorted; train and test must have the same set;
@@ -20,6 +24,7 @@
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
@@ -52,7 +57,8 @@ pub struct FolderOptions {
     pub channels: Option<usize>,
     /// Every image is resized to `size x size` as it is decoded; required when sizes differ.
     pub size: Option<usize>,
-    /// The most bytes the decoded pixels of both splits may take in memory.
+    /// The most bytes the decoded pixels of both splits may take in memory; a larger folder is
+    /// streamed from disk.
     pub memory_bound: u64,
 }
 
@@ -84,20 +90,6 @@ impl Scan {
     pub fn decoded_bytes(&self) -> u64 {
         (self.train_len + self.test_len) as u64 * (self.channels * self.rows * self.cols) as u64
     }
-}
-
-/// A quarter of this machine's memory (from `/proc/meminfo`; 4 GiB where it cannot be read):
-/// the default bound on a folder's decoded pixels.
-pub fn default_memory_bound() -> u64 {
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(16 << 30);
-    total / 4
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> DataError {
@@ -295,19 +287,6 @@ pub fn scan(options: &FolderOptions) -> Result<Scan, DataError> {
         train,
         test,
     };
-    if scan.decoded_bytes() > options.memory_bound {
-        return Err(corrupt(
-            root,
-            format!(
-                "{} images of {channels}x{rows}x{cols} take {:.1} GiB decoded, more than the \
-                 bound of {:.1} GiB (a quarter of this machine's memory); set a smaller \
-                 data.input_size or use a subset of the folder",
-                scan.train_len + scan.test_len,
-                scan.decoded_bytes() as f64 / (1u64 << 30) as f64,
-                options.memory_bound as f64 / (1u64 << 30) as f64
-            ),
-        ));
-    }
     Ok(scan)
 }
 
@@ -429,6 +408,64 @@ fn decode_into(
     Ok(())
 }
 
+/// Images decoded from their files each time they are read: the splits of a folder whose
+/// decoded pixels are over the memory bound.
+#[derive(Debug)]
+pub struct Stream {
+    paths: Vec<PathBuf>,
+    shape: (usize, usize, usize),
+    /// The first image that failed to decode after the folder was checked (its file changed or
+    /// went away during the run): it read as zeros, and the run stops at its next check.
+    failure: Mutex<Option<String>>,
+}
+
+impl Stream {
+    /// The bytes of image `i`, decoded from its file.
+    pub fn decode(&self, i: usize) -> Vec<u8> {
+        let (c, h, w) = self.shape;
+        let mut out = vec![0u8; c * h * w];
+        if let Err(e) = decode_into(&self.paths[i], self.shape, &mut out) {
+            let message = match e {
+                DataError::Corrupt { path, reason } => format!("{}: {reason}", path.display()),
+                other => other.to_string(),
+            };
+            let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+            failure.get_or_insert(message);
+        }
+        out
+    }
+
+    /// See [`Stream::failure`]'s field.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// One split streamed from its files, after every image was decoded once (on all cores, nothing
+/// kept) so that a corrupt file is found now, not in the middle of training.
+fn stream_split(entries: &[Entry], shape: (usize, usize, usize)) -> Result<Split, DataError> {
+    let len = shape.0 * shape.1 * shape.2;
+    entries.par_iter().try_for_each_init(
+        || vec![0u8; len],
+        |buffer, entry| decode_into(&entry.path, shape, buffer),
+    )?;
+    Ok(Split {
+        channels: shape.0,
+        rows: shape.1,
+        cols: shape.2,
+        pixels: Vec::new(),
+        labels: entries.iter().map(|e| e.label).collect(),
+        stream: Some(Arc::new(Stream {
+            paths: entries.iter().map(|e| e.path.clone()).collect(),
+            shape,
+            failure: Mutex::new(None),
+        })),
+    })
+}
+
 /// Decodes one split's images on all cores.
 fn decode_split(entries: &[Entry], shape: (usize, usize, usize)) -> Result<Split, DataError> {
     let len = shape.0 * shape.1 * shape.2;
@@ -443,6 +480,7 @@ fn decode_split(entries: &[Entry], shape: (usize, usize, usize)) -> Result<Split
         cols: shape.2,
         pixels,
         labels: entries.iter().map(|e| e.label).collect(),
+        stream: None,
     })
 }
 
@@ -450,11 +488,13 @@ fn decode_split(entries: &[Entry], shape: (usize, usize, usize)) -> Result<Split
 pub fn load(options: &FolderOptions) -> Result<Dataset, DataError> {
     let scan = scan(options)?;
     let shape = (scan.channels, scan.rows, scan.cols);
+    let streamed = scan.decoded_bytes() > options.memory_bound;
+    let read = if streamed { stream_split } else { decode_split };
     let start = Instant::now();
-    let train = decode_split(&scan.train, shape)?;
-    let test = decode_split(&scan.test, shape)?;
+    let train = read(&scan.train, shape)?;
+    let test = read(&scan.test, shape)?;
     let seconds = start.elapsed().as_secs_f64();
-    let mut notes = scan.notes;
+    let mut notes = scan.notes.clone();
     let images = scan.train_len + scan.test_len;
     notes.push(format!(
         "decoded {} train and {} {} images ({}x{}x{}) in {seconds:.1} s: {:.0} images/s on {} \
@@ -468,6 +508,15 @@ pub fn load(options: &FolderOptions) -> Result<Dataset, DataError> {
         images as f64 / seconds.max(1e-9),
         rayon::current_num_threads()
     ));
+    let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+    if streamed {
+        notes.push(format!(
+            "streaming from disk: the decoded images would take {:.0} MiB, over the bound of \
+             {:.0} MiB (data.max_decoded_mb); each batch is decoded on the loader thread",
+            mib(scan.decoded_bytes()),
+            mib(options.memory_bound)
+        ));
+    }
     let files = [&scan.train, &scan.test]
         .iter()
         .flat_map(|e| e.iter().map(|e| e.path.clone()))
@@ -481,4 +530,74 @@ pub fn load(options: &FolderOptions) -> Result<Dataset, DataError> {
         notes,
         files,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+
+    /// Two classes, three images each per split: grayscale PNGs and one RGB JPEG per class.
+    fn folder() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for split in ["train", "val"] {
+            for (class, name) in ["cat", "dog"].iter().enumerate() {
+                let d = dir.path().join(split).join(name);
+                std::fs::create_dir_all(&d).unwrap();
+                for i in 0..2u8 {
+                    GrayImage::from_pixel(4, 4, Luma([40 * i + 100 * class as u8]))
+                        .save(d.join(format!("{i}.png")))
+                        .unwrap();
+                }
+                RgbImage::from_pixel(4, 4, Rgb([200, 10, 10]))
+                    .save(d.join("c.jpg"))
+                    .unwrap();
+            }
+        }
+        dir
+    }
+
+    fn options(dir: &Path, bound: u64) -> FolderOptions {
+        FolderOptions {
+            path: dir.to_path_buf(),
+            channels: None,
+            size: None,
+            memory_bound: bound,
+        }
+    }
+
+    #[test]
+    fn a_folder_reads_in_class_order_as_planes() {
+        let dir = folder();
+        let ds = load(&options(dir.path(), 1 << 20)).unwrap();
+        assert_eq!(ds.class_names, ["cat", "dog"]);
+        assert_eq!(ds.train.labels, [0, 0, 0, 1, 1, 1]);
+        assert_eq!((ds.train.channels, ds.train.rows), (3, 4));
+        // A grayscale image becomes three equal planes; the JPEG's red plane is bright.
+        let gray = ds.train.image(1);
+        assert!(gray.iter().all(|&p| p == 40), "{gray:?}");
+        let red = ds.train.image(2);
+        assert!(red[..16].iter().all(|&p| p > 180) && red[16..].iter().all(|&p| p < 60));
+        assert!(ds.notes.iter().any(|n| n.contains("images/s")));
+    }
+
+    #[test]
+    fn a_streamed_folder_reads_the_same_bytes_and_reports_a_file_that_went_away() {
+        let dir = folder();
+        let held = load(&options(dir.path(), 1 << 20)).unwrap();
+        let streamed = load(&options(dir.path(), 0)).unwrap();
+        assert!(streamed.train.pixels.is_empty() && streamed.train.stream.is_some());
+        for i in 0..held.train.len() {
+            assert_eq!(held.train.image(i), streamed.train.image(i));
+        }
+        assert_eq!(held.channel_stats(), streamed.channel_stats());
+        assert!(streamed.train.stream_failure().is_ok());
+        std::fs::remove_file(dir.path().join("train/dog/0.png")).unwrap();
+        assert!(streamed.train.image(3).iter().all(|&p| p == 0));
+        let err = streamed.train.stream_failure().unwrap_err().to_string();
+        assert!(
+            err.contains("dog/0.png") && err.contains("changed while"),
+            "{err}"
+        );
+    }
 }

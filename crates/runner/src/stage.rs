@@ -146,6 +146,7 @@ pub fn measure_model(
             data.device,
         )
     });
+    data.dataset.test.stream_failure().map_err(RunError::Data)?;
     let m = &config.measure;
     let bench = bench_model(
         model,

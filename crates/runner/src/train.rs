@@ -726,6 +726,10 @@ impl Training<'_, '_, '_> {
         trainee = self.epoch_hooks(trainee, epoch)?;
         let model = trainee.model.valid();
         let eval = self.evaluate(&model);
+        // A streamed image that failed to decode read as zeros: this epoch is not kept.
+        for split in [&self.setup.dataset.train, &self.setup.dataset.test] {
+            split.stream_failure().map_err(RunError::Data)?;
+        }
         let epoch_seconds = epoch_start.elapsed().as_secs_f64();
         let samples_per_second = self.record_epoch(epoch, &tally, &model, &eval, epoch_seconds);
         let checkpoint = self.checkpoint(&trainee, epoch, epoch_seconds, tally.step_seconds)?;

@@ -20,12 +20,13 @@ pub struct Execution {
     pub replicas: usize,
     pub eval_batch_size: usize,
     pub cache_dir: Option<PathBuf>,
+    pub max_decoded_mb: Option<u64>,
     pub output_dir: PathBuf,
 }
 
 impl Execution {
     /// The dotted config keys that hold execution settings: left out of run identity.
-    pub const KEYS: [&'static str; 8] = [
+    pub const KEYS: [&'static str; 9] = [
         "device",
         "threads",
         "measure",
@@ -33,6 +34,7 @@ impl Execution {
         "train.replicas",
         "train.eval_batch_size",
         "data.cache_dir",
+        "data.max_decoded_mb",
         "output.dir",
     ];
 
@@ -45,6 +47,7 @@ impl Execution {
             replicas: config.train.replicas,
             eval_batch_size: config.train.eval_batch_size,
             cache_dir: config.data.cache_dir.clone(),
+            max_decoded_mb: config.data.max_decoded_mb,
             output_dir: config.output.dir.clone(),
         }
     }
@@ -58,6 +61,10 @@ impl Execution {
         config.train.replicas = self.replicas;
         config.train.eval_batch_size = self.eval_batch_size;
         config.data.cache_dir = self.cache_dir.clone();
+        // Only image folders read it (a parent on other data would refuse it).
+        if config.data.dataset == crate::schema::DatasetName::ImageFolder {
+            config.data.max_decoded_mb = self.max_decoded_mb;
+        }
         config.output.dir = self.output_dir.clone();
     }
 }

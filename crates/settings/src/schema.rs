@@ -150,6 +150,12 @@ pub struct DataConfig {
     /// image is grayscale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<usize>,
+    /// The most MiB an image folder's decoded images may take in memory; a larger folder is
+    /// streamed from disk, decoded batch by batch (same numbers, slower); 0 always streams.
+    /// Default: a quarter of this machine's memory (or of its cgroup's limit). An execution
+    /// setting: not part of the run's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_decoded_mb: Option<u64>,
     /// Where fetched datasets are cached (default: the user's cache dir).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,

@@ -136,7 +136,9 @@ pub fn data_source(config: &StageConfig) -> data::Source {
             path: path(),
             channels: data.channels,
             size: data.input_size,
-            memory_bound: data::folder::default_memory_bound(),
+            memory_bound: data
+                .max_decoded_mb
+                .map_or_else(|| crate::context::memory_bytes() / 4, |mb| mb << 20),
         }),
         DatasetName::Cifar10 => data::Source::Cifar10(path()),
         DatasetName::Cifar100 => data::Source::Cifar100(path()),
@@ -300,6 +302,23 @@ fn check_data(config: &StageConfig) -> Result<(), Invalid> {
                 "data.channels",
                 channels,
                 "1 (grayscale) or 3 (RGB)",
+            ));
+        }
+    }
+    if let Some(mb) = data.max_decoded_mb {
+        if data.dataset != DatasetName::ImageFolder {
+            return Err(invalid(
+                "data.max_decoded_mb",
+                mb,
+                "only used with data.dataset = \"image-folder\" (the other datasets are held in \
+                 memory); remove it",
+            ));
+        }
+        if mb > 1 << 24 {
+            return Err(invalid(
+                "data.max_decoded_mb",
+                mb,
+                "between 0 (always stream) and 16777216 (16 TiB)",
             ));
         }
     }
