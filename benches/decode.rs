@@ -68,7 +68,7 @@ fn main() {
         memory_bound: u64::MAX,
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut rates = vec![Vec::new(), Vec::new()];
+    let mut rates = [Vec::new(), Vec::new()];
     let mut images = 0;
     for _ in 0..ROUNDS {
         for (k, threads) in [1, cores].into_iter().enumerate() {
