@@ -120,7 +120,7 @@ fn read_split(files: &[PathBuf], kind: Kind) -> Result<Split, DataError> {
         cols: SIDE,
         pixels: Vec::new(),
         labels: Vec::new(),
-        stream: None,
+        files: None,
     };
     for path in files {
         let bytes = DataError::read(path)?;

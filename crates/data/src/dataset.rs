@@ -39,9 +39,9 @@ pub struct Split {
     /// Every image's bytes, one after another; empty when the split is streamed.
     pub pixels: Vec<u8>,
     pub labels: Vec<u16>,
-    /// Set when the images are decoded from their files each time they are read instead of
-    /// held in `pixels` (an image folder too large for the memory bound).
-    pub stream: Option<Arc<crate::folder::Stream>>,
+    /// The image files of an image folder's split. With `pixels` empty the split is streamed:
+    /// each image is decoded from its file whenever it is read.
+    pub files: Option<Arc<crate::folder::Stream>>,
 }
 
 impl Split {
@@ -61,12 +61,26 @@ impl Split {
     /// The raw bytes of image `i`: borrowed from memory, or decoded from its file when the
     /// split is streamed.
     pub fn image(&self, i: usize) -> Cow<'_, [u8]> {
-        match &self.stream {
-            None => {
+        match &self.files {
+            Some(files) if self.is_streamed() => Cow::Owned(files.decode(i)),
+            _ => {
                 let n = self.image_len();
                 Cow::Borrowed(&self.pixels[i * n..(i + 1) * n])
             }
-            Some(stream) => Cow::Owned(stream.decode(i)),
+        }
+    }
+
+    /// Whether images are decoded from their files whenever they are read.
+    pub fn is_streamed(&self) -> bool {
+        self.files.is_some() && self.pixels.is_empty()
+    }
+
+    /// The bytes of image `i` as a deployment gets them: decoded from its file for an image
+    /// folder, copied out of the loaded file otherwise (IDX and CIFAR files are raw bytes).
+    pub fn decode(&self, i: usize) -> Vec<u8> {
+        match &self.files {
+            Some(files) => files.decode(i),
+            None => self.image(i).into_owned(),
         }
     }
 
@@ -74,7 +88,7 @@ impl Split {
     /// changed or went away during the run): the image read as zeros, so whatever used it
     /// must not be kept.
     pub fn stream_failure(&self) -> Result<(), DataError> {
-        match self.stream.as_ref().and_then(|s| s.failure()) {
+        match self.files.as_ref().and_then(|s| s.failure()) {
             Some(message) => Err(DataError::Streamed(message)),
             None => Ok(()),
         }
@@ -85,7 +99,7 @@ impl Split {
         if let Some(limit) = limit {
             let limit = limit.min(self.len());
             self.labels.truncate(limit);
-            if self.stream.is_none() {
+            if !self.is_streamed() {
                 self.pixels.truncate(limit * self.image_len());
             }
         }
@@ -186,7 +200,7 @@ impl Dataset {
                 cols,
                 pixels,
                 labels: labels_vec.into_iter().map(u16::from).collect(),
-                stream: None,
+                files: None,
             })
         };
         let train = split(&files[0], &files[1])?;
@@ -249,7 +263,7 @@ impl Dataset {
             cols: 8,
             pixels: pixels[..n_train * 64].to_vec(),
             labels: labels[..n_train].to_vec(),
-            stream: None,
+            files: None,
         };
         let test = Split {
             channels: 1,
@@ -257,7 +271,7 @@ impl Dataset {
             cols: 8,
             pixels: pixels[n_train * 64..].to_vec(),
             labels: labels[n_train..].to_vec(),
-            stream: None,
+            files: None,
         };
         Ok(Dataset {
             name: "digits".into(),

@@ -408,8 +408,8 @@ fn decode_into(
     Ok(())
 }
 
-/// Images decoded from their files each time they are read: the splits of a folder whose
-/// decoded pixels are over the memory bound.
+/// A split's image files and how they decode: what a streamed split reads its images from,
+/// and what the latency harness decodes as a deployment would.
 #[derive(Debug)]
 pub struct Stream {
     paths: Vec<PathBuf>,
@@ -420,6 +420,14 @@ pub struct Stream {
 }
 
 impl Stream {
+    fn of(entries: &[Entry], shape: (usize, usize, usize)) -> Arc<Self> {
+        Arc::new(Stream {
+            paths: entries.iter().map(|e| e.path.clone()).collect(),
+            shape,
+            failure: Mutex::new(None),
+        })
+    }
+
     /// The bytes of image `i`, decoded from its file.
     pub fn decode(&self, i: usize) -> Vec<u8> {
         let (c, h, w) = self.shape;
@@ -458,11 +466,7 @@ fn stream_split(entries: &[Entry], shape: (usize, usize, usize)) -> Result<Split
         cols: shape.2,
         pixels: Vec::new(),
         labels: entries.iter().map(|e| e.label).collect(),
-        stream: Some(Arc::new(Stream {
-            paths: entries.iter().map(|e| e.path.clone()).collect(),
-            shape,
-            failure: Mutex::new(None),
-        })),
+        files: Some(Stream::of(entries, shape)),
     })
 }
 
@@ -480,7 +484,7 @@ fn decode_split(entries: &[Entry], shape: (usize, usize, usize)) -> Result<Split
         cols: shape.2,
         pixels,
         labels: entries.iter().map(|e| e.label).collect(),
-        stream: None,
+        files: Some(Stream::of(entries, shape)),
     })
 }
 
@@ -586,7 +590,7 @@ mod tests {
         let dir = folder();
         let held = load(&options(dir.path(), 1 << 20)).unwrap();
         let streamed = load(&options(dir.path(), 0)).unwrap();
-        assert!(streamed.train.pixels.is_empty() && streamed.train.stream.is_some());
+        assert!(streamed.train.is_streamed() && !held.train.is_streamed());
         for i in 0..held.train.len() {
             assert_eq!(held.train.image(i), streamed.train.image(i));
         }

@@ -29,7 +29,8 @@ fn pool(threads: usize) -> rayon::ThreadPool {
 
 /// End-to-end latency of `batch`-image inferences over test images, per batch.
 ///
-/// The phases: *decode* copies each image's bytes out of the loaded IDX file; *preprocess*
+/// The phases: *decode* reads and decodes each image's file (an image folder), or copies its
+/// bytes out of the loaded IDX or CIFAR file (raw bytes); *preprocess*
 /// resizes, normalises and uploads them as a `[batch, c, h, w]` tensor; *forward* runs the model
 /// and waits for the device; *postprocess* takes the softmax, reads it back and picks each
 /// row's class. Runs in its own pool of `threads` threads (flex on the main thread hands work
@@ -53,7 +54,7 @@ pub fn batch_latency(
             warmup,
             |b| {
                 (0..batch)
-                    .map(|k| test.image((b * batch + k) % n).to_vec())
+                    .map(|k| test.decode((b * batch + k) % n))
                     .collect::<Vec<_>>()
             },
             |images| {

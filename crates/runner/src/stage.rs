@@ -146,7 +146,6 @@ pub fn measure_model(
             data.device,
         )
     });
-    data.dataset.test.stream_failure().map_err(RunError::Data)?;
     let m = &config.measure;
     let bench = bench_model(
         model,
@@ -161,6 +160,8 @@ pub fn measure_model(
         },
         data.device,
     );
+    // A test image that failed to decode from its file read as zeros: no result from it.
+    data.dataset.test.stream_failure().map_err(RunError::Data)?;
     Ok(RunSummary {
         name: name.to_string(),
         hash: hash.to_string(),
