@@ -236,6 +236,7 @@ pub fn make_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Split;
 
     fn prep(out: usize) -> Preprocess {
         Preprocess {
@@ -269,6 +270,42 @@ mod tests {
         let mut out = Vec::new();
         prep.image_into_flipped(&bytes, (0, 0), true, &mut out);
         assert_eq!(out, vec![0.0, 1.0, 0.0, 0.0, 0.0, -2.0, -2.0, -2.0]);
+    }
+
+    #[test]
+    fn converting_a_batch_equals_preprocessing_it_the_other_way() {
+        let device = Device::flex();
+        let split = Split {
+            channels: 3,
+            rows: 4,
+            cols: 4,
+            pixels: (0..2 * 48).map(|i| (i * 37 % 256) as u8).collect(),
+            labels: vec![0, 1],
+            files: None,
+        };
+        let from = Preprocess {
+            channels: 3,
+            mean: [0.5, 0.4, 0.3],
+            std: [0.2, 0.25, 0.3],
+            src_rows: 4,
+            src_cols: 4,
+            ..prep(4)
+        };
+        let to = Preprocess {
+            mean: [0.1, 0.2, 0.6],
+            std: [0.5, 0.1, 0.2],
+            ..from
+        };
+        let batch = |p: &Preprocess| make_batch(&split, &[0, 1], p, None, &device).images;
+        let converted = from.convert(batch(&from), &to).into_data();
+        converted.assert_approx_eq::<f32>(&batch(&to).into_data(), Default::default());
+        // Another size: the shape a teacher at 6x6 reads.
+        let bigger = Preprocess {
+            out_rows: 6,
+            out_cols: 6,
+            ..to
+        };
+        assert_eq!(from.convert(batch(&from), &bigger).dims(), [2, 3, 6, 6]);
     }
 
     #[test]

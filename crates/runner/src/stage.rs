@@ -698,16 +698,18 @@ fn logged<T>(progress: &mut Progress, result: Result<T, RunError>) -> Result<T, 
 
 /// The stage's dataset, saying where it comes from first (a first use downloads it).
 fn load_stage_data(config: &StageConfig, progress: &mut Progress) -> Result<Dataset, RunError> {
-    progress.line(&format!(
-        "data: loading {} (fetched into {} on first use)",
-        serde_json::to_value(config.data.dataset).map_or("?".into(), |v| v.to_string()),
-        config
-            .data
-            .cache_dir
-            .clone()
-            .unwrap_or_else(data::fetch::default_cache_root)
-            .display()
-    ));
+    let data = &config.data;
+    let name = serde_json::to_value(data.dataset).map_or("?".into(), |v| v.to_string());
+    progress.line(&match &data.path {
+        Some(path) => format!("data: reading {name} from {}", path.display()),
+        None => format!(
+            "data: loading {name} (fetched into {} on first use)",
+            data.cache_dir
+                .clone()
+                .unwrap_or_else(data::fetch::default_cache_root)
+                .display()
+        ),
+    });
     load_dataset(config)
 }
 
