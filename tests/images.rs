@@ -109,8 +109,9 @@ fn with_folder(n: u32) -> (tempfile::TempDir, PathBuf) {
     (dir, images)
 }
 
-#[test]
-fn an_image_folder_trains_and_its_model_file_alone_measures_the_same() {
+/// A folder of 16 train and 8 test images per class, and a stage `folder` training on it with
+/// crops and flips.
+fn augmented_folder_stage() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let (dir, images) = with_folder(16);
     let config = write(
         &dir.path().join("c.toml"),
@@ -120,6 +121,12 @@ fn an_image_folder_trains_and_its_model_file_alone_measures_the_same() {
             "augment.hflip = true\naugment.crop_padding = 2",
         ),
     );
+    (dir, images, config)
+}
+
+#[test]
+fn an_image_folder_trains_and_its_model_file_alone_measures_the_same() {
+    let (dir, images, config) = augmented_folder_stage();
     let out = train_ok(dir.path(), &config, &["--plain"]);
     assert!(
         out.contains("64 train / 32 test images of 3x12x12, 4 classes"),
@@ -156,15 +163,7 @@ fn an_image_folder_trains_and_its_model_file_alone_measures_the_same() {
 
 #[test]
 fn a_streamed_folder_gives_the_numbers_of_one_held_in_memory() {
-    let (dir, images) = with_folder(16);
-    let config = write(
-        &dir.path().join("c.toml"),
-        &folder_config(
-            "folder",
-            &images,
-            "augment.hflip = true\naugment.crop_padding = 2",
-        ),
-    );
+    let (dir, _, config) = augmented_folder_stage();
     train_ok(dir.path(), &config, &["--plain"]);
     let out = train_ok(
         dir.path(),

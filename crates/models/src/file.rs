@@ -134,14 +134,17 @@ fn record_bytes_with_metadata(
 
 /// The spec stored in one of our model files (burnpack bytes).
 pub fn spec_in_bytes(bytes: &[u8], path: &Path) -> Result<ModelSpec, ModelFileError> {
-    let reader =
-        Reader::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| {
-            ModelFileError::Read {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            }
-        })?;
-    spec_in(&reader, path)
+    spec_in(&reader_of(bytes, path)?, path)
+}
+
+/// A burnpack reader over `bytes` (the file `path`'s).
+fn reader_of(bytes: &[u8], path: &Path) -> Result<Reader, ModelFileError> {
+    Reader::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| {
+        ModelFileError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })
 }
 
 /// The input preprocessing stored in one of our model files (burnpack bytes), when it has one
@@ -150,13 +153,7 @@ pub fn preprocessing_in_bytes(
     bytes: &[u8],
     path: &Path,
 ) -> Result<Option<data::Preprocessing>, ModelFileError> {
-    let reader =
-        Reader::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| {
-            ModelFileError::Read {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            }
-        })?;
+    let reader = reader_of(bytes, path)?;
     let Some(json) = reader.metadata().get(PREPROCESSING_KEY) else {
         return Ok(None);
     };
