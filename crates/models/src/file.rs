@@ -383,7 +383,12 @@ fn load_foreign(
     })?;
     let mut model = build(spec, input, device, path)?;
     let mut remapper = KeyRemapper::new();
-    for [from, to] in options.key_map {
+    // A ResNet reads torchvision's names unless the user maps keys their own way.
+    let torchvision = match options.key_map.is_empty() {
+        true => spec.torchvision_key_map(),
+        false => Vec::new(),
+    };
+    for [from, to] in options.key_map.iter().chain(&torchvision) {
         remapper = remapper
             .add_pattern(from, to)
             .map_err(|e| ModelFileError::KeyMap {

@@ -28,7 +28,9 @@ pub use lenet::LeNet5;
 pub use mlp::Mlp;
 pub use model::Model;
 pub use resnet::{BasicBlock, ResNet};
-pub use spec::{Footprint, InputShape, Invalid, ModelSpec, ResnetBlock, SpecError};
+pub use spec::{
+    BlockCounts, Footprint, InputShape, Invalid, ModelSpec, ResnetBlock, SpecError, StemLayout,
+};
 pub use tap::{ForwardHook, LayerRef, Segment, Tap};
 pub use thin::{thin, KeepPlan, ThinError};
 pub use vgg::Vgg;

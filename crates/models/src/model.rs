@@ -63,9 +63,11 @@ impl Model {
                 input.classes,
                 device,
             )),
-            ModelSpec::Resnet { stem, .. } => Model::ResNet(ResNet::new(
+            ModelSpec::Resnet {
+                stem, stem_layout, ..
+            } => Model::ResNet(ResNet::new(
                 input.channels,
-                *stem,
+                (*stem, *stem_layout),
                 &spec.resnet_blocks(),
                 input.classes,
                 device,

@@ -2,12 +2,13 @@
 //! basic blocks of two 3x3 conv + BatchNorm with a residual add, a 1x1 projection where the
 //! width or stride changes, global average pooling, then the classifier.
 
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::conv_bn::ConvBn;
-use crate::spec::{ModelSpec, ResnetBlock};
+use crate::spec::{BlockCounts, ModelSpec, ResnetBlock, StemLayout};
 use crate::tap::{LayerRef, Tap};
 
 #[derive(Module, Debug)]
@@ -77,6 +78,8 @@ impl BasicBlock {
 #[derive(Module, Debug)]
 pub struct ResNet {
     pub stem: ConvBn,
+    /// torchvision's 3x3 stride-2 max-pool after an ImageNet stem.
+    pub stem_pool: Option<MaxPool2d>,
     pub blocks: Vec<BasicBlock>,
     pub fc: Linear,
 }
@@ -85,14 +88,21 @@ impl ResNet {
     /// `blocks` as [`ModelSpec::resnet_blocks`] lays them out.
     pub fn new(
         in_channels: usize,
-        stem: usize,
+        (stem, layout): (usize, StemLayout),
         blocks: &[ResnetBlock],
         classes: usize,
         device: &Device,
     ) -> Self {
         let c_last = blocks.last().map_or(stem, |b| b.c_out);
+        let (kernel, stride, padding) = layout.conv();
         Self {
-            stem: ConvBn::new([in_channels, stem], 3, 1, 1, device),
+            stem: ConvBn::new([in_channels, stem], kernel, stride, padding, device),
+            stem_pool: (layout == StemLayout::Imagenet).then(|| {
+                MaxPool2dConfig::new([3, 3])
+                    .with_strides([2, 2])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                    .init()
+            }),
             blocks: blocks.iter().map(|b| BasicBlock::new(b, device)).collect(),
             fc: LinearConfig::new(c_last, classes).init(device),
         }
@@ -102,12 +112,28 @@ impl ResNet {
     pub fn spec(&self) -> ModelSpec {
         let layouts: Vec<ResnetBlock> = self.blocks.iter().map(BasicBlock::layout).collect();
         // Every stage after the first starts with a stride-2 block.
-        let stages = 1 + layouts[1..].iter().filter(|b| b.stride == 2).count();
-        let blocks = layouts.len() / stages;
+        let mut counts: Vec<usize> = Vec::new();
+        for (b, layout) in layouts.iter().enumerate() {
+            match counts.last_mut() {
+                Some(n) if b == 0 || layout.stride != 2 => *n += 1,
+                _ => counts.push(1),
+            }
+        }
+        let mut firsts = Vec::new();
+        let mut at = 0;
+        for &n in &counts {
+            firsts.push(layouts[at].c_out);
+            at += n;
+        }
+        let stem_kernel = crate::dims(&self.stem.conv.weight)[2];
         ModelSpec::Resnet {
             stem: crate::dims(&self.stem.conv.weight)[0],
-            stages: layouts.chunks(blocks).map(|s| s[0].c_out).collect(),
-            blocks,
+            stem_layout: match stem_kernel {
+                7 => StemLayout::Imagenet,
+                _ => StemLayout::Cifar,
+            },
+            stages: firsts,
+            blocks: BlockCounts::of(&counts),
             inner: layouts.iter().map(|b| b.inner).collect(),
             projection: layouts.iter().map(|b| b.projection).collect(),
         }
@@ -118,7 +144,11 @@ impl ResNet {
     /// - input: `[batch, c, h, w]`
     /// - output: `[batch, classes]` logits
     pub fn forward(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
-        let x = relu(self.stem.forward(x, tap, "stem")); // [batch, stem, h, w]
+        let x = relu(self.stem.forward(x, tap, "stem")); // [batch, stem, h_0, w_0]
+        let x = match &self.stem_pool {
+            Some(pool) => crate::pool::max_pool(pool, x), // [batch, stem, h_0 / 2, w_0 / 2]
+            None => x,
+        };
         let mut x = tap.probe("stem", x, LayerRef::Other);
         for (b, block) in self.blocks.iter().enumerate() {
             x = block.forward(x, tap, &format!("blocks.{b}")); // [batch, width, h_s, w_s]
@@ -133,6 +163,9 @@ impl ResNet {
     pub fn macs(&self, size: [usize; 2]) -> u64 {
         let mut total = self.stem.macs(size);
         let mut size = self.stem.out_size(size);
+        if self.stem_pool.is_some() {
+            size = size.map(|n| (n + 2 - 3) / 2 + 1);
+        }
         for block in &self.blocks {
             total += block.macs(size);
             size = block.out_size(size);

@@ -43,19 +43,27 @@ pub enum ModelSpec {
         #[serde(default)]
         dropout: f64,
     },
-    /// ResNet-style (He et al. 2016): a 3x3 stem, stages of basic blocks (two 3x3 convs with a
-    /// residual add), stride 2 at the start of every stage after the first, global average
-    /// pooling, then the classifier.
+    /// ResNet (He et al. 2016): a stem, stages of basic blocks (two 3x3 convs with a residual
+    /// add), stride 2 at the start of every stage after the first, global average pooling,
+    /// then the classifier. With `stem_layout = "imagenet"` it is torchvision's ResNet-18/34
+    /// (`stem = 64, stages = [64, 128, 256, 512], blocks = [2, 2, 2, 2]` or `[3, 4, 6, 3]`),
+    /// and loads torchvision's `state_dict` keys as they are; with the default `"cifar"` stem
+    /// and `stem = 16, stages = [16, 32, 64], blocks = n` it is the CIFAR ResNet-(6n+2)
+    /// (ResNet-20: n = 3), with 1x1 projection shortcuts.
     Resnet {
         /// Width of the stem convolution.
         #[serde(default = "resnet_stem")]
         stem: usize,
+        /// `"cifar"`: a 3x3 stride-1 stem (small inputs); `"imagenet"`: torchvision's 7x7
+        /// stride-2 stem and 3x3 stride-2 max-pool.
+        #[serde(default, skip_serializing_if = "StemLayout::is_cifar")]
+        stem_layout: StemLayout,
         /// Width of each stage.
         #[serde(default = "resnet_stages")]
         stages: Vec<usize>,
-        /// Basic blocks per stage.
-        #[serde(default = "one")]
-        blocks: usize,
+        /// Basic blocks per stage: one number for every stage, or one per stage.
+        #[serde(default)]
+        blocks: BlockCounts,
         /// Inner width (the first conv's output) of every block, in order; empty means each
         /// block's stage width. Pruning narrows these block by block.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -66,6 +74,66 @@ pub enum ModelSpec {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         projection: Vec<bool>,
     },
+}
+
+/// A ResNet's stem: what it does to the input before the first stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StemLayout {
+    /// 3x3 conv, stride 1, padding 1 (He et al.'s CIFAR networks).
+    #[default]
+    Cifar,
+    /// 7x7 conv, stride 2, padding 3, then a 3x3 max-pool, stride 2, padding 1 (torchvision).
+    Imagenet,
+}
+
+impl StemLayout {
+    pub fn is_cifar(&self) -> bool {
+        *self == StemLayout::Cifar
+    }
+
+    /// The stem convolution's kernel, stride and padding.
+    pub fn conv(self) -> (usize, usize, usize) {
+        match self {
+            StemLayout::Cifar => (3, 1, 1),
+            StemLayout::Imagenet => (7, 2, 3),
+        }
+    }
+}
+
+/// Blocks per ResNet stage: `blocks = 3` (every stage) or `blocks = [3, 4, 6, 3]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BlockCounts {
+    Each(usize),
+    PerStage(Vec<usize>),
+}
+
+impl Default for BlockCounts {
+    fn default() -> Self {
+        BlockCounts::Each(1)
+    }
+}
+
+impl BlockCounts {
+    /// One count per stage of `stages` (a list of another length is cut or padded with 0,
+    /// which validation refuses).
+    pub fn per_stage(&self, stages: usize) -> Vec<usize> {
+        match self {
+            BlockCounts::Each(n) => vec![*n; stages],
+            BlockCounts::PerStage(v) => (0..stages)
+                .map(|s| v.get(s).copied().unwrap_or(0))
+                .collect(),
+        }
+    }
+
+    /// The short form of `counts`: one number when every stage has the same.
+    pub fn of(counts: &[usize]) -> Self {
+        match counts.first() {
+            Some(&n) if counts.iter().all(|&c| c == n) => BlockCounts::Each(n),
+            _ => BlockCounts::PerStage(counts.to_vec()),
+        }
+    }
 }
 
 fn lenet_channels() -> [usize; 2] {
@@ -85,9 +153,6 @@ fn resnet_stem() -> usize {
 }
 fn resnet_stages() -> Vec<usize> {
     vec![16, 32, 64]
-}
-fn one() -> usize {
-    1
 }
 
 /// The shape of one input sample and the number of classes: what a spec is instantiated for.
@@ -262,14 +327,16 @@ impl ModelSpec {
             blocks,
             inner,
             projection,
+            ..
         } = self
         else {
             return Vec::new();
         };
         let mut out = Vec::new();
         let mut c_in = *stem;
+        let counts = blocks.per_stage(stages.len());
         for (s, &width) in stages.iter().enumerate() {
-            for b in 0..*blocks {
+            for b in 0..counts[s] {
                 let i = out.len();
                 let stride = if s > 0 && b == 0 { 2 } else { 1 };
                 let mut block = ResnetBlock {
@@ -288,6 +355,43 @@ impl ModelSpec {
             }
         }
         out
+    }
+
+    /// How torchvision names this ResNet's parameters, as `key_map` pairs (regex, our name):
+    /// `conv1`/`bn1` the stem, `layer{s}.{b}.conv1`/`bn1`/`conv2`/`bn2` and
+    /// `downsample.0`/`downsample.1` each block, `fc` the classifier. Empty for other kinds. A
+    /// PyTorch file loaded for a ResNet with no `key_map` of its own is read through these, so
+    /// `torchvision.models.resnet18(num_classes=10).state_dict()` loads as it is.
+    pub fn torchvision_key_map(&self) -> Vec<[String; 2]> {
+        let ModelSpec::Resnet { stages, blocks, .. } = self else {
+            return Vec::new();
+        };
+        let pair = |from: String, to: String| [format!("^{from}\\.(.+)$"), format!("{to}.$1")];
+        let mut map = vec![
+            pair("conv1".into(), "stem.conv".into()),
+            pair("bn1".into(), "stem.bn".into()),
+        ];
+        let mut i = 0;
+        for (s, &count) in blocks.per_stage(stages.len()).iter().enumerate() {
+            for b in 0..count {
+                let theirs = format!("layer{}\\.{b}", s + 1);
+                for (from, to) in [
+                    ("conv1", "conv1.conv"),
+                    ("bn1", "conv1.bn"),
+                    ("conv2", "conv2.conv"),
+                    ("bn2", "conv2.bn"),
+                    ("downsample\\.0", "projection.conv"),
+                    ("downsample\\.1", "projection.bn"),
+                ] {
+                    map.push(pair(
+                        format!("{theirs}\\.{from}"),
+                        format!("blocks.{i}.{to}"),
+                    ));
+                }
+                i += 1;
+            }
+        }
+        map
     }
 
     /// What a model of this spec holds and computes per sample, counted from the widths
@@ -334,10 +438,16 @@ impl ModelSpec {
                 let (p, a) = dense_chain(mul(c_in, hs * ws), fc, classes);
                 (params, acts) = (params.saturating_add(p), acts.saturating_add(a));
             }
-            ModelSpec::Resnet { stem, .. } => {
-                params = conv_bn(c, *stem as u128, 3);
-                acts = acts.saturating_add(mul(4 * *stem as u128, h * w));
-                let (mut hs, mut ws) = (h, w);
+            ModelSpec::Resnet {
+                stem, stem_layout, ..
+            } => {
+                let (k, stride, _) = stem_layout.conv();
+                params = conv_bn(c, *stem as u128, k as u128);
+                let (mut hs, mut ws) = (h.div_ceil(stride as u128), w.div_ceil(stride as u128));
+                acts = acts.saturating_add(mul(4 * *stem as u128, hs * ws));
+                if *stem_layout == StemLayout::Imagenet {
+                    (hs, ws) = (hs.div_ceil(2), ws.div_ceil(2));
+                }
                 for b in self.resnet_blocks() {
                     if b.stride == 2 {
                         (hs, ws) = (hs.div_ceil(2), ws.div_ceil(2));
@@ -366,6 +476,7 @@ impl ModelSpec {
     pub fn normalized(self) -> Self {
         let ModelSpec::Resnet {
             stem,
+            stem_layout,
             stages,
             blocks,
             inner,
@@ -374,10 +485,12 @@ impl ModelSpec {
         else {
             return self;
         };
+        let blocks = BlockCounts::of(&blocks.per_stage(stages.len()));
         let short = ModelSpec::Resnet {
             stem,
+            stem_layout,
             stages: stages.clone(),
-            blocks,
+            blocks: blocks.clone(),
             inner: Vec::new(),
             projection: Vec::new(),
         }
@@ -397,6 +510,7 @@ impl ModelSpec {
         };
         ModelSpec::Resnet {
             stem,
+            stem_layout,
             stages,
             blocks,
             inner,
@@ -472,7 +586,8 @@ impl ModelSpec {
                 blocks,
                 inner,
                 projection,
-            } => self.validate_resnet(*stem, stages, *blocks, (inner, projection))?,
+                ..
+            } => self.validate_resnet(*stem, stages, blocks, (inner, projection))?,
         }
         Ok(())
     }
@@ -482,7 +597,7 @@ impl ModelSpec {
         &self,
         stem: usize,
         stages: &[usize],
-        blocks: usize,
+        blocks: &BlockCounts,
         (inner, projection): (&[usize], &[bool]),
     ) -> Result<(), SpecError> {
         check_positive("stem", &[stem])?;
@@ -490,10 +605,26 @@ impl ModelSpec {
             return Err(spec_error("stages", stages, "at least one stage"));
         }
         check_positive("stages", stages)?;
-        if blocks == 0 {
-            return Err(spec_error("blocks", blocks, "at least 1 block per stage"));
+        if let BlockCounts::PerStage(counts) = blocks {
+            if counts.len() != stages.len() {
+                return Err(spec_error(
+                    "blocks",
+                    counts,
+                    format!(
+                        "one count per stage ({}), or one number for all",
+                        stages.len()
+                    ),
+                ));
+            }
         }
-        let n = stages.len() * blocks;
+        let counts = blocks.per_stage(stages.len());
+        if counts.contains(&0) {
+            return Err(spec_error("blocks", &counts, "at least 1 block per stage"));
+        }
+        if counts.iter().sum::<usize>() > 1024 {
+            return Err(spec_error("blocks", &counts, "at most 1024 blocks in all"));
+        }
+        let n: usize = counts.iter().sum();
         if !inner.is_empty() && inner.len() != n {
             return Err(spec_error(
                 "inner",

@@ -33,6 +33,12 @@ fn specs() -> Vec<ModelSpec> {
         stem = 8
         stages = [8, 16]
         blocks = 2
+        [[m]]
+        kind = "resnet"
+        stem = 8
+        stem_layout = "imagenet"
+        stages = [8, 16]
+        blocks = [1, 2]
     "#;
     #[derive(serde::Deserialize)]
     struct List {
@@ -182,8 +188,9 @@ fn per_block_resnet_widths_round_trip_through_the_spec() {
     // while the trained projection stays.
     let spec = ModelSpec::Resnet {
         stem: 8,
+        stem_layout: Default::default(),
         stages: vec![8, 8],
-        blocks: 2,
+        blocks: crate::BlockCounts::Each(2),
         inner: vec![5, 8, 3, 7],
         projection: vec![true, false, true, false],
     };
@@ -194,8 +201,9 @@ fn per_block_resnet_widths_round_trip_through_the_spec() {
     // A block that changes resolution cannot drop its projection.
     let bad = ModelSpec::Resnet {
         stem: 8,
+        stem_layout: Default::default(),
         stages: vec![8, 8],
-        blocks: 1,
+        blocks: crate::BlockCounts::Each(1),
         inner: Vec::new(),
         projection: vec![false, false],
     };
@@ -594,4 +602,80 @@ fn the_same_weights_give_the_same_model_file() {
     )
     .unwrap();
     assert!(crate::file::to_bytes(&back).unwrap() == a);
+}
+
+/// PyTorch parity: `state_dict`s PyTorch itself saved (`fixtures/make_fixtures.py`, torchvision's
+/// BasicBlock and ResNet classes with random BatchNorm statistics) load with no `key_map` and
+/// compute the logits PyTorch computed for the same input.
+#[test]
+fn torchvision_resnets_load_as_pytorch_saved_them_and_give_its_logits() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut cases = vec![
+        (
+            "resnet20",
+            "kind = \"resnet\"\nstem = 16\nstages = [16, 32, 64]\nblocks = 3",
+        ),
+        (
+            "resnet-imagenet-stem",
+            "kind = \"resnet\"\nstem = 8\nstem_layout = \"imagenet\"\n\
+             stages = [8, 16, 16, 32]\nblocks = [1, 2, 1, 1]",
+        ),
+    ];
+    // By hand, torchvision's own ResNet-18 (45 MB, not committed): `make_fixtures.py
+    // --resnet18` writes /tmp/resnet18.{pt,json}, then PYTORCH_PARITY_RESNET18=1.
+    let fixtures = match std::env::var_os("PYTORCH_PARITY_RESNET18") {
+        Some(_) => {
+            cases = vec![(
+                "resnet18",
+                "kind = \"resnet\"\nstem = 64\nstem_layout = \"imagenet\"\n\
+                 stages = [64, 128, 256, 512]\nblocks = 2",
+            )];
+            std::path::PathBuf::from("/tmp")
+        }
+        None => fixtures,
+    };
+    for (name, spec) in cases {
+        let spec: ModelSpec = toml::from_str(spec).unwrap();
+        let json = std::fs::read_to_string(fixtures.join(format!("{name}.json"))).unwrap();
+        let expected: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let size = |k: &str| expected[k].as_u64().unwrap() as usize;
+        let (h, w) = (size("height"), size("width"));
+        let input = InputShape {
+            channels: 3,
+            height: h,
+            width: w,
+            classes: 10,
+        };
+        let model = crate::file::load(
+            &fixtures.join(format!("{name}.pt")),
+            crate::ModelFormat::Pytorch,
+            crate::file::LoadOptions {
+                spec: Some(&spec),
+                key_map: &[],
+            },
+            &input,
+            &device(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(model.spec(), spec, "{name}");
+        let x: Vec<f32> = (0..2 * 3 * h * w)
+            .map(|i| (0.37 * i as f64).sin() as f32)
+            .collect();
+        let x = Tensor::<4>::from_data(TensorData::new(x, [2, 3, h, w]), &device());
+        let logits: Vec<f32> = model.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        let want: Vec<f32> = expected["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| row.as_array().unwrap().iter())
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let worst = logits
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{name}: max |ours - PyTorch's| = {worst:e}");
+        assert!(worst <= 1e-4, "{name}: max |ours - PyTorch's| = {worst}");
+    }
 }
