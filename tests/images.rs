@@ -595,3 +595,16 @@ fn bad_data_settings_name_the_key() {
     let out = train(dir.path()).arg(&config).output().unwrap();
     assert!(text(&out).contains("needs data.path"), "{}", text(&out));
 }
+
+#[test]
+fn a_killed_run_on_augmented_images_resumes_to_the_same_result() {
+    // Crops and flips draw from the epoch's seeded stream: a resumed run sees the same images.
+    let (_dir, images) = with_folder(64);
+    let config = folder_config(
+        "resumed",
+        &images,
+        "augment.hflip = true\naugment.crop_padding = 2",
+    )
+    .replace("log_every = 4", "log_every = 1");
+    kill_and_resume_matches(&config, "resumed", 2);
+}
