@@ -454,11 +454,13 @@ fn non_image_files_are_skipped_with_a_note() {
         |root| {
             std::fs::write(root.join("train/bands_0/notes.txt"), "hello").unwrap();
             std::fs::write(root.join("train/.DS_Store"), "x").unwrap();
+            // A macOS resource fork: named like an image, not one.
+            std::fs::write(root.join("train/bands_1/._0.png"), "fork").unwrap();
         },
         "",
     );
     assert!(ok, "{t}");
-    assert!(t.contains("skipped 2 entries"), "{t}");
+    assert!(t.contains("skipped 3 entries"), "{t}");
 }
 
 #[test]

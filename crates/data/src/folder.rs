@@ -13,9 +13,10 @@
 //!
 //! Choices, documented for users in the README:
 //! - class names are the class folders' names, sorted; train and test must have the same set;
-//! - files whose extension is not `.png`, `.jpg`, `.jpeg` or `.bmp` (any case), and folders
-//!   inside a class folder, are skipped with a note (torchvision skips them silently); a file
-//!   with an image extension that does not decode is an error naming it;
+//! - files whose extension is not `.png`, `.jpg`, `.jpeg` or `.bmp` (any case), hidden files
+//!   (`.DS_Store`, macOS's `._photo.png`), and folders inside a class folder are skipped with a
+//!   note (torchvision skips the first silently); a file with an image extension that does not
+//!   decode is an error naming it;
 //! - grayscale, RGB, RGBA and 16-bit images may be mixed: each is converted to the dataset's
 //!   channels (RGB unless every image is grayscale; alpha dropped; 16 bits scaled to 8);
 //! - images of different sizes need `data.input_size`; with it every image is resized to
@@ -136,6 +137,11 @@ fn walk_split(
 ) -> Result<Classes, DataError> {
     let mut classes = Vec::new();
     for (name, path) in sorted_entries(split, budget)? {
+        // Hidden entries (`.DS_Store`, macOS's `._photo.png` resource forks) are not data.
+        if name.starts_with('.') {
+            skipped.push(path);
+            continue;
+        }
         let meta = std::fs::metadata(&path)
             .map_err(|e| corrupt(&path, format!("cannot read it ({e})")))?;
         if !meta.is_dir() {
@@ -144,7 +150,7 @@ fn walk_split(
         }
         let mut files = Vec::new();
         for (file_name, file) in sorted_entries(&path, budget)? {
-            if is_image_name(&file_name) {
+            if is_image_name(&file_name) && !file_name.starts_with('.') {
                 files.push(file);
             } else {
                 skipped.push(file);
