@@ -150,6 +150,61 @@ fn a_resnet_is_pruned_through_its_residual_groups_to_a_macs_target() {
 }
 
 #[test]
+fn a_torchvision_layout_resnet_is_pruned_then_quantized() {
+    // torchvision's stem (7x7 stride 2, then a 3x3 stride-2 max-pool) and a stage of two
+    // blocks, on the 8x8 images resized to 32x32.
+    let (dir, data) = folder_with_data(64);
+    let at_32 = |c: String| c.replace("dataset = \"idx\"", "dataset = \"idx\"\ninput_size = 32");
+    let model = "kind = \"resnet\"\nstem = 8\nstem_layout = \"imagenet\"\nstages = [8, 16]\n\
+                 blocks = [1, 2]";
+    let parent = parent_config(dir.path(), &data, model);
+    write(&parent, &at_32(std::fs::read_to_string(&parent).unwrap()));
+    let pruned = write(
+        &dir.path().join("pruned.toml"),
+        &at_32(pruned_config(
+            &data,
+            &parent,
+            "criterion = \"l2\"\nmacs_ratio = 0.6\nround_to = 2",
+            1,
+        )),
+    );
+    train_ok(dir.path(), &pruned, &["--plain"]);
+    let run = only_run_dir(dir.path(), "pruned");
+    let spec = models::file::read_spec(&run.join("model.bpk")).unwrap();
+    let ModelSpec::Resnet {
+        stem_layout,
+        stem,
+        blocks,
+        ..
+    } = &spec
+    else {
+        panic!("not a resnet: {spec:?}");
+    };
+    assert_eq!(*stem_layout, models::StemLayout::Imagenet);
+    assert_eq!(*blocks, models::BlockCounts::PerStage(vec![1, 2]));
+    assert!(*stem < 8, "{spec:?}");
+    let parent_macs = summary(&only_run_dir(dir.path(), "parent"))["macs"]
+        .as_u64()
+        .unwrap();
+    assert!(summary(&run)["macs"].as_u64().unwrap() < parent_macs);
+
+    let qat = derived_config(
+        "qat",
+        (&data, &pruned),
+        (
+            "quant",
+            "mode = \"qat\"\nbits = 8\nactivation_bits = 8\nobserver = \"ema\"",
+        ),
+        (1, 16, 0.005),
+    );
+    let qat = write(&dir.path().join("qat.toml"), &at_32(qat));
+    train_ok(dir.path(), &qat, &["--plain"]);
+    let run = only_run_dir(dir.path(), "qat");
+    assert_eq!(summary(&run)["artifact"], "model.qnt");
+    bench_ok(dir.path(), &run, &[]);
+}
+
+#[test]
 fn a_pruning_run_killed_between_steps_resumes_to_the_same_result() {
     let (dir, data) = folder_with_data(256);
     // One epoch of parent: the kill marker (`epoch 2 step`) must be the pruning stage's.
