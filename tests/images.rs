@@ -610,3 +610,42 @@ fn a_killed_run_on_augmented_images_resumes_to_the_same_result() {
     .replace("log_every = 4", "log_every = 1");
     kill_and_resume_matches(&config, "resumed", 2);
 }
+
+#[test]
+fn a_resnet_pytorch_saved_starts_a_stage_and_teaches_with_no_key_map() {
+    // ResNet-20 as PyTorch wrote it (crates/models/fixtures/make_fixtures.py: torchvision's
+    // BasicBlock and key names), on CIFAR-layout files.
+    let dir = tempfile::tempdir().unwrap();
+    let cifar = dir.path().join("cifar");
+    write_cifar(&cifar, 20);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/resnet20.pt");
+    let resnet20 = "kind = \"resnet\"\nstem = 16\nstages = [16, 32, 64]\nblocks = 3";
+    let base = folder_config("r20", &cifar, "")
+        .replace("dataset = \"image-folder\"", "dataset = \"cifar10\"")
+        .replace("input_size = 12\n", "");
+    // `from` the file: its architecture is the stage's [model].
+    let start = base
+        .replace(
+            "name = \"r20\"",
+            &format!("name = \"r20\"\nfrom = \"{}\"", fixture.display()),
+        )
+        .replace("kind = \"mlp\"\nhidden = [16]", resnet20)
+        .replace("epochs = 3", "epochs = 0");
+    let start = write(&dir.path().join("start.toml"), &start);
+    let out = train_ok(dir.path(), &start, &["--plain"]);
+    assert!(out.contains("recorded no input preprocessing"), "{out}");
+    let s = summary(&only_run_dir(dir.path(), "r20"));
+    // PyTorch's 272,474 parameters and the 2 x 784 BatchNorm running statistics (buffers in
+    // PyTorch), which this tool counts.
+    assert_eq!(s["params"], 272_474 + 2 * 784);
+    // The same file as a teacher.
+    let student = base.replace("name = \"r20\"", "name = \"student\"")
+        + &format!(
+            "\n[distill]\nteacher = \"{}\"\ntemperature = 4.0\nalpha = 0.5\n\
+             [distill.teacher_model]\n{resnet20}\n",
+            fixture.display()
+        );
+    let student = write(&dir.path().join("student.toml"), &student);
+    let out = train_ok(dir.path(), &student, &["--plain"]);
+    assert!(out.contains("teacher: loaded"), "{out}");
+}

@@ -19,7 +19,7 @@ use crate::schema::StageConfig;
 use crate::techniques;
 use crate::testing::TestHooks;
 use crate::validate::validate;
-use models::{InputShape, ModelSpec};
+use models::{InputShape, ModelFormat, ModelSpec};
 
 /// Prefix of environment overrides: `COMPRESS_TRAIN__EPOCHS=3` sets `train.epochs`.
 pub const ENV_PREFIX: &str = "COMPRESS";
@@ -337,10 +337,13 @@ fn start_model(
             crate::validate::check_fits(FROM_KEY, &spec, input, config.train.batch_size)?;
             Ok(spec)
         }
+        // A foreign file's architecture is the `[model]` it was loaded with.
+        (Some(model), Some(parent)) if parent.is_foreign_file() => Ok(model.clone()),
         (Some(_), Some(_)) => Err(Invalid::new(
             "model",
             "a [model] table",
-            "leave it out: the model is the one `from` names",
+            "leave it out: the model is the one `from` names (only a PyTorch or safetensors \
+             file needs its architecture here)",
         )),
         (None, None) => Err(Invalid::new(
             "model",
@@ -353,12 +356,20 @@ fn start_model(
 
 /// Every parent a config names: `from`, then each technique section's.
 fn parent_keys(config: &StageConfig) -> Vec<ParentKey> {
-    let from = config.from.as_ref().map(|path| ParentKey {
-        key: FROM_KEY.into(),
-        path: path.clone(),
-        spec: None,
-        spec_key: None,
-        key_map: Vec::new(),
+    // A PyTorch or safetensors file holds weights only: its architecture is the stage's
+    // `[model]` (a ResNet reads torchvision's key names).
+    let from = config.from.as_ref().map(|path| {
+        let foreign = matches!(
+            ModelFormat::from_path(path),
+            Some(ModelFormat::Pytorch | ModelFormat::Safetensors)
+        );
+        ParentKey {
+            key: FROM_KEY.into(),
+            path: path.clone(),
+            spec: config.model.clone().filter(|_| foreign),
+            spec_key: foreign.then(|| "model".to_string()),
+            key_map: Vec::new(),
+        }
     });
     from.into_iter()
         .chain(

@@ -111,6 +111,17 @@ impl Parent {
         }
     }
 
+    /// Whether the parent is a PyTorch or safetensors file (weights without an architecture).
+    pub fn is_foreign_file(&self) -> bool {
+        matches!(
+            &self.source,
+            ParentSource::File {
+                format: models::ModelFormat::Pytorch | models::ModelFormat::Safetensors,
+                ..
+            }
+        )
+    }
+
     /// How the end-of-run table names the parent: the key's last part (`teacher`), or
     /// `parent` for `from`.
     pub fn role(&self) -> &str {
