@@ -205,6 +205,59 @@ fn a_torchvision_layout_resnet_is_pruned_then_quantized() {
 }
 
 #[test]
+fn a_mobilenet_v2_is_pruned_through_its_inverted_residuals_then_quantized() {
+    // torchvision's MobileNetV2 at a quarter width, on the 8x8 images resized to 32x32.
+    let (dir, data) = folder_with_data(64);
+    let at_32 = |c: String| c.replace("dataset = \"idx\"", "dataset = \"idx\"\ninput_size = 32");
+    let parent = parent_config(
+        dir.path(),
+        &data,
+        "kind = \"mobilenet-v2\"\nwidth_mult = 0.25\ndropout = 0.0",
+    );
+    write(&parent, &at_32(std::fs::read_to_string(&parent).unwrap()));
+    let pruned = write(
+        &dir.path().join("pruned.toml"),
+        &at_32(pruned_config(
+            &data,
+            &parent,
+            "criterion = \"l2\"\nmacs_ratio = 0.5\nround_to = 2",
+            1,
+        )),
+    );
+    train_ok(dir.path(), &pruned, &["--plain"]);
+    let run = only_run_dir(dir.path(), "pruned");
+    let spec = models::file::read_spec(&run.join("model.bpk")).unwrap();
+    let ModelSpec::MobilenetV2 {
+        widths: Some(widths),
+        ..
+    } = &spec
+    else {
+        panic!("not a pruned mobilenet: {spec:?}");
+    };
+    assert_eq!(widths.hidden.len(), 17);
+    let parent_macs = summary(&only_run_dir(dir.path(), "parent"))["macs"]
+        .as_u64()
+        .unwrap();
+    assert!(summary(&run)["macs"].as_u64().unwrap() <= parent_macs / 2 + parent_macs / 20);
+    bench_ok(dir.path(), &run, &[]);
+
+    let qat = derived_config(
+        "qat",
+        (&data, &pruned),
+        (
+            "quant",
+            "mode = \"qat\"\nbits = 8\nactivation_bits = 8\nobserver = \"ema\"",
+        ),
+        (1, 16, 0.005),
+    );
+    let qat = write(&dir.path().join("qat.toml"), &at_32(qat));
+    train_ok(dir.path(), &qat, &["--plain"]);
+    let run = only_run_dir(dir.path(), "qat");
+    assert_eq!(summary(&run)["artifact"], "model.qnt");
+    bench_ok(dir.path(), &run, &[]);
+}
+
+#[test]
 fn a_pruning_run_killed_between_steps_resumes_to_the_same_result() {
     let (dir, data) = folder_with_data(256);
     // One epoch of parent: the kill marker (`epoch 2 step`) must be the pruning stage's.

@@ -43,6 +43,21 @@ impl ConvBn {
         }
     }
 
+    /// A 3x3 depthwise convolution (one filter per channel, `groups = channels`, padding 1)
+    /// and its BatchNorm. burn computes it (the im2col kernels take no groups).
+    pub fn depthwise(channels: usize, stride: usize, device: &Device) -> Self {
+        let conv = Conv2dConfig::new([channels, channels], [3, 3])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_groups(channels)
+            .with_bias(false)
+            .init(device);
+        Self {
+            conv,
+            bn: BatchNormConfig::new(channels).init(device),
+        }
+    }
+
     /// # Shapes
     /// - input: `[batch, c_in, h, w]`
     /// - output: `[batch, c_out, h', w']` where `h' = (h + 2 * padding - kernel) / stride + 1`

@@ -11,6 +11,7 @@ mod lenet;
 mod linear_stack;
 pub mod loss;
 mod mlp;
+mod mobilenet;
 mod model;
 pub mod params;
 mod pool;
@@ -26,10 +27,12 @@ pub use file::{ModelFileError, ModelFormat};
 pub use groups::{ChannelGroup, GroupMember, Role};
 pub use lenet::LeNet5;
 pub use mlp::Mlp;
+pub use mobilenet::{InvertedResidual, MobileNetV2};
 pub use model::Model;
 pub use resnet::{BasicBlock, ResNet};
 pub use spec::{
-    BlockCounts, Footprint, InputShape, Invalid, ModelSpec, ResnetBlock, SpecError, StemLayout,
+    make_divisible, BlockCounts, Footprint, InputShape, Invalid, MobileBlock, MobileWidths,
+    ModelSpec, ResnetBlock, SpecError, StemLayout,
 };
 pub use tap::{ForwardHook, LayerRef, Segment, Tap};
 pub use thin::{thin, KeepPlan, ThinError};

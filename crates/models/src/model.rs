@@ -7,6 +7,7 @@ use crate::groups::ChannelGroup;
 use crate::lenet::LeNet5;
 use crate::linear_stack;
 use crate::mlp::Mlp;
+use crate::mobilenet::MobileNetV2;
 use crate::resnet::ResNet;
 use crate::spec::{InputShape, ModelSpec, SpecError};
 use crate::tap::Tap;
@@ -21,6 +22,7 @@ pub enum Model {
     LeNet5(LeNet5),
     Vgg(Vgg),
     ResNet(ResNet),
+    MobileNetV2(MobileNetV2),
 }
 
 impl Model {
@@ -72,6 +74,12 @@ impl Model {
                 input.classes,
                 device,
             )),
+            ModelSpec::MobilenetV2 { .. } => Model::MobileNetV2(MobileNetV2::new(
+                input.channels,
+                spec,
+                input.classes,
+                device,
+            )),
         })
     }
 
@@ -102,6 +110,7 @@ impl Model {
                 dropout: m.dropout.prob,
             },
             Model::ResNet(m) => m.spec(),
+            Model::MobileNetV2(m) => m.spec(),
         }
     }
 
@@ -133,6 +142,7 @@ impl Model {
             Model::LeNet5(_) => "lenet5",
             Model::Vgg(_) => "vgg",
             Model::ResNet(_) => "resnet",
+            Model::MobileNetV2(_) => "mobilenet-v2",
         }
     }
 
@@ -154,6 +164,7 @@ impl Model {
             Model::LeNet5(m) => m.forward(x, tap),
             Model::Vgg(m) => m.forward(x, tap),
             Model::ResNet(m) => m.forward(x, tap),
+            Model::MobileNetV2(m) => m.forward(x, tap),
         }
     }
 
@@ -179,6 +190,7 @@ impl Model {
             Model::LeNet5(m) => m.macs(size),
             Model::Vgg(m) => m.macs(size),
             Model::ResNet(m) => m.macs(size),
+            Model::MobileNetV2(m) => m.macs(size),
         }
     }
 
@@ -189,6 +201,7 @@ impl Model {
             Model::LeNet5(m) => lenet_groups(m),
             Model::Vgg(m) => vgg_groups(m, input),
             Model::ResNet(m) => resnet_groups(m),
+            Model::MobileNetV2(m) => mobilenet_groups(m),
         }
     }
 }
@@ -288,5 +301,48 @@ fn resnet_groups(m: &ResNet) -> Vec<ChannelGroup> {
         );
     }
     groups.push(stream.linear_input("fc", 1));
+    groups
+}
+
+/// In a MobileNetV2, each block's expansion output, its depthwise convolution (one filter
+/// per channel: output channels and BatchNorm only) and the projection's input are one group.
+/// The first block has no expansion, so its depthwise convolution filters the stream it reads.
+/// A residual block writes into the stream it reads: the blocks of such a run, the block that
+/// started it and every reader of it (expansions, the head) share one group.
+fn mobilenet_groups(m: &MobileNetV2) -> Vec<ChannelGroup> {
+    let width = |c: &crate::ConvBn| crate::dims(&c.conv.weight)[0];
+    let mut groups = Vec::new();
+    // The channels the next block reads: the stem's output, then the last block's.
+    let mut stream = ChannelGroup::new("stem", width(&m.stem)).conv_bn_output("stem");
+    for (b, block) in m.blocks.iter().enumerate() {
+        let prefix = format!("blocks.{b}");
+        let (depthwise, project) = (format!("{prefix}.depthwise"), format!("{prefix}.project"));
+        match &block.expand {
+            Some(_) => {
+                let expand = format!("{prefix}.expand");
+                stream = stream.conv_input(&expand);
+                groups.push(
+                    ChannelGroup::new(format!("{prefix}.hidden"), width(&block.depthwise))
+                        .conv_bn_output(&expand)
+                        .conv_bn_output(&depthwise)
+                        .conv_input(&project),
+                );
+            }
+            None => stream = stream.conv_bn_output(&depthwise).conv_input(&project),
+        }
+        if block.residual {
+            stream = stream.conv_bn_output(&project);
+        } else {
+            groups.push(stream);
+            stream = ChannelGroup::new(format!("{prefix}.out"), width(&block.project))
+                .conv_bn_output(&project);
+        }
+    }
+    groups.push(stream.conv_input("head"));
+    groups.push(
+        ChannelGroup::new("head", width(&m.head))
+            .conv_bn_output("head")
+            .linear_input("classifier", 1),
+    );
     groups
 }

@@ -74,6 +74,122 @@ pub enum ModelSpec {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         projection: Vec<bool>,
     },
+    /// MobileNetV2 (Sandler et al. 2018) in torchvision's layout and key names: a 3x3
+    /// stride-2 stem, 17 inverted residual blocks (1x1 expansion, 3x3 depthwise, linear 1x1
+    /// projection), a 1x1 head, dropout, the classifier; ReLU6. torchvision's `state_dict`
+    /// (`features.N...`, `classifier.1`) loads as it is.
+    #[serde(rename = "mobilenet-v2")]
+    MobilenetV2 {
+        /// torchvision's `width_mult`: every width is its 1.0 width times this, rounded to a
+        /// multiple of 8 (the head stays 1280 below 1.0).
+        #[serde(default = "one_f64")]
+        width_mult: f64,
+        /// Dropout before the classifier (torchvision: 0.2).
+        #[serde(default = "mobilenet_dropout")]
+        dropout: f64,
+        /// Explicit widths (a pruned model's); left out, `width_mult` gives them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        widths: Option<MobileWidths>,
+    },
+}
+
+/// The widths of a MobileNetV2, block by block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MobileWidths {
+    pub stem: usize,
+    /// Each block's depthwise width (its expansion's output; the first block's is its input).
+    pub hidden: Vec<usize>,
+    /// Each block's output width.
+    pub out: Vec<usize>,
+    pub head: usize,
+}
+
+/// One stage of torchvision's MobileNetV2 table: expansion `t`, width `c`, `n` blocks, the
+/// first with stride `s`.
+#[derive(Debug, Clone, Copy)]
+pub struct MobileStage {
+    pub t: usize,
+    pub c: usize,
+    pub n: usize,
+    pub s: usize,
+}
+
+/// Sandler et al.'s Table 2 (torchvision's `inverted_residual_setting`).
+pub const MOBILENET_V2: [MobileStage; 7] = [
+    MobileStage {
+        t: 1,
+        c: 16,
+        n: 1,
+        s: 1,
+    },
+    MobileStage {
+        t: 6,
+        c: 24,
+        n: 2,
+        s: 2,
+    },
+    MobileStage {
+        t: 6,
+        c: 32,
+        n: 3,
+        s: 2,
+    },
+    MobileStage {
+        t: 6,
+        c: 64,
+        n: 4,
+        s: 2,
+    },
+    MobileStage {
+        t: 6,
+        c: 96,
+        n: 3,
+        s: 1,
+    },
+    MobileStage {
+        t: 6,
+        c: 160,
+        n: 3,
+        s: 2,
+    },
+    MobileStage {
+        t: 6,
+        c: 320,
+        n: 1,
+        s: 1,
+    },
+];
+
+/// One inverted residual block as a spec lays it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MobileBlock {
+    pub c_in: usize,
+    pub hidden: usize,
+    pub c_out: usize,
+    pub stride: usize,
+    /// Whether it has a 1x1 expansion (expansion ratio above 1).
+    pub expand: bool,
+    /// Whether it adds its input to its output.
+    pub residual: bool,
+}
+
+/// torchvision's `_make_divisible(v, 8)`: the nearest multiple of 8, at least 8, never more
+/// than 10% below `v`.
+pub fn make_divisible(v: f64) -> usize {
+    let rounded = (((v + 4.0) as usize) / 8 * 8).max(8);
+    if (rounded as f64) < 0.9 * v {
+        rounded + 8
+    } else {
+        rounded
+    }
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+fn mobilenet_dropout() -> f64 {
+    0.2
 }
 
 /// A ResNet's stem: what it does to the input before the first stage.
@@ -317,6 +433,77 @@ impl ResnetBlock {
 }
 
 impl ModelSpec {
+    /// A MobileNetV2's widths: the explicit ones, else torchvision's at `width_mult`.
+    pub fn mobilenet_widths(&self) -> MobileWidths {
+        let (width_mult, widths) = match self {
+            ModelSpec::MobilenetV2 {
+                width_mult, widths, ..
+            } => (*width_mult, widths),
+            _ => (1.0, &None),
+        };
+        if let Some(w) = widths {
+            return w.clone();
+        }
+        let stem = make_divisible(32.0 * width_mult);
+        let (mut hidden, mut out) = (Vec::new(), Vec::new());
+        let mut c_in = stem;
+        for stage in MOBILENET_V2 {
+            let c = make_divisible(stage.c as f64 * width_mult);
+            for _ in 0..stage.n {
+                hidden.push(c_in * stage.t);
+                out.push(c);
+                c_in = c;
+            }
+        }
+        MobileWidths {
+            stem,
+            hidden,
+            out,
+            head: make_divisible(1280.0 * width_mult.max(1.0)),
+        }
+    }
+
+    /// The blocks of a MobileNetV2 spec in order (empty for other kinds). Strides, expansions
+    /// and residual adds come from the table at the unpruned widths, as torchvision decides
+    /// them; the widths from [`Self::mobilenet_widths`].
+    pub fn mobilenet_blocks(&self) -> Vec<MobileBlock> {
+        let ModelSpec::MobilenetV2 { width_mult, .. } = self else {
+            return Vec::new();
+        };
+        let nominal = ModelSpec::MobilenetV2 {
+            width_mult: *width_mult,
+            dropout: 0.0,
+            widths: None,
+        }
+        .mobilenet_widths();
+        let widths = self.mobilenet_widths();
+        let mut out = Vec::new();
+        for stage in MOBILENET_V2 {
+            for b in 0..stage.n {
+                let i = out.len();
+                let nominal_in = if i == 0 {
+                    nominal.stem
+                } else {
+                    nominal.out[i - 1]
+                };
+                let stride = if b == 0 { stage.s } else { 1 };
+                out.push(MobileBlock {
+                    c_in: if i == 0 {
+                        widths.stem
+                    } else {
+                        widths.out[i - 1]
+                    },
+                    hidden: widths.hidden[i],
+                    c_out: widths.out[i],
+                    stride,
+                    expand: stage.t != 1,
+                    residual: stride == 1 && nominal_in == nominal.out[i],
+                });
+            }
+        }
+        out
+    }
+
     /// The blocks of a ResNet spec in order (empty for other kinds): stride 2 at the start of
     /// every stage after the first, inner widths and projections from the explicit lists when
     /// given.
@@ -363,10 +550,13 @@ impl ModelSpec {
     /// PyTorch file loaded for a ResNet with no `key_map` of its own is read through these, so
     /// `torchvision.models.resnet18(num_classes=10).state_dict()` loads as it is.
     pub fn torchvision_key_map(&self) -> Vec<[String; 2]> {
+        let pair = |from: String, to: String| [format!("^{from}\\.(.+)$"), format!("{to}.$1")];
+        if let ModelSpec::MobilenetV2 { .. } = self {
+            return self.mobilenet_key_map(&pair);
+        }
         let ModelSpec::Resnet { stages, blocks, .. } = self else {
             return Vec::new();
         };
-        let pair = |from: String, to: String| [format!("^{from}\\.(.+)$"), format!("{to}.$1")];
         let mut map = vec![
             pair("conv1".into(), "stem.conv".into()),
             pair("bn1".into(), "stem.bn".into()),
@@ -391,6 +581,46 @@ impl ModelSpec {
                 i += 1;
             }
         }
+        map
+    }
+
+    /// torchvision's MobileNetV2 names: `features.0.{0,1}` the stem's conv and BatchNorm,
+    /// `features.{b+1}.conv.*` block `b` (`0.0`/`0.1` the expansion or, in the first block,
+    /// the depthwise conv; then the depthwise, the projection and its BatchNorm),
+    /// `features.18.{0,1}` the head, `classifier.1` the classifier.
+    fn mobilenet_key_map(&self, pair: &dyn Fn(String, String) -> [String; 2]) -> Vec<[String; 2]> {
+        let mut map = vec![
+            pair("features\\.0\\.0".into(), "stem.conv".into()),
+            pair("features\\.0\\.1".into(), "stem.bn".into()),
+            pair("classifier\\.1".into(), "classifier".into()),
+        ];
+        let blocks = self.mobilenet_blocks();
+        for (b, block) in blocks.iter().enumerate() {
+            let theirs = |part: &str| format!("features\\.{}\\.conv\\.{part}", b + 1);
+            let ours = |part: &str| format!("blocks.{b}.{part}");
+            let names: &[(&str, &str)] = match block.expand {
+                true => &[
+                    ("0\\.0", "expand.conv"),
+                    ("0\\.1", "expand.bn"),
+                    ("1\\.0", "depthwise.conv"),
+                    ("1\\.1", "depthwise.bn"),
+                    ("2", "project.conv"),
+                    ("3", "project.bn"),
+                ],
+                false => &[
+                    ("0\\.0", "depthwise.conv"),
+                    ("0\\.1", "depthwise.bn"),
+                    ("1", "project.conv"),
+                    ("2", "project.bn"),
+                ],
+            };
+            for (from, to) in names {
+                map.push(pair(theirs(from), ours(to)));
+            }
+        }
+        let head = blocks.len() + 1;
+        map.push(pair(format!("features\\.{head}\\.0"), "head.conv".into()));
+        map.push(pair(format!("features\\.{head}\\.1"), "head.bn".into()));
         map
     }
 
@@ -464,6 +694,29 @@ impl ModelSpec {
                 let last = self.resnet_blocks().last().map_or(*stem, |b| b.c_out);
                 params = params.saturating_add(linear(last as u128, classes));
             }
+            ModelSpec::MobilenetV2 { .. } => {
+                let widths = self.mobilenet_widths();
+                params = conv_bn(c, widths.stem as u128, 3);
+                let (mut hs, mut ws) = (h.div_ceil(2), w.div_ceil(2));
+                acts = acts.saturating_add(mul(4 * widths.stem as u128, hs * ws));
+                for b in self.mobilenet_blocks() {
+                    let (c_in, hidden, c_out) = (b.c_in as u128, b.hidden as u128, b.c_out as u128);
+                    if b.expand {
+                        params = params.saturating_add(conv_bn(c_in, hidden, 1));
+                        acts = acts.saturating_add(mul(4 * hidden, hs * ws));
+                    }
+                    (hs, ws) = (hs.div_ceil(b.stride as u128), ws.div_ceil(b.stride as u128));
+                    params = params
+                        .saturating_add(conv_bn(1, hidden, 3))
+                        .saturating_add(conv_bn(hidden, c_out, 1));
+                    acts = acts.saturating_add(mul(4 * hidden + 3 * c_out, hs * ws));
+                }
+                let last = widths.out.last().copied().unwrap_or(widths.stem) as u128;
+                params = params
+                    .saturating_add(conv_bn(last, widths.head as u128, 1))
+                    .saturating_add(linear(widths.head as u128, classes));
+                acts = acts.saturating_add(mul(4 * widths.head as u128, hs * ws));
+            }
         }
         Footprint {
             params,
@@ -474,6 +727,22 @@ impl ModelSpec {
     /// The same spec with explicit lists dropped where they say what the short form says, so
     /// an unpruned model's spec reads like the config it was built from.
     pub fn normalized(self) -> Self {
+        if let ModelSpec::MobilenetV2 {
+            width_mult,
+            dropout,
+            widths: Some(widths),
+        } = &self
+        {
+            let nominal = ModelSpec::MobilenetV2 {
+                width_mult: *width_mult,
+                dropout: *dropout,
+                widths: None,
+            };
+            return match nominal.mobilenet_widths() == *widths {
+                true => nominal,
+                false => self,
+            };
+        }
         let ModelSpec::Resnet {
             stem,
             stem_layout,
@@ -533,6 +802,10 @@ impl ModelSpec {
             ModelSpec::Resnet { .. } => std::iter::once("stem".to_string())
                 .chain((0..self.resnet_blocks().len()).map(|b| format!("blocks.{b}")))
                 .collect(),
+            ModelSpec::MobilenetV2 { .. } => std::iter::once("stem".to_string())
+                .chain((0..self.mobilenet_blocks().len()).map(|b| format!("blocks.{b}")))
+                .chain(std::iter::once("head".to_string()))
+                .collect(),
         }
     }
 
@@ -543,6 +816,7 @@ impl ModelSpec {
             ModelSpec::LeNet5 { .. } => "lenet5",
             ModelSpec::Vgg { .. } => "vgg",
             ModelSpec::Resnet { .. } => "resnet",
+            ModelSpec::MobilenetV2 { .. } => "mobilenet-v2",
         }
     }
 
@@ -588,6 +862,61 @@ impl ModelSpec {
                 projection,
                 ..
             } => self.validate_resnet(*stem, stages, blocks, (inner, projection))?,
+            ModelSpec::MobilenetV2 {
+                width_mult,
+                dropout,
+                widths,
+            } => self.validate_mobilenet(*width_mult, *dropout, widths.as_ref())?,
+        }
+        Ok(())
+    }
+
+    /// A MobileNetV2's multiplier, dropout and widths (residual blocks keep their width).
+    fn validate_mobilenet(
+        &self,
+        width_mult: f64,
+        dropout: f64,
+        widths: Option<&MobileWidths>,
+    ) -> Result<(), SpecError> {
+        if !(width_mult > 0.0 && width_mult <= 4.0) {
+            return Err(spec_error("width_mult", width_mult, "in (0, 4]"));
+        }
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(spec_error("dropout", dropout, "in [0, 1)"));
+        }
+        let blocks: usize = MOBILENET_V2.iter().map(|s| s.n).sum();
+        if let Some(w) = widths {
+            check_positive("widths.stem", &[w.stem, w.head])?;
+            for (key, list) in [("widths.hidden", &w.hidden), ("widths.out", &w.out)] {
+                if list.len() != blocks {
+                    return Err(spec_error(
+                        key,
+                        list,
+                        format!("one width per block ({blocks})"),
+                    ));
+                }
+                check_positive(key, list)?;
+            }
+            if w.hidden[0] != w.stem {
+                return Err(spec_error(
+                    "widths.hidden",
+                    &w.hidden,
+                    "the first block has no expansion: its width is the stem's",
+                ));
+            }
+        }
+        for (b, block) in self.mobilenet_blocks().iter().enumerate() {
+            if block.residual && block.c_in != block.c_out {
+                return Err(spec_error(
+                    "widths.out",
+                    block.c_out,
+                    format!(
+                        "block {b} adds its input ({} channels) to its output: the widths \
+                         must match",
+                        block.c_in
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -39,6 +39,9 @@ fn specs() -> Vec<ModelSpec> {
         stem_layout = "imagenet"
         stages = [8, 16]
         blocks = [1, 2]
+        [[m]]
+        kind = "mobilenet-v2"
+        width_mult = 0.25
     "#;
     #[derive(serde::Deserialize)]
     struct List {
@@ -104,6 +107,7 @@ fn channel_groups_name_real_tensors_with_matching_widths() {
             Model::LeNet5(m) => m.visit(&mut shapes),
             Model::Vgg(m) => m.visit(&mut shapes),
             Model::ResNet(m) => m.visit(&mut shapes),
+            Model::MobileNetV2(m) => m.visit(&mut shapes),
         }
         let groups = model.channel_groups(&MNIST);
         assert!(!groups.is_empty());
@@ -619,6 +623,10 @@ fn torchvision_resnets_load_as_pytorch_saved_them_and_give_its_logits() {
             "resnet-imagenet-stem",
             "kind = \"resnet\"\nstem = 8\nstem_layout = \"imagenet\"\n\
              stages = [8, 16, 16, 32]\nblocks = [1, 2, 1, 1]",
+        ),
+        (
+            "mobilenet-v2-025",
+            "kind = \"mobilenet-v2\"\nwidth_mult = 0.25",
         ),
     ];
     // By hand, torchvision's own ResNet-18 (45 MB, not committed): `make_fixtures.py

@@ -102,7 +102,11 @@ pub fn thin(model: &Model, input: &InputShape, keep: &KeepPlan) -> Result<Model,
         )));
     }
     check_rebuilds(&thinned, input)?;
-    Ok(thinned)
+    // Rebuilt from its spec and loaded with its own record: a layer's settings that are not
+    // tensors follow its widths (a depthwise convolution's `groups` is its channel count).
+    thinned
+        .copy_to(input, &device)
+        .map_err(|e| ThinError::Inconsistent(e.to_string()))
 }
 
 /// Checks that the spec the thinned model reports builds a model of exactly its shapes, so it

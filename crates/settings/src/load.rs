@@ -348,7 +348,7 @@ fn start_model(
         (None, None) => Err(Invalid::new(
             "model",
             "missing",
-            "a [model] table (kind = \"mlp\", \"lenet5\", \"vgg\" or \"resnet\"), or \
+            "a [model] table (kind = \"mlp\", \"lenet5\", \"vgg\", \"resnet\" or \"mobilenet-v2\"), or \
                  `from` naming the stage or model file to start from",
         )),
     }
