@@ -258,19 +258,7 @@ pub fn scan(options: &FolderOptions) -> Result<Scan, DataError> {
             skipped[0].display()
         ));
     }
-    let entries = |classes: Classes| -> Vec<Entry> {
-        classes
-            .into_iter()
-            .enumerate()
-            .flat_map(|(label, (_, files))| {
-                files.into_iter().map(move |path| Entry {
-                    path,
-                    label: label as u16,
-                })
-            })
-            .collect()
-    };
-    let (train, test) = (entries(train), entries(test));
+    let (train, test) = (interleaved(train), interleaved(test));
     if train.len() + test.len() > MAX_FILES {
         return Err(corrupt(
             root,
@@ -294,6 +282,30 @@ pub fn scan(options: &FolderOptions) -> Result<Scan, DataError> {
         test,
     };
     Ok(scan)
+}
+
+/// The samples of a split, classes taken in turn (the first image of every class, then the
+/// second, ...; a class that runs out drops out), so that the first N samples
+/// (`data.train_limit`, `data.test_limit`) cover every class in proportion instead of the
+/// first classes alone. Within a class, files keep their sorted order.
+fn interleaved(classes: Classes) -> Vec<Entry> {
+    let total: usize = classes.iter().map(|(_, files)| files.len()).sum();
+    let mut iters: Vec<_> = classes
+        .into_iter()
+        .map(|(_, files)| files.into_iter())
+        .collect();
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        for (label, files) in iters.iter_mut().enumerate() {
+            if let Some(path) = files.next() {
+                out.push(Entry {
+                    path,
+                    label: label as u16,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The class names: the same sorted folder names in both splits.
@@ -581,12 +593,13 @@ mod tests {
         let dir = folder();
         let ds = load(&options(dir.path(), 1 << 20)).unwrap();
         assert_eq!(ds.class_names, ["cat", "dog"]);
-        assert_eq!(ds.train.labels, [0, 0, 0, 1, 1, 1]);
+        // Classes in turn: the first N samples cover every class.
+        assert_eq!(ds.train.labels, [0, 1, 0, 1, 0, 1]);
         assert_eq!((ds.train.channels, ds.train.rows), (3, 4));
         // A grayscale image becomes three equal planes; the JPEG's red plane is bright.
-        let gray = ds.train.image(1);
+        let gray = ds.train.image(2);
         assert!(gray.iter().all(|&p| p == 40), "{gray:?}");
-        let red = ds.train.image(2);
+        let red = ds.train.image(4);
         assert!(red[..16].iter().all(|&p| p > 180) && red[16..].iter().all(|&p| p < 60));
         assert!(ds.notes.iter().any(|n| n.contains("images/s")));
     }
@@ -603,7 +616,7 @@ mod tests {
         assert_eq!(held.channel_stats(), streamed.channel_stats());
         assert!(streamed.train.stream_failure().is_ok());
         std::fs::remove_file(dir.path().join("train/dog/0.png")).unwrap();
-        assert!(streamed.train.image(3).iter().all(|&p| p == 0));
+        assert!(streamed.train.image(1).iter().all(|&p| p == 0));
         let err = streamed.train.stream_failure().unwrap_err().to_string();
         assert!(
             err.contains("dog/0.png") && err.contains("changed while"),
