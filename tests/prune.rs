@@ -149,12 +149,35 @@ fn a_resnet_is_pruned_through_its_residual_groups_to_a_macs_target() {
     bench_ok(dir.path(), &run, &[]);
 }
 
+/// A stage resizing the 8x8 images to 32x32.
+fn at_32(config: String) -> String {
+    config.replace("dataset = \"idx\"", "dataset = \"idx\"\ninput_size = 32")
+}
+
+/// An 8-bit QAT stage from the stage config `from` (32x32 inputs): trained, exported as
+/// `model.qnt` and benched from it.
+fn qat_exports_and_benches(dir: &Path, data: &Path, from: &Path) {
+    let qat = derived_config(
+        "qat",
+        (data, from),
+        (
+            "quant",
+            "mode = \"qat\"\nbits = 8\nactivation_bits = 8\nobserver = \"ema\"",
+        ),
+        (1, 16, 0.005),
+    );
+    let qat = write(&dir.join("qat.toml"), &at_32(qat));
+    train_ok(dir, &qat, &["--plain"]);
+    let run = only_run_dir(dir, "qat");
+    assert_eq!(summary(&run)["artifact"], "model.qnt");
+    bench_ok(dir, &run, &[]);
+}
+
 #[test]
 fn a_torchvision_layout_resnet_is_pruned_then_quantized() {
     // torchvision's stem (7x7 stride 2, then a 3x3 stride-2 max-pool) and a stage of two
     // blocks, on the 8x8 images resized to 32x32.
     let (dir, data) = folder_with_data(64);
-    let at_32 = |c: String| c.replace("dataset = \"idx\"", "dataset = \"idx\"\ninput_size = 32");
     let model = "kind = \"resnet\"\nstem = 8\nstem_layout = \"imagenet\"\nstages = [8, 16]\n\
                  blocks = [1, 2]";
     let parent = parent_config(dir.path(), &data, model);
@@ -188,27 +211,13 @@ fn a_torchvision_layout_resnet_is_pruned_then_quantized() {
         .unwrap();
     assert!(summary(&run)["macs"].as_u64().unwrap() < parent_macs);
 
-    let qat = derived_config(
-        "qat",
-        (&data, &pruned),
-        (
-            "quant",
-            "mode = \"qat\"\nbits = 8\nactivation_bits = 8\nobserver = \"ema\"",
-        ),
-        (1, 16, 0.005),
-    );
-    let qat = write(&dir.path().join("qat.toml"), &at_32(qat));
-    train_ok(dir.path(), &qat, &["--plain"]);
-    let run = only_run_dir(dir.path(), "qat");
-    assert_eq!(summary(&run)["artifact"], "model.qnt");
-    bench_ok(dir.path(), &run, &[]);
+    qat_exports_and_benches(dir.path(), &data, &pruned);
 }
 
 #[test]
 fn a_mobilenet_v2_is_pruned_through_its_inverted_residuals_then_quantized() {
     // torchvision's MobileNetV2 at a quarter width, on the 8x8 images resized to 32x32.
     let (dir, data) = folder_with_data(64);
-    let at_32 = |c: String| c.replace("dataset = \"idx\"", "dataset = \"idx\"\ninput_size = 32");
     let parent = parent_config(
         dir.path(),
         &data,
@@ -241,20 +250,7 @@ fn a_mobilenet_v2_is_pruned_through_its_inverted_residuals_then_quantized() {
     assert!(summary(&run)["macs"].as_u64().unwrap() <= parent_macs / 2 + parent_macs / 20);
     bench_ok(dir.path(), &run, &[]);
 
-    let qat = derived_config(
-        "qat",
-        (&data, &pruned),
-        (
-            "quant",
-            "mode = \"qat\"\nbits = 8\nactivation_bits = 8\nobserver = \"ema\"",
-        ),
-        (1, 16, 0.005),
-    );
-    let qat = write(&dir.path().join("qat.toml"), &at_32(qat));
-    train_ok(dir.path(), &qat, &["--plain"]);
-    let run = only_run_dir(dir.path(), "qat");
-    assert_eq!(summary(&run)["artifact"], "model.qnt");
-    bench_ok(dir.path(), &run, &[]);
+    qat_exports_and_benches(dir.path(), &data, &pruned);
 }
 
 #[test]

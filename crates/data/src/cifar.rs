@@ -170,7 +170,7 @@ fn class_names(dir: &Path, kind: Kind) -> Vec<String> {
         .filter(|names| names.len() == kind.classes());
     from_file.unwrap_or_else(|| match kind {
         Kind::Cifar10 => CIFAR10_CLASSES.iter().map(|c| c.to_string()).collect(),
-        Kind::Cifar100 => crate::dataset::numbered_classes(100),
+        Kind::Cifar100 => crate::numbered_classes(100),
     })
 }
 

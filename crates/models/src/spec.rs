@@ -668,60 +668,79 @@ impl ModelSpec {
                 let (p, a) = dense_chain(mul(c_in, hs * ws), fc, classes);
                 (params, acts) = (params.saturating_add(p), acts.saturating_add(a));
             }
-            ModelSpec::Resnet {
-                stem, stem_layout, ..
-            } => {
-                let (k, stride, _) = stem_layout.conv();
-                params = conv_bn(c, *stem as u128, k as u128);
-                let (mut hs, mut ws) = (h.div_ceil(stride as u128), w.div_ceil(stride as u128));
-                acts = acts.saturating_add(mul(4 * *stem as u128, hs * ws));
-                if *stem_layout == StemLayout::Imagenet {
-                    (hs, ws) = (hs.div_ceil(2), ws.div_ceil(2));
-                }
-                for b in self.resnet_blocks() {
-                    if b.stride == 2 {
-                        (hs, ws) = (hs.div_ceil(2), ws.div_ceil(2));
-                    }
-                    let (c_in, inner, c_out) = (b.c_in as u128, b.inner as u128, b.c_out as u128);
-                    params = params
-                        .saturating_add(conv_bn(c_in, inner, 3))
-                        .saturating_add(conv_bn(inner, c_out, 3));
-                    if b.projection {
-                        params = params.saturating_add(conv_bn(c_in, c_out, 1));
-                    }
-                    acts = acts.saturating_add(mul(4 * (inner + 2 * c_out), hs * ws));
-                }
-                let last = self.resnet_blocks().last().map_or(*stem, |b| b.c_out);
-                params = params.saturating_add(linear(last as u128, classes));
+            ModelSpec::Resnet { .. } => {
+                let (p, a) = self.resnet_footprint((c, h, w), classes);
+                (params, acts) = (p, acts.saturating_add(a));
             }
             ModelSpec::MobilenetV2 { .. } => {
-                let widths = self.mobilenet_widths();
-                params = conv_bn(c, widths.stem as u128, 3);
-                let (mut hs, mut ws) = (h.div_ceil(2), w.div_ceil(2));
-                acts = acts.saturating_add(mul(4 * widths.stem as u128, hs * ws));
-                for b in self.mobilenet_blocks() {
-                    let (c_in, hidden, c_out) = (b.c_in as u128, b.hidden as u128, b.c_out as u128);
-                    if b.expand {
-                        params = params.saturating_add(conv_bn(c_in, hidden, 1));
-                        acts = acts.saturating_add(mul(4 * hidden, hs * ws));
-                    }
-                    (hs, ws) = (hs.div_ceil(b.stride as u128), ws.div_ceil(b.stride as u128));
-                    params = params
-                        .saturating_add(conv_bn(1, hidden, 3))
-                        .saturating_add(conv_bn(hidden, c_out, 1));
-                    acts = acts.saturating_add(mul(4 * hidden + 3 * c_out, hs * ws));
-                }
-                let last = widths.out.last().copied().unwrap_or(widths.stem) as u128;
-                params = params
-                    .saturating_add(conv_bn(last, widths.head as u128, 1))
-                    .saturating_add(linear(widths.head as u128, classes));
-                acts = acts.saturating_add(mul(4 * widths.head as u128, hs * ws));
+                let (p, a) = self.mobilenet_footprint((c, h, w), classes);
+                (params, acts) = (p, acts.saturating_add(a));
             }
         }
         Footprint {
             params,
             activations_per_sample: acts,
         }
+    }
+
+    /// A ResNet's parameters and activations per sample (see [`Self::footprint`]).
+    fn resnet_footprint(&self, (c, h, w): (u128, u128, u128), classes: u128) -> (u128, u128) {
+        let ModelSpec::Resnet {
+            stem, stem_layout, ..
+        } = self
+        else {
+            return (0, 0);
+        };
+        let (k, stride, _) = stem_layout.conv();
+        let mut params = conv_bn(c, *stem as u128, k as u128);
+        let (mut hs, mut ws) = (h.div_ceil(stride as u128), w.div_ceil(stride as u128));
+        let mut acts = mul(4 * *stem as u128, hs * ws);
+        if *stem_layout == StemLayout::Imagenet {
+            (hs, ws) = (hs.div_ceil(2), ws.div_ceil(2));
+        }
+        for b in self.resnet_blocks() {
+            if b.stride == 2 {
+                (hs, ws) = (hs.div_ceil(2), ws.div_ceil(2));
+            }
+            let (c_in, inner, c_out) = (b.c_in as u128, b.inner as u128, b.c_out as u128);
+            params = params
+                .saturating_add(conv_bn(c_in, inner, 3))
+                .saturating_add(conv_bn(inner, c_out, 3));
+            if b.projection {
+                params = params.saturating_add(conv_bn(c_in, c_out, 1));
+            }
+            acts = acts.saturating_add(mul(4 * (inner + 2 * c_out), hs * ws));
+        }
+        let last = self.resnet_blocks().last().map_or(*stem, |b| b.c_out);
+        (params.saturating_add(linear(last as u128, classes)), acts)
+    }
+
+    /// A MobileNetV2's parameters and activations per sample (see [`Self::footprint`]).
+    fn mobilenet_footprint(&self, (c, h, w): (u128, u128, u128), classes: u128) -> (u128, u128) {
+        let widths = self.mobilenet_widths();
+        let mut params = conv_bn(c, widths.stem as u128, 3);
+        let (mut hs, mut ws) = (h.div_ceil(2), w.div_ceil(2));
+        let mut acts = mul(4 * widths.stem as u128, hs * ws);
+        for b in self.mobilenet_blocks() {
+            let (c_in, hidden, c_out) = (b.c_in as u128, b.hidden as u128, b.c_out as u128);
+            if b.expand {
+                params = params.saturating_add(conv_bn(c_in, hidden, 1));
+                acts = acts.saturating_add(mul(4 * hidden, hs * ws));
+            }
+            (hs, ws) = (hs.div_ceil(b.stride as u128), ws.div_ceil(b.stride as u128));
+            params = params
+                .saturating_add(conv_bn(1, hidden, 3))
+                .saturating_add(conv_bn(hidden, c_out, 1));
+            acts = acts.saturating_add(mul(4 * hidden + 3 * c_out, hs * ws));
+        }
+        let last = widths.out.last().copied().unwrap_or(widths.stem) as u128;
+        params = params
+            .saturating_add(conv_bn(last, widths.head as u128, 1))
+            .saturating_add(linear(widths.head as u128, classes));
+        (
+            params,
+            acts.saturating_add(mul(4 * widths.head as u128, hs * ws)),
+        )
     }
 
     /// The same spec with explicit lists dropped where they say what the short form says, so

@@ -149,16 +149,7 @@ fn resolve_file(
                 ))
         )));
     }
-    // One of our files says what input its model reads; the others read the child's.
-    let recorded = file::read_preprocessing(&path, format)
-        .map_err(|e| bad(format!("cannot read it as a model file: {e}")))?;
-    let input = &recorded.map_or(*child.input, |p| InputShape {
-        channels: p.channels,
-        height: p.height,
-        width: p.width,
-        classes: child.input.classes,
-    });
-    check_parent_input(&parent.key, input, child.input).map_err(bad)?;
+    let input = &file_input(&parent.key, &path, format, child.input).map_err(bad)?;
     if let Some(spec) = &parent.spec {
         let key = parent.spec_key.as_deref().unwrap_or(&parent.key);
         spec.validate(input).map_err(ResolveError::Invalid)?;
@@ -210,6 +201,26 @@ fn resolve_file(
         key_map: parent.key_map.clone(),
         sha256,
     })
+}
+
+/// The input a model file's model reads: the one it recorded (ours), else the child's (PyTorch
+/// and safetensors files), checked against the child's.
+fn file_input(
+    key: &str,
+    path: &Path,
+    format: ModelFormat,
+    child: &InputShape,
+) -> Result<InputShape, String> {
+    let recorded = file::read_preprocessing(path, format)
+        .map_err(|e| format!("cannot read it as a model file: {e}"))?;
+    let input = recorded.map_or(*child, |p| InputShape {
+        channels: p.channels,
+        height: p.height,
+        width: p.width,
+        classes: child.classes,
+    });
+    check_parent_input(key, &input, child)?;
+    Ok(input)
 }
 
 /// Why a parent did not resolve.

@@ -268,7 +268,9 @@ fn check_paths(config: &StageConfig) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn check_data(config: &StageConfig) -> Result<(), Invalid> {
+/// The keys that say where the data comes from and how an image folder is read: `path` where
+/// (and only where) the dataset reads one, `channels` and `max_decoded_mb` for image folders.
+fn check_data_source(config: &StageConfig) -> Result<(), Invalid> {
     let data = &config.data;
     match (data.dataset.reads_path(), &data.path) {
         (false, Some(path)) => {
@@ -322,6 +324,12 @@ fn check_data(config: &StageConfig) -> Result<(), Invalid> {
             ));
         }
     }
+    Ok(())
+}
+
+fn check_data(config: &StageConfig) -> Result<(), Invalid> {
+    let data = &config.data;
+    check_data_source(config)?;
     let augment = &data.augment;
     if augment.crop_padding > 0 && augment.shift_pixels > 0 {
         return Err(invalid(
