@@ -271,6 +271,26 @@ fn a_pruning_run_killed_between_steps_resumes_to_the_same_result() {
 }
 
 #[test]
+fn a_mobilenet_pruning_run_killed_between_steps_resumes_to_the_same_result() {
+    let (dir, data) = folder_with_data(256);
+    let parent = parent_config(
+        dir.path(),
+        &data,
+        "kind = \"mobilenet-v2\"\nwidth_mult = 0.25\ndropout = 0.0",
+    );
+    let text = std::fs::read_to_string(&parent).unwrap();
+    write(&parent, &at_32(text.replace("epochs = 2", "epochs = 1")));
+    let config = at_32(pruned_config(
+        &data,
+        &parent,
+        "criterion = \"l2\"\nschedule = \"agp\"\nsteps = 2\nevery = 1\nratio = 0.5",
+        3,
+    ))
+    .replace("batch_size = 16", "batch_size = 8");
+    let (_a, _b) = kill_and_resume_matches_with_env(&config, "pruned", 2, &[]);
+}
+
+#[test]
 fn a_sparse_model_file_is_small_and_reproduces_its_accuracy() {
     let (dir, data) = folder_with_data(64);
     let parent = write(
