@@ -67,37 +67,15 @@ fn write_folder(root: &Path, train: u32, test: u32) {
     }
 }
 
+/// [`small_config`] (an MLP, SGD) on the image folder `data` resized to 12x12, 3 epochs.
 fn folder_config(name: &str, data: &Path, extra_data: &str) -> String {
-    format!(
-        r#"name = "{name}"
-seed = 3
-
-[data]
-dataset = "image-folder"
-path = "{}"
-input_size = 12
-{extra_data}
-
-[model]
-kind = "mlp"
-hidden = [16]
-
-[train]
-epochs = 3
-batch_size = 16
-log_every = 4
-
-[train.optimizer]
-kind = "sgd"
-lr = 0.05
-momentum = 0.9
-
-[measure]
-latency_images = 10
-latency_warmup = 2
-"#,
-        data.display()
-    )
+    small_config(data)
+        .replace("name = \"small\"", &format!("name = \"{name}\""))
+        .replace(
+            "dataset = \"idx\"",
+            &format!("dataset = \"image-folder\"\ninput_size = 12\n{extra_data}"),
+        )
+        .replace("epochs = 2", "epochs = 3")
 }
 
 /// A temp folder with an image folder of `n` train and `n / 2` test images per class in
@@ -648,4 +626,25 @@ fn a_resnet_pytorch_saved_starts_a_stage_and_teaches_with_no_key_map() {
     let student = write(&dir.path().join("student.toml"), &student);
     let out = train_ok(dir.path(), &student, &["--plain"]);
     assert!(out.contains("teacher: loaded"), "{out}");
+}
+
+#[test]
+fn a_model_read_on_data_with_other_class_names_says_so() {
+    let (dir, images) = with_folder(4);
+    let config = write(
+        &dir.path().join("c.toml"),
+        &folder_config("named", &images, ""),
+    );
+    train_ok(dir.path(), &config, &["--plain"]);
+    let model = only_run_dir(dir.path(), "named").join("model.bpk");
+    // The same images with one class renamed: it now sorts first.
+    for split in ["train", "test"] {
+        let split = images.join(split);
+        std::fs::rename(split.join("bands_3"), split.join("a_band")).unwrap();
+    }
+    let out = bench_ok(dir.path(), &model, &["--config", config.to_str().unwrap()]);
+    assert!(
+        out.contains("learned the classes [bands_0, bands_1, bands_2, bands_3], this data has [a_band, bands_0"),
+        "{out}"
+    );
 }

@@ -154,6 +154,19 @@ fn at_32(config: String) -> String {
     config.replace("dataset = \"idx\"", "dataset = \"idx\"\ninput_size = 32")
 }
 
+/// torchvision's MobileNetV2 at a quarter width.
+const MOBILENET: &str = "kind = \"mobilenet-v2\"\nwidth_mult = 0.25\ndropout = 0.0";
+
+/// [`parent_config`] on the images resized to 32x32, trained `epochs` epochs.
+fn parent_at_32(dir: &Path, data: &Path, model: &str, epochs: usize) -> PathBuf {
+    let parent = parent_config(dir, data, model);
+    let text = std::fs::read_to_string(&parent).unwrap();
+    write(
+        &parent,
+        &at_32(text.replace("epochs = 2", &format!("epochs = {epochs}"))),
+    )
+}
+
 /// An 8-bit QAT stage from the stage config `from` (32x32 inputs): trained, exported as
 /// `model.qnt` and benched from it.
 fn qat_exports_and_benches(dir: &Path, data: &Path, from: &Path) {
@@ -180,8 +193,7 @@ fn a_torchvision_layout_resnet_is_pruned_then_quantized() {
     let (dir, data) = folder_with_data(64);
     let model = "kind = \"resnet\"\nstem = 8\nstem_layout = \"imagenet\"\nstages = [8, 16]\n\
                  blocks = [1, 2]";
-    let parent = parent_config(dir.path(), &data, model);
-    write(&parent, &at_32(std::fs::read_to_string(&parent).unwrap()));
+    let parent = parent_at_32(dir.path(), &data, model, 2);
     let pruned = write(
         &dir.path().join("pruned.toml"),
         &at_32(pruned_config(
@@ -218,12 +230,7 @@ fn a_torchvision_layout_resnet_is_pruned_then_quantized() {
 fn a_mobilenet_v2_is_pruned_through_its_inverted_residuals_then_quantized() {
     // torchvision's MobileNetV2 at a quarter width, on the 8x8 images resized to 32x32.
     let (dir, data) = folder_with_data(64);
-    let parent = parent_config(
-        dir.path(),
-        &data,
-        "kind = \"mobilenet-v2\"\nwidth_mult = 0.25\ndropout = 0.0",
-    );
-    write(&parent, &at_32(std::fs::read_to_string(&parent).unwrap()));
+    let parent = parent_at_32(dir.path(), &data, MOBILENET, 2);
     let pruned = write(
         &dir.path().join("pruned.toml"),
         &at_32(pruned_config(
@@ -273,13 +280,8 @@ fn a_pruning_run_killed_between_steps_resumes_to_the_same_result() {
 #[test]
 fn a_mobilenet_pruning_run_killed_between_steps_resumes_to_the_same_result() {
     let (dir, data) = folder_with_data(256);
-    let parent = parent_config(
-        dir.path(),
-        &data,
-        "kind = \"mobilenet-v2\"\nwidth_mult = 0.25\ndropout = 0.0",
-    );
-    let text = std::fs::read_to_string(&parent).unwrap();
-    write(&parent, &at_32(text.replace("epochs = 2", "epochs = 1")));
+    // One epoch of parent: the kill marker (`epoch 2 step`) must be the pruning stage's.
+    let parent = parent_at_32(dir.path(), &data, MOBILENET, 1);
     let config = at_32(pruned_config(
         &data,
         &parent,

@@ -122,12 +122,7 @@ impl Distillation {
             .ok_or_else(|| error("no teacher was prepared for distill.teacher"))?;
         let teacher = parent.model.clone();
         let teacher_prep = parent.prep.unwrap_or(ctx.prep);
-        let teacher_input = models::InputShape {
-            channels: teacher_prep.channels,
-            height: teacher_prep.out_rows,
-            width: teacher_prep.out_cols,
-            classes: ctx.input.classes,
-        };
+        let teacher_input = models::InputShape::made_by(&teacher_prep, ctx.input.classes);
         let hint = match &config.hint {
             Some(h) => Some(Hint {
                 student_layer: h.student_layer.clone(),

@@ -172,10 +172,18 @@ pub fn read_preprocessing(
     path: &Path,
     format: ModelFormat,
 ) -> Result<Option<data::Preprocessing>, ModelFileError> {
-    let bytes = read_model_bytes(path)?;
+    recorded_preprocessing(&read_model_bytes(path)?, path, format)
+}
+
+/// The input preprocessing in a model file's `bytes` of `format`.
+fn recorded_preprocessing(
+    bytes: &[u8],
+    path: &Path,
+    format: ModelFormat,
+) -> Result<Option<data::Preprocessing>, ModelFileError> {
     match format {
-        ModelFormat::Burnpack => preprocessing_in_bytes(&bytes, path),
-        ModelFormat::Sparse => sparse::preprocessing_in_bytes(&bytes, path),
+        ModelFormat::Burnpack => preprocessing_in_bytes(bytes, path),
+        ModelFormat::Sparse => sparse::preprocessing_in_bytes(bytes, path),
         ModelFormat::Pytorch | ModelFormat::Safetensors => Ok(None),
     }
 }
@@ -205,12 +213,15 @@ pub fn stored_spec(path: &Path, format: ModelFormat) -> Result<Option<ModelSpec>
     Ok(inspect(path, format)?.spec)
 }
 
-/// What a model file is, read once: its SHA-256 and the architecture it describes.
+/// What a model file is, read once: its SHA-256, the architecture it describes and the input
+/// its model reads.
 pub struct FileFacts {
     /// SHA-256 of the whole file, in hex.
     pub sha256: String,
     /// See [`stored_spec`].
     pub spec: Option<ModelSpec>,
+    /// See [`read_preprocessing`].
+    pub preprocessing: Option<data::Preprocessing>,
 }
 
 /// Reads the model file `path` once for its [`FileFacts`].
@@ -228,6 +239,7 @@ pub fn inspect(path: &Path, format: ModelFormat) -> Result<FileFacts, ModelFileE
     Ok(FileFacts {
         sha256: sha256_hex(&bytes),
         spec,
+        preprocessing: recorded_preprocessing(&bytes, path, format)?,
     })
 }
 

@@ -280,6 +280,28 @@ pub struct InputShape {
     pub classes: usize,
 }
 
+impl InputShape {
+    /// The input a model with the recorded `preprocessing` reads, with `classes` outputs.
+    pub fn read_by(preprocessing: &data::Preprocessing, classes: usize) -> Self {
+        Self {
+            channels: preprocessing.channels,
+            height: preprocessing.height,
+            width: preprocessing.width,
+            classes,
+        }
+    }
+
+    /// The input `prep` makes, with `classes` outputs.
+    pub fn made_by(prep: &data::Preprocess, classes: usize) -> Self {
+        Self {
+            channels: prep.channels,
+            height: prep.out_rows,
+            width: prep.out_cols,
+            classes,
+        }
+    }
+}
+
 /// One bad config value: its full dotted key, the value, and what is allowed. The one error
 /// type of config validation, used by specs (keys under `model.`), the runner and every
 /// technique's section.

@@ -208,7 +208,7 @@ impl<'a> Sparsification<'a> {
             steps: Vec::new(),
             sizes: None,
             log: Vec::new(),
-            preprocessing: data::Preprocessing::of(&ctx.prep, &ctx.dataset.class_names),
+            preprocessing: ctx.preprocessing(),
         })
     }
 

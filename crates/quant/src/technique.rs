@@ -64,7 +64,7 @@ impl<'a> Quantization<'a> {
             config: config.clone(),
             dataset: ctx.dataset,
             prep: ctx.prep,
-            preprocessing: data::Preprocessing::of(&ctx.prep, &ctx.dataset.class_names),
+            preprocessing: ctx.preprocessing(),
             input: ctx.input,
             device: ctx.device.clone(),
             eval_batch_size: ctx.eval_batch_size,

@@ -69,12 +69,6 @@ pub fn input_for(config: &StageConfig, dataset: &Dataset) -> (InputShape, Prepro
     let split = &dataset.train;
     let (rows, cols) = (split.rows, split.cols);
     let (out_rows, out_cols) = config.data.input_size.map_or((rows, cols), |s| (s, s));
-    let input = InputShape {
-        channels: split.channels,
-        height: out_rows,
-        width: out_cols,
-        classes: dataset.classes,
-    };
     let mut prep = Preprocess {
         channels: split.channels,
         mean: [0.0; data::MAX_CHANNELS],
@@ -86,7 +80,7 @@ pub fn input_for(config: &StageConfig, dataset: &Dataset) -> (InputShape, Prepro
     };
     prep.mean[..means.len()].copy_from_slice(&means);
     prep.std[..stds.len()].copy_from_slice(&stds);
-    (input, prep)
+    (InputShape::made_by(&prep, dataset.classes), prep)
 }
 
 /// The preprocessing a model recorded, read for data stored at `src` size: `None` when it has
@@ -230,12 +224,7 @@ fn prepare_parents(
 
 /// The input a parent's model is built for: the one it recorded, else the stage's.
 fn input_of(recorded: Option<&Preprocessing>, stage: &InputShape) -> InputShape {
-    recorded.map_or(*stage, |p| InputShape {
-        channels: p.channels,
-        height: p.height,
-        width: p.width,
-        classes: stage.classes,
-    })
+    recorded.map_or(*stage, |p| InputShape::read_by(p, stage.classes))
 }
 
 /// What a summary says its model reads: its `preprocessing`, or for a summary written before
@@ -252,8 +241,30 @@ fn summary_preprocessing(summary: &RunSummary, input: &InputShape) -> Option<Pre
         resize: data::preprocessing::RESIZE_RULE.into(),
         mean: vec![mean],
         std: vec![std],
-        class_names: data::numbered_classes(input.classes),
+        // Not recorded: nothing to compare with the data's.
+        class_names: Vec::new(),
     })
+}
+
+/// A note when a model's recorded class names are not the data's (another order, or other
+/// classes of the same count): its outputs are then read as other classes than it learned.
+pub fn class_names_note(what: &str, recorded: &Preprocessing, names: &[String]) -> Option<String> {
+    if recorded.class_names.is_empty() || recorded.class_names == names {
+        return None;
+    }
+    let show = |v: &[String]| {
+        let mut s = v.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+        if v.len() > 4 {
+            s += ", ...";
+        }
+        s
+    };
+    Some(format!(
+        "note: {what} learned the classes [{}], this data has [{}]: its outputs are read in \
+         this data's order",
+        show(&recorded.class_names),
+        show(names)
+    ))
 }
 
 /// The stage's preprocessing once its parents are known: the `from` parent's recorded one
@@ -263,11 +274,21 @@ fn summary_preprocessing(summary: &RunSummary, input: &InputShape) -> Option<Pre
 fn settle_preprocessing(
     loaded: &LoadedConfig,
     parents: &mut [PreparedParent],
-    own: Preprocess,
+    (own, class_names): (Preprocess, &[String]),
     progress: &mut Progress,
 ) -> Result<Preprocess, RunError> {
     let from_key = loaded.from_parent().map(|p| p.key.clone());
     let describe = |p: &Preprocess| Preprocessing::of(p, &[]).describe();
+    for parent in parents.iter() {
+        let what = format!("the {} ({})", parent.role, parent.ready.key);
+        if let Some(note) = parent
+            .preprocessing
+            .as_ref()
+            .and_then(|p| class_names_note(&what, p, class_names))
+        {
+            progress.line(&note);
+        }
+    }
     let mut prep = own;
     if let Some(parent) = parents
         .iter()
@@ -365,20 +386,20 @@ fn prepare_parent(
             spec,
             key_map,
             sha256,
+            preprocessing,
         } => {
             let options = LoadOptions {
                 spec: Some(spec),
                 key_map,
             };
-            let preprocessing = file::read_preprocessing(path, *format)?;
-            let input = &input_of(preprocessing.as_ref(), input);
+            let input = &input_of(preprocessing.as_deref(), input);
             let model = file::load(path, *format, options, input, device)?;
             progress.line(&format!("{role}: loaded {} ({format:?})", path.display()));
             (
                 model,
                 None,
                 Some((path.clone(), sha256.clone())),
-                preprocessing,
+                preprocessing.as_deref().cloned(),
             )
         }
     };
@@ -642,7 +663,12 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     for note in &dataset.notes {
         progress.line(&format!("data: {note}"));
     }
-    let prep = settle_preprocessing(loaded, &mut parents, own_prep, &mut progress)?;
+    let prep = settle_preprocessing(
+        loaded,
+        &mut parents,
+        (own_prep, &dataset.class_names),
+        &mut progress,
+    )?;
 
     let OpenRun {
         run,

@@ -91,6 +91,8 @@ pub enum ParentSource {
         key_map: Vec<[String; 2]>,
         /// SHA-256 of the file (12 hex digits): its identity in the child's hash.
         sha256: String,
+        /// The input its model reads, as one of our files records it.
+        preprocessing: Option<Box<data::Preprocessing>>,
     },
 }
 

@@ -149,15 +149,19 @@ fn resolve_file(
                 ))
         )));
     }
-    let input = &file_input(&parent.key, &path, format, child.input).map_err(bad)?;
+    // Read once for its checksum and what it says it holds and reads.
+    let facts = file::inspect(&path, format)
+        .map_err(|e| bad(format!("cannot read it as a model file: {e}")))?;
+    // One of our files says what input its model reads; the others read the child's.
+    let input = &facts.preprocessing.as_ref().map_or(*child.input, |p| {
+        InputShape::read_by(p, child.input.classes)
+    });
+    check_parent_input(&parent.key, input, child.input).map_err(bad)?;
     if let Some(spec) = &parent.spec {
         let key = parent.spec_key.as_deref().unwrap_or(&parent.key);
         spec.validate(input).map_err(ResolveError::Invalid)?;
         crate::validate::check_fits(key, spec, input, 1).map_err(ResolveError::Invalid)?;
     }
-    // Read once for its checksum and what it says it holds.
-    let facts = file::inspect(&path, format)
-        .map_err(|e| bad(format!("cannot read it as a model file: {e}")))?;
     // A file in a finished run folder must be the one its run recorded.
     if let Some(sha256) = crate::run_dir::recorded_for(&path).map_err(bad)? {
         file::check_sha256(&path, &facts.sha256, &sha256).map_err(|e| bad(e.to_string()))?;
@@ -200,27 +204,8 @@ fn resolve_file(
         spec: model.spec(),
         key_map: parent.key_map.clone(),
         sha256,
+        preprocessing: facts.preprocessing.map(Box::new),
     })
-}
-
-/// The input a model file's model reads: the one it recorded (ours), else the child's (PyTorch
-/// and safetensors files), checked against the child's.
-fn file_input(
-    key: &str,
-    path: &Path,
-    format: ModelFormat,
-    child: &InputShape,
-) -> Result<InputShape, String> {
-    let recorded = file::read_preprocessing(path, format)
-        .map_err(|e| format!("cannot read it as a model file: {e}"))?;
-    let input = recorded.map_or(*child, |p| InputShape {
-        channels: p.channels,
-        height: p.height,
-        width: p.width,
-        classes: child.classes,
-    });
-    check_parent_input(key, &input, child)?;
-    Ok(input)
 }
 
 /// Why a parent did not resolve.

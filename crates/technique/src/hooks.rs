@@ -65,6 +65,11 @@ impl StageContext<'_> {
     pub fn parent(&self, key: &str) -> Option<&ReadyParent> {
         self.parents.iter().copied().find(|p| p.key == key)
     }
+
+    /// What the stage's model reads, as its files and exports record it.
+    pub fn preprocessing(&self) -> data::Preprocessing {
+        data::Preprocessing::of(&self.prep, &self.dataset.class_names)
+    }
 }
 
 /// Hooks into the training loop. Every method has a default that does nothing, so a

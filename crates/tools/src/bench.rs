@@ -229,16 +229,14 @@ pub fn open_target(
     let (own_input, own_prep) = input_for(&config, &dataset);
     let recorded = recorded_preprocessing(&model_path, is_run.then_some(target))?;
     let what = format!("the model {}", model_path.display());
+    if let Some(note) = recorded
+        .as_ref()
+        .and_then(|p| runner::stage::class_names_note(&what, p, &dataset.class_names))
+    {
+        eprintln!("{note}");
+    }
     let (input, prep) = match runner::stage::recorded_prep(&what, recorded.as_ref(), &own_prep)? {
-        Some(prep) => {
-            let input = models::InputShape {
-                channels: prep.channels,
-                height: prep.out_rows,
-                width: prep.out_cols,
-                classes: own_input.classes,
-            };
-            (input, prep)
-        }
+        Some(prep) => (models::InputShape::made_by(&prep, own_input.classes), prep),
         None => {
             eprintln!(
                 "note: {what} recorded no input preprocessing (saved before models recorded \
