@@ -650,19 +650,7 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
     let dataset = load_stage_data(config, &mut progress)?;
     let (input, own_prep) = input_for(config, &dataset);
     let mut parents = prepare_parents(loaded, &input, options, &mut progress)?;
-    progress.line(&format!(
-        "data: {} ({} train / {} test images of {}x{}x{}, {} classes)",
-        dataset.name,
-        dataset.train.len(),
-        dataset.test.len(),
-        input.channels,
-        input.height,
-        input.width,
-        input.classes
-    ));
-    for note in &dataset.notes {
-        progress.line(&format!("data: {note}"));
-    }
+    log_data(&dataset, &input, &mut progress);
     let prep = settle_preprocessing(
         loaded,
         &mut parents,
@@ -720,6 +708,23 @@ pub fn run_stage(loaded: &LoadedConfig, options: &RunOptions) -> Result<StageOut
 /// `result`, its error also kept in the run's log (beside the history it stopped).
 fn logged<T>(progress: &mut Progress, result: Result<T, RunError>) -> Result<T, RunError> {
     result.inspect_err(|e| progress.log_only(&format!("error: {}", error_chain(e))))
+}
+
+/// What the stage reads: its splits, input shape and classes, and what reading them noted.
+fn log_data(dataset: &Dataset, input: &InputShape, progress: &mut Progress) {
+    progress.line(&format!(
+        "data: {} ({} train / {} test images of {}x{}x{}, {} classes)",
+        dataset.name,
+        dataset.train.len(),
+        dataset.test.len(),
+        input.channels,
+        input.height,
+        input.width,
+        input.classes
+    ));
+    for note in &dataset.notes {
+        progress.line(&format!("data: {note}"));
+    }
 }
 
 /// The stage's dataset, saying where it comes from first (a first use downloads it).
