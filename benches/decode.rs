@@ -66,6 +66,7 @@ fn main() {
         channels: None,
         size: None,
         memory_bound: u64::MAX,
+        limits: [None, None],
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut rates = [Vec::new(), Vec::new()];

@@ -136,6 +136,26 @@ fn model_files_measure_the_same_on_either_backend() {
     assert_eq!(accuracy_on("cpu"), accuracy_on("libtorch"));
 }
 
+/// A MobileNetV2 (its depthwise convolutions: our kernel on flex, LibTorch's grouped
+/// convolution there) trained on flex measures the same test accuracy on LibTorch.
+#[test]
+fn a_mobilenet_trained_on_flex_measures_the_same_on_libtorch() {
+    let (dir, data) = folder_with_data(64);
+    let config = small_config(&data)
+        .replace(
+            "kind = \"mlp\"\nhidden = [16]",
+            "kind = \"mobilenet-v2\"\nwidth_mult = 0.25",
+        )
+        .replace("dataset = \"idx\"", "dataset = \"idx\"\ninput_size = 32");
+    assert!(config.contains("mobilenet-v2") && config.contains("input_size"));
+    let path = write(&dir.path().join("c.toml"), &config);
+    train_ok(dir.path(), &path, &["--plain"]);
+    let run = only_run_dir(dir.path(), "small");
+    let accuracy_on =
+        |device: &str| bench_accuracy(&bench_ok(dir.path(), &run, &["--device", device]));
+    assert_eq!(accuracy_on("cpu"), accuracy_on("libtorch"));
+}
+
 #[test]
 fn cuda_without_a_gpu_is_one_clear_error_before_anything_runs() {
     let (dir, data) = folder_with_data(40);

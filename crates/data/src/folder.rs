@@ -61,6 +61,9 @@ pub struct FolderOptions {
     /// The most bytes the decoded pixels of both splits may take in memory; a larger folder is
     /// streamed from disk.
     pub memory_bound: u64,
+    /// Only the first N images of each split (`data.train_limit`, `data.test_limit`), classes
+    /// taking turns: the rest are listed and their headers checked, but not decoded.
+    pub limits: [Option<usize>; 2],
 }
 
 /// One image file and its class.
@@ -268,7 +271,15 @@ pub fn scan(options: &FolderOptions) -> Result<Scan, DataError> {
             ),
         ));
     }
+    // Every header is read (cheap), so the shape and the checks do not depend on the limits;
+    // only the kept images are decoded.
     let (channels, rows, cols) = shape_of(options, &train, &test)?;
+    let [train_limit, test_limit] = options.limits;
+    let keep = |mut entries: Vec<Entry>, limit: Option<usize>| {
+        entries.truncate(limit.unwrap_or(usize::MAX));
+        entries
+    };
+    let (train, test) = (keep(train, train_limit), keep(test, test_limit));
     let scan = Scan {
         class_names,
         channels,
@@ -585,6 +596,7 @@ mod tests {
             channels: None,
             size: None,
             memory_bound: bound,
+            limits: [None, None],
         }
     }
 
@@ -602,6 +614,23 @@ mod tests {
         let red = ds.train.image(4);
         assert!(red[..16].iter().all(|&p| p > 180) && red[16..].iter().all(|&p| p < 60));
         assert!(ds.notes.iter().any(|n| n.contains("images/s")));
+    }
+
+    #[test]
+    fn limits_keep_the_first_images_of_every_class_and_decode_no_other() {
+        let dir = folder();
+        let limited = FolderOptions {
+            limits: [Some(3), Some(2)],
+            ..options(dir.path(), 1 << 20)
+        };
+        let ds = load(&limited).unwrap();
+        assert_eq!(ds.train.labels, [0, 1, 0]);
+        assert_eq!(ds.test.labels, [0, 1]);
+        // The shape is the whole folder's (its JPEGs make it RGB), whatever the limits keep.
+        assert_eq!(ds.train.channels, 3);
+        let images = |o: &FolderOptions| scan(o).unwrap().decoded_bytes() / (3 * 4 * 4);
+        assert_eq!(images(&limited), 5);
+        assert_eq!(images(&options(dir.path(), 1 << 20)), 12);
     }
 
     #[test]

@@ -60,8 +60,12 @@ pub fn conv2d(
     } else {
         let x_p = x.clone().try_into_primitive::<Flex>().ok()?;
         let w_p = weight.clone().try_into_primitive::<Flex>().ok()?;
-        let cols = im2col(&contiguous_f32(&x_p), &geometry);
-        let output = forward(&cols, &contiguous_f32(&w_p), &geometry);
+        let (x, weight) = (contiguous_f32(&x_p), contiguous_f32(&w_p));
+        let output = match geometry.is_pointwise() {
+            // Each sample's input already is its unfolded matrix: no copy.
+            true => forward_pointwise(&x, &weight, &geometry),
+            false => forward(&im2col(&x, &geometry), &weight, &geometry),
+        };
         Some(Tensor::from_primitive::<Flex>(output))
     }
 }
@@ -108,6 +112,12 @@ impl Geometry {
             out_h: (padded[0] - kh) / stride[0] + 1,
             out_w: (padded[1] - kw) / stride[1] + 1,
         })
+    }
+
+    /// A 1x1 convolution at stride 1 without padding (MobileNetV2's expansions and
+    /// projections): each sample's `[c_in, h * w]` input is its own unfolded matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
     }
 
     /// Rows of the unfolded input: one per (input channel, kernel row, kernel column).
@@ -228,6 +238,24 @@ fn forward(cols: &[f32], weight: &[f32], g: &Geometry) -> FlexTensor {
     flex_f32(output, shape)
 }
 
+/// [`forward`] for a pointwise convolution, reading each sample's input in place:
+/// `out_b = W · x_b` (`[c_out, c_in] x [c_in, P]`).
+fn forward_pointwise(x: &[f32], weight: &[f32], g: &Geometry) -> FlexTensor {
+    let (k, p) = (g.k(), g.p());
+    let mut output = vec![0.0f32; g.batch * g.c_out * p];
+    output
+        .par_chunks_mut(g.c_out * p)
+        .enumerate()
+        .for_each(|(b, out)| {
+            matmul(
+                MatrixMut::row_major(out, g.c_out, p),
+                Matrix::row_major(weight, g.c_out, k),
+                Matrix::row_major(&x[b * k * p..][..k * p], k, p),
+            )
+        });
+    flex_f32(output, [g.batch, g.c_out, g.out_h, g.out_w])
+}
+
 #[derive(Debug, Clone)]
 struct State {
     geometry: Geometry,
@@ -332,6 +360,10 @@ mod tests {
         device.seed(11);
         let x = Tensor::<4>::random(x_dims, Distribution::Normal(0.0, 1.0), &device);
         let w = Tensor::<4>::random(w_dims, Distribution::Normal(0.0, 0.5), &device);
+        // Drawn once and shared by both runs: tests running at once draw from the same
+        // generator, so two draws "with the same seed" may differ.
+        let y_dims = conv2d(&x, &w, stride, padding).expect("flex f32").dims();
+        let weights = Tensor::<4>::random(y_dims, Distribution::Normal(0.0, 1.0), &device);
         let run = |ours: bool| {
             let (x, w) = (x.clone().require_grad(), w.clone().require_grad());
             let y = if ours {
@@ -340,12 +372,7 @@ mod tests {
                 let options = ConvOptions::new(stride, padding, [1, 1], 1);
                 burns(x.clone(), w.clone(), None, options)
             };
-            let weights = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &{
-                let d = Device::flex().autodiff();
-                d.seed(12);
-                d
-            });
-            let grads = (y.clone() * weights).sum().backward();
+            let grads = (y.clone() * weights.clone()).sum().backward();
             [
                 y.into_data(),
                 x.grad(&grads).unwrap().into_data(),
@@ -378,6 +405,18 @@ mod tests {
         let w = Tensor::<4>::random([5, 3, 3, 3], Distribution::Normal(0.0, 1.0), &device);
         let ours = conv2d(&x, &w, [1, 1], [1, 1]).expect("flex f32");
         let theirs = burns(x, w, None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+        ours.into_data()
+            .assert_approx_eq::<f32>(&theirs.into_data(), Tolerance::absolute(1e-4));
+    }
+
+    #[test]
+    fn pointwise_inference_matches_burns() {
+        let device = Device::flex();
+        device.seed(5);
+        let x = Tensor::<4>::random([3, 6, 5, 4], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<4>::random([7, 6, 1, 1], Distribution::Normal(0.0, 1.0), &device);
+        let ours = conv2d(&x, &w, [1, 1], [0, 0]).expect("flex f32");
+        let theirs = burns(x, w, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
         ours.into_data()
             .assert_approx_eq::<f32>(&theirs.into_data(), Tolerance::absolute(1e-4));
     }

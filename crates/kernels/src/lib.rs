@@ -12,7 +12,10 @@
 //! layers whose weights are packed once for the products at inference batch sizes.
 
 mod batch_norm;
+mod batch_norm_inference;
+mod clamp;
 mod conv;
+mod depthwise;
 mod flex;
 mod gemm;
 mod linear;
@@ -21,7 +24,10 @@ mod pool;
 mod sgd;
 
 pub use batch_norm::{batch_norm_train, BatchNormTrain};
+pub use batch_norm_inference::batch_norm_inference;
+pub use clamp::clamp_inference;
 pub use conv::conv2d;
+pub use depthwise::depthwise_conv2d;
 pub use linear::{PackedLinear, PackedStack};
 pub use max_norm::{max_norm_applies, max_norm_columns};
 pub use pool::max_pool_2x2;

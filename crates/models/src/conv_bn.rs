@@ -44,7 +44,7 @@ impl ConvBn {
     }
 
     /// A 3x3 depthwise convolution (one filter per channel, `groups = channels`, padding 1)
-    /// and its BatchNorm. burn computes it (the im2col kernels take no groups).
+    /// and its BatchNorm. On flex it runs through `kernels::depthwise_conv2d`.
     pub fn depthwise(channels: usize, stride: usize, device: &Device) -> Self {
         let conv = Conv2dConfig::new([channels, channels], [3, 3])
             .with_stride([stride, stride])
@@ -111,7 +111,8 @@ impl ConvBn {
     }
 
     /// `self.conv.forward(x)`, through `kernels::conv2d` (im2col and `gemm`, with its backward)
-    /// on flex where the convolution is one it computes; elsewhere burn's.
+    /// or `kernels::depthwise_conv2d` (one filter per channel) on flex where the convolution
+    /// is one they compute; elsewhere burn's.
     ///
     /// # Shapes
     /// - input: `[batch, c_in, h, w]`
@@ -123,16 +124,20 @@ impl ConvBn {
             PaddingConfig2d::Explicit(top, left, bottom, right)
                 if top == left && left == bottom && bottom == right
         );
-        let plain = symmetric
-            && self.conv.bias.is_none()
-            && options.dilation == [1, 1]
-            && options.groups == 1;
-        if !plain {
+        let plain = symmetric && self.conv.bias.is_none() && options.dilation == [1, 1];
+        let [c_out, per_group, ..] = crate::dims(&self.conv.weight);
+        let depthwise = options.groups == c_out && per_group == 1;
+        if !plain || !(options.groups == 1 || depthwise) {
             return self.conv.forward(x);
         }
         let padding = options.padding.map(|(before, _)| before);
-        kernels::conv2d(&x, &self.conv.weight.val(), options.stride, padding)
-            .unwrap_or_else(|| self.conv.forward(x))
+        let weight = self.conv.weight.val();
+        let ours = if depthwise {
+            kernels::depthwise_conv2d(&x, &weight, options.stride, padding)
+        } else {
+            kernels::conv2d(&x, &weight, options.stride, padding)
+        };
+        ours.unwrap_or_else(|| self.conv.forward(x))
     }
 
     fn options(&self) -> ConvOptions<2> {
@@ -169,12 +174,21 @@ impl ConvBn {
 
 /// `bn.forward(x)`, with the training pass through `kernels::batch_norm_train` (one fused
 /// kernel and backward on flex) and the running statistics updated exactly as burn updates
-/// them; elsewhere burn's.
+/// them, and inference without autodiff through `kernels::batch_norm_inference` (one pass,
+/// burn's values); elsewhere burn's.
 ///
 /// # Shapes
 /// - input, output: `[batch, channels, ...]`
 fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
-    if !(x.device().is_autodiff() && bn.training.is_enabled()) {
+    if !x.device().is_autodiff() {
+        // Inference: one pass instead of burn's four, the same values.
+        let mean = bn.running_mean.value();
+        let variance = bn.running_var.value();
+        let params = [&bn.gamma.val(), &bn.beta.val(), &mean, &variance];
+        return kernels::batch_norm_inference(x, params, bn.epsilon)
+            .unwrap_or_else(|x| bn.forward(x));
+    }
+    if !bn.training.is_enabled() {
         return bn.forward(x);
     }
     let Some(trained) = kernels::batch_norm_train(&x, &bn.gamma.val(), &bn.beta.val(), bn.epsilon)

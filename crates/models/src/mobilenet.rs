@@ -10,9 +10,14 @@ use crate::conv_bn::ConvBn;
 use crate::spec::{MobileBlock, ModelSpec};
 use crate::tap::{LayerRef, Tap};
 
+/// ReLU6's clip: its output range, which quantization takes as the grid of every point
+/// after one (see `Tap::probe_clipped`).
+const RELU6: (f32, f32) = (0.0, 6.0);
+
 /// `min(max(x, 0), 6)`.
 fn relu6(x: Tensor<4>) -> Tensor<4> {
-    x.clamp(0.0, 6.0)
+    let (lo, hi) = RELU6;
+    kernels::clamp_inference(x, lo, hi).unwrap_or_else(|x| x.clamp(lo, hi))
 }
 
 #[derive(Module, Debug)]
@@ -49,12 +54,12 @@ impl InvertedResidual {
         let y = match &self.expand {
             Some(expand) => {
                 let y = relu6(expand.forward(x, tap, &format!("{name}.expand")));
-                tap.probe(&format!("{name}.expand.relu6"), y, LayerRef::Other)
+                tap.probe_clipped(&format!("{name}.expand.relu6"), y, RELU6)
             }
             None => x,
         }; // [batch, hidden, h, w]
         let y = relu6(self.depthwise.forward(y, tap, &format!("{name}.depthwise")));
-        let y = tap.probe(&format!("{name}.depthwise.relu6"), y, LayerRef::Other);
+        let y = tap.probe_clipped(&format!("{name}.depthwise.relu6"), y, RELU6);
         let y = self.project.forward(y, tap, &format!("{name}.project")); // [batch, c_out, ..]
         let y = match shortcut {
             Some(s) => y + s,
@@ -132,12 +137,12 @@ impl MobileNetV2 {
     /// - output: `[batch, classes]` logits
     pub fn forward(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
         let x = relu6(self.stem.forward(x, tap, "stem")); // [batch, stem, h / 2, w / 2]
-        let mut x = tap.probe("stem", x, LayerRef::Other);
+        let mut x = tap.probe_clipped("stem", x, RELU6);
         for (b, block) in self.blocks.iter().enumerate() {
             x = block.forward(x, tap, &format!("blocks.{b}")); // [batch, c_b, h_b, w_b]
         }
         let x = relu6(self.head.forward(x, tap, "head")); // [batch, head, h', w']
-        let x = tap.probe("head", x, LayerRef::Other);
+        let x = tap.probe_clipped("head", x, RELU6);
         let x = x.mean_dim(3).mean_dim(2).flatten::<2>(1, 3); // [batch, head]
         let x = crate::dropout::forward(&self.dropout, x);
         let x = tap.linear(&self.classifier, "classifier", x); // [batch, classes]

@@ -41,6 +41,19 @@ pub trait ForwardHook: Sync {
     fn activation(&self, _point: &str, x: Tensor<2>, _observe: bool) -> Tensor<2> {
         x
     }
+
+    /// As [`Self::activation`], at a point the model has just clipped to `range` (ReLU6:
+    /// `(0.0, 6.0)`). A quantizer may take the clip's range as its grid, so that the grid's
+    /// top level is the clip itself and an integer model's clamp to its levels computes it.
+    fn clipped_activation(
+        &self,
+        point: &str,
+        x: Tensor<2>,
+        observe: bool,
+        _range: (f32, f32),
+    ) -> Tensor<2> {
+        self.activation(point, x, observe)
+    }
 }
 
 /// The layer that produced a point's activation, for its MACs and parameter count.
@@ -186,11 +199,36 @@ impl<'a> Tap<'a> {
         x: Tensor<D>,
         layer: LayerRef,
     ) -> Tensor<D> {
+        self.probe_point(name, x, layer, None)
+    }
+
+    /// [`Self::probe`] at a point whose activation the model has just clipped to `range`
+    /// (ReLU6's `(0.0, 6.0)`), so that a quantizer can match its grid to the clip.
+    pub(crate) fn probe_clipped<const D: usize>(
+        &mut self,
+        name: &str,
+        x: Tensor<D>,
+        range: (f32, f32),
+    ) -> Tensor<D> {
+        self.probe_point(name, x, LayerRef::Other, Some(range))
+    }
+
+    fn probe_point<const D: usize>(
+        &mut self,
+        name: &str,
+        x: Tensor<D>,
+        layer: LayerRef,
+        clipped: Option<(f32, f32)>,
+    ) -> Tensor<D> {
         let x = match self.hook {
             Some(q) => {
                 let dims = x.dims();
-                q.activation(name, x.flatten::<2>(1, D - 1), self.observe)
-                    .reshape(dims)
+                let flat = x.flatten::<2>(1, D - 1);
+                match clipped {
+                    Some(range) => q.clipped_activation(name, flat, self.observe, range),
+                    None => q.activation(name, flat, self.observe),
+                }
+                .reshape(dims)
             }
             None => x,
         };

@@ -207,4 +207,31 @@ impl ForwardHook for FakeQuant {
             None => x,
         }
     }
+
+    /// The clip's range is the grid (Jacob et al. 2018 fix ReLU6's at [0, 6]): its top level
+    /// is exactly the clip, so the integer model's clamp to its levels is the ReLU6 itself,
+    /// and no observed batch can set the grid below the clip and cut off what the float
+    /// model passes. It is recorded as the point's range (for the exports) when observing.
+    fn clipped_activation(
+        &self,
+        point: &str,
+        x: Tensor<2>,
+        observe: bool,
+        (lo, hi): (f32, f32),
+    ) -> Tensor<2> {
+        if !is_quantized_point(point) {
+            return x;
+        }
+        if observe && self.observing() {
+            let mut ranges = self.ranges();
+            let batches = ranges.get(point).map_or(0, |r| r.batches) + 1;
+            let range = Range {
+                min: lo,
+                max: hi,
+                batches,
+            };
+            ranges.insert(point.to_string(), range);
+        }
+        ActivationGrid::from_range(lo, hi, self.activation_bits).fake_quant(x)
+    }
 }

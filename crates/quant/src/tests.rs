@@ -250,3 +250,49 @@ fn observers_learn_only_from_passes_that_ask_and_only_until_frozen() {
     assert_ne!(quant.state().ranges, before.ranges);
     assert!(quant.fold_batchnorm());
 }
+
+#[test]
+fn relu6_points_take_the_clip_as_their_grid_and_the_file_keeps_it() {
+    const RGB: InputShape = InputShape {
+        channels: 3,
+        height: 16,
+        width: 16,
+        classes: 10,
+    };
+    let spec: ModelSpec = toml::from_str("kind = \"mobilenet-v2\"\nwidth_mult = 0.25").unwrap();
+    device().seed(6);
+    let model = Model::new(&spec, &RGB, &device()).unwrap();
+    let quant = FakeQuant::new(
+        &config("bits = 8"),
+        crate::config::weight_layers(&model).keys(),
+    );
+    quant.set_fold(true);
+    // Small inputs: no observed activation comes near 6, yet the grid still ends there.
+    let x = Tensor::<4>::random([4, 3, 16, 16], Distribution::Normal(0.0, 0.1), &device());
+    model.forward_tapped(x.clone(), &mut Tap::hooked(&quant, true));
+    let grids = quant.grids();
+    let relu6 = ActivationGrid::from_range(0.0, 6.0, 8);
+    let clipped: Vec<&String> = grids
+        .keys()
+        .filter(|p| p.ends_with(".relu6") || *p == "stem" || *p == "head")
+        .collect();
+    // The stem, the head, 16 expansions and 17 depthwise convolutions.
+    assert_eq!(clipped.len(), 2 + 16 + 17, "{:?}", grids.keys());
+    for point in clipped {
+        assert_eq!(grids[point], relu6, "{point}");
+    }
+    assert_eq!(relu6.limits(), (0.0, 6.0));
+    // A block's output (after its residual add) is not clipped: its grid is observed.
+    assert_ne!(grids["blocks.2"], relu6);
+
+    let bytes = int_file::export(&model, &quant, &RGB).unwrap().to_bytes();
+    let loaded = QuantizedModel::from_bytes(&bytes, Path::new("m.qnt"), &RGB, &device()).unwrap();
+    let in_memory = host(
+        HookedView {
+            model: &model,
+            hook: &quant,
+        }
+        .classify(x.clone()),
+    );
+    assert_eq!(in_memory, host(loaded.classify(x)));
+}

@@ -31,10 +31,10 @@ pub fn load_float(
     };
     // The architecture the file describes must fit in memory before it is built.
     if let Some(spec) = file::stored_spec(model_path, format)? {
-        let batch = config
-            .train
-            .eval_batch_size
-            .max(config.measure.throughput_batch);
+        // The default evaluation batch is lowered to what fits (`eval_batch_for`); a chosen
+        // one, and the throughput batch, are checked as asked.
+        let eval = settings::validate::eval_batch_for(&spec, input, config.train.eval_batch_size);
+        let batch = eval.max(config.measure.throughput_batch);
         spec.validate(input)
             .and_then(|()| settings::validate::check_inference_fits("model", &spec, input, batch))
             .map_err(|e| RunError::Record {

@@ -258,6 +258,7 @@ fn load_chain(
         }
     }
     let model = start_model(&config, &parents, &valid.input).map_err(locate)?;
+    fit_eval_batch(&mut config, &model, &valid.input).map_err(locate)?;
     let shapes: Vec<ParentShape> = parents
         .iter()
         .map(|p| ParentShape {
@@ -284,6 +285,34 @@ fn load_chain(
         model,
         device: valid.device,
         parents,
+    })
+}
+
+/// Lowers the default evaluation batch (an execution setting: results do not depend on it) to
+/// what this model's inference fits in memory at this input size: 1000 images of ResNet-18 at
+/// 224x224 would need about 46 GiB. A batch the user chose is refused instead, with the
+/// largest that fits.
+fn fit_eval_batch(
+    config: &mut StageConfig,
+    model: &ModelSpec,
+    input: &InputShape,
+) -> Result<(), Invalid> {
+    let requested = config.train.eval_batch_size;
+    config.train.eval_batch_size = crate::validate::eval_batch_for(model, input, requested);
+    let fitting = crate::validate::fitting_eval_batch(model, input, requested);
+    if fitting == requested || config.train.eval_batch_size != requested {
+        return Ok(());
+    }
+    let key = "train.eval_batch_size";
+    crate::validate::check_inference_fits(key, model, input, requested).map_err(|e| {
+        Invalid::new(
+            key,
+            requested,
+            format!(
+                "at most {fitting} for this model: {} {}",
+                e.value, e.allowed
+            ),
+        )
     })
 }
 
@@ -519,6 +548,42 @@ mod tests {
             let err = load(&path, &[], &env).expect_err(&var).to_string();
             assert!(err.contains(&var), "{var}: {err}");
         }
+    }
+
+    #[test]
+    fn a_default_evaluation_batch_too_large_for_memory_is_lowered_and_a_chosen_one_refused() {
+        // ResNet-18 at 1024x1024: 1000 images at once need terabytes on any machine.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "name = \"x\"\n[data]\ndataset = \"digits\"\ninput_size = 1024\n[model]\n\
+             kind = \"resnet\"\nstem_layout = \"imagenet\"\nstem = 64\n\
+             stages = [64, 128, 256, 512]\nblocks = 2\n[train]\nepochs = 1\nbatch_size = 1\n\
+             [train.optimizer]\nkind = \"sgd\"\nlr = 0.1\n",
+        )
+        .unwrap();
+        let loaded = load(&path, &[], &HashMap::new()).unwrap();
+        let batch = loaded.config.train.eval_batch_size;
+        assert!((1..1000).contains(&batch), "{batch}");
+        crate::validate::check_inference_fits("x", &loaded.model, &loaded.input, batch).unwrap();
+        assert!(crate::validate::check_inference_fits(
+            "x",
+            &loaded.model,
+            &loaded.input,
+            batch + 1
+        )
+        .is_err());
+
+        let chosen = ["train.eval_batch_size=900".to_string()];
+        let err = load(&path, &chosen, &HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.eval_batch_size = 900")
+                && err.contains(&format!("at most {batch} for this model")),
+            "{err}"
+        );
     }
 
     #[test]

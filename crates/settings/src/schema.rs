@@ -236,7 +236,7 @@ pub struct TrainConfig {
 fn default_batch() -> usize {
     128
 }
-fn default_eval_batch() -> usize {
+pub(crate) fn default_eval_batch() -> usize {
     1000
 }
 fn default_log_every() -> usize {

@@ -83,6 +83,28 @@ pub fn check_inference_fits(
     )
 }
 
+/// The evaluation batch `spec` can run at on this machine: `requested` when its inference fits
+/// the memory bound [`check_inference_fits`] applies, else the largest batch that does (0 when
+/// not even one sample fits).
+pub fn fitting_eval_batch(spec: &models::ModelSpec, input: &InputShape, requested: usize) -> usize {
+    let footprint = spec.footprint(input);
+    let limit = crate::context::memory_bytes() as u128 * 8 / 10;
+    let fixed = footprint.inference_bytes(0);
+    let per_sample = footprint.inference_bytes(1).saturating_sub(fixed).max(1);
+    let fitting = limit.saturating_sub(fixed) / per_sample;
+    requested.min(usize::try_from(fitting).unwrap_or(usize::MAX))
+}
+
+/// The evaluation batch to run `spec` at: the default lowered to what fits this machine's
+/// memory ([`fitting_eval_batch`], at least 1), a batch the user chose as it is (the memory
+/// checks then refuse it if it does not fit).
+pub fn eval_batch_for(spec: &models::ModelSpec, input: &InputShape, requested: usize) -> usize {
+    match requested == crate::schema::default_eval_batch() {
+        true => fitting_eval_batch(spec, input, requested).max(1),
+        false => requested,
+    }
+}
+
 fn fits(
     key: &str,
     spec: &models::ModelSpec,
@@ -139,6 +161,7 @@ pub fn data_source(config: &StageConfig) -> data::Source {
             memory_bound: data
                 .max_decoded_mb
                 .map_or_else(|| crate::context::memory_bytes() / 4, |mb| mb << 20),
+            limits: [data.train_limit, data.test_limit],
         }),
         DatasetName::Cifar10 => data::Source::Cifar10(path()),
         DatasetName::Cifar100 => data::Source::Cifar100(path()),

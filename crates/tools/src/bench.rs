@@ -252,6 +252,10 @@ pub fn open_target(
     } else {
         (load_float(&model_path, &config, &input, &device)?, None)
     };
+    // An execution setting: a run recorded at the default batch, too large for this machine's
+    // memory at this input size, is evaluated at what fits.
+    let eval = &mut config.train.eval_batch_size;
+    *eval = settings::validate::eval_batch_for(&model.spec(), &input, *eval);
     Ok(Target {
         model,
         export,
