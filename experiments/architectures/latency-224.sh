@@ -24,7 +24,8 @@ run_of() {
     "$train" check "experiments/architectures/$1.toml" | sed -n 's/.*results in \(runs\/[^)]*\)).*/\1/p'
 }
 
-models=(resnet18-224 resnet18-224-pruned mobilenet-224 mobilenet-224-pruned)
+# MODELS="resnet18-224 resnet18-224-pruned" times a subset.
+read -r -a models <<< "${MODELS:-resnet18-224 resnet18-224-pruned mobilenet-224 mobilenet-224-pruned}"
 declare -A dirs
 for m in "${models[@]}"; do dirs[$m]="$(run_of "$m")"; done
 
@@ -54,7 +55,7 @@ print("|---|---|---|---|---|")
 for m in macs:
     ours, theirs = p50(m, True), p50(m, False)
     print(f"| {m} | {macs[m]:,} | {ours:.2f} | {theirs:.2f} | {theirs / ours:.2f}x |")
-for base in ["resnet18-224", "mobilenet-224"]:
+for base in [m for m in ["resnet18-224", "mobilenet-224"] if m in macs and m + "-pruned" in macs]:
     pruned = base + "-pruned"
     mac_ratio = macs[base] / macs[pruned]
     for label, project in [("project", True), ("PyTorch eager", False)]:

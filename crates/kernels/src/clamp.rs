@@ -1,4 +1,4 @@
-//! Clamping an activation at inference (ReLU, ReLU6) in one pass, in place where the activation
+//! Clamping an activation at inference (ReLU6) in one pass, in place where the activation
 //! is not shared.
 //!
 //! flex's `clamp` is a general unary operation into a fresh tensor: at 224x224 a MobileNetV2's
@@ -7,10 +7,9 @@
 
 use burn::backend::Flex;
 use burn::prelude::*;
-use burn::tensor::DType;
 use rayon::prelude::*;
 
-use crate::flex::{owned_f32, unique_f32_mut};
+use crate::flex::{unique_f32_mut, writable_f32};
 
 /// Values per parallel task.
 const VALUES_PER_TASK: usize = 1 << 16;
@@ -27,17 +26,8 @@ pub fn clamp_inference<const D: usize>(
     lo: f32,
     hi: f32,
 ) -> Result<Tensor<D>, Tensor<D>> {
-    if x.dtype() != DType::F32 || x.device().is_autodiff() {
-        return Err(x);
-    }
-    // Checked on a clone of the handle, dropped at once, so that `x` is again the storage's
-    // only owner and the pass below can run in place.
-    if x.clone().try_into_primitive::<Flex>().is_err() {
-        return Err(x);
-    }
-    let primitive = x.try_into_primitive::<Flex>().expect("the clone converted");
-    let mut out = owned_f32(primitive);
-    let values = unique_f32_mut(&mut out).expect("an owned contiguous copy is unique");
+    let mut out = writable_f32(x)?;
+    let values = unique_f32_mut(&mut out).expect("a writable tensor is unique");
     values.par_chunks_mut(VALUES_PER_TASK).for_each(|chunk| {
         for v in chunk {
             *v = if *v < lo {
@@ -77,5 +67,18 @@ mod tests {
         );
         assert_eq!(a[..5], b[..5]);
         assert!(clamp_inference(Tensor::<1>::ones([2], &device.autodiff()), 0.0, 1.0).is_err());
+    }
+
+    #[test]
+    fn a_tensor_nothing_else_holds_is_clamped_in_its_own_storage() {
+        let device = Device::flex();
+        let x = Tensor::<1>::from_floats([-1.0, 0.5, 9.0], &device);
+        let address = |t: Tensor<1>| {
+            let p = t.try_into_primitive::<Flex>().unwrap();
+            p.as_slice::<f32>().unwrap().as_ptr() as usize
+        };
+        let before = address(x.clone());
+        let y = clamp_inference(x, 0.0, 6.0).unwrap();
+        assert_eq!(address(y), before);
     }
 }

@@ -63,8 +63,18 @@ pub fn conv2d(
         let (x, weight) = (contiguous_f32(&x_p), contiguous_f32(&w_p));
         let output = match geometry.is_pointwise() {
             // Each sample's input already is its unfolded matrix: no copy.
-            true => forward_pointwise(&x, &weight, &geometry),
-            false => forward(&im2col(&x, &geometry), &weight, &geometry),
+            true => forward(
+                &x,
+                (geometry.k() * geometry.p(), geometry.p()),
+                &weight,
+                &geometry,
+            ),
+            false => forward(
+                &im2col(&x, &geometry),
+                geometry.im2col_layout(),
+                &weight,
+                &geometry,
+            ),
         };
         Some(Tensor::from_primitive::<Flex>(output))
     }
@@ -128,6 +138,12 @@ impl Geometry {
     /// Output positions per sample and channel.
     fn p(&self) -> usize {
         self.out_h * self.out_w
+    }
+
+    /// Where each sample's `[K, P]` block lies in im2col's output: `(offset per sample, row
+    /// stride)`.
+    fn im2col_layout(&self) -> (usize, usize) {
+        (self.p(), self.n())
     }
 
     /// Columns of the unfolded input: every output position of every sample.
@@ -220,27 +236,15 @@ fn col2im(dcols: &[f32], g: &Geometry, dx: &mut [f32]) {
     }
 }
 
-/// The convolution from the unfolded input: per sample `out_b = W · cols_b`.
-fn forward(cols: &[f32], weight: &[f32], g: &Geometry) -> FlexTensor {
-    let (k, n, p) = (g.k(), g.n(), g.p());
-    let mut output = vec![0.0f32; g.batch * g.c_out * p];
-    output
-        .par_chunks_mut(g.c_out * p)
-        .enumerate()
-        .for_each(|(b, out)| {
-            matmul(
-                MatrixMut::row_major(out, g.c_out, p),
-                Matrix::row_major(weight, g.c_out, k),
-                Matrix::strided(&cols[b * p..], k, p, n, 1),
-            )
-        });
-    let shape = [g.batch, g.c_out, g.out_h, g.out_w];
-    flex_f32(output, shape)
-}
-
-/// [`forward`] for a pointwise convolution, reading each sample's input in place:
-/// `out_b = W · x_b` (`[c_out, c_in] x [c_in, P]`).
-fn forward_pointwise(x: &[f32], weight: &[f32], g: &Geometry) -> FlexTensor {
+/// The convolution from each sample's unfolded input: `out_b = W · cols_b`, where `cols_b`
+/// (`[K, P]`) starts at `b * sample_offset` in `unfolded` with its rows `row_stride` apart:
+/// `(P, N)` in im2col's layout, `(K * P, P)` for a pointwise convolution's input as it lies.
+fn forward(
+    unfolded: &[f32],
+    (sample_offset, row_stride): (usize, usize),
+    weight: &[f32],
+    g: &Geometry,
+) -> FlexTensor {
     let (k, p) = (g.k(), g.p());
     let mut output = vec![0.0f32; g.batch * g.c_out * p];
     output
@@ -250,7 +254,7 @@ fn forward_pointwise(x: &[f32], weight: &[f32], g: &Geometry) -> FlexTensor {
             matmul(
                 MatrixMut::row_major(out, g.c_out, p),
                 Matrix::row_major(weight, g.c_out, k),
-                Matrix::row_major(&x[b * k * p..][..k * p], k, p),
+                Matrix::strided(&unfolded[b * sample_offset..], k, p, row_stride, 1),
             )
         });
     flex_f32(output, [g.batch, g.c_out, g.out_h, g.out_w])
@@ -328,7 +332,7 @@ fn tracked(
     let (weight, w_node) = weight.into_parts();
     let cols = im2col(&contiguous_f32(&x), &geometry);
     let weight = contiguous_f32(&weight).into_owned();
-    let output = forward(&cols, &weight, &geometry);
+    let output = forward(&cols, geometry.im2col_layout(), &weight, &geometry);
     match Conv2dBackward
         .prepare::<NoCheckpointing>([x_node, w_node])
         .compute_bound()
@@ -397,28 +401,19 @@ mod tests {
         compare([1, 2, 3, 3], [2, 2, 3, 3], [1, 1], [2, 2]);
     }
 
+    /// Inference (no autodiff): a 3x3 convolution through im2col and a 1x1 one read in place.
     #[test]
     fn inference_matches_burns() {
         let device = Device::flex();
         device.seed(4);
-        let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
-        let w = Tensor::<4>::random([5, 3, 3, 3], Distribution::Normal(0.0, 1.0), &device);
-        let ours = conv2d(&x, &w, [1, 1], [1, 1]).expect("flex f32");
-        let theirs = burns(x, w, None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
-        ours.into_data()
-            .assert_approx_eq::<f32>(&theirs.into_data(), Tolerance::absolute(1e-4));
-    }
-
-    #[test]
-    fn pointwise_inference_matches_burns() {
-        let device = Device::flex();
-        device.seed(5);
-        let x = Tensor::<4>::random([3, 6, 5, 4], Distribution::Normal(0.0, 1.0), &device);
-        let w = Tensor::<4>::random([7, 6, 1, 1], Distribution::Normal(0.0, 1.0), &device);
-        let ours = conv2d(&x, &w, [1, 1], [0, 0]).expect("flex f32");
-        let theirs = burns(x, w, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
-        ours.into_data()
-            .assert_approx_eq::<f32>(&theirs.into_data(), Tolerance::absolute(1e-4));
+        for (w_dims, padding) in [([5, 3, 3, 3], [1, 1]), ([7, 3, 1, 1], [0, 0])] {
+            let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+            let w = Tensor::<4>::random(w_dims, Distribution::Normal(0.0, 1.0), &device);
+            let ours = conv2d(&x, &w, [1, 1], padding).expect("flex f32");
+            let theirs = burns(x, w, None, ConvOptions::new([1, 1], padding, [1, 1], 1));
+            ours.into_data()
+                .assert_approx_eq::<f32>(&theirs.into_data(), Tolerance::absolute(1e-4));
+        }
     }
 
     #[test]

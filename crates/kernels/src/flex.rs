@@ -3,7 +3,9 @@
 use std::borrow::Cow;
 
 use burn::backend::flex::FlexTensor;
-use burn::tensor::{Shape, TensorData};
+use burn::backend::Flex;
+use burn::prelude::*;
+use burn::tensor::{DType, Shape, TensorData};
 
 /// A flex tensor of these row-major values.
 pub(crate) fn flex_f32(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
@@ -40,6 +42,24 @@ pub(crate) fn owned_f32(mut t: FlexTensor) -> FlexTensor {
     } else {
         copy_f32(&t)
     }
+}
+
+/// `x` (flex without autodiff, f32) as a flex tensor whose values a pass may rewrite in place:
+/// its own storage when nothing else holds it, else a contiguous copy; `Err(x)` for any other
+/// tensor, handed back.
+// Both sides are the tensor itself (the error hands the input back, not a report).
+#[allow(clippy::result_large_err)]
+pub(crate) fn writable_f32<const D: usize>(x: Tensor<D>) -> Result<FlexTensor, Tensor<D>> {
+    // Checked on a clone of the handle, dropped at once, so that `x` is again the storage's
+    // only owner when it converts.
+    if x.dtype() != DType::F32
+        || x.device().is_autodiff()
+        || x.clone().try_into_primitive::<Flex>().is_err()
+    {
+        return Err(x);
+    }
+    let primitive = x.try_into_primitive::<Flex>().expect("the clone converted");
+    Ok(owned_f32(primitive))
 }
 
 /// The tensor's values, mutable, when it is contiguous and uniquely owned.

@@ -5,15 +5,11 @@
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
+use burn::tensor::activation::relu;
 
 use crate::conv_bn::ConvBn;
 use crate::spec::{BlockCounts, ModelSpec, ResnetBlock, StemLayout};
 use crate::tap::{LayerRef, Tap};
-
-/// `max(x, 0)`, in place at inference on flex (`kernels::clamp_inference`).
-fn relu(x: Tensor<4>) -> Tensor<4> {
-    kernels::clamp_inference(x, 0.0, f32::INFINITY).unwrap_or_else(burn::tensor::activation::relu)
-}
 
 #[derive(Module, Debug)]
 pub struct BasicBlock {

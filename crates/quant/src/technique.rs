@@ -312,9 +312,11 @@ impl Technique for Quantization<'_> {
         );
         {
             let _ = writeln!(table, "  weights: {}", self.bits_summary());
+            // The name column fits the longest point (`blocks.16.depthwise.relu6`).
+            let width = grids.keys().map(|p| p.len()).max().unwrap_or(0).max(22);
             let _ = writeln!(
                 table,
-                "  {:<22} {:>5} {:>11} {:>11} {:>11} {:>5}",
+                "  {:<width$} {:>5} {:>11} {:>11} {:>11} {:>5}",
                 "activation point", "bits", "min", "max", "scale", "zero"
             );
             for (point, grid) in &grids {
@@ -326,7 +328,7 @@ impl Technique for Quantization<'_> {
                 let (lo, hi) = grid.limits();
                 let _ = writeln!(
                     table,
-                    "  {point:<22} {bits:>5} {lo:>11.4} {hi:>11.4} {scale:>11.3e} {zero_point:>5}"
+                    "  {point:<width$} {bits:>5} {lo:>11.4} {hi:>11.4} {scale:>11.3e} {zero_point:>5}"
                 );
             }
         }
