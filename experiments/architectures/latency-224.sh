@@ -4,12 +4,12 @@
 # interleaved (project, then PyTorch, model by model; ROUNDS rounds). The PyTorch networks are
 # rebuilt from the project's own model files (benches/pytorch/architectures.py), so both sides
 # run the same architecture at the same pruned widths. Run from the repository root.
-#   experiments/architectures/latency-224.sh            # ~10 minutes on 2 cores (training included)
-#   ROUNDS=1 RUNS=20 experiments/architectures/latency-224.sh
+#   experiments/architectures/latency-224.sh            # 27 minutes on 2 cores (runs trained)
+#   ROUNDS=1 experiments/architectures/latency-224.sh   # half that
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds="${ROUNDS:-2}"
-runs="${RUNS:-50}"
+runs="${RUNS:-20}"
 python="$(benches/pytorch/venv.sh)/bin/python"
 [ -d target/fashion-rgb-png ] || experiments/images/run.sh
 cargo build -q -p train

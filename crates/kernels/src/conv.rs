@@ -150,26 +150,26 @@ impl Geometry {
     fn n(&self) -> usize {
         self.batch * self.p()
     }
+}
 
-    /// For kernel offset `offset` along an axis of `size` input values: the first and
-    /// one-past-last output index whose input index `o * stride + offset - padding` lies
-    /// inside the input.
-    fn valid_outputs(
-        offset: usize,
-        size: usize,
-        out: usize,
-        stride: usize,
-        pad: usize,
-    ) -> (usize, usize) {
-        let first = pad.saturating_sub(offset).div_ceil(stride);
-        // o * stride + offset < size + pad
-        let end = if size + pad > offset {
-            ((size + pad - offset - 1) / stride + 1).min(out)
-        } else {
-            0
-        };
-        (first.min(end), end)
-    }
+/// For kernel offset `offset` along an axis of `size` input values: the first and
+/// one-past-last output index whose input index `o * stride + offset - padding` lies inside
+/// the input. Shared with the depthwise kernel.
+pub(crate) fn valid_outputs(
+    offset: usize,
+    size: usize,
+    out: usize,
+    stride: usize,
+    pad: usize,
+) -> (usize, usize) {
+    let first = pad.saturating_sub(offset).div_ceil(stride);
+    // o * stride + offset < size + pad
+    let end = if size + pad > offset {
+        ((size + pad - offset - 1) / stride + 1).min(out)
+    } else {
+        0
+    };
+    (first.min(end), end)
 }
 
 /// The input unfolded: row `(ci, ky, kx)`, column `(b, oy, ox)` holds
@@ -180,8 +180,8 @@ fn im2col(x: &[f32], g: &Geometry) -> Vec<f32> {
     let mut cols = vec![0.0f32; g.k() * n];
     cols.par_chunks_mut(n).enumerate().for_each(|(row, out)| {
         let (ci, ky, kx) = (row / (kh * kw), (row / kw) % kh, row % kw);
-        let (oy0, oy1) = Geometry::valid_outputs(ky, g.height, g.out_h, g.stride[0], g.padding[0]);
-        let (ox0, ox1) = Geometry::valid_outputs(kx, g.width, g.out_w, g.stride[1], g.padding[1]);
+        let (oy0, oy1) = valid_outputs(ky, g.height, g.out_h, g.stride[0], g.padding[0]);
+        let (ox0, ox1) = valid_outputs(kx, g.width, g.out_w, g.stride[1], g.padding[1]);
         for b in 0..g.batch {
             let plane = &x[(b * g.c_in + ci) * g.height * g.width..][..g.height * g.width];
             let out = &mut out[b * p..][..p];
@@ -210,11 +210,9 @@ fn col2im(dcols: &[f32], g: &Geometry, dx: &mut [f32]) {
     let [kh, kw] = g.kernel;
     for (ci, plane) in dx.chunks_mut(g.height * g.width).enumerate() {
         for ky in 0..kh {
-            let (oy0, oy1) =
-                Geometry::valid_outputs(ky, g.height, g.out_h, g.stride[0], g.padding[0]);
+            let (oy0, oy1) = valid_outputs(ky, g.height, g.out_h, g.stride[0], g.padding[0]);
             for kx in 0..kw {
-                let (ox0, ox1) =
-                    Geometry::valid_outputs(kx, g.width, g.out_w, g.stride[1], g.padding[1]);
+                let (ox0, ox1) = valid_outputs(kx, g.width, g.out_w, g.stride[1], g.padding[1]);
                 let row = &dcols[((ci * kh + ky) * kw + kx) * p..][..p];
                 for oy in oy0..oy1 {
                     let iy = oy * g.stride[0] + ky - g.padding[0];

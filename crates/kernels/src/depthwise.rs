@@ -6,10 +6,11 @@
 //! scaled by one weight. flex computes it through its general grouped convolution, which
 //! treats every channel as a one-channel convolution of its own; MobileNetV2's depthwise layers
 //! were then its slowest per MAC. Here:
-//! - forward: per (sample, channel) plane, for each kernel offset, one scaled add of a shifted
-//!   row onto each output row (contiguous when the stride is 1, so it vectorises);
-//! - input gradient: the same loops with reads and writes swapped (each plane owned by one
-//!   task);
+//! - forward: per (sample, channel) plane, the input copied into a zero-bordered buffer, then
+//!   for each output row `kh * kw` scaled adds of whole input rows (contiguous when the stride
+//!   is 1, so they vectorise), with no bounds to work out;
+//! - input gradient: per plane, for each kernel offset, the output gradient's rows scaled and
+//!   added where they were read from, inside the input only (each plane owned by one task);
 //! - weight gradient: per channel, the dot products of the output's gradient with the shifted
 //!   input, over the whole batch.
 //!
@@ -29,6 +30,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
+use crate::conv::valid_outputs;
 use crate::flex::{contiguous_f32, flex_f32};
 
 /// `conv2d(x, weight, None, stride, padding)` with `groups = channels` (dilation 1), by
@@ -156,24 +158,6 @@ impl Plane {
             visit(oy, iy, o.cols, o.first_ix);
         }
     }
-}
-
-/// For kernel offset `offset` along an axis of `size` input values: the first and one-past-last
-/// output index whose input index `o * stride + offset - padding` lies inside the input.
-fn valid_outputs(
-    offset: usize,
-    size: usize,
-    out: usize,
-    stride: usize,
-    pad: usize,
-) -> (usize, usize) {
-    let first = pad.saturating_sub(offset).div_ceil(stride);
-    let end = if size + pad > offset {
-        ((size + pad - offset - 1) / stride + 1).min(out)
-    } else {
-        0
-    };
-    (first.min(end), end)
 }
 
 /// One output plane: `out[oy, ox] = Σ_(ky, kx) w[ky, kx] · x[oy·s + ky − p, ox·s + kx − p]`,

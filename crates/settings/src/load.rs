@@ -297,14 +297,12 @@ fn fit_eval_batch(
     model: &ModelSpec,
     input: &InputShape,
 ) -> Result<(), Invalid> {
-    let requested = config.train.eval_batch_size;
-    config.train.eval_batch_size = crate::validate::eval_batch_for(model, input, requested);
-    let fitting = crate::validate::fitting_eval_batch(model, input, requested);
-    if fitting == requested || config.train.eval_batch_size != requested {
-        return Ok(());
-    }
     let key = "train.eval_batch_size";
-    crate::validate::check_inference_fits(key, model, input, requested).map_err(|e| {
+    let requested = config.train.eval_batch_size;
+    let batch = crate::validate::eval_batch_for(model, input, requested);
+    config.train.eval_batch_size = batch;
+    crate::validate::check_inference_fits(key, model, input, batch).map_err(|e| {
+        let fitting = crate::validate::fitting_eval_batch(model, input, requested);
         Invalid::new(
             key,
             requested,

@@ -88,7 +88,7 @@ pub fn check_inference_fits(
 /// not even one sample fits).
 pub fn fitting_eval_batch(spec: &models::ModelSpec, input: &InputShape, requested: usize) -> usize {
     let footprint = spec.footprint(input);
-    let limit = crate::context::memory_bytes() as u128 * 8 / 10;
+    let limit = memory_limit();
     let fixed = footprint.inference_bytes(0);
     let per_sample = footprint.inference_bytes(1).saturating_sub(fixed).max(1);
     let fitting = limit.saturating_sub(fixed) / per_sample;
@@ -105,6 +105,11 @@ pub fn eval_batch_for(spec: &models::ModelSpec, input: &InputShape, requested: u
     }
 }
 
+/// The most bytes a model may need: 80% of this machine's memory.
+fn memory_limit() -> u128 {
+    crate::context::memory_bytes() as u128 * 8 / 10
+}
+
 fn fits(
     key: &str,
     spec: &models::ModelSpec,
@@ -113,7 +118,7 @@ fn fits(
     what: &str,
 ) -> Result<(), Invalid> {
     let budget = crate::context::memory_bytes() as u128;
-    if needed > budget * 8 / 10 {
+    if needed > memory_limit() {
         let gib = |b: u128| b as f64 / (1u128 << 30) as f64;
         return Err(invalid(
             key,
