@@ -13,6 +13,7 @@ mod container;
 pub mod fake;
 pub mod half_file;
 pub mod int_file;
+pub mod onnx;
 pub mod quantizer;
 mod technique;
 
@@ -31,12 +32,14 @@ pub const ARTIFACT_FORMATS: [::technique::ArtifactFormat; 2] = [
         extension: "qnt",
         open: open_artifact,
         preprocessing: artifact_preprocessing,
+        onnx: onnx::source,
     },
     ::technique::ArtifactFormat {
         technique: "quant",
         extension: "f16",
         open: open_artifact,
         preprocessing: artifact_preprocessing,
+        onnx: onnx::source,
     },
 ];
 

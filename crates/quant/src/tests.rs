@@ -296,3 +296,90 @@ fn relu6_points_take_the_clip_as_their_grid_and_the_file_keeps_it() {
     );
     assert_eq!(in_memory, host(loaded.classify(x)));
 }
+
+/// Every architecture's integer file, exported as QDQ, computes in ONNX Runtime what the file
+/// computes here, at every weight and activation width, BatchNorm folded or not.
+#[test]
+fn qdq_exports_compute_what_the_integer_file_computes_in_onnx_runtime() {
+    const RGB: InputShape = InputShape {
+        channels: 3,
+        height: 32,
+        width: 32,
+        classes: 10,
+    };
+    let specs = [
+        "kind = \"mlp\"\nhidden = [32, 16]",
+        "kind = \"lenet5\"",
+        "kind = \"vgg\"\nstages = [[8], [8, 16]]\nfc = [32]",
+        "kind = \"resnet\"\nstem = 8\nstages = [8, 16]\nblocks = 2",
+        "kind = \"resnet\"\nstem = 8\nstem_layout = \"imagenet\"\nstages = [8, 16]\nblocks = [1, 2]",
+        "kind = \"mobilenet-v2\"\nwidth_mult = 0.25",
+    ];
+    let settings = [
+        ("bits = 8", true),
+        ("bits = 8", false),
+        ("bits = 4\nactivation_bits = 4", true),
+        ("bits = 2\nactivation_bits = 2", true),
+        ("bits = 4\nlayers = { fc = 8, classifier = 8 }", false),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for spec in specs {
+        let spec: ModelSpec = toml::from_str(spec).unwrap();
+        device().seed(7);
+        let model = Model::new(&spec, &RGB, &device()).unwrap();
+        for (toml, fold) in settings {
+            let quant = FakeQuant::new(&config(toml), crate::config::weight_layers(&model).keys());
+            quant.set_fold(fold);
+            for _ in 0..2 {
+                let x =
+                    Tensor::<4>::random([8, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device());
+                model.forward_tapped(x, &mut Tap::hooked(&quant, true));
+            }
+            let path = dir.path().join("m.qnt");
+            std::fs::write(
+                &path,
+                int_file::export(&model, &quant, &RGB).unwrap().to_bytes(),
+            )
+            .unwrap();
+            let loaded =
+                QuantizedModel::from_bytes(&std::fs::read(&path).unwrap(), &path, &RGB, &device())
+                    .unwrap();
+            let x = Tensor::<4>::random([16, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device());
+            let ours = host(loaded.classify(x.clone()));
+            let source = crate::onnx::source(&path, &RGB).unwrap();
+            let graph = dir.path().join("m.onnx");
+            std::fs::write(
+                &graph,
+                onnx::export(&source, &onnx::Options::default()).unwrap(),
+            )
+            .unwrap();
+            let input: Vec<u8> = host(x).iter().flat_map(|v| v.to_le_bytes()).collect();
+            let (_, theirs) = onnx::runtime::run(&graph, &input, 1, false).unwrap();
+            // The logits are on the last point's grid: ONNX Runtime rounds `x / scale` where
+            // burn rounds the same quotient, so a value a hair from a half level may land one
+            // level over; nothing else may differ.
+            let step = source
+                .activations
+                .values()
+                .map(|g| g.scale)
+                .fold(0.0, f32::max);
+            let what = format!("{} {toml:?} fold {fold}", spec.kind());
+            let off: Vec<f32> = ours
+                .iter()
+                .zip(&theirs)
+                .map(|(a, b)| (a - b).abs())
+                .filter(|d| *d > 1e-4)
+                .collect();
+            assert!(
+                off.len() * 20 <= ours.len(),
+                "{what}: {} of {} logits differ",
+                off.len(),
+                ours.len()
+            );
+            assert!(
+                off.iter().all(|d| *d <= 1.01 * step),
+                "{what}: {off:?} (one level is {step})"
+            );
+        }
+    }
+}

@@ -5,6 +5,7 @@
 pub mod artifacts;
 pub mod checkpoint;
 mod error;
+pub mod onnx_file;
 mod optim;
 pub mod progress;
 pub mod replicas;

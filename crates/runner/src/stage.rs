@@ -1035,6 +1035,9 @@ fn initial_model(
     }
 }
 
+/// The ONNX export a run writes with `output.onnx = true`.
+pub const ONNX_FILE: &str = "model.onnx";
+
 /// Saves the final model (and a technique's artefact), measures it, compares it with its
 /// parent, and writes `summary.json` last.
 #[allow(clippy::too_many_arguments)]
@@ -1083,6 +1086,18 @@ fn finish(
         config,
         data,
     )?;
+    if config.output.onnx {
+        let measured_file = run.file(artifact_name.as_deref().unwrap_or(MODEL));
+        let preprocessing = Preprocessing::of(&data.prep, &data.dataset.class_names);
+        let source =
+            crate::onnx_file::source(&measured_file, model, &data.input, Some(preprocessing))?;
+        let out = run.file(ONNX_FILE);
+        let size = crate::onnx_file::write(&source, &onnx::Options::default(), &out)?;
+        progress.line(&format!(
+            "wrote {} ({size} bytes, output.onnx)",
+            out.display()
+        ));
+    }
     summary.model_sha256 = file::sha256_hex(&bytes);
     summary.artifact = artifact_name;
     summary.artifact_sha256 = artifact_sha256;

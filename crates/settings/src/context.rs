@@ -26,7 +26,7 @@ pub struct Execution {
 
 impl Execution {
     /// The dotted config keys that hold execution settings: left out of run identity.
-    pub const KEYS: [&'static str; 9] = [
+    pub const KEYS: [&'static str; 10] = [
         "device",
         "threads",
         "measure",
@@ -36,6 +36,7 @@ impl Execution {
         "data.cache_dir",
         "data.max_decoded_mb",
         "output.dir",
+        "output.onnx",
     ];
 
     pub fn of(config: &StageConfig) -> Self {

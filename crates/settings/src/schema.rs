@@ -389,6 +389,10 @@ impl Default for MeasureConfig {
 pub struct OutputConfig {
     #[serde(default = "runs_dir")]
     pub dir: PathBuf,
+    /// Also write the measured model (the technique's artefact, else `model.bpk`) as
+    /// `model.onnx` in the run folder at the end of the run (see `train export`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub onnx: bool,
 }
 
 fn runs_dir() -> PathBuf {
@@ -397,7 +401,10 @@ fn runs_dir() -> PathBuf {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        Self { dir: runs_dir() }
+        Self {
+            dir: runs_dir(),
+            onnx: false,
+        }
     }
 }
 

@@ -28,6 +28,8 @@ pub struct ArtifactFormat {
     pub open: fn(&Path, &InputShape, &Device) -> Result<OpenedArtifact, ModelFileError>,
     /// The input preprocessing a file of this format records, when it records one.
     pub preprocessing: fn(&Path) -> Result<Option<data::Preprocessing>, ModelFileError>,
+    /// What an ONNX graph of a file of this format is made from, for `input`.
+    pub onnx: fn(&Path, &InputShape) -> Result<onnx::Source, ModelFileError>,
 }
 
 impl ArtifactFormat {

@@ -139,9 +139,12 @@ fn resolve(target: &Path, config: Option<&Path>) -> Result<(PathBuf, StageConfig
             if let Some(sha256) = settings::run_dir::recorded_sha256(&recorded, MODEL) {
                 file::verify_sha256(&model, sha256)?;
             }
-            // A quantized run is measured from its export, the file its run recorded.
+            // A quantized or sparse run is measured from its export, the file its run
+            // recorded (as the stage measured it).
             let export = recorded.artifact.as_deref().map(|name| target.join(name));
-            if let Some(export) = export.filter(|p| artifact_format(p).is_some()) {
+            let sparse =
+                |p: &Path| models::ModelFormat::from_path(p) == Some(models::ModelFormat::Sparse);
+            if let Some(export) = export.filter(|p| artifact_format(p).is_some() || sparse(p)) {
                 let name = export.file_name().unwrap_or_default().to_string_lossy();
                 if let Some(sha256) = settings::run_dir::recorded_sha256(&recorded, &name) {
                     file::verify_sha256(&export, sha256)?;
@@ -199,6 +202,8 @@ fn recorded_preprocessing(
 
 /// A trained model ready to be measured, with its data.
 pub struct Target {
+    /// The file measured: the run's export when it has one, else its model file.
+    pub model_path: PathBuf,
     /// The float model (for an export: the one its loader built, weights dequantized).
     pub model: Model,
     /// The export, when the target is one: what latency and accuracy are measured on.
@@ -257,6 +262,7 @@ pub fn open_target(
     let eval = &mut config.train.eval_batch_size;
     *eval = settings::validate::eval_batch_for(&model.spec(), &input, *eval);
     Ok(Target {
+        model_path,
         model,
         export,
         config,

@@ -4,5 +4,6 @@
 
 pub mod analysis;
 pub mod bench;
+pub mod export;
 pub mod profile;
 pub mod timeline;

@@ -154,6 +154,7 @@ pub fn profile(request: &ProfileRequest) -> Result<ProfileReport, RunError> {
     // An export is profiled as the float model its loader builds (layer by layer, without
     // the activation rounding between layers).
     let Target {
+        model_path: _,
         model,
         export: _,
         config: _,

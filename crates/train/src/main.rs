@@ -32,6 +32,10 @@ enum Command {
     Check(StageArgs),
     /// Measure a trained model's latency: a run folder, or a model file with --config.
     Bench(BenchArgs),
+    /// Export what a run measured (or a model file, with --config) as an ONNX graph, checked
+    /// by ONNX Runtime in the project's tests: float, pruned, sparse, 16-bit, and 8/4-bit
+    /// quantized models as QuantizeLinear/DequantizeLinear graphs.
+    Export(ExportArgs),
     /// Time a trained model's forward pass layer by layer, with a Chrome trace.
     Profile(ProfileArgs),
     /// Prune each channel group of a stage's trained model alone at ratios 0.1 to 0.9 (no
@@ -105,6 +109,42 @@ struct ProfileArgs {
     /// Profile on this device instead of the run's: cpu, libtorch, cuda, cuda:N.
     #[arg(long)]
     device: Option<String>,
+}
+
+/// The formats `train export` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Onnx,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// A finished run folder (runs/NAME/HASH), or a model file (.bpk, .sparse, .qnt, .f16)
+    /// with --config.
+    target: PathBuf,
+    #[arg(long, value_enum)]
+    format: ExportFormat,
+    /// The stage config of a model file (architecture and dataset).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where to write (default: beside the exported file, as NAME.onnx).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The graph reads uint8 pixels [batch, height, width, channels] and normalises them
+    /// itself (mean and std from the model's preprocessing).
+    #[arg(long)]
+    raw_input: bool,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Then run the graph in ONNX Runtime (the project's own Python environment,
+    /// scripts/onnx-venv.sh) on the test split beside our evaluation of the same file:
+    /// accuracy, top-1 agreement, the largest logit difference.
+    #[arg(long, conflicts_with = "raw_input")]
+    verify: bool,
+    /// With --verify: also ONNX Runtime's batch-1 and batch-32 latency on 1 thread.
+    #[arg(long, requires = "verify")]
+    time: bool,
 }
 
 #[derive(Args)]
@@ -204,6 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Report { dir }) => report(&dir),
         Some(Command::Profile(args)) => profile(args),
         Some(Command::Bench(args)) => bench(args),
+        Some(Command::Export(args)) => export(args),
         None => run_stage(&cli.run),
     }
 }
@@ -321,6 +362,25 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `train export TARGET --format onnx`.
+fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let ExportFormat::Onnx = args.format;
+    let request = tools::export::ExportRequest {
+        target: args.target,
+        config: args.config,
+        out: args.out,
+        raw_input: args.raw_input,
+        force: args.force,
+    };
+    let report = tools::export::export(&request)?;
+    safeio::out!("{}", report.table());
+    if args.verify {
+        let verified = tools::export::verify(&report.out, &request, args.time)?;
+        safeio::out!("{}", verified.table());
+    }
+    Ok(())
+}
+
 /// Each `(flag, value, max)` must be in `1..=max`: these numbers size allocations and
 /// thread pools.
 fn check_counts(counts: &[(&str, usize, usize)]) -> anyhow::Result<()> {
@@ -351,10 +411,11 @@ fn run_stage(args: &StageArgs) -> anyhow::Result<()> {
 /// `train a.toml b.toml` would get clap's message about a subcommand named `b.toml`: say
 /// instead that a run takes one config.
 fn several_configs(args: &[String]) -> Option<String> {
-    const SUBCOMMANDS: [&str; 9] = [
+    const SUBCOMMANDS: [&str; 10] = [
         "run",
         "check",
         "bench",
+        "export",
         "profile",
         "report",
         "sensitivity",

@@ -1,0 +1,165 @@
+//! Every architecture's graph against its model's forward pass, in ONNX Runtime.
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use models::params::{self, Edit, HostTensor};
+use models::{InputShape, Model, ModelSpec};
+
+use crate::{export, runtime, Options, Precision, Source};
+
+const RGB: InputShape = InputShape {
+    channels: 3,
+    height: 32,
+    width: 32,
+    classes: 10,
+};
+
+/// One small model of every kind (both ResNet stems).
+pub(crate) fn specs() -> Vec<ModelSpec> {
+    let toml = r#"
+        [[m]]
+        kind = "mlp"
+        hidden = [32, 16]
+        dropout = 0.5
+        [[m]]
+        kind = "lenet5"
+        [[m]]
+        kind = "vgg"
+        stages = [[8], [8, 16]]
+        fc = [32]
+        [[m]]
+        kind = "resnet"
+        stem = 8
+        stages = [8, 16]
+        blocks = 2
+        [[m]]
+        kind = "resnet"
+        stem = 8
+        stem_layout = "imagenet"
+        stages = [8, 16]
+        blocks = [1, 2]
+        [[m]]
+        kind = "mobilenet-v2"
+        width_mult = 0.25
+    "#;
+    #[derive(serde::Deserialize)]
+    struct List {
+        m: Vec<ModelSpec>,
+    }
+    toml::from_str::<List>(toml).unwrap().m
+}
+
+/// `n` values in `lo..hi` from a fixed sequence.
+fn pseudo_random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            lo + (hi - lo) * ((state >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+/// A model of `spec` with random BatchNorm parameters and statistics (fresh ones are the
+/// identity, which would hide a graph that mixes them up).
+pub(crate) fn model(spec: &ModelSpec, input: &InputShape) -> Model {
+    let device = Device::flex();
+    device.seed(5);
+    let model = Model::new(spec, input, &device).unwrap();
+    let edits = params::values(&model, |p| p.contains(".bn."))
+        .into_iter()
+        .enumerate()
+        .map(|(i, (path, t))| {
+            let (lo, hi) = match path.ends_with("running_var") {
+                true => (0.5, 2.0),
+                false => (-0.5, 0.5),
+            };
+            let values = pseudo_random(t.values.len(), i as u64, lo, hi);
+            (
+                path,
+                Edit::Replace(HostTensor {
+                    shape: t.shape,
+                    values,
+                }),
+            )
+        })
+        .collect();
+    params::edit(model, &edits).0
+}
+
+pub(crate) fn inputs(input: &InputShape, batch: usize) -> Tensor<4> {
+    let device = Device::flex();
+    device.seed(9);
+    let dims = [batch, input.channels, input.height, input.width];
+    Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device)
+}
+
+pub(crate) fn host(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec().unwrap()
+}
+
+/// ONNX Runtime's logits for `x` through the graph of `source`.
+pub(crate) fn onnx_logits(source: &Source, x: &Tensor<4>) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    std::fs::write(&path, export(source, &Options::default()).unwrap()).unwrap();
+    let values: Vec<f32> = x
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .unwrap();
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    runtime::run(&path, &bytes, 1, false).unwrap().1
+}
+
+pub(crate) fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn every_architecture_computes_its_models_logits_in_onnx_runtime() {
+    for spec in specs() {
+        let model = model(&spec, &RGB);
+        let x = inputs(&RGB, 4);
+        let ours = host(model.forward(x.clone()));
+        for precision in [Precision::F32, Precision::F16] {
+            // The f16 graph is compared with the model whose weights it rounded.
+            let rounded = match precision {
+                Precision::F32 => model.clone(),
+                Precision::F16 => {
+                    let edits = params::values(&model, |_| true)
+                        .into_iter()
+                        .map(|(path, mut t)| {
+                            t.values
+                                .iter_mut()
+                                .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+                            (path, Edit::Replace(t))
+                        })
+                        .collect();
+                    params::edit(model.clone(), &edits).0
+                }
+            };
+            let expected = match precision {
+                Precision::F32 => ours.clone(),
+                Precision::F16 => host(rounded.forward(x.clone())),
+            };
+            let source = Source::float(&model, RGB, precision, None, "test".into());
+            let theirs = onnx_logits(&source, &x);
+            let diff = max_difference(&expected, &theirs);
+            assert!(
+                diff < 1e-4,
+                "{} {precision:?}: logits differ by {diff}",
+                spec.kind()
+            );
+        }
+    }
+}
