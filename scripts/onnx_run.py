@@ -2,7 +2,7 @@
 and experiments run this with scripts/onnx-venv.sh's Python).
 
     onnx_run.py MODEL                          # onnx.checker (full check) only
-    onnx_run.py MODEL INPUT OUTPUT [--threads N] [--batch N] [--time]
+    onnx_run.py MODEL INPUT OUTPUT [--threads N] [--batch N] [--time] [--disable-optimizer NAME]...
 
 INPUT holds the samples back to back in the graph input's type and layout (float32 NCHW, or
 uint8 NHWC for a raw-pixel graph), little endian; OUTPUT receives the logits as float32.
@@ -50,6 +50,8 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--time", action="store_true")
+    # An ONNX Runtime graph optimiser to leave out (e.g. WeightBiasQuantization), repeatable.
+    parser.add_argument("--disable-optimizer", action="append", default=[])
     args = parser.parse_args()
 
     model = onnx.load(args.model)
@@ -70,7 +72,10 @@ def main():
         options.intra_op_num_threads = args.threads
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(
-            args.model, options, providers=["CPUExecutionProvider"]
+            args.model,
+            options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=args.disable_optimizer,
         )
         x = np.fromfile(args.input, dtype=dtype).reshape([-1] + dims)
         outputs = [

@@ -60,18 +60,30 @@ pub fn check(model: &Path) -> Result<Checked, String> {
     run_script(&[model.as_os_str()])
 }
 
-/// The logits ONNX Runtime (CPU, `threads` threads) computes for `input` (the graph input's
-/// bytes, samples back to back), after the checker passed; with `time`, also its latency.
-pub fn run(
-    model: &Path,
-    input: &[u8],
-    threads: usize,
-    time: bool,
-) -> Result<(Checked, Vec<f32>), String> {
+/// How ONNX Runtime runs a graph.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Session<'a> {
+    /// Intra-op threads (0: 1).
+    pub threads: usize,
+    /// Also time the forward pass (see [`Checked::batch1_p50_ms`]).
+    pub time: bool,
+    /// Graph optimisers to leave out (`WeightBiasQuantization`), by name.
+    pub disabled_optimizers: &'a [&'a str],
+}
+
+/// ONNX Runtime's default optimiser that rounds a float bias to `int32` at the scale
+/// `input scale x weight scale` of a convolution or `Gemm` between quantized values, so that
+/// it can run as `QLinearConv`: our integer model keeps biases in `f32`, so this is the one
+/// step where the default runtime leaves the file's arithmetic.
+pub const BIAS_ROUNDING: &str = "WeightBiasQuantization";
+
+/// The logits ONNX Runtime (CPU) computes for `input` (the graph input's bytes, samples back
+/// to back) in `session`, after the checker passed.
+pub fn run(model: &Path, input: &[u8], session: Session) -> Result<(Checked, Vec<f32>), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let (x, y) = (dir.path().join("input.bin"), dir.path().join("logits.bin"));
     std::fs::write(&x, input).map_err(|e| e.to_string())?;
-    let threads = threads.to_string();
+    let threads = session.threads.max(1).to_string();
     let mut args = vec![
         model.as_os_str(),
         x.as_os_str(),
@@ -79,8 +91,12 @@ pub fn run(
         "--threads".as_ref(),
         threads.as_ref(),
     ];
-    if time {
+    if session.time {
         args.push("--time".as_ref());
+    }
+    for name in session.disabled_optimizers {
+        args.push("--disable-optimizer".as_ref());
+        args.push(name.as_ref());
     }
     let checked = run_script(&args)?;
     let bytes = std::fs::read(&y).map_err(|e| e.to_string())?;

@@ -114,7 +114,9 @@ pub(crate) fn onnx_logits(source: &Source, x: &Tensor<4>) -> Vec<f32> {
         .try_into_vec()
         .unwrap();
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    runtime::run(&path, &bytes, 1, false).unwrap().1
+    runtime::run(&path, &bytes, runtime::Session::default())
+        .unwrap()
+        .1
 }
 
 pub(crate) fn max_difference(a: &[f32], b: &[f32]) -> f32 {
@@ -162,4 +164,91 @@ fn every_architecture_computes_its_models_logits_in_onnx_runtime() {
             );
         }
     }
+}
+
+/// A raw-pixel graph normalises `uint8` pixels `[batch, h, w, c]` as our data pipeline does:
+/// its logits are the float graph's on `(pixel / 255 - mean) / std`.
+#[test]
+fn a_raw_pixel_graph_normalises_as_the_pipeline_does() {
+    let spec = &specs()[2];
+    let model = model(spec, &RGB);
+    let preprocessing = data::Preprocessing {
+        channels: 3,
+        height: 32,
+        width: 32,
+        resize: "bilinear".into(),
+        mean: vec![0.5, 0.4, 0.3],
+        std: vec![0.2, 0.25, 0.3],
+        class_names: (0..10).map(|c| format!("class {c}")).collect(),
+    };
+    let source = Source::float(
+        &model,
+        RGB,
+        Precision::F32,
+        Some(preprocessing.clone()),
+        "t".into(),
+    );
+    let (batch, pixels) = (3, 32 * 32 * 3);
+    let raw: Vec<u8> = (0..batch * pixels)
+        .map(|i| (i * 7919 % 256) as u8)
+        .collect();
+    // NHWC pixels to the normalised NCHW input our pipeline makes.
+    let mut normalised = vec![0f32; raw.len()];
+    for (i, &p) in raw.iter().enumerate() {
+        let (n, rest) = (i / pixels, i % pixels);
+        let (y, x, c) = (rest / 96, rest / 3 % 32, rest % 3);
+        let v = (p as f32 / 255.0 - preprocessing.mean[c]) / preprocessing.std[c];
+        normalised[n * pixels + c * 1024 + y * 32 + x] = v;
+    }
+    let x = Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(normalised, [batch, 3, 32, 32]),
+        &Device::flex(),
+    );
+    let expected = host(model.forward(x));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raw.onnx");
+    let options = Options { raw_input: true };
+    std::fs::write(&path, export(&source, &options).unwrap()).unwrap();
+    let (checked, logits) = runtime::run(&path, &raw, runtime::Session::default()).unwrap();
+    assert_eq!(
+        (checked.input.as_str(), checked.dtype.as_str()),
+        (crate::RAW_INPUT, "uint8")
+    );
+    assert_eq!(checked.shape, vec![32, 32, 3]);
+    assert_eq!(
+        checked.metadata["mean"],
+        "[0.5,0.4000000059604645,0.30000001192092896]"
+    );
+    assert!(checked.metadata["class_names"].starts_with("[\"class 0\""));
+    let diff = max_difference(&expected, &logits);
+    assert!(diff < 1e-4, "logits differ by {diff}");
+
+    // Without recorded preprocessing there is nothing to normalise with.
+    let bare = Source {
+        preprocessing: None,
+        ..source
+    };
+    let err = export(&bare, &options).unwrap_err().to_string();
+    assert!(err.contains("records no preprocessing"), "{err}");
+}
+
+/// A grid for a point the architecture does not have (a file and an exporter out of step) is
+/// an error naming it, not a graph that silently skips it.
+#[test]
+fn a_grid_for_a_point_the_graph_lacks_is_refused() {
+    let spec = &specs()[1];
+    let model = model(spec, &RGB);
+    let mut source = Source::float(&model, RGB, Precision::F32, None, "t".into());
+    let grid = crate::Grid {
+        bits: 8,
+        scale: 0.1,
+        zero_point: 0,
+    };
+    source.activations.insert("fc1".into(), grid);
+    assert!(export(&source, &Options::default()).is_ok());
+    source.activations.insert("conv9".into(), grid);
+    let err = export(&source, &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("conv9") && err.contains("lenet5"), "{err}");
 }

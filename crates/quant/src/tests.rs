@@ -354,7 +354,8 @@ fn qdq_exports_compute_what_the_integer_file_computes_in_onnx_runtime() {
             )
             .unwrap();
             let input: Vec<u8> = host(x).iter().flat_map(|v| v.to_le_bytes()).collect();
-            let (_, theirs) = onnx::runtime::run(&graph, &input, 1, false).unwrap();
+            let (_, theirs) =
+                onnx::runtime::run(&graph, &input, onnx::runtime::Session::default()).unwrap();
             // The logits are on the last point's grid: ONNX Runtime rounds `x / scale` where
             // burn rounds the same quotient, so a value a hair from a half level may land one
             // level over; nothing else may differ.

@@ -34,6 +34,8 @@ pub struct ExportReport {
     pub from_bytes: u64,
     pub description: String,
     pub input: String,
+    /// Whether the graph quantizes (QuantizeLinear/DequantizeLinear).
+    pub qdq: bool,
 }
 
 impl ExportReport {
@@ -127,6 +129,7 @@ pub fn export(request: &ExportRequest) -> Result<ExportReport, RunError> {
         bytes,
         from: opened.model_path,
         from_bytes,
+        qdq: !source.quantized.is_empty() || !source.activations.is_empty(),
         description: source.description,
         input,
     })
@@ -145,6 +148,10 @@ pub struct Verification {
     pub opset: i64,
     pub runtime_batch1_p50_ms: Option<f64>,
     pub runtime_batch32_images_per_s: Option<f64>,
+    /// For a QDQ graph: the agreement and largest logit difference with ONNX Runtime's bias
+    /// rounding left out ([`onnx::runtime::BIAS_ROUNDING`]), where it computes the file's
+    /// arithmetic.
+    pub without_bias_rounding: Option<(f64, f32)>,
 }
 
 impl Verification {
@@ -159,6 +166,15 @@ impl Verification {
             100.0 * self.agreement,
             self.max_logit_difference
         );
+        if let Some((agreement, difference)) = self.without_bias_rounding {
+            out += &format!(
+                "  without ONNX Runtime's {} pass (it rounds float biases to int32 to fuse \
+                 QLinearConv/QGemm; the file keeps them in f32): top-1 agreement {:.2}%, largest \
+                 logit difference {difference:.2e}\n",
+                onnx::runtime::BIAS_ROUNDING,
+                100.0 * agreement
+            );
+        }
         if let (Some(p50), Some(ips)) = (
             self.runtime_batch1_p50_ms,
             self.runtime_batch32_images_per_s,
@@ -193,8 +209,13 @@ fn top1(logits: &[f32], classes: usize) -> Vec<usize> {
 
 /// Runs the graph at `graph` in ONNX Runtime (the project's Python environment, 1 thread) on
 /// the target's test images, in parts of at most 256 MiB of input, beside our own evaluation
-/// of the file it was exported from; with `time`, also ONNX Runtime's latency.
-pub fn verify(graph: &Path, request: &ExportRequest, time: bool) -> Result<Verification, RunError> {
+/// of the file it was exported from; with `time`, also ONNX Runtime's latency; for a `qdq`
+/// graph, also without ONNX Runtime's bias rounding.
+pub fn verify(
+    graph: &Path,
+    request: &ExportRequest,
+    (time, qdq): (bool, bool),
+) -> Result<Verification, RunError> {
     let opened = open_target(&request.target, request.config.as_deref(), Some("cpu"))?;
     let measured = runner::artifacts::Measured::new(opened.export, &opened.model);
     let classifier = measured.classifier();
@@ -204,6 +225,7 @@ pub fn verify(graph: &Path, request: &ExportRequest, time: bool) -> Result<Verif
     let batch = opened.config.train.eval_batch_size.clamp(1, part);
     let failed = |message: String| refused(graph, message);
     let (mut ours, mut theirs, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+    let mut exact = Vec::new();
     let mut checked = None;
     let indices: Vec<usize> = (0..split.len()).collect();
     for (p, chunk) in indices.chunks(part).enumerate() {
@@ -234,8 +256,25 @@ pub fn verify(graph: &Path, request: &ExportRequest, time: bool) -> Result<Verif
                     .unwrap_or_default(),
             );
         }
-        let (c, logits) = onnx::runtime::run(graph, &input, 1, time && p == 0).map_err(failed)?;
+        let session = onnx::runtime::Session {
+            threads: 1,
+            time: time && p == 0,
+            disabled_optimizers: &[],
+        };
+        let (c, logits) = onnx::runtime::run(graph, &input, session).map_err(failed)?;
         theirs.extend(logits);
+        if qdq {
+            let session = onnx::runtime::Session {
+                time: false,
+                disabled_optimizers: &[onnx::runtime::BIAS_ROUNDING],
+                ..session
+            };
+            exact.extend(
+                onnx::runtime::run(graph, &input, session)
+                    .map_err(failed)?
+                    .1,
+            );
+        }
         checked.get_or_insert(c);
     }
     let checked = checked.ok_or_else(|| failed("the test split is empty".into()))?;
@@ -249,6 +288,13 @@ pub fn verify(graph: &Path, request: &ExportRequest, time: bool) -> Result<Verif
     let classes = opened.input.classes;
     let (a, b) = (top1(&ours, classes), top1(&theirs, classes));
     let n = labels.len().max(1) as f64;
+    let agreement = |t: &[usize]| a.iter().zip(t).filter(|(x, y)| x == y).count() as f64 / n;
+    let largest = |t: &[f32]| {
+        ours.iter()
+            .zip(t)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    };
     let hits = |t: &[usize]| {
         t.iter()
             .zip(&labels)
@@ -260,12 +306,10 @@ pub fn verify(graph: &Path, request: &ExportRequest, time: bool) -> Result<Verif
         samples: labels.len(),
         accuracy: hits(&a),
         runtime_accuracy: hits(&b),
-        agreement: a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / n,
-        max_logit_difference: ours
-            .iter()
-            .zip(&theirs)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max),
+        agreement: agreement(&b),
+        max_logit_difference: largest(&theirs),
+        without_bias_rounding: (qdq && exact.len() == ours.len())
+            .then(|| (agreement(&top1(&exact, classes)), largest(&exact))),
         opset: checked.opset,
         runtime_batch1_p50_ms: checked.batch1_p50_ms,
         runtime_batch32_images_per_s: checked.batch32_images_per_s,

@@ -375,7 +375,7 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
     let report = tools::export::export(&request)?;
     safeio::out!("{}", report.table());
     if args.verify {
-        let verified = tools::export::verify(&report.out, &request, args.time)?;
+        let verified = tools::export::verify(&report.out, &request, (args.time, report.qdq))?;
         safeio::out!("{}", verified.table());
     }
     Ok(())
