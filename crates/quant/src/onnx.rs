@@ -36,7 +36,17 @@ pub fn source(path: &Path, input: &InputShape) -> Result<onnx::Source, ModelFile
             description,
         ));
     }
-    let (file, model) = IntFile::from_bytes(&bytes, path, input, &device)?;
+    int_source(path, &bytes, input, preprocessing)
+}
+
+/// The QDQ graph source of the `.qnt` file `bytes` (read from `path`).
+fn int_source(
+    path: &Path,
+    bytes: &[u8],
+    input: &InputShape,
+    preprocessing: Option<data::Preprocessing>,
+) -> Result<onnx::Source, ModelFileError> {
+    let (file, model) = IntFile::from_bytes(bytes, path, input, &Device::flex())?;
     let shapes = params::shapes(&model);
     let header = &file.header;
     let tensors = header

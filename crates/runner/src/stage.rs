@@ -1038,6 +1038,27 @@ fn initial_model(
 /// The ONNX export a run writes with `output.onnx = true`.
 pub const ONNX_FILE: &str = "model.onnx";
 
+/// `output.onnx`: what the run measured (its artefact `artifact`, else `model.bpk`) as
+/// [`ONNX_FILE`] in the run folder.
+fn write_onnx(
+    run: &RunDir,
+    model: &Model,
+    artifact: Option<&str>,
+    data: &MeasureData,
+    progress: &mut Progress,
+) -> Result<(), RunError> {
+    let measured = run.file(artifact.unwrap_or(MODEL));
+    let preprocessing = Preprocessing::of(&data.prep, &data.dataset.class_names);
+    let source = crate::onnx_file::source(&measured, model, &data.input, Some(preprocessing))?;
+    let out = run.file(ONNX_FILE);
+    let size = crate::onnx_file::write(&source, &onnx::Options::default(), &out)?;
+    progress.line(&format!(
+        "wrote {} ({size} bytes, output.onnx)",
+        out.display()
+    ));
+    Ok(())
+}
+
 /// Saves the final model (and a technique's artefact), measures it, compares it with its
 /// parent, and writes `summary.json` last.
 #[allow(clippy::too_many_arguments)]
@@ -1087,16 +1108,7 @@ fn finish(
         data,
     )?;
     if config.output.onnx {
-        let measured_file = run.file(artifact_name.as_deref().unwrap_or(MODEL));
-        let preprocessing = Preprocessing::of(&data.prep, &data.dataset.class_names);
-        let source =
-            crate::onnx_file::source(&measured_file, model, &data.input, Some(preprocessing))?;
-        let out = run.file(ONNX_FILE);
-        let size = crate::onnx_file::write(&source, &onnx::Options::default(), &out)?;
-        progress.line(&format!(
-            "wrote {} ({size} bytes, output.onnx)",
-            out.display()
-        ));
+        write_onnx(run, model, artifact_name.as_deref(), data, progress)?;
     }
     summary.model_sha256 = file::sha256_hex(&bytes);
     summary.artifact = artifact_name;

@@ -207,6 +207,36 @@ fn top1(logits: &[f32], classes: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The values of `data` as `E`.
+fn values<E: burn::tensor::Element>(data: burn::tensor::TensorData) -> Vec<E> {
+    data.convert::<E>().try_to_vec::<E>().unwrap_or_default()
+}
+
+/// For the test images `rows` of `opened`: the images as the graph reads them (`f32`, little
+/// endian, back to back), our logits from `classifier`, and the labels.
+fn our_part(
+    opened: &crate::bench::Target,
+    classifier: &dyn models::Classifier,
+    rows: &[usize],
+    batch: usize,
+) -> (Vec<u8>, Vec<f32>, Vec<i64>) {
+    let (mut input, mut logits, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+    for rows in rows.chunks(batch) {
+        let b = data::make_batch(
+            &opened.dataset.test,
+            rows,
+            &opened.prep,
+            None,
+            &opened.device,
+        );
+        let images = values::<f32>(b.images.clone().into_data());
+        input.extend(images.iter().flat_map(|v| v.to_le_bytes()));
+        logits.extend(values::<f32>(classifier.classify(b.images).into_data()));
+        labels.extend(values::<i64>(b.labels.into_data()));
+    }
+    (input, logits, labels)
+}
+
 /// Runs the graph at `graph` in ONNX Runtime (the project's Python environment, 1 thread) on
 /// the target's test images, in parts of at most 256 MiB of input, beside our own evaluation
 /// of the file it was exported from; with `time`, also ONNX Runtime's latency; for a `qdq`
@@ -216,8 +246,9 @@ pub fn verify(
     request: &ExportRequest,
     (time, qdq): (bool, bool),
 ) -> Result<Verification, RunError> {
-    let opened = open_target(&request.target, request.config.as_deref(), Some("cpu"))?;
-    let measured = runner::artifacts::Measured::new(opened.export, &opened.model);
+    let mut opened = open_target(&request.target, request.config.as_deref(), Some("cpu"))?;
+    let export = opened.export.take();
+    let measured = runner::artifacts::Measured::new(export, &opened.model);
     let classifier = measured.classifier();
     let split = &opened.dataset.test;
     let per_image = opened.input.channels * opened.input.height * opened.input.width;
@@ -229,33 +260,9 @@ pub fn verify(
     let mut checked = None;
     let indices: Vec<usize> = (0..split.len()).collect();
     for (p, chunk) in indices.chunks(part).enumerate() {
-        let mut input = Vec::with_capacity(4 * per_image * chunk.len());
-        for rows in chunk.chunks(batch) {
-            let b = data::make_batch(split, rows, &opened.prep, None, &opened.device);
-            let images: Vec<f32> = b
-                .images
-                .clone()
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .unwrap_or_default();
-            input.extend(images.iter().flat_map(|v| v.to_le_bytes()));
-            let logits = classifier.classify(b.images);
-            ours.extend(
-                logits
-                    .into_data()
-                    .convert::<f32>()
-                    .try_to_vec::<f32>()
-                    .unwrap_or_default(),
-            );
-            labels.extend(
-                b.labels
-                    .into_data()
-                    .convert::<i64>()
-                    .try_to_vec::<i64>()
-                    .unwrap_or_default(),
-            );
-        }
+        let (input, logits, truth) = our_part(&opened, classifier, chunk, batch);
+        ours.extend(logits);
+        labels.extend(truth);
         let session = onnx::runtime::Session {
             threads: 1,
             time: time && p == 0,
