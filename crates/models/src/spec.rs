@@ -850,6 +850,42 @@ impl ModelSpec {
         }
     }
 
+    /// One small model of every kind (both ResNet stems): what tests in every crate run each
+    /// architecture with.
+    pub fn examples() -> Vec<ModelSpec> {
+        let resnet = |stem_layout, blocks| ModelSpec::Resnet {
+            stem: 8,
+            stem_layout,
+            stages: vec![8, 16],
+            blocks,
+            inner: Vec::new(),
+            projection: Vec::new(),
+        };
+        vec![
+            ModelSpec::Mlp {
+                hidden: vec![32, 16],
+                dropout: 0.5,
+                input_dropout: 0.0,
+            },
+            ModelSpec::LeNet5 {
+                channels: lenet_channels(),
+                fc: lenet_fc(),
+            },
+            ModelSpec::Vgg {
+                stages: vec![vec![8], vec![8, 16]],
+                fc: vec![32],
+                dropout: 0.0,
+            },
+            resnet(StemLayout::Cifar, BlockCounts::Each(2)),
+            resnet(StemLayout::Imagenet, BlockCounts::PerStage(vec![1, 2])),
+            ModelSpec::MobilenetV2 {
+                width_mult: 0.25,
+                dropout: mobilenet_dropout(),
+                widths: None,
+            },
+        ]
+    }
+
     /// The `kind` as written in configs.
     pub fn kind(&self) -> &'static str {
         match self {

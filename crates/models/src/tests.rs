@@ -17,37 +17,7 @@ const MNIST: InputShape = InputShape {
 };
 
 fn specs() -> Vec<ModelSpec> {
-    let toml = r#"
-        [[m]]
-        kind = "mlp"
-        hidden = [32, 16]
-        dropout = 0.5
-        [[m]]
-        kind = "lenet5"
-        [[m]]
-        kind = "vgg"
-        stages = [[8], [8, 16]]
-        fc = [32]
-        [[m]]
-        kind = "resnet"
-        stem = 8
-        stages = [8, 16]
-        blocks = 2
-        [[m]]
-        kind = "resnet"
-        stem = 8
-        stem_layout = "imagenet"
-        stages = [8, 16]
-        blocks = [1, 2]
-        [[m]]
-        kind = "mobilenet-v2"
-        width_mult = 0.25
-    "#;
-    #[derive(serde::Deserialize)]
-    struct List {
-        m: Vec<ModelSpec>,
-    }
-    toml::from_str::<List>(toml).unwrap().m
+    ModelSpec::examples()
 }
 
 #[test]

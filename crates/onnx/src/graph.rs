@@ -382,7 +382,7 @@ impl<'a> Builder<'a> {
         self.node("Relu", &[x], vec![], hint)
     }
 
-    /// 2x2 max-pool, stride 2 (a `[k, k]` burn pool: its stride is its kernel).
+    /// A `kernel x kernel` max-pool (floor of the output size, padding ignored by the max).
     pub fn max_pool(
         &mut self,
         x: &str,

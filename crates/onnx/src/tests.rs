@@ -15,53 +15,8 @@ const RGB: InputShape = InputShape {
 };
 
 /// One small model of every kind (both ResNet stems).
-pub(crate) fn specs() -> Vec<ModelSpec> {
-    let toml = r#"
-        [[m]]
-        kind = "mlp"
-        hidden = [32, 16]
-        dropout = 0.5
-        [[m]]
-        kind = "lenet5"
-        [[m]]
-        kind = "vgg"
-        stages = [[8], [8, 16]]
-        fc = [32]
-        [[m]]
-        kind = "resnet"
-        stem = 8
-        stages = [8, 16]
-        blocks = 2
-        [[m]]
-        kind = "resnet"
-        stem = 8
-        stem_layout = "imagenet"
-        stages = [8, 16]
-        blocks = [1, 2]
-        [[m]]
-        kind = "mobilenet-v2"
-        width_mult = 0.25
-    "#;
-    #[derive(serde::Deserialize)]
-    struct List {
-        m: Vec<ModelSpec>,
-    }
-    toml::from_str::<List>(toml).unwrap().m
-}
-
-/// `n` values in `lo..hi` from a fixed sequence.
-fn pseudo_random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            lo + (hi - lo) * ((state >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
+fn specs() -> Vec<ModelSpec> {
+    ModelSpec::examples()
 }
 
 /// A model of `spec` with random BatchNorm parameters and statistics (fresh ones are the
@@ -72,13 +27,14 @@ pub(crate) fn model(spec: &ModelSpec, input: &InputShape) -> Model {
     let model = Model::new(spec, input, &device).unwrap();
     let edits = params::values(&model, |p| p.contains(".bn."))
         .into_iter()
-        .enumerate()
-        .map(|(i, (path, t))| {
+        .map(|(path, t)| {
             let (lo, hi) = match path.ends_with("running_var") {
                 true => (0.5, 2.0),
                 false => (-0.5, 0.5),
             };
-            let values = pseudo_random(t.values.len(), i as u64, lo, hi);
+            let random =
+                Tensor::<1>::random([t.values.len()], Distribution::Uniform(lo, hi), &device);
+            let values = host(random.reshape([1, t.values.len()]));
             (
                 path,
                 Edit::Replace(HostTensor {

@@ -307,14 +307,7 @@ fn qdq_exports_compute_what_the_integer_file_computes_in_onnx_runtime() {
         width: 32,
         classes: 10,
     };
-    let specs = [
-        "kind = \"mlp\"\nhidden = [32, 16]",
-        "kind = \"lenet5\"",
-        "kind = \"vgg\"\nstages = [[8], [8, 16]]\nfc = [32]",
-        "kind = \"resnet\"\nstem = 8\nstages = [8, 16]\nblocks = 2",
-        "kind = \"resnet\"\nstem = 8\nstem_layout = \"imagenet\"\nstages = [8, 16]\nblocks = [1, 2]",
-        "kind = \"mobilenet-v2\"\nwidth_mult = 0.25",
-    ];
+    let specs = ModelSpec::examples();
     let settings = [
         ("bits = 8", true),
         ("bits = 8", false),
@@ -324,7 +317,6 @@ fn qdq_exports_compute_what_the_integer_file_computes_in_onnx_runtime() {
     ];
     let dir = tempfile::tempdir().unwrap();
     for spec in specs {
-        let spec: ModelSpec = toml::from_str(spec).unwrap();
         device().seed(7);
         let model = Model::new(&spec, &RGB, &device()).unwrap();
         for (toml, fold) in settings {
