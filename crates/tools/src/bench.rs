@@ -112,7 +112,7 @@ impl BenchReport {
 
 fn error(path: &Path, message: impl Into<String>) -> RunError {
     RunError::Record {
-        what: "bench target",
+        what: "target",
         path: path.to_path_buf(),
         message: message.into(),
     }
