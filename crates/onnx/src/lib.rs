@@ -148,8 +148,30 @@ pub enum ExportError {
     Invalid(String),
 }
 
+/// The most tensor bytes one ONNX file holds: a protobuf message is at most 2 GiB, and the
+/// graph's structure needs some room. A larger model needs ONNX's external-data files.
+pub const MAX_TENSOR_BYTES: u64 = (2 << 30) - (64 << 20);
+
 /// The ONNX model (serialised `ModelProto`) of `source`.
 pub fn export(source: &Source, options: &Options) -> Result<Vec<u8>, ExportError> {
+    let width = match source.precision {
+        Precision::F32 => 4,
+        Precision::F16 => 2,
+    };
+    let count = |shape: &[usize]| shape.iter().map(|&d| d as u64).product::<u64>();
+    let floats: u64 = source
+        .tensors
+        .values()
+        .map(|t| width * count(&t.shape))
+        .sum();
+    let levels: u64 = source.quantized.values().map(|q| count(&q.dims)).sum();
+    if floats.saturating_add(levels) > MAX_TENSOR_BYTES {
+        return Err(ExportError::Unsupported(format!(
+            "a model of {} bytes of tensors: an ONNX file holds at most 2 GiB, and this \
+             exporter does not write external-data files",
+            floats + levels
+        )));
+    }
     Ok(model_proto(source, options)?.encode_to_vec())
 }
 

@@ -208,3 +208,20 @@ fn a_grid_for_a_point_the_graph_lacks_is_refused() {
         .to_string();
     assert!(err.contains("conv9") && err.contains("lenet5"), "{err}");
 }
+
+/// A model past protobuf's 2 GiB is refused before anything is built (its tensors are
+/// counted from their shapes).
+#[test]
+fn a_model_over_two_gibibytes_is_refused() {
+    let model = model(&specs()[0], &RGB);
+    let mut source = Source::float(&model, RGB, Precision::F32, None, "t".into());
+    let huge = HostTensor {
+        shape: vec![1 << 20, 1 << 9],
+        values: Vec::new(),
+    };
+    source.tensors.insert("layers.0.weight".into(), huge);
+    let err = export(&source, &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most 2 GiB"), "{err}");
+}
