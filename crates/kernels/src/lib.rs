@@ -8,8 +8,10 @@
 //! operation. The autodiff side is a node in burn's graph (`burn::backend::autodiff`), so
 //! gradients flow through it like through any built-in operation.
 //!
-//! One kernel is for inference only: [`PackedLinear`] (and [`PackedStack`]), fully connected
-//! layers whose weights are packed once for the products at inference batch sizes.
+//! Two kernels are for inference only: [`PackedLinear`] (and [`PackedStack`]), fully connected
+//! layers whose weights are packed once for the products at inference batch sizes, and
+//! [`SparseLinear`], which keeps only a sparsified layer's nonzero weights (a stack runs it
+//! where that pays: large layers, small batches).
 
 mod batch_norm;
 mod batch_norm_inference;
@@ -22,6 +24,7 @@ mod linear;
 mod max_norm;
 mod pool;
 mod sgd;
+mod sparse_linear;
 
 pub use batch_norm::{batch_norm_train, BatchNormTrain};
 pub use batch_norm_inference::batch_norm_inference;
@@ -32,3 +35,4 @@ pub use linear::{PackedLinear, PackedStack};
 pub use max_norm::{max_norm_applies, max_norm_columns};
 pub use pool::max_pool_2x2;
 pub use sgd::{sgd_applies, sgd_step, SgdStep};
+pub use sparse_linear::SparseLinear;

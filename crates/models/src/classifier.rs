@@ -89,6 +89,15 @@ impl<'a> Inference<'a> {
     pub fn is_packed(&self) -> bool {
         self.packed.is_some()
     }
+
+    /// The kernels a pass of `batch` images runs: per packed layer `dense` or `sparse`, else
+    /// the model's own float layers.
+    pub fn kernels(&self, batch: usize) -> String {
+        match &self.packed {
+            Some(stack) => format!("packed float ({})", stack.kernels(batch).join(", ")),
+            None => "float".to_string(),
+        }
+    }
 }
 
 impl Classifier for Inference<'_> {

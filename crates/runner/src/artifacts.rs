@@ -92,4 +92,13 @@ impl<'a> Measured<'a> {
             Measured::Float(inference) => inference,
         }
     }
+
+    /// The kernels a pass of `batch` images runs (an export: its loader's float model, integer
+    /// arithmetic simulated on float kernels).
+    pub fn kernels(&self, batch: usize) -> String {
+        match self {
+            Measured::Export(_) => "float (the export's loader)".to_string(),
+            Measured::Float(inference) => inference.kernels(batch),
+        }
+    }
 }

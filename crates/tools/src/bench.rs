@@ -54,6 +54,9 @@ pub struct BenchReport {
     pub accuracy: f64,
     #[serde(default)]
     pub test_samples: usize,
+    /// The kernels each measurement ran: `(batch 1, batch N)`.
+    #[serde(default)]
+    pub kernels: (String, String),
 }
 
 impl BenchReport {
@@ -96,6 +99,10 @@ impl BenchReport {
             "  test accuracy: {:.2}% of {} images\n",
             100.0 * self.accuracy,
             self.test_samples
+        );
+        out += &format!(
+            "  kernels: {} at batch 1, {} at batch {}\n",
+            self.kernels.0, self.kernels.1, self.batch
         );
         out += &row("1".into(), &self.batch1, 1);
         out += &row(self.batch.to_string(), &self.batch_n, self.batch);
@@ -292,6 +299,7 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         request.device.as_deref(),
     )?;
     let measured = Measured::new(export, &model);
+    let kernels = (measured.kernels(1), measured.kernels(request.batch));
     let model = measured.classifier();
 
     let eval = measure::evaluate(
@@ -331,6 +339,7 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         images_per_s_batch_n: request.batch as f64 * 1e3 / batch_n.mean_ms,
         accuracy: eval.accuracy,
         test_samples: eval.samples,
+        kernels,
         batch1,
         batch: request.batch,
         batch_n,

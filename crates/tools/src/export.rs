@@ -207,6 +207,14 @@ fn top1(logits: &[f32], classes: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The largest difference between `a` and `b`, value by value.
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// The values of `data` as `E`.
 fn values<E: burn::tensor::Element>(data: burn::tensor::TensorData) -> Vec<E> {
     data.convert::<E>().try_to_vec::<E>().unwrap_or_default()
@@ -296,12 +304,6 @@ pub fn verify(
     let (a, b) = (top1(&ours, classes), top1(&theirs, classes));
     let n = labels.len().max(1) as f64;
     let agreement = |t: &[usize]| a.iter().zip(t).filter(|(x, y)| x == y).count() as f64 / n;
-    let largest = |t: &[f32]| {
-        ours.iter()
-            .zip(t)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    };
     let hits = |t: &[usize]| {
         t.iter()
             .zip(&labels)
@@ -314,9 +316,13 @@ pub fn verify(
         accuracy: hits(&a),
         runtime_accuracy: hits(&b),
         agreement: agreement(&b),
-        max_logit_difference: largest(&theirs),
-        without_bias_rounding: (qdq && exact.len() == ours.len())
-            .then(|| (agreement(&top1(&exact, classes)), largest(&exact))),
+        max_logit_difference: largest_difference(&ours, &theirs),
+        without_bias_rounding: (qdq && exact.len() == ours.len()).then(|| {
+            (
+                agreement(&top1(&exact, classes)),
+                largest_difference(&ours, &exact),
+            )
+        }),
         opset: checked.opset,
         runtime_batch1_p50_ms: checked.batch1_p50_ms,
         runtime_batch32_images_per_s: checked.batch32_images_per_s,
