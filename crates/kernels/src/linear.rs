@@ -92,6 +92,45 @@ impl Clone for CacheAligned {
     }
 }
 
+/// How a layer's rows are split into parallel tasks.
+pub(crate) struct RowTasks {
+    /// `(d_in, d_out)`.
+    pub dims: (usize, usize),
+    /// Fewest rows per task: a smaller batch runs on the calling thread.
+    pub min_rows: usize,
+    /// Rows per task are a multiple of this (the kernel's tile).
+    pub multiple: usize,
+}
+
+impl RowTasks {
+    /// `rows(x, out)` over row-major `x` (`[batch, d_in]`) into a fresh `[batch, d_out]`: one
+    /// task per thread of the current rayon pool when the batch has at least `2 * min_rows`
+    /// rows (each task reads all the weights once, so more tasks would only read them more
+    /// often), else on the calling thread.
+    pub fn run(
+        &self,
+        x: &[f32],
+        batch: usize,
+        rows: impl Fn(&[f32], &mut [f32]) + Sync,
+    ) -> Vec<f32> {
+        let (d_in, d_out) = self.dims;
+        let mut out = vec![0.0; batch * d_out];
+        let threads = rayon::current_num_threads();
+        if batch >= 2 * self.min_rows && threads > 1 {
+            let per_task = batch
+                .div_ceil(threads)
+                .next_multiple_of(self.multiple)
+                .max(self.min_rows);
+            out.par_chunks_mut(per_task * d_out)
+                .zip(x.par_chunks(per_task * d_in))
+                .for_each(|(out, x)| rows(x, out));
+        } else {
+            rows(x, &mut out);
+        }
+        out
+    }
+}
+
 /// One fully connected layer, `y = x W + b`, with `W` packed in column panels.
 #[derive(Debug, Clone)]
 pub struct PackedLinear {
@@ -181,22 +220,12 @@ impl PackedLinear {
     pub fn forward_values(&self, x: &[f32], relu: bool) -> Vec<f32> {
         assert_eq!(x.len() % self.d_in, 0, "input rows of {} values", self.d_in);
         let batch = x.len() / self.d_in;
-        let mut out = vec![0.0; batch * self.d_out];
-        let threads = rayon::current_num_threads();
-        if batch >= 2 * ROWS_PER_TASK && threads > 1 {
-            // One task per thread: each task streams all the weights once, so more tasks
-            // would only read them more often.
-            let rows = batch
-                .div_ceil(threads)
-                .next_multiple_of(TILE_ROWS)
-                .max(ROWS_PER_TASK);
-            out.par_chunks_mut(rows * self.d_out)
-                .zip(x.par_chunks(rows * self.d_in))
-                .for_each(|(out, x)| self.rows(x, out, relu));
-        } else {
-            self.rows(x, &mut out, relu);
-        }
-        out
+        let tasks = RowTasks {
+            dims: (self.d_in, self.d_out),
+            min_rows: ROWS_PER_TASK,
+            multiple: TILE_ROWS,
+        };
+        tasks.run(x, batch, |x, out| self.rows(x, out, relu))
     }
 
     /// Every panel for the rows of `x`, tile after tile.

@@ -12,9 +12,7 @@
 //! exception is an infinite or NaN input against a zero weight, which the dense product turns
 //! into NaN.
 
-use rayon::prelude::*;
-
-use crate::linear::Isa;
+use crate::linear::{Isa, RowTasks};
 
 /// Fewest rows per parallel task: a smaller batch runs on the calling thread.
 const ROWS_PER_TASK: usize = 8;
@@ -102,17 +100,12 @@ impl SparseLinear {
     pub fn forward_values(&self, x: &[f32], relu: bool) -> Vec<f32> {
         assert_eq!(x.len() % self.d_in, 0, "input rows of {} values", self.d_in);
         let batch = x.len() / self.d_in;
-        let mut out = vec![0.0; batch * self.d_out];
-        let threads = rayon::current_num_threads();
-        if batch >= 2 * ROWS_PER_TASK && threads > 1 {
-            let rows = batch.div_ceil(threads).max(ROWS_PER_TASK);
-            out.par_chunks_mut(rows * self.d_out)
-                .zip(x.par_chunks(rows * self.d_in))
-                .for_each(|(out, x)| self.rows(x, out, relu));
-        } else {
-            self.rows(x, &mut out, relu);
-        }
-        out
+        let tasks = RowTasks {
+            dims: (self.d_in, self.d_out),
+            min_rows: ROWS_PER_TASK,
+            multiple: 1,
+        };
+        tasks.run(x, batch, |x, out| self.rows(x, out, relu))
     }
 
     /// Every row, compiled for the dense kernel's instruction set (so `mul_add` is one
