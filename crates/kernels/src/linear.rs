@@ -460,11 +460,15 @@ impl PackedStack {
             .map(|layer| {
                 let v = LayerValues::of(layer)?;
                 let (weight, bias) = (&v.weight, v.bias.as_deref());
-                let sparse = SparseLinear::from_values(weight, bias, v.d_in, v.d_out)?;
+                // Only a layer too large for the cache is worth scanning for its zeros.
                 let large = v.d_in * v.d_out * 4 >= SPARSE_MIN_DENSE_BYTES;
+                let sparse = large
+                    .then(|| SparseLinear::from_values(weight, bias, v.d_in, v.d_out))
+                    .flatten()
+                    .filter(|s| s.density() < density);
                 Some(StackLayer {
                     dense: PackedLinear::from_values(weight, bias, v.d_in, v.d_out)?,
-                    sparse: (large && sparse.density() < density).then_some(sparse),
+                    sparse,
                 })
             })
             .collect::<Option<Vec<_>>>()?;

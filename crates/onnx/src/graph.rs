@@ -226,7 +226,7 @@ impl<'a> Builder<'a> {
                 DataType::Int8,
                 vec![0u8; rows],
             ),
-            bits if bits <= 4 => {
+            2 | 4 => {
                 // 2-bit levels (-1..=1) are stored in the 4-bit type: ONNX's 2-bit types are
                 // newer than the runtimes that deploy these models.
                 self.uses_int4 = true;
@@ -323,9 +323,9 @@ impl<'a> Builder<'a> {
         self.node("Clip", &[x, &lo, &hi], vec![], hint)
     }
 
-    /// A bias-free convolution followed by BatchNorm (`{name}.conv`, `{name}.bn`, from the
-    /// parameters under `prefix`), or, in a file that folded BatchNorm, one convolution with
-    /// the folded bias (stored in `{prefix}.bn.beta`).
+    /// A bias-free convolution followed by BatchNorm (parameters `{name}.conv.weight` and
+    /// `{name}.bn.*`, points `{name}.conv` and `{name}.bn`), or, in a file that folded
+    /// BatchNorm, one convolution with the folded bias (stored in `{name}.bn.beta`).
     ///
     /// # Shapes
     /// - input: `[batch, c_in, h, w]`; output: `[batch, c_out, h', w']`

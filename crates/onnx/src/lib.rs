@@ -11,10 +11,11 @@
 //! `DequantizeLinear` with the per-channel scales (axis 0). That is the QDQ form ONNX Runtime
 //! and TensorRT consume, and it computes what our simulated integer model computes.
 //!
-//! - 8-bit grids: `INT8` weights and `UINT8` activations (opset 17).
-//! - 4-bit grids: `INT4` weights and `UINT4` activations (opset 21). 2-bit weights (levels
-//!   -1..=1) are stored as `INT4`; 2-bit activations on the `UINT4` type with a `Clip` to
-//!   their four levels: ONNX's 2-bit types are newer than the runtimes that deploy models.
+//! - Weights: `INT8` at 8 bits (opset 17); `INT4` at 4 bits and at 2 bits (levels -1..=1),
+//!   with opset 21. ONNX's 2-bit types are newer than the runtimes that deploy models.
+//! - Activations: `UINT8` pairs at every width; a 4- or 2-bit grid then has a `Clip` to its
+//!   levels, which computes its rounding and clamp exactly (ONNX Runtime 1.32 refuses `UINT4`
+//!   activations next to a max-pool: see `Builder::point`).
 //! - 16-bit: `FLOAT16` initialisers widened to `f32` by a `Cast` (weights in half precision,
 //!   compute in single, exactly as our `.f16` loader runs it).
 //! - Sparse models: dense initialisers with their zeros (ONNX has no sparse convolution or

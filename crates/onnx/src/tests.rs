@@ -21,7 +21,7 @@ fn specs() -> Vec<ModelSpec> {
 
 /// A model of `spec` with random BatchNorm parameters and statistics (fresh ones are the
 /// identity, which would hide a graph that mixes them up).
-pub(crate) fn model(spec: &ModelSpec, input: &InputShape) -> Model {
+fn model(spec: &ModelSpec, input: &InputShape) -> Model {
     let device = Device::flex();
     device.seed(5);
     let model = Model::new(spec, input, &device).unwrap();
@@ -47,19 +47,19 @@ pub(crate) fn model(spec: &ModelSpec, input: &InputShape) -> Model {
     params::edit(model, &edits).0
 }
 
-pub(crate) fn inputs(input: &InputShape, batch: usize) -> Tensor<4> {
+fn inputs(input: &InputShape, batch: usize) -> Tensor<4> {
     let device = Device::flex();
     device.seed(9);
     let dims = [batch, input.channels, input.height, input.width];
     Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device)
 }
 
-pub(crate) fn host(t: Tensor<2>) -> Vec<f32> {
+fn host(t: Tensor<2>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec().unwrap()
 }
 
 /// ONNX Runtime's logits for `x` through the graph of `source`.
-pub(crate) fn onnx_logits(source: &Source, x: &Tensor<4>) -> Vec<f32> {
+fn onnx_logits(source: &Source, x: &Tensor<4>) -> Vec<f32> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.onnx");
     std::fs::write(&path, export(source, &Options::default()).unwrap()).unwrap();
@@ -75,7 +75,7 @@ pub(crate) fn onnx_logits(source: &Source, x: &Tensor<4>) -> Vec<f32> {
         .1
 }
 
-pub(crate) fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+fn max_difference(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)

@@ -81,6 +81,25 @@ pub struct IntFile {
     pub floats: Vec<Vec<f32>>,
 }
 
+/// The first activation grid a model cannot compute with: bits other than 2, 4 or 8, a scale
+/// that is not a positive finite number, a zero point off the grid's levels.
+fn bad_grid(grids: &BTreeMap<String, ActivationGrid>) -> Option<String> {
+    grids.iter().find_map(|(point, g)| {
+        let usable = BITS.contains(&g.bits)
+            && g.scale.is_finite()
+            && g.scale > 0.0
+            && g.zero_point as f32 <= crate::fake::qmax_unsigned(g.bits);
+        let bad = !usable;
+        bad.then(|| {
+            format!(
+                "activation grid {point:?}: {} bits, scale {}, zero point {}; grids have 2, 4 \
+                 or 8 bits, a positive scale and a zero point among their levels",
+                g.bits, g.scale, g.zero_point
+            )
+        })
+    })
+}
+
 fn packed_len(n: usize, bits: u32) -> usize {
     (n * bits as usize).div_ceil(8)
 }
@@ -146,6 +165,9 @@ impl IntFile {
             path: path.to_path_buf(),
             message,
         };
+        if let Some(message) = bad_grid(&header.activations) {
+            return Err(mismatch(message));
+        }
         let (model, shapes) = container::build((&header.spec, &header.input), input, device, path)?;
         let mut payload = Payload::new(payload);
         let mut weights = Vec::new();
@@ -165,6 +187,9 @@ impl IntFile {
                 )));
             }
             let scales = f32s(payload.take(4 * rows).map_err(mismatch)?);
+            if let Some(s) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+                return Err(mismatch(format!("{:?}: weight scale {s}", entry.path)));
+            }
             let packed = payload
                 .take(packed_len(rows * cols, entry.bits))
                 .map_err(mismatch)?;

@@ -57,20 +57,27 @@ fn open_artifact(
 
 /// The input preprocessing an export's header records (none in files written before it was).
 fn artifact_preprocessing(path: &Path) -> Result<Option<data::Preprocessing>, ModelFileError> {
+    recorded_preprocessing(&models::file::read_model_bytes(path)?, path)
+}
+
+/// [`artifact_preprocessing`] of an export's bytes, read from `path`.
+fn recorded_preprocessing(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<Option<data::Preprocessing>, ModelFileError> {
     /// The one header field read here, whichever format the file is.
     #[derive(serde::Deserialize)]
     struct Recorded {
         #[serde(default)]
         preprocessing: Option<data::Preprocessing>,
     }
-    let bytes = models::file::read_model_bytes(path)?;
     let magic = if bytes.starts_with(half_file::MAGIC) {
         half_file::MAGIC
     } else {
         int_file::MAGIC
     };
     let (header, _): (Recorded, _) =
-        container::open(magic, "an export (.qnt or .f16)", &bytes, path)?;
+        container::open(magic, "an export (.qnt or .f16)", bytes, path)?;
     match header.preprocessing {
         Some(p) => {
             p.check().map_err(|e| {

@@ -11,7 +11,7 @@ use models::params::{self, HostTensor};
 use models::{InputShape, ModelFileError};
 
 use crate::int_file::IntFile;
-use crate::{artifact_preprocessing, half_file};
+use crate::{half_file, recorded_preprocessing};
 
 fn file_name(path: &Path) -> String {
     path.file_name()
@@ -23,7 +23,7 @@ fn file_name(path: &Path) -> String {
 /// The graph source of the `.qnt` or `.f16` file at `path`, for `input`.
 pub fn source(path: &Path, input: &InputShape) -> Result<onnx::Source, ModelFileError> {
     let bytes = models::file::read_model_bytes(path)?;
-    let preprocessing = artifact_preprocessing(path)?;
+    let preprocessing = recorded_preprocessing(&bytes, path)?;
     let device = Device::flex();
     if path.extension().is_some_and(|e| e == "f16") {
         let model = half_file::from_bytes(&bytes, path, input, &device)?;

@@ -204,6 +204,33 @@ fn corrupt_or_truncated_exports_are_clear_errors() {
             "{name}: {message}"
         );
     }
+    // Grids and scales a sealed file may still hold: refused by name, before anything runs.
+    let file = int_file::export(&model, &quant, &MNIST).unwrap();
+    let grid = "activation grid \"fc1\"";
+    let mut cases = Vec::new();
+    for (bits, scale, zero_point, expected) in [
+        (3, 0.1, 0, grid),
+        (8, -0.1, 0, grid),
+        (8, f32::INFINITY, 0, "unreadable"),
+        (8, f32::NAN, 0, "unreadable"),
+        (4, 0.1, 16, grid),
+    ] {
+        let mut bad = file.clone();
+        let g = bad.header.activations.get_mut("fc1").unwrap();
+        *g = ActivationGrid {
+            bits,
+            scale,
+            zero_point,
+        };
+        cases.push((bad.to_bytes(), expected));
+    }
+    let mut bad = file.clone();
+    bad.weights[0].scales[0] = 0.0;
+    cases.push((bad.to_bytes(), "weight scale 0"));
+    for (bytes, expected) in cases {
+        let message = load(&bytes).expect("refused").to_string();
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
     // Another dataset's input: refused by the identity stored in the file.
     let cifar = InputShape {
         channels: 3,

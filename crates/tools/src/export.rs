@@ -22,6 +22,9 @@ pub struct ExportRequest {
     pub raw_input: bool,
     /// Replace an existing output file.
     pub force: bool,
+    /// Then run the graph in ONNX Runtime beside our evaluation ([`verify`]); `Some(true)`
+    /// also times it.
+    pub verify: Option<bool>,
 }
 
 /// What was written.
@@ -34,8 +37,6 @@ pub struct ExportReport {
     pub from_bytes: u64,
     pub description: String,
     pub input: String,
-    /// Whether the graph quantizes (QuantizeLinear/DequantizeLinear).
-    pub qdq: bool,
 }
 
 impl ExportReport {
@@ -76,8 +77,9 @@ fn check_out(out: &Path, force: bool) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Exports the request's target; nothing is written unless the whole graph is.
-pub fn export(request: &ExportRequest) -> Result<ExportReport, RunError> {
+/// Exports the request's target (nothing is written unless the whole graph is), then, when
+/// asked, verifies the graph on the same opened target.
+pub fn export(request: &ExportRequest) -> Result<(ExportReport, Option<Verification>), RunError> {
     let target = &request.target;
     if target.is_dir() && !target.join(SUMMARY).exists() {
         return Err(refused(
@@ -91,7 +93,7 @@ pub fn export(request: &ExportRequest) -> Result<ExportReport, RunError> {
     if let Some(out) = &request.out {
         check_out(out, request.force)?;
     }
-    let opened = open_target(target, request.config.as_deref(), Some("cpu"))?;
+    let mut opened = open_target(target, request.config.as_deref(), Some("cpu"))?;
     let out = match &request.out {
         Some(out) => out.clone(),
         None => {
@@ -124,15 +126,20 @@ pub fn export(request: &ExportRequest) -> Result<ExportReport, RunError> {
             onnx::INPUT
         ),
     };
-    Ok(ExportReport {
+    let qdq = !source.quantized.is_empty() || !source.activations.is_empty();
+    let verified = match request.verify {
+        Some(time) => Some(verify(&out, &mut opened, (time, qdq))?),
+        None => None,
+    };
+    let report = ExportReport {
         out,
         bytes,
         from: opened.model_path,
         from_bytes,
-        qdq: !source.quantized.is_empty() || !source.activations.is_empty(),
         description: source.description,
         input,
-    })
+    };
+    Ok((report, verified))
 }
 
 /// ONNX Runtime's evaluation of an export beside ours, on the same test images.
@@ -246,17 +253,15 @@ fn our_part(
 }
 
 /// Runs the graph at `graph` in ONNX Runtime (the project's Python environment, 1 thread) on
-/// the target's test images, in parts of at most 256 MiB of input, beside our own evaluation
-/// of the file it was exported from; with `time`, also ONNX Runtime's latency; for a `qdq`
-/// graph, also without ONNX Runtime's bias rounding.
-pub fn verify(
+/// the test images of `opened`, the target it was exported from, in parts of at most 256 MiB
+/// of input, beside our own evaluation of that file; with `time`, also ONNX Runtime's latency;
+/// for a `qdq` graph, also without ONNX Runtime's bias rounding.
+fn verify(
     graph: &Path,
-    request: &ExportRequest,
+    opened: &mut crate::bench::Target,
     (time, qdq): (bool, bool),
 ) -> Result<Verification, RunError> {
-    let mut opened = open_target(&request.target, request.config.as_deref(), Some("cpu"))?;
-    let export = opened.export.take();
-    let measured = runner::artifacts::Measured::new(export, &opened.model);
+    let measured = runner::artifacts::Measured::new(opened.export.take(), &opened.model);
     let classifier = measured.classifier();
     let split = &opened.dataset.test;
     let per_image = opened.input.channels * opened.input.height * opened.input.width;
@@ -268,7 +273,7 @@ pub fn verify(
     let mut checked = None;
     let indices: Vec<usize> = (0..split.len()).collect();
     for (p, chunk) in indices.chunks(part).enumerate() {
-        let (input, logits, truth) = our_part(&opened, classifier, chunk, batch);
+        let (input, logits, truth) = our_part(opened, classifier, chunk, batch);
         ours.extend(logits);
         labels.extend(truth);
         let session = onnx::runtime::Session {

@@ -371,11 +371,11 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         out: args.out,
         raw_input: args.raw_input,
         force: args.force,
+        verify: args.verify.then_some(args.time),
     };
-    let report = tools::export::export(&request)?;
+    let (report, verified) = tools::export::export(&request)?;
     safeio::out!("{}", report.table());
-    if args.verify {
-        let verified = tools::export::verify(&report.out, &request, (args.time, report.qdq))?;
+    if let Some(verified) = verified {
         safeio::out!("{}", verified.table());
     }
     Ok(())
