@@ -20,6 +20,7 @@ mod conv;
 mod depthwise;
 mod flex;
 mod gemm;
+mod int8;
 mod linear;
 mod max_norm;
 mod pool;
@@ -31,6 +32,10 @@ pub use batch_norm_inference::batch_norm_inference;
 pub use clamp::clamp_inference;
 pub use conv::conv2d;
 pub use depthwise::depthwise_conv2d;
+pub use int8::{
+    max_pool_2x2 as max_pool_2x2_levels, quantize_to_pixels, unfold, window_out, BatchNormAffine,
+    Epilogue, Int8Path, OutputGrid, PackedInt8, INT8_PATH_ENV,
+};
 pub use linear::{PackedLinear, PackedStack};
 pub use max_norm::{max_norm_applies, max_norm_columns};
 pub use pool::max_pool_2x2;

@@ -80,3 +80,66 @@ pub fn evaluate_parts(
         samples,
     }
 }
+
+/// How closely two classifiers agree on a split.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Agreement {
+    /// Images whose top-1 class is the same (the first of tied logits).
+    pub agreeing: usize,
+    pub samples: usize,
+    pub largest_logit_difference: f32,
+}
+
+impl Agreement {
+    pub fn share(&self) -> f64 {
+        self.agreeing as f64 / self.samples.max(1) as f64
+    }
+}
+
+/// Compares `model` with `reference` on all of `split`, in batches of `batch_size`.
+pub fn agreement(
+    model: &dyn Classifier,
+    reference: &dyn Classifier,
+    split: &Split,
+    prep: &Preprocess,
+    batch_size: usize,
+    device: &Device,
+) -> Agreement {
+    let host = |t: Tensor<2>| {
+        let classes = t.dims()[1].max(1);
+        let values = t
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
+        (values, classes)
+    };
+    let top1 = |row: &[f32]| {
+        row.iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 {
+                    (i, v)
+                } else {
+                    best
+                }
+            })
+            .0
+    };
+    let mut result = Agreement::default();
+    let indices: Vec<usize> = (0..split.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch = make_batch(split, chunk, prep, None, device);
+        let (ours, classes) = host(model.classify(batch.images.clone()));
+        let (theirs, _) = host(reference.classify(batch.images));
+        for (a, b) in ours.chunks(classes).zip(theirs.chunks(classes)) {
+            result.agreeing += usize::from(top1(a) == top1(b));
+            result.samples += 1;
+            for (x, y) in a.iter().zip(b) {
+                result.largest_logit_difference =
+                    result.largest_logit_difference.max((x - y).abs());
+            }
+        }
+    }
+    result
+}

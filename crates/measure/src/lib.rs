@@ -12,7 +12,9 @@ pub mod report;
 pub mod summary;
 pub mod tensorboard;
 
-pub use accuracy::{evaluate, evaluate_parts, Evaluation, PartSums, RunParts};
+pub use accuracy::{
+    agreement, evaluate, evaluate_parts, Agreement, Evaluation, PartSums, RunParts,
+};
 pub use latency::{measure_latency, measure_throughput, LatencyStats};
 pub use model_bench::{batch_latency, bench_model, BenchOptions, BenchResult};
 pub use pool::compute_pool;

@@ -19,6 +19,17 @@ pub trait Classifier: Sync {
 
     /// Multiply-accumulates of one forward pass for one sample.
     fn macs(&self, input: &InputShape) -> u64;
+
+    /// The kernels a pass of `batch` images runs, for reports.
+    fn kernels(&self, _batch: usize) -> String {
+        "float".to_string()
+    }
+
+    /// What this classifier is specified by where it computes it another way (an integer
+    /// model's simulation), for reports of how closely it follows it.
+    fn specification(&self) -> Option<Box<dyn Classifier + '_>> {
+        None
+    }
 }
 
 impl Classifier for Model {
@@ -89,15 +100,6 @@ impl<'a> Inference<'a> {
     pub fn is_packed(&self) -> bool {
         self.packed.is_some()
     }
-
-    /// The kernels a pass of `batch` images runs: per packed layer `dense` or `sparse`, else
-    /// the model's own float layers.
-    pub fn kernels(&self, batch: usize) -> String {
-        match &self.packed {
-            Some(stack) => format!("packed float ({})", stack.kernels(batch).join(", ")),
-            None => "float".to_string(),
-        }
-    }
 }
 
 impl Classifier for Inference<'_> {
@@ -120,5 +122,13 @@ impl Classifier for Inference<'_> {
 
     fn macs(&self, input: &InputShape) -> u64 {
         self.model.macs(input)
+    }
+
+    /// Per packed layer `dense` or `sparse`, else the model's own float layers.
+    fn kernels(&self, batch: usize) -> String {
+        match &self.packed {
+            Some(stack) => format!("packed float ({})", stack.kernels(batch).join(", ")),
+            None => "float".to_string(),
+        }
     }
 }

@@ -153,6 +153,15 @@ impl ConvBn {
         )
     }
 
+    /// `[kernel, stride, padding]` of this (square, symmetric) convolution.
+    pub fn window(&self) -> [usize; 3] {
+        let pad = match self.conv.padding {
+            PaddingConfig2d::Explicit(top, ..) => top,
+            _ => 0,
+        };
+        [self.conv.kernel_size[0], self.conv.stride[0], pad]
+    }
+
     /// Spatial output size `[h, w]` for an input of `size` pixels.
     pub fn out_size(&self, size: [usize; 2]) -> [usize; 2] {
         let [k, _] = self.conv.kernel_size;

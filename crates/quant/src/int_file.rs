@@ -17,16 +17,17 @@
 //! as `level + 8`, low nibble first; 2 bits four per byte as `level + 2`, lowest bits first;
 //! each tensor padded to a whole byte. Then each float tensor's `f32` values.
 //!
-//! Loading dequantizes the weights to `f32` (`level * scale`) and runs the float kernels with
-//! activations rounded to their grids at every point: integer arithmetic simulated exactly
-//! in value, not integer kernels (burn's CPU backend has none), so latency is the float
-//! model's plus the rounding.
+//! Loading dequantizes the weights to `f32` (`level * scale`) for the simulation, which runs the
+//! float kernels with activations rounded to their grids at every point (the specification),
+//! and builds the integer program (`integer.rs`) that measurement runs where the architecture
+//! allows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Mutex;
 
 use burn::prelude::*;
+use kernels::Int8Path;
 use models::params::{self, Edit, HostTensor};
 use models::{Classifier, ForwardHook, InputShape, Model, ModelFileError, ModelSpec, Tap};
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{weight_layers, BITS};
 use crate::container::{self, f32s, Payload};
 use crate::fake::{channel_scales, qmax_symmetric, weight_levels, ActivationGrid};
+use crate::integer::IntegerModel;
 use crate::quantizer::FakeQuant;
 
 pub const MAGIC: &[u8; 8] = b"CMPQNT01";
@@ -241,13 +243,18 @@ fn folded_batchnorm(path: &str) -> Option<String> {
     path.strip_suffix(".conv.weight").map(|p| format!("{p}.bn"))
 }
 
-/// An integer model loaded from its file: weights dequantized, activations on their grids.
+/// An integer model loaded from its file: run in integer arithmetic where its architecture
+/// allows ([`IntegerModel`]), else simulated (weights dequantized, activations rounded to their
+/// grids on the float kernels).
 pub struct QuantizedModel {
+    /// The float model underneath: dequantized weights.
     pub model: Model,
     pub fold_batchnorm: bool,
     pub activations: BTreeMap<String, ActivationGrid>,
     /// Stored weight bits per layer (for reports).
     pub bits: BTreeMap<String, u32>,
+    /// The integer program, or why the model is simulated instead.
+    pub integer: Result<Box<IntegerModel>, String>,
 }
 
 impl QuantizedModel {
@@ -306,7 +313,10 @@ impl QuantizedModel {
             });
         }
         let (model, _) = params::edit(model, &edits);
+        let size = [input.height, input.width];
+        let integer = IntegerModel::new(&model, &file, size, Int8Path::detect()).map(Box::new);
         Ok(Self {
+            integer,
             model,
             fold_batchnorm: header.fold_batchnorm,
             activations: header.activations.clone(),
@@ -316,6 +326,44 @@ impl QuantizedModel {
                 .map(|w| (w.layer.clone(), w.bits))
                 .collect(),
         })
+    }
+}
+
+impl QuantizedModel {
+    /// The file's specification: the float model with its dequantized weights and every
+    /// activation rounded to its grid.
+    ///
+    /// # Shapes
+    /// - input: `[batch, channels, height, width]`, normalised pixels
+    /// - output: `[batch, classes]` logits
+    pub fn simulate(&self, images: Tensor<4>) -> Tensor<2> {
+        self.model
+            .forward_tapped(images, &mut Tap::hooked(self, false))
+    }
+}
+
+/// A quantized model run as its simulation.
+struct Simulation<'m>(&'m QuantizedModel);
+
+impl Classifier for Simulation<'_> {
+    fn kind(&self) -> &str {
+        self.0.kind()
+    }
+
+    fn classify(&self, images: Tensor<4>) -> Tensor<2> {
+        self.0.simulate(images)
+    }
+
+    fn num_params(&self) -> usize {
+        self.0.num_params()
+    }
+
+    fn macs(&self, input: &InputShape) -> u64 {
+        self.0.macs(input)
+    }
+
+    fn kernels(&self, _batch: usize) -> String {
+        "float (integer arithmetic simulated)".to_string()
     }
 }
 
@@ -341,8 +389,23 @@ impl Classifier for QuantizedModel {
     }
 
     fn classify(&self, images: Tensor<4>) -> Tensor<2> {
-        self.model
-            .forward_tapped(images, &mut Tap::hooked(self, false))
+        match &self.integer {
+            Ok(integer) => integer.forward(images),
+            Err(_) => self.simulate(images),
+        }
+    }
+
+    fn kernels(&self, _batch: usize) -> String {
+        match &self.integer {
+            Ok(integer) => integer.kernels(),
+            Err(_) => "float (integer arithmetic simulated)".to_string(),
+        }
+    }
+
+    fn specification(&self) -> Option<Box<dyn Classifier + '_>> {
+        self.integer
+            .is_ok()
+            .then(|| Box::new(Simulation(self)) as Box<dyn Classifier>)
     }
 
     fn num_params(&self) -> usize {

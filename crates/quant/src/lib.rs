@@ -13,6 +13,7 @@ mod container;
 pub mod fake;
 pub mod half_file;
 pub mod int_file;
+pub mod integer;
 pub mod onnx;
 pub mod quantizer;
 mod technique;
@@ -119,6 +120,14 @@ impl Classifier for Export {
 
     fn classify(&self, images: Tensor<4>) -> Tensor<2> {
         self.classifier().classify(images)
+    }
+
+    fn kernels(&self, batch: usize) -> String {
+        self.classifier().kernels(batch)
+    }
+
+    fn specification(&self) -> Option<Box<dyn Classifier + '_>> {
+        self.classifier().specification()
     }
 
     fn num_params(&self) -> usize {

@@ -403,3 +403,83 @@ fn qdq_exports_compute_what_the_integer_file_computes_in_onnx_runtime() {
         }
     }
 }
+
+/// The integer program computes what the simulation (the file's specification) computes, on
+/// both kernel paths, for every chain architecture at every width, BatchNorm folded or not; the
+/// others say why they are simulated.
+#[test]
+fn integer_programs_compute_what_the_simulation_computes() {
+    use kernels::Int8Path;
+
+    use crate::integer::IntegerModel;
+
+    const RGB: InputShape = InputShape {
+        channels: 3,
+        height: 32,
+        width: 32,
+        classes: 10,
+    };
+    let settings = [
+        ("bits = 8", true),
+        ("bits = 8", false),
+        ("bits = 4\nactivation_bits = 4", true),
+        ("bits = 2\nactivation_bits = 2", true),
+        ("bits = 4\nlayers = { fc = 8 }", false),
+    ];
+    let path = Path::new("m.qnt");
+    for spec in ModelSpec::examples() {
+        device().seed(11);
+        let model = Model::new(&spec, &RGB, &device()).unwrap();
+        let chain = matches!(model, Model::Mlp(_) | Model::LeNet5(_) | Model::Vgg(_));
+        for (toml, fold) in settings {
+            let what = format!("{} {toml:?} fold {fold}", spec.kind());
+            let quant = FakeQuant::new(&config(toml), crate::config::weight_layers(&model).keys());
+            quant.set_fold(fold);
+            for _ in 0..2 {
+                let x =
+                    Tensor::<4>::random([8, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device());
+                model.forward_tapped(x, &mut Tap::hooked(&quant, true));
+            }
+            let bytes = int_file::export(&model, &quant, &RGB).unwrap().to_bytes();
+            let loaded = QuantizedModel::from_bytes(&bytes, path, &RGB, &device()).unwrap();
+            let Ok(integer) = &loaded.integer else {
+                assert!(!chain, "{what}: {:?}", loaded.integer.as_ref().err());
+                continue;
+            };
+            assert!(chain, "{what}");
+            let (file, _) = IntFile::from_bytes(&bytes, path, &RGB, &device()).unwrap();
+            let portable =
+                IntegerModel::new(&loaded.model, &file, [32, 32], Int8Path::Portable).unwrap();
+            let x = Tensor::<4>::random([24, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device());
+            let simulated = host(loaded.simulate(x.clone()));
+            let ours = host(integer.forward(x.clone()));
+            assert_eq!(
+                ours,
+                host(portable.forward(x)),
+                "{what}: VNNI against portable"
+            );
+            let step = file
+                .header
+                .activations
+                .values()
+                .map(|g| g.scale)
+                .fold(0.0, f32::max);
+            let off: Vec<f32> = ours
+                .iter()
+                .zip(&simulated)
+                .map(|(a, b)| (a - b).abs())
+                .filter(|d| *d > 0.0)
+                .collect();
+            assert!(
+                off.len() * 20 <= ours.len(),
+                "{what}: {} of {} logits differ",
+                off.len(),
+                ours.len()
+            );
+            assert!(
+                off.iter().all(|d| *d <= 1.01 * step),
+                "{what}: {off:?} (one level is {step})"
+            );
+        }
+    }
+}

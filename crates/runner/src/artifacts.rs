@@ -93,12 +93,8 @@ impl<'a> Measured<'a> {
         }
     }
 
-    /// The kernels a pass of `batch` images runs (an export: its loader's float model, integer
-    /// arithmetic simulated on float kernels).
+    /// The kernels a pass of `batch` images runs.
     pub fn kernels(&self, batch: usize) -> String {
-        match self {
-            Measured::Export(_) => "float (the export's loader)".to_string(),
-            Measured::Float(inference) => inference.kernels(batch),
-        }
+        self.classifier().kernels(batch)
     }
 }

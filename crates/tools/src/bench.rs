@@ -57,6 +57,10 @@ pub struct BenchReport {
     /// The kernels each measurement ran: `(batch 1, batch N)`.
     #[serde(default)]
     pub kernels: (String, String),
+    /// Against its specification, where what ran computes it another way (an integer model
+    /// against its simulation), on the same test images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specification: Option<measure::Agreement>,
 }
 
 impl BenchReport {
@@ -104,6 +108,15 @@ impl BenchReport {
             "  kernels: {} at batch 1, {} at batch {}\n",
             self.kernels.0, self.kernels.1, self.batch
         );
+        if let Some(a) = &self.specification {
+            out += &format!(
+                "  against the simulation it implements: top-1 agreement {:.2}% of {} images, \
+                 largest logit difference {:.1e}\n",
+                100.0 * a.share(),
+                a.samples,
+                a.largest_logit_difference
+            );
+        }
         out += &row("1".into(), &self.batch1, 1);
         out += &row(self.batch.to_string(), &self.batch_n, self.batch);
         out += &format!(
@@ -309,6 +322,16 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         config.train.eval_batch_size,
         &device,
     );
+    let specification = model.specification().map(|reference| {
+        measure::agreement(
+            model,
+            reference.as_ref(),
+            &dataset.test,
+            &prep,
+            config.train.eval_batch_size,
+            &device,
+        )
+    });
     let batches_n = request.images.div_ceil(request.batch.max(1)).max(1);
     let batch1 = batch_latency(
         model,
@@ -340,6 +363,7 @@ pub fn bench(request: &BenchRequest) -> Result<BenchReport, RunError> {
         accuracy: eval.accuracy,
         test_samples: eval.samples,
         kernels,
+        specification,
         batch1,
         batch: request.batch,
         batch_n,
@@ -367,6 +391,9 @@ fn record_in_run(dir: &Path, report: &BenchReport) -> Result<(), RunError> {
         ("bench/accuracy", report.accuracy),
     ] {
         events.scalar(tag, value, 0);
+    }
+    if let Some(a) = &report.specification {
+        events.scalar("bench/simulation_agreement", a.share(), 0);
     }
     events.text("bench", &format!("```\n{}```", report.table()), 0);
     events.close()?;

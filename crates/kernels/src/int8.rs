@@ -1,0 +1,694 @@
+//! Integer inference: `u8` activations times `i8` weights summed in `i32`, and the
+//! requantization that takes the sums back onto an activation grid.
+//!
+//! The product is the one an integer model is made of: activations on an unsigned affine grid
+//! (`x = (q - z) * s_x`, `q` in `0..=255`), weights on a symmetric per-channel grid
+//! (`w = l * s_w`, `l` in `-127..=127`). `sum_k (q_k - z) l_k = sum_k q_k l_k - z sum_k l_k`,
+//! so the kernel sums `q_k l_k` and the epilogue subtracts `z` times the weights' row sum,
+//! computed once at packing. Every sum is exact (at most `255 * 127` per product, far from
+//! `i32`'s range at these fan-ins), so the VNNI path and the portable path agree bit for bit.
+//!
+//! With AVX-512 VNNI (`vpdpbusd`: 64 `u8 x i8` products summed in fours into sixteen `i32`
+//! lanes per instruction) the micro-kernel keeps a tile of up to `6 x 64` sums in registers;
+//! the weights are packed `[16-row block][k / 4][16][4]` so one 64-byte load feeds a whole
+//! row of the tile. Any other CPU runs the portable loops (or asks for them: [`Int8Path`]).
+//!
+//! `unsafe` is allowed in this module for the intrinsics and the `#[target_feature]` functions
+//! only (pulp, our safe SIMD layer, has no VNNI): each call is behind the run-time feature
+//! check, and each pointer the micro-kernel reads is inside a slice whose length `gemm`
+//! asserts first.
+#![allow(unsafe_code)]
+
+/// Which integer kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Path {
+    /// AVX-512 VNNI (`vpdpbusd`).
+    Vnni,
+    /// Plain loops the compiler vectorises for the build's target.
+    Portable,
+}
+
+/// Set to `portable` to run the portable kernels on a CPU that has VNNI (to measure them, or to
+/// compare the two paths).
+pub const INT8_PATH_ENV: &str = "COMPRESS_INT8";
+
+impl Int8Path {
+    /// VNNI where the CPU has it (checked at run time) unless [`INT8_PATH_ENV`] says
+    /// `portable`.
+    pub fn detect() -> Self {
+        let forced = std::env::var(INT8_PATH_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("portable"));
+        if !forced && Self::vnni_available() {
+            Int8Path::Vnni
+        } else {
+            Int8Path::Portable
+        }
+    }
+
+    /// Whether this CPU runs the VNNI kernels.
+    pub fn vnni_available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// How reports name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Path::Vnni => "int8 VNNI",
+            Int8Path::Portable => "int8 portable",
+        }
+    }
+}
+
+/// Output rows per packed block (one 512-bit register of `i32`).
+pub const BLOCK: usize = 16;
+
+/// A weight matrix `[n, k]` of levels, packed for [`PackedInt8::gemm`].
+#[derive(Debug, Clone)]
+pub struct PackedInt8 {
+    n: usize,
+    k: usize,
+    /// `k` rounded up to a multiple of 4: the row stride every activation row must have, its
+    /// tail zero.
+    k4: usize,
+    /// `[n.div_ceil(16)][k4 / 4][16][4]`, rows past `n` and columns past `k` zero.
+    packed: Vec<i8>,
+    /// `[n.div_ceil(16)][k4 / 2][16][2]` as `i16`, for the portable path: two inputs' weights
+    /// for 16 outputs side by side, the shape of `pmaddwd` (SSE2; 16 products summed in pairs
+    /// into eight `i32`), which the compiler matches.
+    columns: Vec<i16>,
+    /// `sum_k l_k` per row.
+    row_sums: Vec<i32>,
+}
+
+impl PackedInt8 {
+    /// Packs `levels` (`[n, k]` row-major).
+    pub fn new(levels: &[i8], n: usize, k: usize) -> Self {
+        assert_eq!(levels.len(), n * k, "levels are [n, k]");
+        let k4 = k.div_ceil(4) * 4;
+        let blocks = n.div_ceil(BLOCK);
+        let mut packed = vec![0i8; blocks * BLOCK * k4];
+        let mut columns = vec![0i16; blocks * BLOCK * k4];
+        for r in 0..n {
+            for c in 0..k {
+                let l = levels[r * k + c];
+                let (b, lane) = (r / BLOCK, r % BLOCK);
+                packed[((b * (k4 / 4) + c / 4) * BLOCK + lane) * 4 + c % 4] = l;
+                columns[((b * k4 / 2 + c / 2) * BLOCK + lane) * 2 + c % 2] = l as i16;
+            }
+        }
+        let row_sums = (0..n)
+            .map(|r| levels[r * k..(r + 1) * k].iter().map(|&l| l as i32).sum())
+            .collect();
+        Self {
+            n,
+            k,
+            k4,
+            packed,
+            columns,
+            row_sums,
+        }
+    }
+
+    /// Output rows (the layer's outputs).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Fan-in.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The stride activation rows need: `k` rounded up to 4, the tail zero.
+    pub fn row_stride(&self) -> usize {
+        self.k4
+    }
+
+    /// The output stride [`gemm`](Self::gemm) writes: `n` rounded up to 16.
+    pub fn out_stride(&self) -> usize {
+        self.n.div_ceil(BLOCK) * BLOCK
+    }
+
+    /// `sum_k l_k` of each output row.
+    pub fn row_sums(&self) -> &[i32] {
+        &self.row_sums
+    }
+
+    /// `out[i][j] = sum_k a[i][k] * w[j][k]` for the `m` rows of `a` (stride
+    /// [`row_stride`](Self::row_stride), the padding zero); `out` has stride
+    /// [`out_stride`](Self::out_stride) (columns past `n` are written with zeros or left).
+    pub fn gemm(&self, path: Int8Path, a: &[u8], m: usize, out: &mut [i32]) {
+        let ldo = self.out_stride();
+        assert!(a.len() >= m * self.k4 && out.len() >= m * ldo);
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            Int8Path::Vnni if Int8Path::vnni_available() => {
+                // SAFETY: the CPU has the features (checked above); the bounds are asserted.
+                unsafe { vnni::gemm(self, a, m, out) }
+            }
+            _ => self.gemm_portable(a, m, out),
+        }
+    }
+
+    fn gemm_portable(&self, a: &[u8], m: usize, out: &mut [i32]) {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked on the line above).
+            return unsafe { self.gemm_portable_avx2(a, m, out) };
+        }
+        self.portable_blocks(a, m, out)
+    }
+
+    /// [`Self::portable_blocks`] with AVX2's `vpmaddwd` written out: the compiler builds each
+    /// broadcast pair of activations from single words otherwise.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn gemm_portable_avx2(&self, a: &[u8], m: usize, out: &mut [i32]) {
+        use std::arch::x86_64::*;
+        const ROWS: usize = 4;
+        let (k4, ldo) = (self.k4, self.out_stride());
+        let pairs = k4 / 2;
+        for (b, block) in self.columns.chunks_exact(k4 * BLOCK).enumerate() {
+            let w = block.as_ptr();
+            let mut i0 = 0;
+            while i0 < m {
+                let rows = ROWS.min(m - i0);
+                let mut acc = [[_mm256_setzero_si256(); 2]; ROWS];
+                for k2 in 0..pairs {
+                    let w0 = _mm256_loadu_si256(w.add(k2 * 2 * BLOCK).cast());
+                    let w1 = _mm256_loadu_si256(w.add(k2 * 2 * BLOCK + BLOCK).cast());
+                    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                        let x = &a[(i0 + r) * k4 + 2 * k2..][..2];
+                        let pair = _mm256_set1_epi32(x[0] as i32 | (x[1] as i32) << 16);
+                        acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(pair, w0));
+                        acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(pair, w1));
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate().take(rows) {
+                    let dst = out[(i0 + r) * ldo + b * BLOCK..][..BLOCK].as_mut_ptr();
+                    _mm256_storeu_si256(dst.cast(), acc[0]);
+                    _mm256_storeu_si256(dst.add(8).cast(), acc[1]);
+                }
+                i0 += rows;
+            }
+        }
+    }
+
+    /// Rows in fours against each block of 16 outputs: per pair of inputs, its two activations
+    /// times the block's 16 pairs of weights, in `i16` (a level in `0..=255` times one in
+    /// `-127..=127` fits), each pair's sum added in `i32`.
+    #[inline(always)]
+    fn portable_blocks(&self, a: &[u8], m: usize, out: &mut [i32]) {
+        const ROWS: usize = 4;
+        let (k4, ldo) = (self.k4, self.out_stride());
+        for (b, block) in self.columns.chunks_exact(k4 * BLOCK).enumerate() {
+            for i0 in (0..m).step_by(ROWS) {
+                let rows = ROWS.min(m - i0);
+                let mut acc = [[0i32; BLOCK]; ROWS];
+                for (k2, w) in block.chunks_exact(2 * BLOCK).enumerate() {
+                    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                        let x = &a[(i0 + r) * k4 + 2 * k2..][..2];
+                        let (x0, x1) = (x[0] as i16 as i32, x[1] as i16 as i32);
+                        for (s, w) in acc.iter_mut().zip(w.chunks_exact(2)) {
+                            *s += x0 * w[0] as i32 + x1 * w[1] as i32;
+                        }
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate().take(rows) {
+                    out[(i0 + r) * ldo + b * BLOCK..][..BLOCK].copy_from_slice(acc);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::{PackedInt8, BLOCK};
+
+    /// Tiles of `MR` rows by `NR` blocks of 16 outputs: `MR * NR` accumulators, `NR` weight
+    /// registers and one broadcast within the 32 registers.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn gemm(w: &PackedInt8, a: &[u8], m: usize, out: &mut [i32]) {
+        let blocks = w.n.div_ceil(BLOCK);
+        let mut b = 0;
+        while b < blocks {
+            match blocks - b {
+                1 => rows::<16, 1>(w, a, m, out, b),
+                2 => rows::<12, 2>(w, a, m, out, b),
+                3 => rows::<8, 3>(w, a, m, out, b),
+                _ => rows::<6, 4>(w, a, m, out, b),
+            }
+            b += (blocks - b).min(4);
+        }
+    }
+
+    /// Every row of `a` against blocks `b..b + NR`: tiles of `MR` rows, the rest one by one.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn rows<const MR: usize, const NR: usize>(
+        w: &PackedInt8,
+        a: &[u8],
+        m: usize,
+        out: &mut [i32],
+        b: usize,
+    ) {
+        let mut i = 0;
+        while i + MR <= m {
+            tile::<MR, NR>(w, a, i, out, b);
+            i += MR;
+        }
+        while i < m {
+            tile::<1, NR>(w, a, i, out, b);
+            i += 1;
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tile<const MR: usize, const NR: usize>(
+        w: &PackedInt8,
+        a: &[u8],
+        i0: usize,
+        out: &mut [i32],
+        b: usize,
+    ) {
+        let groups = w.k4 / 4;
+        let block_len = groups * BLOCK * 4;
+        let ldo = w.out_stride();
+        let weights = w.packed.as_ptr().add(b * block_len);
+        let rows = a.as_ptr().add(i0 * w.k4);
+        let mut acc = [[_mm512_setzero_si512(); NR]; MR];
+        for g in 0..groups {
+            let mut wv = [_mm512_setzero_si512(); NR];
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(weights.add(j * block_len + g * 64).cast());
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let four = rows.add(r * w.k4 + g * 4).cast::<i32>().read_unaligned();
+                let x = _mm512_set1_epi32(four);
+                for (acc_rj, wj) in acc_r.iter_mut().zip(&wv) {
+                    *acc_rj = _mm512_dpbusd_epi32(*acc_rj, x, *wj);
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            let dst = out.as_mut_ptr().add((i0 + r) * ldo + b * BLOCK);
+            for (j, v) in acc_r.iter().enumerate() {
+                _mm512_storeu_si512(dst.add(j * BLOCK).cast(), *v);
+            }
+        }
+    }
+}
+
+/// An unsigned activation grid as the epilogue writes it: `q = clamp(round(t / scale) +
+/// zero_point, low, high)`, rounding half to even.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutputGrid {
+    pub scale: f32,
+    pub zero_point: f32,
+    /// The zero point when a ReLU follows (`relu(x)` on the grid is `max(q, zero_point)`:
+    /// quantization is monotone and maps 0 to the zero point), else 0.
+    pub low: f32,
+    /// `2^bits - 1`.
+    pub high: f32,
+}
+
+impl OutputGrid {
+    /// The level of `t`, computed as the simulation computes it: `t / scale`, rounded half to
+    /// even, plus the zero point, clamped.
+    #[inline(always)]
+    pub fn level(&self, t: f32) -> u8 {
+        self.level_of_quotient(t / self.scale)
+    }
+
+    /// The level of a value already divided by the scale.
+    #[inline(always)]
+    pub fn level_of_quotient(&self, quotient: f32) -> u8 {
+        let v = round_half_even(quotient.clamp(-LIMIT, LIMIT));
+        let level = (v + self.zero_point).clamp(self.low, self.high);
+        // A whole number in 0..=255 plus 2^23 holds it in its low mantissa bits: read there, as
+        // a cast (saturating in Rust) is not vectorised.
+        ((level + 8_388_608.0).to_bits() & 0xff) as u8
+    }
+}
+
+/// Beyond this the level is clamped anyway; inside it the rounding below is exact.
+const LIMIT: f32 = 4_194_304.0; // 2^22
+
+/// Rounds half to even for `|v| <= 2^22` (the result of adding and removing `1.5 * 2^23` in
+/// round-to-nearest-even arithmetic), in plain adds the compiler vectorises on any target
+/// (`f32::round_ties_even` becomes a library call per value without SSE4.1).
+#[inline(always)]
+fn round_half_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    (v + MAGIC) - MAGIC
+}
+
+/// What turns a row of sums into the next layer's levels: per output channel,
+/// `t = (sum - z_x * row_sum) * multiplier + bias`, then BatchNorm when it is not folded
+/// (`((t - mean) / std) * gamma + beta`, burn's order), then `grid`.
+#[derive(Debug, Clone)]
+pub struct Epilogue {
+    /// `z_x * row_sum` per channel.
+    offsets: Vec<i32>,
+    /// `s_x * s_w` per channel, and the bias.
+    multipliers: Vec<f32>,
+    biases: Vec<f32>,
+    batch_norm: Option<BatchNormAffine>,
+    grid: OutputGrid,
+    /// Without BatchNorm, `multiplier / scale` and `bias / scale`: the division by the grid's
+    /// scale folded in (one `f32` rounding instead of two: within the integer sums' own
+    /// difference from the simulation).
+    quotient: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// BatchNorm's running statistics per channel, `std = sqrt(var + eps)` precomputed.
+#[derive(Debug, Clone)]
+pub struct BatchNormAffine {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+}
+
+impl Epilogue {
+    /// The epilogue of a layer whose weights have `row_sums`, reading levels with zero point
+    /// `z_x`, landing on `grid`.
+    pub fn new(
+        row_sums: &[i32],
+        z_x: i32,
+        multipliers: Vec<f32>,
+        biases: Vec<f32>,
+        batch_norm: Option<BatchNormAffine>,
+        grid: OutputGrid,
+    ) -> Self {
+        let n = row_sums.len();
+        assert!(
+            multipliers.len() == n && biases.len() == n,
+            "one multiplier and bias per row"
+        );
+        let divided = |v: &[f32]| -> Vec<f32> {
+            v.iter()
+                .map(|&x| (x as f64 / grid.scale as f64) as f32)
+                .collect()
+        };
+        let quotient = batch_norm
+            .is_none()
+            .then(|| (divided(&multipliers), divided(&biases)));
+        Self {
+            offsets: row_sums.iter().map(|s| z_x * s).collect(),
+            multipliers,
+            biases,
+            batch_norm,
+            grid,
+            quotient,
+        }
+    }
+
+    /// Output channels.
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Rows of sums (`sum_stride` apart) onto the grid: `out` holds the rows' levels,
+    /// [`len`](Self::len) each, `out_stride` apart (the tail of each row left as it is).
+    pub fn to_levels(&self, path: Int8Path, sums: (&[i32], usize), out: (&mut [u8], usize)) {
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            Int8Path::Vnni if Int8Path::vnni_available() => {
+                // SAFETY: AVX-512 is present (VNNI implies it).
+                unsafe { self.rows_avx512(sums, out) }
+            }
+            _ => self.rows(sums, out),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn rows_avx512(&self, sums: (&[i32], usize), out: (&mut [u8], usize)) {
+        self.rows(sums, out)
+    }
+
+    /// [`Self::to_levels`]' loops, inlined into each instruction set's copy.
+    #[inline(always)]
+    fn rows(&self, (sums, sum_stride): (&[i32], usize), (out, out_stride): (&mut [u8], usize)) {
+        let (n, grid) = (self.len(), self.grid);
+        let offsets = &self.offsets[..n];
+        for (s, o) in sums.chunks(sum_stride).zip(out.chunks_mut(out_stride)) {
+            let (s, o) = (&s[..n], &mut o[..n]);
+            match (&self.quotient, &self.batch_norm) {
+                // The common case, one loop over slices so it vectorises.
+                (Some((m, b)), _) => {
+                    let (m, b) = (&m[..n], &b[..n]);
+                    for c in 0..n {
+                        let v = (s[c] - offsets[c]) as f32 * m[c] + b[c];
+                        o[c] = grid.level_of_quotient(v);
+                    }
+                }
+                (None, Some(bn)) => {
+                    for c in 0..n {
+                        let t = (s[c] - offsets[c]) as f32 * self.multipliers[c] + self.biases[c];
+                        let t = ((t - bn.mean[c]) / bn.std[c]) * bn.gamma[c] + bn.beta[c];
+                        o[c] = grid.level(t);
+                    }
+                }
+                (None, None) => unreachable!("an epilogue without BatchNorm has its quotients"),
+            }
+        }
+    }
+}
+
+/// One sample's planes `[c][plane]` onto `grid`, written pixel-major `[plane][c]` (the first
+/// layer's float output, quantized).
+pub fn quantize_to_pixels(
+    path: Int8Path,
+    values: &[f32],
+    shape: [usize; 2],
+    grid: &OutputGrid,
+    out: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn wide(values: &[f32], shape: [usize; 2], grid: &OutputGrid, out: &mut [u8]) {
+        to_pixels(values, shape, grid, out)
+    }
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512 is present (VNNI implies it).
+        Int8Path::Vnni if Int8Path::vnni_available() => unsafe { wide(values, shape, grid, out) },
+        _ => to_pixels(values, shape, grid, out),
+    }
+}
+
+/// [`quantize_to_pixels`]' loops, inlined into each instruction set's copy.
+#[inline(always)]
+fn to_pixels(values: &[f32], [plane, c]: [usize; 2], grid: &OutputGrid, out: &mut [u8]) {
+    /// Pixels per block: each channel's run is quantized in one vectorised loop, then the
+    /// block is transposed (a loop writing `c` apart does not vectorise).
+    const PIXELS: usize = 64;
+    let grid = *grid;
+    let mut block = vec![0u8; c * PIXELS];
+    for p0 in (0..plane).step_by(PIXELS) {
+        let len = PIXELS.min(plane - p0);
+        for ch in 0..c {
+            let src = &values[ch * plane + p0..][..len];
+            let dst = &mut block[ch * PIXELS..][..len];
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = grid.level(v);
+            }
+        }
+        for p in 0..len {
+            let dst = &mut out[(p0 + p) * c..][..c];
+            for (ch, d) in dst.iter_mut().enumerate() {
+                *d = block[ch * PIXELS + p];
+            }
+        }
+    }
+}
+
+/// The output size of a `[kernel, stride, padding]` window over `size` pixels.
+pub fn window_out(size: usize, [kernel, stride, padding]: [usize; 3]) -> usize {
+    (size + 2 * padding).saturating_sub(kernel) / stride + 1
+}
+
+/// One sample's convolution windows as rows: `input` is `[h][w][c]` levels, each output pixel
+/// gets a row of `[ky][kx][c]` (`fill`, the grid's zero point, where the window leaves the
+/// image), `row_stride` long with the tail zero.
+pub fn unfold(
+    input: &[u8],
+    [h, w, c]: [usize; 3],
+    window: [usize; 3],
+    fill: u8,
+    row_stride: usize,
+    out: &mut [u8],
+) {
+    let [kernel, stride, padding] = window;
+    let (oh, ow) = (window_out(h, window), window_out(w, window));
+    assert!(input.len() >= h * w * c && out.len() >= oh * ow * row_stride);
+    let run = kernel * c; // one window row: `kernel` neighbouring pixels, contiguous in `input`
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let row = &mut out[(oy * ow + ox) * row_stride..][..row_stride];
+            let x0 = (ox * stride) as isize - padding as isize;
+            // The window's columns inside the image, `kx0..kx1`.
+            let kx0 = (-x0).clamp(0, kernel as isize) as usize;
+            let kx1 = (w as isize - x0).clamp(0, kernel as isize) as usize;
+            for ky in 0..kernel {
+                let iy = (oy * stride + ky) as isize - padding as isize;
+                let dst = &mut row[ky * run..][..run];
+                if iy < 0 || iy as usize >= h || kx0 >= kx1 {
+                    dst.fill(fill);
+                    continue;
+                }
+                dst[..kx0 * c].fill(fill);
+                dst[kx1 * c..].fill(fill);
+                let at = (iy as usize * w + (x0 + kx0 as isize) as usize) * c;
+                dst[kx0 * c..kx1 * c].copy_from_slice(&input[at..at + (kx1 - kx0) * c]);
+            }
+            row[kernel * run..].fill(0);
+        }
+    }
+}
+
+/// 2x2 max-pooling with stride 2 (odd edges dropped) of `[h][w][c]` levels: on a grid, the
+/// maximum of the levels is the level of the maximum.
+pub fn max_pool_2x2(input: &[u8], [h, w, c]: [usize; 3], out: &mut [u8]) {
+    let (oh, ow) = (h / 2, w / 2);
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let dst = &mut out[(oy * ow + ox) * c..][..c];
+            let at = |y: usize, x: usize| &input[(y * w + x) * c..][..c];
+            let (a, b) = (at(2 * oy, 2 * ox), at(2 * oy, 2 * ox + 1));
+            let (d, e) = (at(2 * oy + 1, 2 * ox), at(2 * oy + 1, 2 * ox + 1));
+            for i in 0..c {
+                dst[i] = a[i].max(b[i]).max(d[i].max(e[i]));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn levels(n: usize, seed: u64) -> Vec<i8> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) % 255) as i8 as i16 as i8
+            })
+            .map(|l| l.max(-127))
+            .collect()
+    }
+
+    fn activations(m: usize, k: usize, stride: usize, seed: u64) -> Vec<u8> {
+        let values = levels(m * k, seed);
+        let mut a = vec![0u8; m * stride];
+        for i in 0..m {
+            for c in 0..k {
+                a[i * stride + c] = values[i * k + c] as u8;
+            }
+        }
+        a
+    }
+
+    /// Both paths against the plain definition, at shapes off every tile and block size.
+    #[test]
+    fn products_are_exact_on_both_paths_at_odd_shapes() {
+        for (m, n, k) in [
+            (1, 1, 1),
+            (7, 17, 5),
+            (13, 33, 150),
+            (6, 64, 288),
+            (25, 70, 9),
+        ] {
+            let w = levels(n * k, 7 + k as u64);
+            let packed = PackedInt8::new(&w, n, k);
+            let a = activations(m, k, packed.row_stride(), 11 + m as u64);
+            let mut expected = vec![0i32; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    expected[i * n + j] = (0..k)
+                        .map(|c| a[i * packed.row_stride() + c] as i32 * w[j * k + c] as i32)
+                        .sum();
+                }
+            }
+            for path in [Int8Path::Portable, Int8Path::detect()] {
+                let mut out = vec![-1i32; m * packed.out_stride()];
+                packed.gemm(path, &a, m, &mut out);
+                for i in 0..m {
+                    let row = &out[i * packed.out_stride()..][..n];
+                    assert_eq!(
+                        row,
+                        &expected[i * n..(i + 1) * n],
+                        "{path:?} [{m}, {n}, {k}]"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn row_sums_are_the_levels_sums() {
+        let packed = PackedInt8::new(&[1, -2, 3, 127, -127, 5], 2, 3);
+        assert_eq!(packed.row_sums(), &[2, 5]);
+    }
+
+    #[test]
+    fn rounding_is_half_to_even_as_the_simulation_rounds() {
+        for v in [
+            -2.5f32, -1.5, -0.5, 0.5, 1.5, 2.5, 3.4999998, 254.5, 255.5, 1e-8, -1e-8, 7.0,
+        ] {
+            assert_eq!(round_half_even(v), v.round_ties_even(), "{v}");
+        }
+        let grid = OutputGrid {
+            scale: 0.1,
+            zero_point: 3.0,
+            low: 3.0,
+            high: 255.0,
+        };
+        assert_eq!(grid.level(-5.0), 3, "a ReLU'd negative is the zero point");
+        assert_eq!(grid.level(1e30), 255);
+        assert_eq!(grid.level(f32::NEG_INFINITY), 3);
+        // Two channels of two pixels, written pixel-major.
+        let values = [0.25f32, -0.3, 2.0, 40.0];
+        let mut wide = [0u8; 4];
+        let mut narrow = [0u8; 4];
+        quantize_to_pixels(Int8Path::detect(), &values, [2, 2], &grid, &mut wide);
+        quantize_to_pixels(Int8Path::Portable, &values, [2, 2], &grid, &mut narrow);
+        assert_eq!(wide, narrow);
+        // 0.25 / 0.1 = 2.4999998 in f32: 2, plus the zero point.
+        assert_eq!(wide, [5, 23, 3, 255]);
+    }
+
+    #[test]
+    fn unfolding_fills_the_border_with_the_zero_point_and_zeroes_the_tail() {
+        // 2x2 image, 1 channel, 3x3 window, padding 1: the top-left row sees three fills.
+        let input = [1u8, 2, 3, 4];
+        let window = [3, 1, 1];
+        let mut out = vec![9u8; 4 * 12];
+        unfold(&input, [2, 2, 1], window, 7, 12, &mut out);
+        assert_eq!(&out[..12], &[7, 7, 7, 7, 1, 2, 7, 3, 4, 0, 0, 0]);
+        assert_eq!(&out[36..48], &[1, 2, 7, 3, 4, 7, 7, 7, 7, 0, 0, 0]);
+        let mut pooled = [0u8; 2];
+        max_pool_2x2(&[1, 9, 5, 2, 3, 4, 8, 0], [2, 2, 2], &mut pooled);
+        assert_eq!(pooled, [8, 9]);
+    }
+}
