@@ -2,13 +2,14 @@
 //! `models::Inference`, what a float run measures), its 8-bit `.qnt` as the simulation
 //! (dequantized weights on the float kernels, activations rounded: what every `.qnt` ran as
 //! before the integer kernels) and as the integer program on the VNNI and the portable
-//! kernels. Random weights, grids calibrated on random images as a QAT stage calibrates them;
+//! kernels, input quantized too (`quantize_input`: every layer integer). Random weights, grids calibrated on random images as a QAT stage calibrates them;
 //! 1 thread, batch 1 and 32, logits read back. Rounds alternate between the four so a noisy
 //! neighbour hits all of them; medians in microseconds per call, and images per second.
 //!
 //! ```text
 //! cargo test -p quant --bench int8
 //! cargo test -p quant --bench int8 -- VGG     # the models whose name contains VGG
+//! cargo test -p quant --bench int8 -- --int8  # the int8 column alone (to profile it)
 //! ```
 
 use std::path::Path;
@@ -92,6 +93,7 @@ fn main() {
     );
     let pool = measure::compute_pool(1).expect("a one-thread pool");
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let int8_only = std::env::args().any(|a| a == "--int8");
     for (name, spec) in [
         ("LeNet-5", "kind = \"lenet5\""),
         ("MLP 1200-1200", "kind = \"mlp\"\nhidden = [1200, 1200]"),
@@ -106,7 +108,7 @@ fn main() {
         let spec: ModelSpec = toml::from_str(spec).unwrap();
         device.seed(1);
         let model = Model::new(&spec, &input, &device).unwrap();
-        let config: QuantConfig = toml::from_str("bits = 8").unwrap();
+        let config: QuantConfig = toml::from_str("bits = 8\nquantize_input = true").unwrap();
         let quant = FakeQuant::new(&config, quant::config::weight_layers(&model).keys());
         quant.set_fold(true);
         for _ in 0..2 {
@@ -117,7 +119,7 @@ fn main() {
         let path = Path::new("bench.qnt");
         let loaded = QuantizedModel::from_bytes(&bytes, path, &input, &device).unwrap();
         let (file, _) = IntFile::from_bytes(&bytes, path, &input, &device).unwrap();
-        let portable = IntegerModel::new(&loaded.model, &file, [28, 28], Int8Path::Portable)
+        let portable = IntegerModel::new(&loaded.model, &file, &input, Int8Path::Portable)
             .expect("a chain model runs in integer");
         let portable = Portable(&loaded, portable);
         let float = Inference::new(&model);
@@ -130,8 +132,13 @@ fn main() {
             pool.install(|| {
                 for _ in 0..ROUNDS {
                     let runs: [&dyn Classifier; 4] = [&float, &simulated, &loaded, &portable];
-                    for (t, classifier) in times.iter_mut().zip(runs) {
-                        t.push(round(classifier, &x, calls));
+                    for (i, (t, classifier)) in times.iter_mut().zip(runs).enumerate() {
+                        let skipped = int8_only && i != 2;
+                        t.push(if skipped {
+                            f64::NAN
+                        } else {
+                            round(classifier, &x, calls)
+                        });
                     }
                 }
             });

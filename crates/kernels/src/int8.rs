@@ -5,13 +5,17 @@
 //! (`x = (q - z) * s_x`, `q` in `0..=255`), weights on a symmetric per-channel grid
 //! (`w = l * s_w`, `l` in `-127..=127`). `sum_k (q_k - z) l_k = sum_k q_k l_k - z sum_k l_k`,
 //! so the kernel sums `q_k l_k` and the epilogue subtracts `z` times the weights' row sum,
-//! computed once at packing. Every sum is exact (at most `255 * 127` per product, far from
-//! `i32`'s range at these fan-ins), so the VNNI path and the portable path agree bit for bit.
+//! computed once at packing. Every sum is exact (at most `255 * 127` per product; fan-ins are
+//! bounded by [`MAX_FAN_IN`] so no sum can leave `i32`), so the VNNI path and the portable path
+//! agree bit for bit.
 //!
 //! With AVX-512 VNNI (`vpdpbusd`: 64 `u8 x i8` products summed in fours into sixteen `i32`
-//! lanes per instruction) the micro-kernel keeps a tile of up to `6 x 64` sums in registers;
-//! the weights are packed `[16-row block][k / 4][16][4]` so one 64-byte load feeds a whole
-//! row of the tile. Any other CPU runs the portable loops (or asks for them: [`Int8Path`]).
+//! lanes per instruction) the micro-kernel keeps a tile of up to `12 x 16` or `5 x 64` sums in
+//! registers; the weights are packed `[16-row block][k / 4][16][4]` so one 64-byte load feeds
+//! a whole row of the tile, and the epilogue runs on the tile before it leaves the registers.
+//! A convolution's windows are read in place from the padded image ([`Rows`]), not unfolded.
+//! Other CPUs run the portable loops: AVX2's `vpmaddwd` where present, else plain ones (or ask
+//! for them: [`Int8Path`]).
 //!
 //! `unsafe` is allowed in this module for the intrinsics and the `#[target_feature]` functions
 //! only (pulp, our safe SIMD layer, has no VNNI): each call is behind the run-time feature
@@ -70,6 +74,72 @@ impl Int8Path {
 /// Output rows per packed block (one 512-bit register of `i32`).
 pub const BLOCK: usize = 16;
 
+/// The largest fan-in whose sums always fit `i32`: `k * 255 * 127` (plus the zero point's
+/// offset, of the same size) below `2^31`.
+pub const MAX_FAN_IN: usize = (i32::MAX / 2 / (255 * 127)) as usize;
+
+/// Where the rows of an activation matrix lie in memory: row `i`'s values are `segments` runs
+/// of `segment` bytes, run `s` starting at `i * row_step + s * segment_step`. Whole rows one
+/// after another are [`Rows::dense`]; a convolution reads its windows straight from the
+/// (padded) image, one run per window row, instead of unfolding them first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rows {
+    pub row_step: usize,
+    pub segments: usize,
+    pub segment_step: usize,
+    /// A multiple of 4.
+    pub segment: usize,
+}
+
+impl Rows {
+    /// Rows of `stride` values each, one after another.
+    pub fn dense(stride: usize) -> Self {
+        Self {
+            row_step: stride,
+            segments: 1,
+            segment_step: 0,
+            segment: stride,
+        }
+    }
+
+    /// The bytes `m` rows span.
+    pub fn extent(&self, m: usize) -> usize {
+        match m {
+            0 => 0,
+            _ => (m - 1) * self.row_step + (self.segments - 1) * self.segment_step + self.segment,
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's sums when the epilogue runs after the product.
+    static SUMS: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What a VNNI tile does with its sums.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum Store<'o> {
+    /// Writes them (`out_stride` apart).
+    Sums(&'o mut [i32]),
+    /// Writes their levels, `stride` apart.
+    Levels {
+        out: &'o mut [u8],
+        stride: usize,
+        epilogue: Fused<'o>,
+    },
+}
+
+/// An epilogue in the form the tile applies: per channel (padded to whole blocks) the offset,
+/// multiplier and bias divided by the grid's scale, and the grid.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct Fused<'e> {
+    offsets: &'e [i32],
+    multipliers: &'e [f32],
+    biases: &'e [f32],
+    grid: OutputGrid,
+}
+
 /// A weight matrix `[n, k]` of levels, packed for [`PackedInt8::gemm`].
 #[derive(Debug, Clone)]
 pub struct PackedInt8 {
@@ -90,8 +160,12 @@ pub struct PackedInt8 {
 
 impl PackedInt8 {
     /// Packs `levels` (`[n, k]` row-major).
+    ///
+    /// # Panics
+    /// If `k` is over [`MAX_FAN_IN`] (callers check it and keep their float path).
     pub fn new(levels: &[i8], n: usize, k: usize) -> Self {
         assert_eq!(levels.len(), n * k, "levels are [n, k]");
+        assert!(k <= MAX_FAN_IN, "a fan-in of {k} could overflow i32 sums");
         let k4 = k.div_ceil(4) * 4;
         let blocks = n.div_ceil(BLOCK);
         let mut packed = vec![0i8; blocks * BLOCK * k4];
@@ -142,29 +216,92 @@ impl PackedInt8 {
         &self.row_sums
     }
 
-    /// `out[i][j] = sum_k a[i][k] * w[j][k]` for the `m` rows of `a` (stride
-    /// [`row_stride`](Self::row_stride), the padding zero); `out` has stride
-    /// [`out_stride`](Self::out_stride) (columns past `n` are written with zeros or left).
-    pub fn gemm(&self, path: Int8Path, a: &[u8], m: usize, out: &mut [i32]) {
-        let ldo = self.out_stride();
-        assert!(a.len() >= m * self.k4 && out.len() >= m * ldo);
+    /// `out[i][j] = sum_k a[i][k] * w[j][k]` for the `m` rows of `a` laid out as `rows` says;
+    /// `out` has stride [`out_stride`](Self::out_stride) (columns past `n` written with zeros).
+    pub fn gemm(&self, path: Int8Path, a: &[u8], rows: Rows, m: usize, out: &mut [i32]) {
+        self.check(a, rows, m);
+        assert!(out.len() >= m * self.out_stride());
         match path {
             #[cfg(target_arch = "x86_64")]
             Int8Path::Vnni if Int8Path::vnni_available() => {
-                // SAFETY: the CPU has the features (checked above); the bounds are asserted.
-                unsafe { vnni::gemm(self, a, m, out) }
+                // SAFETY: the CPU has the features (checked above); the bounds are checked.
+                unsafe { vnni::gemm(self, a, rows, m, Store::Sums(out)) }
             }
-            _ => self.gemm_portable(a, m, out),
+            _ => self.gemm_portable(a, rows, m, out),
         }
     }
 
-    fn gemm_portable(&self, a: &[u8], m: usize, out: &mut [i32]) {
+    /// The product's rows through `epilogue` onto its grid: `out` holds each row's `n` levels,
+    /// `out_stride` apart. With VNNI and no BatchNorm to apply the epilogue runs on the tile in
+    /// registers; otherwise on the sums, written first.
+    pub fn gemm_levels(
+        &self,
+        path: Int8Path,
+        (a, rows, m): (&[u8], Rows, usize),
+        epilogue: &Epilogue,
+        (out, out_stride): (&mut [u8], usize),
+    ) {
+        self.check(a, rows, m);
+        assert!(epilogue.len() == self.n && out_stride >= self.n);
+        assert!(m == 0 || out.len() >= (m - 1) * out_stride + self.n);
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked on the line above).
-            return unsafe { self.gemm_portable_avx2(a, m, out) };
+        if let (Int8Path::Vnni, Some(fused)) = (path, epilogue.fused()) {
+            if Int8Path::vnni_available() {
+                let store = Store::Levels {
+                    out,
+                    stride: out_stride,
+                    epilogue: fused,
+                };
+                // SAFETY: the CPU has the features (checked above); the bounds are checked.
+                return unsafe { vnni::gemm(self, a, rows, m, store) };
+            }
         }
-        self.portable_blocks(a, m, out)
+        let ldo = self.out_stride();
+        SUMS.with_borrow_mut(|sums| {
+            sums.resize(m * ldo, 0);
+            self.gemm(path, a, rows, m, sums);
+            epilogue.to_levels(path, (sums, ldo), (out, out_stride));
+        });
+    }
+
+    /// That `rows` fit the weights and `a` holds all `m` of them.
+    fn check(&self, a: &[u8], rows: Rows, m: usize) {
+        assert!(
+            rows.segments * rows.segment == self.k4 && rows.segment.is_multiple_of(4),
+            "rows of {} x {} values for a fan-in of {}",
+            rows.segments,
+            rows.segment,
+            self.k4
+        );
+        assert!(
+            a.len() >= rows.extent(m),
+            "the rows run past the activations"
+        );
+    }
+
+    fn gemm_portable(&self, a: &[u8], rows: Rows, m: usize, out: &mut [i32]) {
+        // Gathered into whole rows, a few at a time.
+        const GATHERED: usize = 16;
+        let (k4, ldo) = (self.k4, self.out_stride());
+        let mut buffer = vec![0u8; GATHERED * k4];
+        for i0 in (0..m).step_by(GATHERED) {
+            let count = GATHERED.min(m - i0);
+            for r in 0..count {
+                let dst = &mut buffer[r * k4..(r + 1) * k4];
+                for (s, seg) in dst.chunks_exact_mut(rows.segment).enumerate() {
+                    let at = (i0 + r) * rows.row_step + s * rows.segment_step;
+                    seg.copy_from_slice(&a[at..at + rows.segment]);
+                }
+            }
+            let out = &mut out[i0 * ldo..(i0 + count) * ldo];
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked on the line above).
+                unsafe { self.gemm_portable_avx2(&buffer, count, out) };
+                continue;
+            }
+            self.portable_blocks(&buffer, count, out);
+        }
     }
 
     /// [`Self::portable_blocks`] with AVX2's `vpmaddwd` written out: the compiler builds each
@@ -234,79 +371,128 @@ impl PackedInt8 {
 mod vnni {
     use std::arch::x86_64::*;
 
-    use super::{PackedInt8, BLOCK};
+    use super::{Fused, PackedInt8, Rows, Store, BLOCK, LIMIT};
+
+    /// One call's operands: the activations, their layout, the first row, where the sums go,
+    /// and the first block of 16 outputs.
+    type Run<'r, 'o> = (&'r [u8], Rows, usize, &'r mut Store<'o>, usize);
 
     /// Tiles of `MR` rows by `NR` blocks of 16 outputs: `MR * NR` accumulators, `NR` weight
-    /// registers and one broadcast within the 32 registers.
+    /// registers and one broadcast within the 32 registers. Measured (`benches/int8.rs`): with
+    /// 24 accumulators (12 x 2, 6 x 4) the compiler spilled some to the stack inside the loop
+    /// and VGG ran 1.5x slower than with 16 to 20.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn gemm(w: &PackedInt8, a: &[u8], m: usize, out: &mut [i32]) {
+    pub(super) unsafe fn gemm(w: &PackedInt8, a: &[u8], rows: Rows, m: usize, mut store: Store) {
         let blocks = w.n.div_ceil(BLOCK);
         let mut b = 0;
         while b < blocks {
+            let run = (a, rows, m, &mut store, b);
             match blocks - b {
-                1 => rows::<16, 1>(w, a, m, out, b),
-                2 => rows::<12, 2>(w, a, m, out, b),
-                3 => rows::<8, 3>(w, a, m, out, b),
-                _ => rows::<6, 4>(w, a, m, out, b),
+                1 => tiles::<12, 1>(w, run),
+                2 => tiles::<8, 2>(w, run),
+                3 => tiles::<6, 3>(w, run),
+                _ => tiles::<5, 4>(w, run),
             }
             b += (blocks - b).min(4);
         }
     }
 
-    /// Every row of `a` against blocks `b..b + NR`: tiles of `MR` rows, the rest one by one.
+    /// Every row against blocks `b..b + NR`: tiles of `MR` rows, then of 4, then single rows
+    /// (`run`'s third field is the row count here).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn rows<const MR: usize, const NR: usize>(
-        w: &PackedInt8,
-        a: &[u8],
-        m: usize,
-        out: &mut [i32],
-        b: usize,
-    ) {
+    unsafe fn tiles<const MR: usize, const NR: usize>(w: &PackedInt8, run: Run) {
+        let (a, rows, m, store, b) = run;
         let mut i = 0;
         while i + MR <= m {
-            tile::<MR, NR>(w, a, i, out, b);
+            tile::<MR, NR>(w, (a, rows, i, store, b));
             i += MR;
         }
+        while i + 4 <= m {
+            tile::<4, NR>(w, (a, rows, i, store, b));
+            i += 4;
+        }
         while i < m {
-            tile::<1, NR>(w, a, i, out, b);
+            tile::<1, NR>(w, (a, rows, i, store, b));
             i += 1;
         }
     }
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn tile<const MR: usize, const NR: usize>(
-        w: &PackedInt8,
-        a: &[u8],
-        i0: usize,
-        out: &mut [i32],
-        b: usize,
-    ) {
-        let groups = w.k4 / 4;
-        let block_len = groups * BLOCK * 4;
-        let ldo = w.out_stride();
+    unsafe fn tile<const MR: usize, const NR: usize>(w: &PackedInt8, run: Run) {
+        let (a, rows, i0, store, b) = run;
+        let block_len = w.k4 * BLOCK;
         let weights = w.packed.as_ptr().add(b * block_len);
-        let rows = a.as_ptr().add(i0 * w.k4);
+        let first = a.as_ptr().add(i0 * rows.row_step);
+        let groups = rows.segment / 4;
         let mut acc = [[_mm512_setzero_si512(); NR]; MR];
-        for g in 0..groups {
-            let mut wv = [_mm512_setzero_si512(); NR];
-            for (j, v) in wv.iter_mut().enumerate() {
-                *v = _mm512_loadu_si512(weights.add(j * block_len + g * 64).cast());
-            }
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let four = rows.add(r * w.k4 + g * 4).cast::<i32>().read_unaligned();
-                let x = _mm512_set1_epi32(four);
-                for (acc_rj, wj) in acc_r.iter_mut().zip(&wv) {
-                    *acc_rj = _mm512_dpbusd_epi32(*acc_rj, x, *wj);
+        for s in 0..rows.segments {
+            let segment = first.add(s * rows.segment_step);
+            let w_segment = weights.add(s * groups * 64);
+            for g in 0..groups {
+                let mut wv = [_mm512_setzero_si512(); NR];
+                for (j, v) in wv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_si512(w_segment.add(j * block_len + g * 64).cast());
+                }
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let at = segment.add(r * rows.row_step + g * 4);
+                    let x = _mm512_set1_epi32(at.cast::<i32>().read_unaligned());
+                    for (acc_rj, wj) in acc_r.iter_mut().zip(&wv) {
+                        *acc_rj = _mm512_dpbusd_epi32(*acc_rj, x, *wj);
+                    }
                 }
             }
         }
-        for (r, acc_r) in acc.iter().enumerate() {
-            let dst = out.as_mut_ptr().add((i0 + r) * ldo + b * BLOCK);
-            for (j, v) in acc_r.iter().enumerate() {
-                _mm512_storeu_si512(dst.add(j * BLOCK).cast(), *v);
+        match store {
+            Store::Sums(out) => {
+                let ldo = w.out_stride();
+                for (r, acc_r) in acc.iter().enumerate() {
+                    let dst = out.as_mut_ptr().add((i0 + r) * ldo + b * BLOCK);
+                    for (j, v) in acc_r.iter().enumerate() {
+                        _mm512_storeu_si512(dst.add(j * BLOCK).cast(), *v);
+                    }
+                }
+            }
+            Store::Levels {
+                out,
+                stride,
+                epilogue,
+            } => {
+                for j in 0..NR {
+                    let c0 = (b + j) * BLOCK;
+                    let valid = BLOCK.min(w.n.saturating_sub(c0));
+                    let mask = ((1u32 << valid) - 1) as __mmask16;
+                    for (r, acc_r) in acc.iter().enumerate() {
+                        let levels = levels(acc_r[j], epilogue, c0);
+                        let dst = out.as_mut_ptr().add((i0 + r) * *stride + c0);
+                        _mm512_mask_cvtepi32_storeu_epi8(dst.cast(), mask, levels);
+                    }
+                }
             }
         }
+    }
+
+    /// `OutputGrid::level_of_quotient((sum - offset) * multiplier + bias)` for the 16 channels
+    /// from `c0`, as `i32` levels: the scalar loop's operations in its order.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn levels(sums: __m512i, e: &Fused, c0: usize) -> __m512i {
+        let offsets = _mm512_loadu_si512(e.offsets.as_ptr().add(c0).cast());
+        let multipliers = _mm512_loadu_ps(e.multipliers.as_ptr().add(c0));
+        let biases = _mm512_loadu_ps(e.biases.as_ptr().add(c0));
+        let t = _mm512_cvtepi32_ps(_mm512_sub_epi32(sums, offsets));
+        let t = _mm512_add_ps(_mm512_mul_ps(t, multipliers), biases);
+        let t = _mm512_min_ps(
+            _mm512_max_ps(t, _mm512_set1_ps(-LIMIT)),
+            _mm512_set1_ps(LIMIT),
+        );
+        let magic = _mm512_set1_ps(12_582_912.0);
+        let t = _mm512_sub_ps(_mm512_add_ps(t, magic), magic);
+        let t = _mm512_add_ps(t, _mm512_set1_ps(e.grid.zero_point));
+        let t = _mm512_max_ps(t, _mm512_set1_ps(e.grid.low));
+        let t = _mm512_min_ps(t, _mm512_set1_ps(e.grid.high));
+        let bits = _mm512_castps_si512(_mm512_add_ps(t, _mm512_set1_ps(8_388_608.0)));
+        _mm512_and_si512(bits, _mm512_set1_epi32(0xff))
     }
 }
 
@@ -368,8 +554,10 @@ pub struct Epilogue {
     grid: OutputGrid,
     /// Without BatchNorm, `multiplier / scale` and `bias / scale`: the division by the grid's
     /// scale folded in (one `f32` rounding instead of two: within the integer sums' own
-    /// difference from the simulation).
+    /// difference from the simulation). Padded to whole blocks of 16, like `padded_offsets`.
     quotient: Option<(Vec<f32>, Vec<f32>)>,
+    /// `offsets` padded to whole blocks.
+    padded_offsets: Vec<i32>,
 }
 
 /// BatchNorm's running statistics per channel, `std = sqrt(var + eps)` precomputed.
@@ -397,22 +585,42 @@ impl Epilogue {
             multipliers.len() == n && biases.len() == n,
             "one multiplier and bias per row"
         );
+        let padded = n.div_ceil(BLOCK) * BLOCK;
         let divided = |v: &[f32]| -> Vec<f32> {
-            v.iter()
+            let mut out: Vec<f32> = v
+                .iter()
                 .map(|&x| (x as f64 / grid.scale as f64) as f32)
-                .collect()
+                .collect();
+            out.resize(padded, 0.0);
+            out
         };
         let quotient = batch_norm
             .is_none()
             .then(|| (divided(&multipliers), divided(&biases)));
+        let offsets: Vec<i32> = row_sums.iter().map(|s| z_x * s).collect();
+        let mut padded_offsets = offsets.clone();
+        padded_offsets.resize(padded, 0);
         Self {
-            offsets: row_sums.iter().map(|s| z_x * s).collect(),
+            padded_offsets,
+            offsets,
             multipliers,
             biases,
             batch_norm,
             grid,
             quotient,
         }
+    }
+
+    /// The form a tile applies in registers (none with BatchNorm to apply).
+    #[cfg(target_arch = "x86_64")]
+    fn fused(&self) -> Option<Fused<'_>> {
+        let (multipliers, biases) = self.quotient.as_ref()?;
+        Some(Fused {
+            offsets: &self.padded_offsets,
+            multipliers,
+            biases,
+            grid: self.grid,
+        })
     }
 
     /// Output channels.
@@ -630,9 +838,10 @@ mod tests {
                         .sum();
                 }
             }
+            let rows = Rows::dense(packed.row_stride());
             for path in [Int8Path::Portable, Int8Path::detect()] {
                 let mut out = vec![-1i32; m * packed.out_stride()];
-                packed.gemm(path, &a, m, &mut out);
+                packed.gemm(path, &a, rows, m, &mut out);
                 for i in 0..m {
                     let row = &out[i * packed.out_stride()..][..n];
                     assert_eq!(
@@ -690,5 +899,77 @@ mod tests {
         let mut pooled = [0u8; 2];
         max_pool_2x2(&[1, 9, 5, 2, 3, 4, 8, 0], [2, 2, 2], &mut pooled);
         assert_eq!(pooled, [8, 9]);
+    }
+
+    /// A convolution read straight from the padded image (one run per window row) computes
+    /// what the unfolded rows compute, and the epilogue in registers what the scalar one
+    /// writes, on both paths.
+    #[test]
+    fn windows_read_in_place_and_fused_epilogues_match_the_unfolded_product() {
+        let (h, w, c, n) = (5, 7, 8, 20);
+        let window = [3, 1, 1];
+        let k = 9 * c;
+        let image = activations(h * w, c, c, 3);
+        let levels_w = levels(n * k, 5);
+        let packed = PackedInt8::new(&levels_w, n, k);
+        let (oh, ow) = (window_out(h, window), window_out(w, window));
+        let mut unfolded = vec![0u8; oh * ow * packed.row_stride()];
+        unfold(
+            &image,
+            [h, w, c],
+            window,
+            9,
+            packed.row_stride(),
+            &mut unfolded,
+        );
+        // The image with a border of the fill value.
+        let (hp, wp) = (h + 2, w + 2);
+        let mut padded = vec![9u8; hp * wp * c];
+        for y in 0..h {
+            let dst = &mut padded[((y + 1) * wp + 1) * c..][..w * c];
+            dst.copy_from_slice(&image[y * w * c..(y + 1) * w * c]);
+        }
+        let grid = OutputGrid {
+            scale: 37.0,
+            zero_point: 5.0,
+            low: 5.0,
+            high: 255.0,
+        };
+        let multipliers = (0..n).map(|i| 0.5 + i as f32 * 0.01).collect();
+        let biases = (0..n).map(|i| i as f32 - 7.0).collect();
+        let epilogue = Epilogue::new(packed.row_sums(), 9, multipliers, biases, None, grid);
+        let mut expected = vec![0u8; oh * ow * n];
+        let mut sums = vec![0i32; oh * ow * packed.out_stride()];
+        let dense = Rows::dense(packed.row_stride());
+        packed.gemm(Int8Path::Portable, &unfolded, dense, oh * ow, &mut sums);
+        epilogue.to_levels(
+            Int8Path::Portable,
+            (&sums, packed.out_stride()),
+            (&mut expected, n),
+        );
+        assert!(expected.iter().any(|&q| q > 5) && expected.contains(&5));
+        for path in [Int8Path::Portable, Int8Path::detect()] {
+            let mut out = vec![0u8; oh * ow * n];
+            for oy in 0..oh {
+                let rows = Rows {
+                    row_step: c,
+                    segments: 3,
+                    segment_step: wp * c,
+                    segment: 3 * c,
+                };
+                let a = &padded[oy * wp * c..];
+                let dst = &mut out[oy * ow * n..];
+                packed.gemm_levels(path, (a, rows, ow), &epilogue, (dst, n));
+            }
+            assert_eq!(out, expected, "{path:?}");
+            let mut whole = vec![0u8; oh * ow * n];
+            packed.gemm_levels(
+                path,
+                (&unfolded, dense, oh * ow),
+                &epilogue,
+                (&mut whole, n),
+            );
+            assert_eq!(whole, expected, "{path:?} dense");
+        }
     }
 }

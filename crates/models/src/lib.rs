@@ -34,7 +34,7 @@ pub use spec::{
     make_divisible, BlockCounts, Footprint, InputShape, Invalid, MobileBlock, MobileWidths,
     ModelSpec, ResnetBlock, SpecError, StemLayout,
 };
-pub use tap::{ForwardHook, LayerRef, Segment, Tap};
+pub use tap::{ForwardHook, LayerRef, Segment, Tap, INPUT_POINT};
 pub use thin::{thin, KeepPlan, ThinError};
 pub use vgg::Vgg;
 

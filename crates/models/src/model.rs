@@ -159,6 +159,7 @@ impl Model {
     /// - input: `[batch, channels, height, width]`
     /// - output: `[batch, classes]` logits; `tap.found`: `[batch, features]`
     pub fn forward_tapped(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
+        let x = tap.input(x);
         match self {
             Model::Mlp(m) => m.forward(x, tap),
             Model::LeNet5(m) => m.forward(x, tap),

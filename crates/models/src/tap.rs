@@ -15,6 +15,9 @@ use burn::prelude::*;
 /// fake-quantization (training, calibration) and by integer exports (inference); the models
 /// know nothing of quantization, only that a technique may change these. Every method
 /// defaults to the float forward pass.
+/// The point a forward hook sees the model's input at, before the first layer.
+pub const INPUT_POINT: &str = "input";
+
 pub trait ForwardHook: Sync {
     /// Whether each convolution runs with its BatchNorm folded in, from the running
     /// statistics (Jacob et al. 2018), as an integer model computes it.
@@ -179,6 +182,20 @@ impl<'a> Tap<'a> {
             }
             None => layer.forward(x),
         }
+    }
+
+    /// The model's input through the hook, as the point [`INPUT_POINT`] (a quantizer that
+    /// quantizes inputs puts it on a grid; nothing is captured or timed here).
+    ///
+    /// # Shapes
+    /// - input: `[batch, c, h, w]`; output: the same
+    pub(crate) fn input(&self, x: Tensor<4>) -> Tensor<4> {
+        let Some(hook) = self.hook else {
+            return x;
+        };
+        let dims = x.dims();
+        hook.activation(INPUT_POINT, x.flatten::<2>(1, 3), self.observe)
+            .reshape(dims)
     }
 
     /// Times every segment. The device is synchronised at each point, so each segment's time is

@@ -16,6 +16,8 @@ const RELU6: (f32, f32) = (0.0, 6.0);
 /// # Shapes
 /// - input: `[batch, c, h, w]`; output: `[batch, classes]`
 pub(crate) fn graph(b: &mut Builder, x: &str) -> Result<String, ExportError> {
+    // `models::Model::forward_tapped`'s input point (a grid only when the input is quantized).
+    let x = &b.point(models::INPUT_POINT, x)?;
     match &b.spec() {
         ModelSpec::Mlp { hidden, .. } => {
             let x = b.flatten(x, "flatten");

@@ -102,6 +102,18 @@ pub struct QuantConfig {
     /// the start.
     #[serde(default)]
     pub freeze_bn_after: usize,
+    /// Quantize the model's input (the normalised image) too, on a grid of
+    /// `activation_bits` observed like every other, so that the first layer runs in integer
+    /// arithmetic as well (a "full-integer" model, as ONNX Runtime's static quantization and
+    /// TFLite make). Off, the first layer computes in float on its dequantized weights.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub quantize_input: bool,
+}
+
+/// Left out of the serialised config when off, so configs written before the key existed keep
+/// their run identity.
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 fn eight() -> u32 {
@@ -153,6 +165,14 @@ impl TechniqueConfig for QuantConfig {
                 "quant.percentile",
                 self.percentile,
                 "must be in [50, 100]",
+            ));
+        }
+        if self.mode == Mode::Float16 && self.quantize_input {
+            return Err(Invalid::new(
+                "quant.quantize_input",
+                true,
+                "applies to integer exports (mode = \"qat\" or \"ptq\"); a 16-bit float \
+                 export keeps its input in float",
             ));
         }
         if self.mode != Mode::Float16 && !(1..=10_000).contains(&self.calibration_batches) {

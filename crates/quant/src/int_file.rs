@@ -313,8 +313,7 @@ impl QuantizedModel {
             });
         }
         let (model, _) = params::edit(model, &edits);
-        let size = [input.height, input.width];
-        let integer = IntegerModel::new(&model, &file, size, Int8Path::detect()).map(Box::new);
+        let integer = IntegerModel::new(&model, &file, input, Int8Path::detect()).map(Box::new);
         Ok(Self {
             integer,
             model,

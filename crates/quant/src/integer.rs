@@ -15,18 +15,21 @@
 //! table computed with the simulation's own `f32` operations; logits are the last grid's levels
 //! dequantized as the simulation dequantizes them.
 //!
-//! The first layer stays in `f32` (dequantized weights), as the simulation runs it: its input,
-//! the normalised image, is not on any grid. Chains of convolutions, max-pools and linear
-//! layers run here (MLP, LeNet-5, VGG); ResNet and MobileNetV2 (residual additions, depthwise
-//! convolutions) still run as the simulation.
+//! A file that quantizes its input (`quantize_input`) runs every layer on levels. Otherwise the
+//! first layer stays in `f32` on its dequantized weights, as the simulation runs it (its input,
+//! the normalised image, is on no grid), through our float kernels: the simulation runs burn's
+//! convolution and matmul, the same sums in another order, within `f32` rounding.
+//!
+//! Chains of convolutions, max-pools and linear layers run here (MLP, LeNet-5, VGG); ResNet and
+//! MobileNetV2 (residual additions, depthwise convolutions) still run as the simulation.
 
 use std::collections::BTreeMap;
 
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use kernels::{BatchNormAffine, Epilogue, Int8Path, OutputGrid, PackedInt8};
-use models::{ConvBn, Model};
+use kernels::{BatchNormAffine, Epilogue, Int8Path, OutputGrid, PackedInt8, Rows};
+use models::{ConvBn, InputShape, Model};
 use rayon::prelude::*;
 
 use crate::fake::{qmax_unsigned, ActivationGrid};
@@ -83,6 +86,49 @@ struct ConvStep {
     fill: u8,
 }
 
+impl ConvStep {
+    /// The convolution of one sample's levels `x` (`[h][w][c]`) into `out` (`[h'][w'][n]`),
+    /// read in place from `padded`: the image with a border of the zero point's level and its
+    /// channels padded to a multiple of 4, so each window is `kernel` runs of whole groups of
+    /// four, one per window row (no unfolding).
+    fn run(&self, path: Int8Path, x: &[u8], (out, padded): (&mut Vec<u8>, &mut Vec<u8>)) {
+        let [h, w, c] = self.input;
+        let [kernel, stride, padding] = self.window;
+        let (oh, ow) = (
+            kernels::window_out(h, self.window),
+            kernels::window_out(w, self.window),
+        );
+        let n = self.weights.n();
+        out.resize(oh * ow * n, 0);
+        let cp = c.next_multiple_of(4);
+        let (hp, wp) = (h + 2 * padding, w + 2 * padding);
+        padded.clear();
+        padded.resize(hp * wp * cp, self.fill);
+        for y in 0..h {
+            let row = &mut padded[((y + padding) * wp + padding) * cp..][..w * cp];
+            if cp == c {
+                row.copy_from_slice(&x[y * w * c..(y + 1) * w * c]);
+            } else {
+                for (dst, src) in row.chunks_exact_mut(cp).zip(x[y * w * c..].chunks_exact(c)) {
+                    dst[..c].copy_from_slice(src);
+                }
+            }
+        }
+        let rows = Rows {
+            row_step: stride * cp,
+            segments: kernel,
+            segment_step: wp * cp,
+            segment: kernel * cp,
+        };
+        for oy in 0..oh {
+            let a = &padded[oy * stride * wp * cp..];
+            let dst = &mut out[oy * ow * n..];
+            self.weights
+                .gemm_levels(path, (a, rows, ow), &self.epilogue, (dst, n));
+        }
+    }
+}
+
 /// One step on a sample's levels, `[h][w][c]`.
 enum Step {
     Conv(Box<ConvStep>),
@@ -102,8 +148,10 @@ struct LinearStep {
 /// A chain model's integer program.
 pub struct IntegerModel {
     path: Int8Path,
-    first: First,
-    /// Where the first layer's output goes: its grid (ReLU included) and shape `[h, w, c]`.
+    /// The first layer in float, or none when the input itself is quantized.
+    first: Option<First>,
+    /// Where the first floats go (the first layer's output, else the image): their grid (a
+    /// ReLU included) and shape `[h, w, c]`.
     first_grid: OutputGrid,
     first_shape: [usize; 3],
     steps: Vec<Step>,
@@ -148,6 +196,17 @@ impl<'f> Source<'f> {
         }
     }
 
+    /// That a layer's sums over `fan_in` levels (as packed) stay exact in `i32`.
+    fn exact(layer: &str, fan_in: usize) -> Result<(), String> {
+        if fan_in > kernels::MAX_FAN_IN {
+            return Err(format!(
+                "layer {layer:?}'s fan-in of {fan_in} could overflow i32 sums (at most {})",
+                kernels::MAX_FAN_IN
+            ));
+        }
+        Ok(())
+    }
+
     fn grid(&self, point: &str) -> Result<ActivationGrid, String> {
         self.grids
             .get(point)
@@ -156,10 +215,12 @@ impl<'f> Source<'f> {
     }
 
     fn weight(&self, layer: &str) -> Result<(&'f WeightEntry, &'f QuantizedWeight), String> {
-        self.weights
+        let (entry, w) = self
+            .weights
             .get(layer)
             .copied()
-            .ok_or_else(|| format!("layer {layer:?} has no integer weights"))
+            .ok_or_else(|| format!("layer {layer:?} has no integer weights"))?;
+        Ok((entry, w))
     }
 
     fn floats(&self, path: &str, len: usize) -> Result<Vec<f32>, String> {
@@ -238,18 +299,21 @@ impl<'f> Source<'f> {
         if entry.cols != c_in * kernel * kernel {
             return Err(format!("{name}: fan-in {} for {c_in} channels", entry.cols));
         }
-        // The file's columns are `[c_in][ky][kx]`; the unfolded rows are `[ky][kx][c_in]`.
+        // The file's columns are `[c_in][ky][kx]`; the windows are read `[ky][kx][c]`, with
+        // the channels padded to a multiple of 4 (zero weights) so that every window row is
+        // whole groups of four.
         let taps = kernel * kernel;
-        let mut levels = vec![0i8; w.levels.len()];
+        let c = c_in.next_multiple_of(4);
+        Self::exact(name, taps * c)?;
+        let mut levels = vec![0i8; c_out * taps * c];
         for o in 0..c_out {
             for ci in 0..c_in {
                 for t in 0..taps {
-                    levels[o * entry.cols + t * c_in + ci] =
-                        w.levels[o * entry.cols + ci * taps + t];
+                    levels[(o * taps + t) * c + ci] = w.levels[o * entry.cols + ci * taps + t];
                 }
             }
         }
-        let weights = PackedInt8::new(&levels, c_out, entry.cols);
+        let weights = PackedInt8::new(&levels, c_out, taps * c);
         let (biases, batch_norm) = match self.affine(layer, name, c_out)? {
             ChannelAffine::Bias(b) => (b, None),
             ChannelAffine::BatchNorm(bn) => (vec![0.0; c_out], Some(bn)),
@@ -295,6 +359,7 @@ impl<'f> Source<'f> {
         let (entry, w) = self.weight(name)?;
         let [h, wd, c] = at.shape;
         let (n, k) = (entry.rows, entry.cols);
+        Self::exact(name, k)?;
         if k != h * wd * c {
             return Err(format!("{name}: fan-in {k} for {h}x{wd}x{c} features"));
         }
@@ -344,20 +409,43 @@ fn regrid(from: &ActivationGrid, to: &ActivationGrid) -> Box<[u8; 256]> {
 /// Builds a program step by step: the first layer, then convolutions, pools and linear layers.
 struct Builder<'f> {
     source: Source<'f>,
-    first: Option<(First, OutputGrid, [usize; 3])>,
+    /// The first layer in float (none when the input is quantized), and where its output goes.
+    first: Option<(Option<First>, OutputGrid, [usize; 3])>,
     at: Option<Cursor>,
     steps: Vec<Step>,
     linears: Vec<LinearStep>,
 }
 
 impl<'f> Builder<'f> {
-    fn first_conv(
+    /// A program for inputs of `[h, w, c]`: when the file quantizes the input, every layer
+    /// runs on levels from the start.
+    fn new(file: &'f IntFile, shape: [usize; 3]) -> Self {
+        let source = Source::new(file);
+        let input = source.grids.get(models::INPUT_POINT).copied();
+        Self {
+            first: input.map(|grid| (None, output_grid(&grid, false), shape)),
+            at: input.map(|grid| Cursor { shape, grid }),
+            source,
+            steps: Vec::new(),
+            linears: Vec::new(),
+        }
+    }
+
+    /// A convolution: the first layer in float when the input is not on a grid, else on
+    /// levels.
+    fn conv(
         &mut self,
         layer: &ConvBn,
         name: &str,
         input: [usize; 2],
         point: &str,
     ) -> Result<(), String> {
+        if self.at.is_some() {
+            let (step, at) = self.source.conv(layer, name, self.cursor()?, point, true)?;
+            self.steps.push(step);
+            self.at = Some(at);
+            return Ok(());
+        }
         let grid = self.source.grid(point)?;
         let window = layer.window();
         let [c_out, ..] = layer.conv.weight.dims();
@@ -368,20 +456,43 @@ impl<'f> Builder<'f> {
             window,
             affine: self.source.affine(layer, name, c_out)?,
         };
-        self.first = Some((first, output_grid(&grid, true), shape));
+        self.first = Some((Some(first), output_grid(&grid, true), shape));
         self.at = Some(Cursor { shape, grid });
+        Ok(())
+    }
+
+    /// A linear stack's layers named `{prefix}.{i}`, ReLU after all but the last (the first
+    /// in float when the input is not on a grid).
+    fn linear_stack(&mut self, layers: &[Linear], prefix: &str) -> Result<(), String> {
+        let last = layers.len() - 1;
+        for (i, layer) in layers.iter().enumerate() {
+            let name = format!("{prefix}.{i}");
+            self.linear(layer, &name, i < last)?;
+        }
+        Ok(())
+    }
+
+    fn linear(&mut self, layer: &Linear, name: &str, relu: bool) -> Result<(), String> {
+        if self.at.is_none() {
+            let grid = self.source.grid(name)?;
+            let [_, width] = layer.weight.dims();
+            let shape = [1, 1, width];
+            let first = First::Linear {
+                packed: kernels::PackedLinear::new(layer),
+                layer: layer.clone(),
+            };
+            self.first = Some((Some(first), output_grid(&grid, relu), shape));
+            self.at = Some(Cursor { shape, grid });
+            return Ok(());
+        }
+        let (step, at) = self.source.linear(layer, name, self.cursor()?, relu)?;
+        self.linears.push(step);
+        self.at = Some(at);
         Ok(())
     }
 
     fn cursor(&self) -> Result<&Cursor, String> {
         self.at.as_ref().ok_or_else(|| "no first layer".to_string())
-    }
-
-    fn conv(&mut self, layer: &ConvBn, name: &str, point: &str) -> Result<(), String> {
-        let (step, at) = self.source.conv(layer, name, self.cursor()?, point, true)?;
-        self.steps.push(step);
-        self.at = Some(at);
-        Ok(())
     }
 
     /// 2x2 max-pooling, then (when the pool's output has a grid of its own) onto `point`'s.
@@ -402,19 +513,6 @@ impl<'f> Builder<'f> {
         Ok(())
     }
 
-    /// A linear stack's layers `layers[from..]` named `{prefix}.{i}`, ReLU after all but the
-    /// last.
-    fn linear_stack(&mut self, layers: &[Linear], prefix: &str, from: usize) -> Result<(), String> {
-        let last = layers.len() - 1;
-        for (i, layer) in layers.iter().enumerate().skip(from) {
-            let name = format!("{prefix}.{i}");
-            let (step, at) = self.source.linear(layer, &name, self.cursor()?, i < last)?;
-            self.linears.push(step);
-            self.at = Some(at);
-        }
-        Ok(())
-    }
-
     fn finish(self, path: Int8Path) -> Result<IntegerModel, String> {
         let (first, first_grid, first_shape) = self.first.ok_or("no first layer")?;
         let logits = self.at.ok_or("no first layer")?.grid;
@@ -432,62 +530,40 @@ impl<'f> Builder<'f> {
 
 impl IntegerModel {
     /// The integer program of `model` (built from `file`, whose values it holds) for inputs of
-    /// `[height, width]`, or why there is none (an architecture this does not run, a point
+    /// `input`, or why there is none (an architecture this does not run, a point
     /// without a grid).
     pub fn new(
         model: &Model,
         file: &IntFile,
-        size: [usize; 2],
+        input: &InputShape,
         path: Int8Path,
     ) -> Result<Self, String> {
-        let mut b = Builder {
-            source: Source::new(file),
-            first: None,
-            at: None,
-            steps: Vec::new(),
-            linears: Vec::new(),
-        };
+        let size = [input.height, input.width];
+        let mut b = Builder::new(file, [input.height, input.width, input.channels]);
         match model {
-            Model::Mlp(mlp) => {
-                let layer = &mlp.layers[0];
-                let grid = b.source.grid("layers.0")?;
-                let [_, width] = layer.weight.dims();
-                let relu = mlp.layers.len() > 1;
-                let shape = [1, 1, width];
-                let first = First::Linear {
-                    packed: kernels::PackedLinear::new(layer),
-                    layer: layer.clone(),
-                };
-                b.first = Some((first, output_grid(&grid, relu), shape));
-                b.at = Some(Cursor { shape, grid });
-                b.linear_stack(&mlp.layers, "layers", 1)?;
-            }
+            Model::Mlp(mlp) => b.linear_stack(&mlp.layers, "layers")?,
             Model::LeNet5(net) => {
-                b.first_conv(&net.conv1, "conv1", size, "conv1")?;
+                b.conv(&net.conv1, "conv1", size, "conv1")?;
                 b.max_pool(None)?;
-                b.conv(&net.conv2, "conv2", "conv2")?;
+                b.conv(&net.conv2, "conv2", size, "conv2")?;
                 b.max_pool(None)?;
-                let layers = [net.fc1.clone(), net.fc2.clone(), net.fc3.clone()];
-                for (i, (layer, name)) in layers.iter().zip(["fc1", "fc2", "fc3"]).enumerate() {
-                    let (step, at) = b.source.linear(layer, name, b.cursor()?, i < 2)?;
-                    b.linears.push(step);
-                    b.at = Some(at);
+                for (i, (layer, name)) in [&net.fc1, &net.fc2, &net.fc3]
+                    .into_iter()
+                    .zip(["fc1", "fc2", "fc3"])
+                    .enumerate()
+                {
+                    b.linear(layer, name, i < 2)?;
                 }
             }
             Model::Vgg(vgg) => {
                 for (s, stage) in vgg.stages.iter().enumerate() {
                     for (i, conv) in stage.iter().enumerate() {
                         let name = format!("stages.{s}.{i}");
-                        let point = format!("{name}.relu");
-                        if b.first.is_none() {
-                            b.first_conv(conv, &name, size, &point)?;
-                        } else {
-                            b.conv(conv, &name, &point)?;
-                        }
+                        b.conv(conv, &name, size, &format!("{name}.relu"))?;
                     }
                     b.max_pool(Some(&format!("stages.{s}")))?;
                 }
-                b.linear_stack(&vgg.fc, "fc", 0)?;
+                b.linear_stack(&vgg.fc, "fc")?;
             }
             Model::ResNet(_) | Model::MobileNetV2(_) => {
                 return Err(format!(
@@ -501,7 +577,10 @@ impl IntegerModel {
 
     /// The kernels a pass runs, for reports.
     pub fn kernels(&self) -> String {
-        format!("{} (first layer float)", self.path.name())
+        match self.first {
+            Some(_) => format!("{} (first layer float)", self.path.name()),
+            None => self.path.name().to_string(),
+        }
     }
 
     /// # Shapes
@@ -522,7 +601,8 @@ impl IntegerModel {
         Tensor::from_data(TensorData::new(logits, [batch, classes]), &device)
     }
 
-    /// The first layer's output, `[batch][c][h][w]` (its bias or BatchNorm applied).
+    /// The first floats to quantize, `[batch][c][h][w]`: the first layer's output (its bias or
+    /// BatchNorm applied), or the images themselves when they are quantized.
     fn first_layer(&self, images: Tensor<4>) -> Vec<f32> {
         let host = |t: Tensor<2>| {
             t.into_data()
@@ -530,7 +610,10 @@ impl IntegerModel {
                 .try_into_vec::<f32>()
                 .expect("f32 activations")
         };
-        match &self.first {
+        let Some(first) = &self.first else {
+            return host(images.flatten::<2>(1, 3));
+        };
+        match first {
             First::Conv {
                 weight,
                 window: [_, stride, padding],
@@ -626,32 +709,10 @@ impl IntegerModel {
     /// The convolution steps on one sample's levels in `scratch.a`; returns them.
     fn run_steps<'s>(&self, scratch: &'s mut Scratch) -> &'s [u8] {
         for step in &self.steps {
-            let Scratch {
-                a,
-                b,
-                unfolded,
-                sums,
-            } = scratch;
+            let Scratch { a, b, unfolded } = scratch;
             match step {
                 Step::Conv(conv) => {
-                    let ConvStep {
-                        weights,
-                        epilogue,
-                        window,
-                        input,
-                        fill,
-                    } = conv.as_ref();
-                    let [h, w, _] = *input;
-                    let pixels = kernels::window_out(h, *window) * kernels::window_out(w, *window);
-                    let stride = weights.row_stride();
-                    unfolded.resize(pixels * stride, 0);
-                    kernels::unfold(a, *input, *window, *fill, stride, unfolded);
-                    let ldo = weights.out_stride();
-                    sums.resize(pixels * ldo, 0);
-                    weights.gemm(self.path, unfolded, pixels, sums);
-                    let n = weights.n();
-                    b.resize(pixels * n, 0);
-                    epilogue.to_levels(self.path, (sums, ldo), (b, n));
+                    conv.run(self.path, a, (b, unfolded));
                     std::mem::swap(a, b);
                 }
                 Step::MaxPool { input } => {
@@ -674,21 +735,16 @@ impl IntegerModel {
         samples: usize,
         mut stride: usize,
     ) -> (Vec<u8>, usize) {
-        let mut sums = Vec::new();
         for (i, layer) in self.linears.iter().enumerate() {
             let weights = &layer.weights;
-            let ldo = weights.out_stride();
-            sums.resize(samples * ldo, 0);
-            weights.gemm(self.path, &rows, samples, &mut sums);
             let n = weights.n();
             let next = self
                 .linears
                 .get(i + 1)
                 .map_or(n, |l| l.weights.row_stride());
             let mut out = vec![0u8; samples * next];
-            layer
-                .epilogue
-                .to_levels(self.path, (&sums, ldo), (&mut out, next));
+            let a = (rows.as_slice(), Rows::dense(stride), samples);
+            weights.gemm_levels(self.path, a, &layer.epilogue, (&mut out, next));
             rows = out;
             stride = next;
         }
@@ -701,6 +757,6 @@ impl IntegerModel {
 struct Scratch {
     a: Vec<u8>,
     b: Vec<u8>,
+    /// A convolution's padded image.
     unfolded: Vec<u8>,
-    sums: Vec<i32>,
 }

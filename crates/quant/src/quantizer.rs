@@ -110,6 +110,8 @@ pub struct FakeQuant {
     /// Every weight layer's bits.
     pub bits: BTreeMap<String, u32>,
     pub activation_bits: u32,
+    /// Whether the model's input ([`models::INPUT_POINT`]) is quantized too.
+    pub quantize_input: bool,
     observer: Observer,
     fold: AtomicBool,
     observing: AtomicBool,
@@ -125,6 +127,7 @@ impl FakeQuant {
                 .map(|layer| (layer.clone(), config.bits_for(layer)))
                 .collect(),
             activation_bits: config.activation_bits,
+            quantize_input: config.quantize_input,
             observer: Observer {
                 kind: config.observer,
                 decay: config.ema_decay as f32,
@@ -192,7 +195,8 @@ impl ForwardHook for FakeQuant {
     }
 
     fn activation(&self, point: &str, x: Tensor<2>, observe: bool) -> Tensor<2> {
-        if !is_quantized_point(point) {
+        let input_kept = point == models::INPUT_POINT && !self.quantize_input;
+        if !is_quantized_point(point) || input_kept {
             return x;
         }
         let mut ranges = self.ranges();

@@ -341,6 +341,7 @@ fn qdq_exports_compute_what_the_integer_file_computes_in_onnx_runtime() {
         ("bits = 4\nactivation_bits = 4", true),
         ("bits = 2\nactivation_bits = 2", true),
         ("bits = 4\nlayers = { fc = 8, classifier = 8 }", false),
+        ("bits = 8\nquantize_input = true", true),
     ];
     let dir = tempfile::tempdir().unwrap();
     for spec in specs {
@@ -425,6 +426,11 @@ fn integer_programs_compute_what_the_simulation_computes() {
         ("bits = 4\nactivation_bits = 4", true),
         ("bits = 2\nactivation_bits = 2", true),
         ("bits = 4\nlayers = { fc = 8 }", false),
+        ("bits = 8\nquantize_input = true", true),
+        (
+            "bits = 4\nactivation_bits = 4\nquantize_input = true",
+            false,
+        ),
     ];
     let path = Path::new("m.qnt");
     for spec in ModelSpec::examples() {
@@ -447,9 +453,15 @@ fn integer_programs_compute_what_the_simulation_computes() {
                 continue;
             };
             assert!(chain, "{what}");
+            let quantized_input = toml.contains("quantize_input");
+            assert_eq!(
+                integer.kernels().contains("float"),
+                !quantized_input,
+                "{what}"
+            );
             let (file, _) = IntFile::from_bytes(&bytes, path, &RGB, &device()).unwrap();
             let portable =
-                IntegerModel::new(&loaded.model, &file, [32, 32], Int8Path::Portable).unwrap();
+                IntegerModel::new(&loaded.model, &file, &RGB, Int8Path::Portable).unwrap();
             let x = Tensor::<4>::random([24, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device());
             let simulated = host(loaded.simulate(x.clone()));
             let ours = host(integer.forward(x.clone()));
@@ -482,4 +494,29 @@ fn integer_programs_compute_what_the_simulation_computes() {
             );
         }
     }
+}
+
+/// A layer whose `i32` sums could overflow is not run in integer (here the first, its input
+/// quantized): the file falls back to its simulation and says why.
+#[test]
+fn a_fan_in_too_large_for_exact_sums_runs_as_the_simulation() {
+    let input = InputShape {
+        channels: 3,
+        height: 120,
+        width: 120,
+        classes: 10,
+    };
+    let spec: ModelSpec = toml::from_str("kind = \"mlp\"\nhidden = [8]").unwrap();
+    device().seed(3);
+    let model = Model::new(&spec, &input, &device()).unwrap();
+    let toml = "bits = 8\nquantize_input = true";
+    let quant = FakeQuant::new(&config(toml), crate::config::weight_layers(&model).keys());
+    let x = Tensor::<4>::random([2, 3, 120, 120], Distribution::Normal(0.0, 1.0), &device());
+    model.forward_tapped(x.clone(), &mut Tap::hooked(&quant, true));
+    let bytes = int_file::export(&model, &quant, &input).unwrap().to_bytes();
+    let loaded = QuantizedModel::from_bytes(&bytes, Path::new("m.qnt"), &input, &device()).unwrap();
+    let why = loaded.integer.as_ref().err().expect("simulated");
+    assert!(why.contains("43200") && why.contains("overflow"), "{why}");
+    assert!(loaded.kernels(1).contains("simulated"));
+    assert_eq!(host(loaded.classify(x.clone())), host(loaded.simulate(x)));
 }
