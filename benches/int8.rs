@@ -20,10 +20,11 @@ use burn::tensor::Distribution;
 use kernels::Int8Path;
 use measure::latency::median;
 use models::{Classifier, Inference, InputShape, Model, ModelSpec, Tap};
-use quant::int_file::{self, IntFile, QuantizedModel};
+use quant::int_file::{self, IntFile};
 use quant::integer::IntegerModel;
 use quant::quantizer::FakeQuant;
 use quant::QuantConfig;
+use quant::QuantizedModel;
 
 const ROUNDS: usize = 5;
 
@@ -48,24 +49,6 @@ impl Classifier for Portable<'_> {
     }
     fn classify(&self, images: Tensor<4>) -> Tensor<2> {
         self.1.forward(images)
-    }
-    fn num_params(&self) -> usize {
-        self.0.num_params()
-    }
-    fn macs(&self, input: &InputShape) -> u64 {
-        self.0.macs(input)
-    }
-}
-
-/// The simulation, as a classifier.
-struct Simulated<'m>(&'m QuantizedModel);
-
-impl Classifier for Simulated<'_> {
-    fn kind(&self) -> &str {
-        self.0.kind()
-    }
-    fn classify(&self, images: Tensor<4>) -> Tensor<2> {
-        self.0.simulate(images)
     }
     fn num_params(&self) -> usize {
         self.0.num_params()
@@ -123,7 +106,9 @@ fn main() {
             .expect("a chain model runs in integer");
         let portable = Portable(&loaded, portable);
         let float = Inference::new(&model);
-        let simulated = Simulated(&loaded);
+        let simulated = loaded
+            .specification()
+            .expect("a chain model has its simulation");
         for batch in [1, 32] {
             let x =
                 Tensor::<4>::random([batch, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
@@ -131,7 +116,8 @@ fn main() {
             let mut times = [(); 4].map(|_| Vec::new());
             pool.install(|| {
                 for _ in 0..ROUNDS {
-                    let runs: [&dyn Classifier; 4] = [&float, &simulated, &loaded, &portable];
+                    let runs: [&dyn Classifier; 4] =
+                        [&float, simulated.as_ref(), &loaded, &portable];
                     for (i, (t, classifier)) in times.iter_mut().zip(runs).enumerate() {
                         let skipped = int8_only && i != 2;
                         t.push(if skipped {

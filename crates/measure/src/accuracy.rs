@@ -114,32 +114,44 @@ pub fn agreement(
             .unwrap_or_default();
         (values, classes)
     };
-    let top1 = |row: &[f32]| {
-        row.iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                if v > best.1 {
-                    (i, v)
-                } else {
-                    best
-                }
-            })
-            .0
-    };
     let mut result = Agreement::default();
     let indices: Vec<usize> = (0..split.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = make_batch(split, chunk, prep, None, device);
         let (ours, classes) = host(model.classify(batch.images.clone()));
         let (theirs, _) = host(reference.classify(batch.images));
-        for (a, b) in ours.chunks(classes).zip(theirs.chunks(classes)) {
-            result.agreeing += usize::from(top1(a) == top1(b));
-            result.samples += 1;
-            for (x, y) in a.iter().zip(b) {
-                result.largest_logit_difference =
-                    result.largest_logit_difference.max((x - y).abs());
-            }
-        }
+        let (a, b) = (top1(&ours, classes), top1(&theirs, classes));
+        result.agreeing += a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        result.samples += a.len();
+        let difference = largest_difference(&ours, &theirs);
+        result.largest_logit_difference = result.largest_logit_difference.max(difference);
     }
     result
+}
+
+/// Index of the largest logit (the first of equals), per row of `classes`.
+pub fn top1(logits: &[f32], classes: usize) -> Vec<usize> {
+    logits
+        .chunks(classes.max(1))
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                    if v > best.1 {
+                        (i, v)
+                    } else {
+                        best
+                    }
+                })
+                .0
+        })
+        .collect()
+}
+
+/// The largest difference between `a` and `b`, value by value.
+pub fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -13,7 +13,8 @@ pub mod summary;
 pub mod tensorboard;
 
 pub use accuracy::{
-    agreement, evaluate, evaluate_parts, Agreement, Evaluation, PartSums, RunParts,
+    agreement, evaluate, evaluate_parts, largest_difference, top1, Agreement, Evaluation, PartSums,
+    RunParts,
 };
 pub use latency::{measure_latency, measure_throughput, LatencyStats};
 pub use model_bench::{batch_latency, bench_model, BenchOptions, BenchResult};

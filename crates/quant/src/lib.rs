@@ -15,6 +15,7 @@ pub mod half_file;
 pub mod int_file;
 pub mod integer;
 pub mod onnx;
+pub mod quantized_model;
 pub mod quantizer;
 mod technique;
 
@@ -22,8 +23,8 @@ use std::path::Path;
 
 use burn::prelude::*;
 pub use config::{Mode, ObserverKind, QuantConfig};
-pub use int_file::QuantizedModel;
 use models::{Classifier, InputShape, Model, ModelFileError};
+pub use quantized_model::QuantizedModel;
 pub use technique::{Quantization, HALF_FILE, INT_FILE};
 
 /// The artefact formats this technique writes, for the registry (`settings::techniques`).

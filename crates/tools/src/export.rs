@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use measure::{largest_difference, top1};
 use runner::RunError;
 use settings::run_dir::SUMMARY;
 
@@ -193,33 +194,6 @@ impl Verification {
         }
         out
     }
-}
-
-/// Index of the largest logit (the first of equals), per row of `classes`.
-fn top1(logits: &[f32], classes: usize) -> Vec<usize> {
-    logits
-        .chunks(classes.max(1))
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                    if v > best.1 {
-                        (i, v)
-                    } else {
-                        best
-                    }
-                })
-                .0
-        })
-        .collect()
-}
-
-/// The largest difference between `a` and `b`, value by value.
-fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// The values of `data` as `E`.
