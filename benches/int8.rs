@@ -77,12 +77,28 @@ fn main() {
     let pool = measure::compute_pool(1).expect("a one-thread pool");
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let int8_only = std::env::args().any(|a| a == "--int8");
-    for (name, spec) in [
-        ("LeNet-5", "kind = \"lenet5\""),
-        ("MLP 1200-1200", "kind = \"mlp\"\nhidden = [1200, 1200]"),
+    let rgb = InputShape {
+        channels: 3,
+        height: 32,
+        width: 32,
+        classes: 10,
+    };
+    for (name, spec, input) in [
+        ("LeNet-5", "kind = \"lenet5\"", input),
+        (
+            "MLP 1200-1200",
+            "kind = \"mlp\"\nhidden = [1200, 1200]",
+            input,
+        ),
         (
             "VGG",
             "kind = \"vgg\"\nstages = [[32, 32], [64, 64]]\nfc = [256]\ndropout = 0.3",
+            input,
+        ),
+        (
+            "ResNet-20",
+            "kind = \"resnet\"\nstem = 16\nstages = [16, 32, 64]\nblocks = 3",
+            rgb,
         ),
     ] {
         if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
@@ -95,7 +111,8 @@ fn main() {
         let quant = FakeQuant::new(&config, quant::config::weight_layers(&model).keys());
         quant.set_fold(true);
         for _ in 0..2 {
-            let x = Tensor::<4>::random([32, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+            let shape = [32, input.channels, input.height, input.width];
+            let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
             model.forward_tapped(x, &mut Tap::hooked(&quant, true));
         }
         let bytes = int_file::export(&model, &quant, &input).unwrap().to_bytes();
@@ -110,9 +127,16 @@ fn main() {
             .specification()
             .expect("a chain model has its simulation");
         for batch in [1, 32] {
-            let x =
-                Tensor::<4>::random([batch, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
-            let calls = (4000 / batch / if name == "VGG" { 8 } else { 1 }).max(10);
+            let shape = [batch, input.channels, input.height, input.width];
+            let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let calls = (4000
+                / batch
+                / if name.starts_with("LeNet") || name.starts_with("MLP") {
+                    1
+                } else {
+                    8
+                })
+            .max(10);
             let mut times = [(); 4].map(|_| Vec::new());
             pool.install(|| {
                 for _ in 0..ROUNDS {

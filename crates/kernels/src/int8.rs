@@ -623,6 +623,21 @@ impl Epilogue {
         })
     }
 
+    /// Rows of sums (`sum_stride` apart) as the float values they stand for (a layer whose
+    /// output is added to another before it is rounded): `out` holds [`len`](Self::len) per row.
+    pub fn to_floats(&self, (sums, sum_stride): (&[i32], usize), out: &mut [f32]) {
+        let n = self.len();
+        for (s, o) in sums.chunks(sum_stride).zip(out.chunks_mut(n)) {
+            for (c, o) in o.iter_mut().enumerate() {
+                let t = (s[c] - self.offsets[c]) as f32 * self.multipliers[c] + self.biases[c];
+                *o = match &self.batch_norm {
+                    Some(bn) => ((t - bn.mean[c]) / bn.std[c]) * bn.gamma[c] + bn.beta[c],
+                    None => t,
+                };
+            }
+        }
+    }
+
     /// Output channels.
     pub fn len(&self) -> usize {
         self.offsets.len()
@@ -733,10 +748,12 @@ pub fn window_out(size: usize, [kernel, stride, padding]: [usize; 3]) -> usize {
     (size + 2 * padding).saturating_sub(kernel) / stride + 1
 }
 
-/// One sample's convolution windows as rows: `input` is `[h][w][c]` levels, each output pixel
+/// One sample's convolution windows as rows (the reference the in-place reading is tested
+/// against): `input` is `[h][w][c]` levels, each output pixel
 /// gets a row of `[ky][kx][c]` (`fill`, the grid's zero point, where the window leaves the
 /// image), `row_stride` long with the tail zero.
-pub fn unfold(
+#[cfg(test)]
+fn unfold(
     input: &[u8],
     [h, w, c]: [usize; 3],
     window: [usize; 3],
@@ -772,18 +789,30 @@ pub fn unfold(
     }
 }
 
-/// 2x2 max-pooling with stride 2 (odd edges dropped) of `[h][w][c]` levels: on a grid, the
-/// maximum of the levels is the level of the maximum.
-pub fn max_pool_2x2(input: &[u8], [h, w, c]: [usize; 3], out: &mut [u8]) {
-    let (oh, ow) = (h / 2, w / 2);
+/// Max-pooling of `[h][w][c]` levels over `[kernel, stride, padding]` windows (the padding
+/// never wins, as burn pads with minus infinity; odd edges dropped): on a grid, the maximum of
+/// the levels is the level of the maximum.
+pub fn max_pool(input: &[u8], [h, w, c]: [usize; 3], window: [usize; 3], out: &mut [u8]) {
+    let [kernel, stride, padding] = window;
+    let (oh, ow) = (window_out(h, window), window_out(w, window));
     for oy in 0..oh {
         for ox in 0..ow {
             let dst = &mut out[(oy * ow + ox) * c..][..c];
-            let at = |y: usize, x: usize| &input[(y * w + x) * c..][..c];
-            let (a, b) = (at(2 * oy, 2 * ox), at(2 * oy, 2 * ox + 1));
-            let (d, e) = (at(2 * oy + 1, 2 * ox), at(2 * oy + 1, 2 * ox + 1));
-            for i in 0..c {
-                dst[i] = a[i].max(b[i]).max(d[i].max(e[i]));
+            dst.fill(0);
+            for ky in 0..kernel {
+                let Some(iy) = (oy * stride + ky).checked_sub(padding).filter(|&y| y < h) else {
+                    continue;
+                };
+                for kx in 0..kernel {
+                    let Some(ix) = (ox * stride + kx).checked_sub(padding).filter(|&x| x < w)
+                    else {
+                        continue;
+                    };
+                    let src = &input[(iy * w + ix) * c..][..c];
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = (*d).max(v);
+                    }
+                }
             }
         }
     }
@@ -897,8 +926,13 @@ mod tests {
         assert_eq!(&out[..12], &[7, 7, 7, 7, 1, 2, 7, 3, 4, 0, 0, 0]);
         assert_eq!(&out[36..48], &[1, 2, 7, 3, 4, 7, 7, 7, 7, 0, 0, 0]);
         let mut pooled = [0u8; 2];
-        max_pool_2x2(&[1, 9, 5, 2, 3, 4, 8, 0], [2, 2, 2], &mut pooled);
+        max_pool(&[1, 9, 5, 2, 3, 4, 8, 0], [2, 2, 2], [2, 2, 0], &mut pooled);
         assert_eq!(pooled, [8, 9]);
+        // 3x3 windows, stride 2, padding 1 over a 3x3 image: 2x2 outputs, the padding ignored.
+        let image = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+        let mut pooled = [0u8; 4];
+        max_pool(&image, [3, 3, 1], [3, 2, 1], &mut pooled);
+        assert_eq!(pooled, [5, 6, 8, 9]);
     }
 
     /// A convolution read straight from the padded image (one run per window row) computes

@@ -20,8 +20,9 @@
 //! the normalised image, is on no grid), through our float kernels: the simulation runs burn's
 //! convolution and matmul, the same sums in another order, within `f32` rounding.
 //!
-//! Chains of convolutions, max-pools and linear layers run here (MLP, LeNet-5, VGG); ResNet and
-//! MobileNetV2 (residual additions, depthwise convolutions) still run as the simulation.
+//! Chains of convolutions, max-pools and linear layers run here (MLP, LeNet-5, VGG), and ResNet
+//! (its blocks' residual additions in float before the block's grid, as the simulation adds
+//! them); MobileNetV2 (depthwise convolutions) still runs as the simulation.
 
 use std::collections::BTreeMap;
 
@@ -29,7 +30,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use kernels::{BatchNormAffine, Epilogue, Int8Path, OutputGrid, PackedInt8, Rows};
-use models::{ConvBn, InputShape, Model};
+use models::{BasicBlock, ConvBn, InputShape, Model};
 use rayon::prelude::*;
 
 use crate::fake::{qmax_unsigned, ActivationGrid};
@@ -87,19 +88,54 @@ struct ConvStep {
 }
 
 impl ConvStep {
+    /// The output's `[h', w', n]`.
+    fn output(&self) -> [usize; 3] {
+        let [h, w, _] = self.input;
+        let window = self.window;
+        [
+            kernels::window_out(h, window),
+            kernels::window_out(w, window),
+            self.weights.n(),
+        ]
+    }
+
     /// The convolution of one sample's levels `x` (`[h][w][c]`) into `out` (`[h'][w'][n]`),
     /// read in place from `padded`: the image with a border of the zero point's level and its
     /// channels padded to a multiple of 4, so each window is `kernel` runs of whole groups of
     /// four, one per window row (no unfolding).
     fn run(&self, path: Int8Path, x: &[u8], (out, padded): (&mut Vec<u8>, &mut Vec<u8>)) {
+        let [oh, ow, n] = self.output();
+        out.resize(oh * ow * n, 0);
+        let (rows, row_start) = self.pad(x, padded);
+        for oy in 0..oh {
+            let a = &padded[row_start(oy)..];
+            let dst = &mut out[oy * ow * n..];
+            self.weights
+                .gemm_levels(path, (a, rows, ow), &self.epilogue, (dst, n));
+        }
+    }
+
+    /// As [`Self::run`], the output as the floats the sums stand for (before a residual
+    /// addition).
+    fn run_floats(&self, path: Int8Path, x: &[u8], (out, padded): (&mut Vec<f32>, &mut Vec<u8>)) {
+        let [oh, ow, n] = self.output();
+        out.resize(oh * ow * n, 0.0);
+        let (rows, row_start) = self.pad(x, padded);
+        let ldo = self.weights.out_stride();
+        let mut sums = vec![0i32; ow * ldo];
+        for oy in 0..oh {
+            let a = &padded[row_start(oy)..];
+            self.weights.gemm(path, a, rows, ow, &mut sums);
+            let dst = &mut out[oy * ow * n..(oy + 1) * ow * n];
+            self.epilogue.to_floats((&sums, ldo), dst);
+        }
+    }
+
+    /// `x` with its border and channel padding in `padded`; the rows' layout and where each
+    /// output row's windows start.
+    fn pad(&self, x: &[u8], padded: &mut Vec<u8>) -> (Rows, impl Fn(usize) -> usize) {
         let [h, w, c] = self.input;
         let [kernel, stride, padding] = self.window;
-        let (oh, ow) = (
-            kernels::window_out(h, self.window),
-            kernels::window_out(w, self.window),
-        );
-        let n = self.weights.n();
-        out.resize(oh * ow * n, 0);
         let cp = c.next_multiple_of(4);
         let (hp, wp) = (h + 2 * padding, w + 2 * padding);
         padded.clear();
@@ -120,13 +156,62 @@ impl ConvStep {
             segment_step: wp * cp,
             segment: kernel * cp,
         };
-        for oy in 0..oh {
-            let a = &padded[oy * stride * wp * cp..];
-            let dst = &mut out[oy * ow * n..];
-            self.weights
-                .gemm_levels(path, (a, rows, ow), &self.epilogue, (dst, n));
-        }
+        (rows, move |oy: usize| oy * stride * wp * cp)
     }
+}
+
+/// ResNet's basic block on levels: `conv1` onto its grid (ReLU), `conv2` and the shortcut (the
+/// projection's output, or the input dequantized as the simulation dequantizes it) added in
+/// float, then the ReLU and the block's grid.
+struct BlockStep {
+    conv1: ConvStep,
+    conv2: ConvStep,
+    projection: Option<ConvStep>,
+    input: ActivationGrid,
+    out: OutputGrid,
+}
+
+impl BlockStep {
+    fn run(&self, path: Int8Path, x: &[u8], out: &mut Vec<u8>, padded: &mut Vec<u8>) {
+        let mut inner = Vec::new();
+        self.conv1.run(path, x, (&mut inner, padded));
+        let mut sum = Vec::new();
+        self.conv2.run_floats(path, &inner, (&mut sum, padded));
+        let (z, scale) = (self.input.zero_point as f32, self.input.scale);
+        match &self.projection {
+            Some(projection) => {
+                let mut shortcut = Vec::new();
+                projection.run_floats(path, x, (&mut shortcut, padded));
+                sum.iter_mut().zip(&shortcut).for_each(|(y, s)| *y += s);
+            }
+            None => sum
+                .iter_mut()
+                .zip(x)
+                .for_each(|(y, &q)| *y += (q as f32 - z) * scale),
+        }
+        out.clear();
+        out.extend(sum.iter().map(|&v| self.out.level(v)));
+    }
+}
+
+/// The mean of each channel of `[h][w][c]` levels on `from`, dequantized as the simulation
+/// dequantizes them and averaged as burn's `mean_dim(3).mean_dim(2)` does (each row's mean,
+/// then their mean), onto `to`.
+fn global_mean(x: &[u8], [h, w, c]: [usize; 3], from: &ActivationGrid, to: &OutputGrid) -> Vec<u8> {
+    let (z, scale) = (from.zero_point as f32, from.scale);
+    let mut rows = vec![0.0f32; c];
+    for y in 0..h {
+        let mut row = vec![0.0f32; c];
+        for px in x[y * w * c..(y + 1) * w * c].chunks_exact(c) {
+            row.iter_mut()
+                .zip(px)
+                .for_each(|(r, &q)| *r += (q as f32 - z) * scale);
+        }
+        rows.iter_mut()
+            .zip(&row)
+            .for_each(|(m, r)| *m += r / w as f32);
+    }
+    rows.iter().map(|m| to.level(m / h as f32)).collect()
 }
 
 /// One step on a sample's levels, `[h][w][c]`.
@@ -134,6 +219,16 @@ enum Step {
     Conv(Box<ConvStep>),
     MaxPool {
         input: [usize; 3],
+        /// `[kernel, stride, padding]`.
+        window: [usize; 3],
+    },
+    /// A residual block (ResNet's basic block).
+    Block(Box<BlockStep>),
+    /// The mean over the image of each channel, onto a grid.
+    GlobalMean {
+        input: [usize; 3],
+        from: ActivationGrid,
+        to: OutputGrid,
     },
     /// From one grid to the next (a max-pool's output has its own grid).
     Regrid(Box<[u8; 256]>),
@@ -161,6 +256,7 @@ pub struct IntegerModel {
 }
 
 /// Where a chain stands while its program is built: the shape of its levels and their grid.
+#[derive(Clone, Copy)]
 struct Cursor {
     shape: [usize; 3],
     grid: ActivationGrid,
@@ -292,9 +388,28 @@ impl<'f> Source<'f> {
         point: &str,
         relu: bool,
     ) -> Result<(Step, Cursor), String> {
+        let out_grid = self.grid(point)?;
+        let step = self.conv_step(layer, name, at, output_grid(&out_grid, relu))?;
+        let cursor = Cursor {
+            shape: step.output(),
+            grid: out_grid,
+        };
+        Ok((Step::Conv(Box::new(step)), cursor))
+    }
+
+    /// Convolution `name` reading `at`'s levels, its epilogue landing on `out` (or giving the
+    /// floats, [`ConvStep::run_floats`]).
+    fn conv_step(
+        &self,
+        layer: &ConvBn,
+        name: &str,
+        at: &Cursor,
+        out: OutputGrid,
+    ) -> Result<ConvStep, String> {
         let (entry, w) = self.weight(name)?;
-        let [kernel, stride, padding] = layer.window();
-        let [h, wd, c_in] = at.shape;
+        let window = layer.window();
+        let [kernel, ..] = window;
+        let c_in = at.shape[2];
         let c_out = entry.rows;
         if entry.cols != c_in * kernel * kernel {
             return Err(format!("{name}: fan-in {} for {c_in} channels", entry.cols));
@@ -318,33 +433,13 @@ impl<'f> Source<'f> {
             ChannelAffine::Bias(b) => (b, None),
             ChannelAffine::BatchNorm(bn) => (vec![0.0; c_out], Some(bn)),
         };
-        let out_grid = self.grid(point)?;
-        let window = [kernel, stride, padding];
-        let step = Step::Conv(Box::new(ConvStep {
-            epilogue: epilogue(
-                &weights,
-                w,
-                &at.grid,
-                (biases, batch_norm),
-                output_grid(&out_grid, relu),
-            ),
+        Ok(ConvStep {
+            epilogue: epilogue(&weights, w, &at.grid, (biases, batch_norm), out),
             weights,
             window,
             input: at.shape,
             fill: at.grid.zero_point as u8,
-        }));
-        let shape = [
-            kernels::window_out(h, window),
-            kernels::window_out(wd, window),
-            c_out,
-        ];
-        Ok((
-            step,
-            Cursor {
-                shape,
-                grid: out_grid,
-            },
-        ))
+        })
     }
 
     /// A fully connected layer after the first, reading `at`'s levels flattened `[h][w][c]`
@@ -495,20 +590,82 @@ impl<'f> Builder<'f> {
         self.at.as_ref().ok_or_else(|| "no first layer".to_string())
     }
 
-    /// 2x2 max-pooling, then (when the pool's output has a grid of its own) onto `point`'s.
-    fn max_pool(&mut self, point: Option<&str>) -> Result<(), String> {
+    /// Max-pooling over `[kernel, stride, padding]` windows, then (when the pool's output has
+    /// a grid of its own) onto `point`'s.
+    fn max_pool(&mut self, window: [usize; 3], point: Option<&str>) -> Result<(), String> {
         let at = self.cursor()?;
         let [h, w, c] = at.shape;
         let mut grid = at.grid;
-        self.steps.push(Step::MaxPool { input: at.shape });
+        self.steps.push(Step::MaxPool {
+            input: at.shape,
+            window,
+        });
         if let Some(point) = point {
             let to = self.source.grid(point)?;
             self.steps.push(Step::Regrid(regrid(&grid, &to)));
             grid = to;
         }
+        let shape = [
+            kernels::window_out(h, window),
+            kernels::window_out(w, window),
+            c,
+        ];
+        self.at = Some(Cursor { shape, grid });
+        Ok(())
+    }
+
+    /// ResNet's basic block `name` on the cursor's levels.
+    fn block(&mut self, block: &BasicBlock, name: &str) -> Result<(), String> {
+        let at = *self.cursor()?;
+        let input = at.grid;
+        let out = self.source.grid(name)?;
+        let out_grid = output_grid(&out, true);
+        let inner = format!("{name}.conv1");
+        let (conv1, inner_at) =
+            self.source
+                .conv(&block.conv1, &inner, &at, &format!("{inner}.relu"), true)?;
+        let Step::Conv(conv1) = conv1 else {
+            unreachable!("a convolution's step")
+        };
+        let conv2 =
+            self.source
+                .conv_step(&block.conv2, &format!("{name}.conv2"), &inner_at, out_grid)?;
+        let projection = match &block.projection {
+            Some(p) => {
+                Some(
+                    self.source
+                        .conv_step(p, &format!("{name}.projection"), &at, out_grid)?,
+                )
+            }
+            None => None,
+        };
+        let shape = conv2.output();
+        if projection.as_ref().map_or(at.shape, |p| p.output()) != shape {
+            return Err(format!("{name}: the shortcut's shape is not the block's"));
+        }
+        self.steps.push(Step::Block(Box::new(BlockStep {
+            conv1: *conv1,
+            conv2,
+            projection,
+            input,
+            out: out_grid,
+        })));
+        self.at = Some(Cursor { shape, grid: out });
+        Ok(())
+    }
+
+    /// Each channel's mean over the image, onto `point`'s grid.
+    fn global_mean(&mut self, point: &str) -> Result<(), String> {
+        let at = *self.cursor()?;
+        let to = self.source.grid(point)?;
+        self.steps.push(Step::GlobalMean {
+            input: at.shape,
+            from: at.grid,
+            to: output_grid(&to, false),
+        });
         self.at = Some(Cursor {
-            shape: [h / 2, w / 2, c],
-            grid,
+            shape: [1, 1, at.shape[2]],
+            grid: to,
         });
         Ok(())
     }
@@ -544,9 +701,9 @@ impl IntegerModel {
             Model::Mlp(mlp) => b.linear_stack(&mlp.layers, "layers")?,
             Model::LeNet5(net) => {
                 b.conv(&net.conv1, "conv1", size, "conv1")?;
-                b.max_pool(None)?;
+                b.max_pool([2, 2, 0], None)?;
                 b.conv(&net.conv2, "conv2", size, "conv2")?;
-                b.max_pool(None)?;
+                b.max_pool([2, 2, 0], None)?;
                 for (i, (layer, name)) in [&net.fc1, &net.fc2, &net.fc3]
                     .into_iter()
                     .zip(["fc1", "fc2", "fc3"])
@@ -561,15 +718,34 @@ impl IntegerModel {
                         let name = format!("stages.{s}.{i}");
                         b.conv(conv, &name, size, &format!("{name}.relu"))?;
                     }
-                    b.max_pool(Some(&format!("stages.{s}")))?;
+                    b.max_pool([2, 2, 0], Some(&format!("stages.{s}")))?;
                 }
                 b.linear_stack(&vgg.fc, "fc")?;
             }
-            Model::ResNet(_) | Model::MobileNetV2(_) => {
-                return Err(format!(
-                    "{} runs as the simulation (no integer residual or depthwise layers yet)",
-                    model.kind()
-                ))
+            Model::ResNet(net) => {
+                b.conv(&net.stem, "stem", size, "stem")?;
+                if let Some(pool) = &net.stem_pool {
+                    let padding = match pool.padding {
+                        burn::nn::PaddingConfig2d::Explicit(top, ..) => top,
+                        _ => 0,
+                    };
+                    let window = [pool.kernel_size[0], pool.stride[0], padding];
+                    if pool.kernel_size[0] != pool.kernel_size[1] || pool.dilation != [1, 1] {
+                        return Err("the stem's max-pool is not square".to_string());
+                    }
+                    b.max_pool(window, None)?;
+                }
+                for (i, block) in net.blocks.iter().enumerate() {
+                    b.block(block, &format!("blocks.{i}"))?;
+                }
+                b.global_mean("pool")?;
+                b.linear(&net.fc, "fc", false)?;
+            }
+            Model::MobileNetV2(_) => {
+                return Err(
+                    "mobilenet_v2 runs as the simulation (no integer depthwise layers yet)"
+                        .to_string(),
+                )
             }
         }
         b.finish(path)
@@ -699,7 +875,18 @@ impl IntegerModel {
                         conv.weights.n(),
                     ]
                 }
-                Step::MaxPool { input: [h, w, c] } => [h / 2, w / 2, *c],
+                Step::MaxPool {
+                    input: [h, w, c],
+                    window,
+                } => [
+                    kernels::window_out(*h, *window),
+                    kernels::window_out(*w, *window),
+                    *c,
+                ],
+                Step::Block(block) => block.conv2.output(),
+                Step::GlobalMean {
+                    input: [_, _, c], ..
+                } => [1, 1, *c],
                 Step::Regrid(_) => shape,
             };
         }
@@ -715,12 +902,21 @@ impl IntegerModel {
                     conv.run(self.path, a, (b, unfolded));
                     std::mem::swap(a, b);
                 }
-                Step::MaxPool { input } => {
+                Step::MaxPool { input, window } => {
                     let [h, w, c] = *input;
-                    b.resize((h / 2) * (w / 2) * c, 0);
-                    kernels::max_pool_2x2_levels(a, *input, b);
+                    let (oh, ow) = (
+                        kernels::window_out(h, *window),
+                        kernels::window_out(w, *window),
+                    );
+                    b.resize(oh * ow * c, 0);
+                    kernels::max_pool_levels(a, *input, *window, b);
                     std::mem::swap(a, b);
                 }
+                Step::Block(block) => {
+                    block.run(self.path, a, b, unfolded);
+                    std::mem::swap(a, b);
+                }
+                Step::GlobalMean { input, from, to } => *a = global_mean(a, *input, from, to),
                 Step::Regrid(table) => a.iter_mut().for_each(|q| *q = table[*q as usize]),
             }
         }
