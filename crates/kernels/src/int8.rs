@@ -789,6 +789,47 @@ fn unfold(
     }
 }
 
+/// A depthwise convolution's sums (one `kernel x kernel` filter per channel) of `[h][w][c]`
+/// levels, `fill` (the zero point's level) outside the image: `out` is `[h'][w'][c]`, each
+/// `sum_taps q * l` with `weights` `[c][kernel * kernel]`. The loop runs across channels, which
+/// lie side by side, so it vectorises.
+pub fn depthwise_sums(
+    input: &[u8],
+    [h, w, c]: [usize; 3],
+    window: [usize; 3],
+    (weights, fill): (&[i8], u8),
+    out: &mut [i32],
+) {
+    let [kernel, stride, padding] = window;
+    let (oh, ow) = (window_out(h, window), window_out(w, window));
+    let taps = kernel * kernel;
+    // `[tap][c]`, so each tap's weights for all channels are contiguous.
+    let by_tap: Vec<i32> = (0..taps * c)
+        .map(|i| weights[(i % c) * taps + i / c] as i32)
+        .collect();
+    let border = vec![fill; c];
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let acc = &mut out[(oy * ow + ox) * c..][..c];
+            acc.fill(0);
+            for ky in 0..kernel {
+                let iy = (oy * stride + ky).checked_sub(padding).filter(|&y| y < h);
+                for kx in 0..kernel {
+                    let ix = (ox * stride + kx).checked_sub(padding).filter(|&x| x < w);
+                    let x = match (iy, ix) {
+                        (Some(iy), Some(ix)) => &input[(iy * w + ix) * c..][..c],
+                        _ => &border[..],
+                    };
+                    let l = &by_tap[(ky * kernel + kx) * c..][..c];
+                    for ((a, &q), &l) in acc.iter_mut().zip(x).zip(l) {
+                        *a += q as i32 * l;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Max-pooling of `[h][w][c]` levels over `[kernel, stride, padding]` windows (the padding
 /// never wins, as burn pads with minus infinity; odd edges dropped): on a grid, the maximum of
 /// the levels is the level of the maximum.
@@ -933,6 +974,15 @@ mod tests {
         let mut pooled = [0u8; 4];
         max_pool(&image, [3, 3, 1], [3, 2, 1], &mut pooled);
         assert_eq!(pooled, [5, 6, 8, 9]);
+        // A depthwise 3x3 over two channels: the centre tap alone, and all ones with the fill.
+        let two = [1u8, 10, 2, 20, 3, 30, 4, 40];
+        let mut weights = [0i8; 18];
+        weights[4] = 2;
+        weights[9..].fill(1);
+        let mut sums = [0i32; 8];
+        depthwise_sums(&two, [2, 2, 2], [3, 1, 1], (&weights, 5), &mut sums);
+        assert_eq!(sums[0], 2);
+        assert_eq!(sums[1], 10 + 20 + 30 + 40 + 5 * 5);
     }
 
     /// A convolution read straight from the padded image (one run per window row) computes

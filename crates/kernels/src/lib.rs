@@ -33,8 +33,8 @@ pub use clamp::clamp_inference;
 pub use conv::conv2d;
 pub use depthwise::depthwise_conv2d;
 pub use int8::{
-    max_pool as max_pool_levels, quantize_to_pixels, window_out, BatchNormAffine, Epilogue,
-    Int8Path, OutputGrid, PackedInt8, Rows, INT8_PATH_ENV, MAX_FAN_IN,
+    depthwise_sums, max_pool as max_pool_levels, quantize_to_pixels, window_out, BatchNormAffine,
+    Epilogue, Int8Path, OutputGrid, PackedInt8, Rows, INT8_PATH_ENV, MAX_FAN_IN,
 };
 pub use linear::{PackedLinear, PackedStack};
 pub use max_norm::{max_norm_applies, max_norm_columns};

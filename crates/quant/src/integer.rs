@@ -20,9 +20,10 @@
 //! the normalised image, is on no grid), through our float kernels: the simulation runs burn's
 //! convolution and matmul, the same sums in another order, within `f32` rounding.
 //!
-//! Chains of convolutions, max-pools and linear layers run here (MLP, LeNet-5, VGG), and ResNet
-//! (its blocks' residual additions in float before the block's grid, as the simulation adds
-//! them); MobileNetV2 (depthwise convolutions) still runs as the simulation.
+//! Every architecture runs here: chains of convolutions, max-pools and linear layers (MLP,
+//! LeNet-5, VGG), ResNet and MobileNetV2. Their residual additions (and MobileNetV2's mean and
+//! classifier, between which the simulation has no grid) are computed in float before the next
+//! grid, as the simulation computes them.
 
 use std::collections::BTreeMap;
 
@@ -30,7 +31,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use kernels::{BatchNormAffine, Epilogue, Int8Path, OutputGrid, PackedInt8, Rows};
-use models::{BasicBlock, ConvBn, InputShape, Model};
+use models::{BasicBlock, ConvBn, InputShape, InvertedResidual, Model};
 use rayon::prelude::*;
 
 use crate::fake::{qmax_unsigned, ActivationGrid};
@@ -196,8 +197,8 @@ impl BlockStep {
 
 /// The mean of each channel of `[h][w][c]` levels on `from`, dequantized as the simulation
 /// dequantizes them and averaged as burn's `mean_dim(3).mean_dim(2)` does (each row's mean,
-/// then their mean), onto `to`.
-fn global_mean(x: &[u8], [h, w, c]: [usize; 3], from: &ActivationGrid, to: &OutputGrid) -> Vec<u8> {
+/// then their mean).
+fn channel_means(x: &[u8], [h, w, c]: [usize; 3], from: &ActivationGrid) -> Vec<f32> {
     let (z, scale) = (from.zero_point as f32, from.scale);
     let mut rows = vec![0.0f32; c];
     for y in 0..h {
@@ -211,7 +212,99 @@ fn global_mean(x: &[u8], [h, w, c]: [usize; 3], from: &ActivationGrid, to: &Outp
             .zip(&row)
             .for_each(|(m, r)| *m += r / w as f32);
     }
-    rows.iter().map(|m| to.level(m / h as f32)).collect()
+    rows.iter().map(|m| m / h as f32).collect()
+}
+
+/// A depthwise convolution on levels (one filter per channel), onto its grid.
+struct DepthwiseStep {
+    /// `[c][kernel * kernel]` levels.
+    levels: Vec<i8>,
+    epilogue: Epilogue,
+    window: [usize; 3],
+    input: [usize; 3],
+    fill: u8,
+}
+
+impl DepthwiseStep {
+    fn output(&self) -> [usize; 3] {
+        let [h, w, c] = self.input;
+        [
+            kernels::window_out(h, self.window),
+            kernels::window_out(w, self.window),
+            c,
+        ]
+    }
+
+    fn run(&self, path: Int8Path, x: &[u8], out: &mut Vec<u8>) {
+        let [oh, ow, c] = self.output();
+        let mut sums = vec![0i32; oh * ow * c];
+        let weights = (self.levels.as_slice(), self.fill);
+        kernels::depthwise_sums(x, self.input, self.window, weights, &mut sums);
+        out.resize(oh * ow * c, 0);
+        self.epilogue.to_levels(path, (&sums, c), (out, c));
+    }
+}
+
+/// MobileNetV2's inverted residual block on levels: the expansion and the depthwise
+/// convolution onto their ReLU6 grids, the projection onto the block's grid, or, with a
+/// residual, in float with the input dequantized added before the block's grid (no ReLU).
+struct InvertedStep {
+    expand: Option<ConvStep>,
+    depthwise: DepthwiseStep,
+    project: ConvStep,
+    /// The input's grid, when the block adds its input.
+    residual: Option<ActivationGrid>,
+    out: OutputGrid,
+}
+
+impl InvertedStep {
+    fn run(&self, path: Int8Path, x: &[u8], out: &mut Vec<u8>, padded: &mut Vec<u8>) {
+        let mut expanded = Vec::new();
+        let hidden = match &self.expand {
+            Some(expand) => {
+                expand.run(path, x, (&mut expanded, padded));
+                &expanded
+            }
+            None => x,
+        };
+        let mut filtered = Vec::new();
+        self.depthwise.run(path, hidden, &mut filtered);
+        let Some(input) = &self.residual else {
+            return self.project.run(path, &filtered, (out, padded));
+        };
+        let mut sum = Vec::new();
+        self.project.run_floats(path, &filtered, (&mut sum, padded));
+        let (z, scale) = (input.zero_point as f32, input.scale);
+        sum.iter_mut()
+            .zip(x)
+            .for_each(|(y, &q)| *y += (q as f32 - z) * scale);
+        out.clear();
+        out.extend(sum.iter().map(|&v| self.out.level(v)));
+    }
+}
+
+/// The channel means of `[h][w][c]` levels on `from`, then `x W^T + b` in float (`W`
+/// dequantized, `[n][c]`), onto `to`.
+struct MeanLinearStep {
+    input: [usize; 3],
+    from: ActivationGrid,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    to: OutputGrid,
+}
+
+impl MeanLinearStep {
+    fn run(&self, x: &[u8]) -> Vec<u8> {
+        let means = channel_means(x, self.input, &self.from);
+        self.weight
+            .chunks_exact(means.len())
+            .zip(&self.bias)
+            .map(|(w, b)| {
+                let dot = w.iter().zip(&means).fold(0.0f32, |acc, (w, m)| acc + w * m);
+                self.to.level(dot + b)
+            })
+            .collect()
+    }
 }
 
 /// One step on a sample's levels, `[h][w][c]`.
@@ -224,6 +317,11 @@ enum Step {
     },
     /// A residual block (ResNet's basic block).
     Block(Box<BlockStep>),
+    /// MobileNetV2's inverted residual block.
+    Inverted(Box<InvertedStep>),
+    /// The mean over the image of each channel, in float (no grid between), then a linear
+    /// layer in float on its dequantized weights (MobileNetV2's classifier), onto a grid.
+    MeanLinear(Box<MeanLinearStep>),
     /// The mean over the image of each channel, onto a grid.
     GlobalMean {
         input: [usize; 3],
@@ -338,6 +436,17 @@ fn output_grid(grid: &ActivationGrid, relu: bool) -> OutputGrid {
     }
 }
 
+/// `grid` after a ReLU6: the ReLU's zero point below, the level of 6 above (quantization is
+/// monotone, so clipping then rounding is rounding then clamping; a grid made from the clip's
+/// range has 6 as its top level).
+fn relu6_grid(grid: &ActivationGrid) -> OutputGrid {
+    let relu = output_grid(grid, true);
+    OutputGrid {
+        high: relu.high.min(relu.level(6.0) as f32),
+        ..relu
+    }
+}
+
 /// The epilogue of a layer with weights `w` reading levels on `input`, landing on `output`.
 fn epilogue(
     weights: &PackedInt8,
@@ -386,10 +495,10 @@ impl<'f> Source<'f> {
         name: &str,
         at: &Cursor,
         point: &str,
-        relu: bool,
+        out: fn(&ActivationGrid) -> OutputGrid,
     ) -> Result<(Step, Cursor), String> {
         let out_grid = self.grid(point)?;
-        let step = self.conv_step(layer, name, at, output_grid(&out_grid, relu))?;
+        let step = self.conv_step(layer, name, at, out(&out_grid))?;
         let cursor = Cursor {
             shape: step.output(),
             grid: out_grid,
@@ -440,6 +549,58 @@ impl<'f> Source<'f> {
             input: at.shape,
             fill: at.grid.zero_point as u8,
         })
+    }
+
+    /// Depthwise convolution `name` reading `at`'s levels, onto `out`.
+    fn depthwise(
+        &self,
+        layer: &ConvBn,
+        name: &str,
+        at: &Cursor,
+        out: OutputGrid,
+    ) -> Result<DepthwiseStep, String> {
+        let (entry, w) = self.weight(name)?;
+        let window = layer.window();
+        let c = at.shape[2];
+        if entry.rows != c || entry.cols != window[0] * window[0] {
+            return Err(format!(
+                "{name}: not a depthwise convolution of {c} channels"
+            ));
+        }
+        let (biases, batch_norm) = match self.affine(layer, name, c)? {
+            ChannelAffine::Bias(b) => (b, None),
+            ChannelAffine::BatchNorm(bn) => (vec![0.0; c], Some(bn)),
+        };
+        let row_sums: Vec<i32> = w
+            .levels
+            .chunks_exact(entry.cols)
+            .map(|r| r.iter().map(|&l| l as i32).sum())
+            .collect();
+        let multipliers = w.scales.iter().map(|s| at.grid.scale * s).collect();
+        let z = at.grid.zero_point as i32;
+        Ok(DepthwiseStep {
+            epilogue: Epilogue::new(&row_sums, z, multipliers, biases, batch_norm, out),
+            levels: w.levels.clone(),
+            window,
+            input: at.shape,
+            fill: at.grid.zero_point as u8,
+        })
+    }
+
+    /// Linear layer `name` in float on its dequantized weights (`[n][k]`) and its bias.
+    fn float_linear(&self, layer: &Linear, name: &str) -> Result<(Vec<f32>, Vec<f32>), String> {
+        let (entry, w) = self.weight(name)?;
+        let weight = w
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| l as f32 * w.scales[i / entry.cols])
+            .collect();
+        let bias = match layer.bias {
+            Some(_) => self.floats(&format!("{name}.bias"), entry.rows)?,
+            None => vec![0.0; entry.rows],
+        };
+        Ok((weight, bias))
     }
 
     /// A fully connected layer after the first, reading `at`'s levels flattened `[h][w][c]`
@@ -535,8 +696,19 @@ impl<'f> Builder<'f> {
         input: [usize; 2],
         point: &str,
     ) -> Result<(), String> {
+        self.conv_to(layer, name, input, (point, |g| output_grid(g, true)))
+    }
+
+    /// [`Self::conv`] onto the grid `out` makes of `point`'s (ReLU or ReLU6).
+    fn conv_to(
+        &mut self,
+        layer: &ConvBn,
+        name: &str,
+        input: [usize; 2],
+        (point, out): (&str, fn(&ActivationGrid) -> OutputGrid),
+    ) -> Result<(), String> {
         if self.at.is_some() {
-            let (step, at) = self.source.conv(layer, name, self.cursor()?, point, true)?;
+            let (step, at) = self.source.conv(layer, name, self.cursor()?, point, out)?;
             self.steps.push(step);
             self.at = Some(at);
             return Ok(());
@@ -551,7 +723,7 @@ impl<'f> Builder<'f> {
             window,
             affine: self.source.affine(layer, name, c_out)?,
         };
-        self.first = Some((Some(first), output_grid(&grid, true), shape));
+        self.first = Some((Some(first), out(&grid), shape));
         self.at = Some(Cursor { shape, grid });
         Ok(())
     }
@@ -621,11 +793,12 @@ impl<'f> Builder<'f> {
         let out = self.source.grid(name)?;
         let out_grid = output_grid(&out, true);
         let inner = format!("{name}.conv1");
-        let (conv1, inner_at) =
-            self.source
-                .conv(&block.conv1, &inner, &at, &format!("{inner}.relu"), true)?;
-        let Step::Conv(conv1) = conv1 else {
-            unreachable!("a convolution's step")
+        let inner_grid = self.source.grid(&format!("{inner}.relu"))?;
+        let relu = output_grid(&inner_grid, true);
+        let conv1 = self.source.conv_step(&block.conv1, &inner, &at, relu)?;
+        let inner_at = Cursor {
+            shape: conv1.output(),
+            grid: inner_grid,
         };
         let conv2 =
             self.source
@@ -644,13 +817,83 @@ impl<'f> Builder<'f> {
             return Err(format!("{name}: the shortcut's shape is not the block's"));
         }
         self.steps.push(Step::Block(Box::new(BlockStep {
-            conv1: *conv1,
+            conv1,
             conv2,
             projection,
             input,
             out: out_grid,
         })));
         self.at = Some(Cursor { shape, grid: out });
+        Ok(())
+    }
+
+    /// MobileNetV2's inverted residual block `name` on the cursor's levels.
+    fn inverted(&mut self, block: &InvertedResidual, name: &str) -> Result<(), String> {
+        let at = *self.cursor()?;
+        let (expand, hidden_at) = match &block.expand {
+            Some(layer) => {
+                let grid = self.source.grid(&format!("{name}.expand.relu6"))?;
+                let expand = format!("{name}.expand");
+                let step = self
+                    .source
+                    .conv_step(layer, &expand, &at, relu6_grid(&grid))?;
+                let shape = step.output();
+                (Some(step), Cursor { shape, grid })
+            }
+            None => (None, at),
+        };
+        let filtered = self.source.grid(&format!("{name}.depthwise.relu6"))?;
+        let depthwise = self.source.depthwise(
+            &block.depthwise,
+            &format!("{name}.depthwise"),
+            &hidden_at,
+            relu6_grid(&filtered),
+        )?;
+        let filtered_at = Cursor {
+            shape: depthwise.output(),
+            grid: filtered,
+        };
+        let out = self.source.grid(name)?;
+        let out_grid = output_grid(&out, false);
+        let project_name = format!("{name}.project");
+        let project =
+            self.source
+                .conv_step(&block.project, &project_name, &filtered_at, out_grid)?;
+        let shape = project.output();
+        if block.residual && shape != at.shape {
+            return Err(format!("{name}: the residual's shape is not the block's"));
+        }
+        self.steps.push(Step::Inverted(Box::new(InvertedStep {
+            expand,
+            depthwise,
+            project,
+            residual: block.residual.then_some(at.grid),
+            out: out_grid,
+        })));
+        self.at = Some(Cursor { shape, grid: out });
+        Ok(())
+    }
+
+    /// The channel means, then linear layer `name` in float, onto its grid.
+    fn mean_linear(&mut self, layer: &Linear, name: &str) -> Result<(), String> {
+        let at = *self.cursor()?;
+        let (weight, bias) = self.source.float_linear(layer, name)?;
+        if weight.len() != bias.len() * at.shape[2] {
+            return Err(format!("{name}: fan-in for {} channels", at.shape[2]));
+        }
+        let to = self.source.grid(name)?;
+        let classes = bias.len();
+        self.steps.push(Step::MeanLinear(Box::new(MeanLinearStep {
+            input: at.shape,
+            from: at.grid,
+            weight,
+            bias,
+            to: output_grid(&to, false),
+        })));
+        self.at = Some(Cursor {
+            shape: [1, 1, classes],
+            grid: to,
+        });
         Ok(())
     }
 
@@ -741,11 +984,13 @@ impl IntegerModel {
                 b.global_mean("pool")?;
                 b.linear(&net.fc, "fc", false)?;
             }
-            Model::MobileNetV2(_) => {
-                return Err(
-                    "mobilenet_v2 runs as the simulation (no integer depthwise layers yet)"
-                        .to_string(),
-                )
+            Model::MobileNetV2(net) => {
+                b.conv_to(&net.stem, "stem", size, ("stem", relu6_grid))?;
+                for (i, block) in net.blocks.iter().enumerate() {
+                    b.inverted(block, &format!("blocks.{i}"))?;
+                }
+                b.conv_to(&net.head, "head", size, ("head", relu6_grid))?;
+                b.mean_linear(&net.classifier, "classifier")?;
             }
         }
         b.finish(path)
@@ -826,10 +1071,11 @@ impl IntegerModel {
         }
     }
 
+    /// Logits per sample: the last linear layer's outputs, else what the steps leave.
     fn classes(&self) -> usize {
         match self.linears.last() {
             Some(l) => l.weights.n(),
-            None => self.first_shape[2],
+            None => self.features(),
         }
     }
 
@@ -887,6 +1133,8 @@ impl IntegerModel {
                 Step::GlobalMean {
                     input: [_, _, c], ..
                 } => [1, 1, *c],
+                Step::Inverted(block) => block.project.output(),
+                Step::MeanLinear(step) => [1, 1, step.bias.len()],
                 Step::Regrid(_) => shape,
             };
         }
@@ -916,7 +1164,17 @@ impl IntegerModel {
                     block.run(self.path, a, b, unfolded);
                     std::mem::swap(a, b);
                 }
-                Step::GlobalMean { input, from, to } => *a = global_mean(a, *input, from, to),
+                Step::GlobalMean { input, from, to } => {
+                    *a = channel_means(a, *input, from)
+                        .iter()
+                        .map(|&m| to.level(m))
+                        .collect();
+                }
+                Step::Inverted(block) => {
+                    block.run(self.path, a, b, unfolded);
+                    std::mem::swap(a, b);
+                }
+                Step::MeanLinear(step) => *a = step.run(a),
                 Step::Regrid(table) => a.iter_mut().for_each(|q| *q = table[*q as usize]),
             }
         }
