@@ -4,11 +4,12 @@
 //!
 //! The simulation (`QuantizedModel::simulate`, dequantized weights on the float kernels with
 //! every activation rounded to its grid) is the specification. This computes the same function
-//! and differs from it in one way only: the simulation sums `((q - z) s_x) (l s_w)` in `f32`,
-//! rounding after every product, while this sums `(q - z) l` exactly in `i32` and scales once
-//! (`sum * s_x s_w + bias`). The two values differ by `f32` rounding (about 1e-7 relative), so
-//! a requantized activation can land one level apart where the value sits within that of a
-//! rounding boundary: rare, and measured as top-1 agreement on whole test sets.
+//! and differs from it only in `f32` rounding: the simulation sums `((q - z) s_x) (l s_w)` in
+//! `f32`, rounding after every product, while this sums `(q - z) l` exactly in `i32` and scales
+//! once (`sum * (s_x s_w / s_y) + bias / s_y`, the next grid's division folded in); a float
+//! first layer or residual addition sums in another order. The values differ by about 1e-7
+//! relative, so a requantized activation can land one level apart where the value sits within
+//! that of a rounding boundary: rare, and measured as top-1 agreement on whole test sets.
 //!
 //! Everything else is exact: ReLU on a grid is `max(q, z)` and max-pooling takes the largest
 //! level, because quantization is monotone; moving from one grid to another is a 256-entry
