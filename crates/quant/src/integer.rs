@@ -1011,11 +1011,14 @@ impl IntegerModel {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let device = images.device();
         let batch = images.dims()[0];
+        let classes = self.classes();
+        if batch == 0 {
+            return Tensor::from_data(TensorData::new(Vec::<f32>::new(), [0, classes]), &device);
+        }
         let values = self.first_layer(images);
         let per_sample = values.len() / batch.max(1);
         let tasks = rayon::current_num_threads().clamp(1, batch.max(1));
         let per_task = batch.div_ceil(tasks).max(1);
-        let classes = self.classes();
         let logits: Vec<f32> = values
             .par_chunks(per_task * per_sample)
             .flat_map_iter(|chunk| self.run(chunk, chunk.len() / per_sample))

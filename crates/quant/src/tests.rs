@@ -466,6 +466,8 @@ fn integer_programs_compute_what_the_simulation_computes() {
             let (file, _) = IntFile::from_bytes(&bytes, path, &RGB, &device()).unwrap();
             let portable =
                 IntegerModel::new(&loaded.model, &file, &RGB, Int8Path::Portable).unwrap();
+            let empty = integer.forward(Tensor::<4>::zeros([0, 3, 32, 32], &device()));
+            assert_eq!(empty.dims(), [0, 10], "{what}: an empty batch");
             let x = Tensor::<4>::random([24, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device());
             let simulated = host(loaded.simulate(x.clone()));
             let ours = host(integer.forward(x.clone()));
