@@ -101,6 +101,13 @@ fn every_artefact_kind_runs_in_onnx_runtime_as_the_project_evaluates_it() {
                 "mode = \"qat\"\nbits = 4\nactivation_bits = 4\ncalibration_batches = 2",
             )),
         ),
+        (
+            "int8-input",
+            Some((
+                "quant",
+                "mode = \"qat\"\nbits = 8\ncalibration_batches = 2\nquantize_input = true",
+            )),
+        ),
     ];
     for (name, section) in stages {
         let run = match section {
@@ -134,11 +141,22 @@ fn every_artefact_kind_runs_in_onnx_runtime_as_the_project_evaluates_it() {
                 output.contains("top-1 agreement 100.00%, largest"),
                 "{output}"
             );
+            // The file runs on the integer kernels (every layer, with the input quantized), and
+            // `train bench` says so and measures them against the simulation.
+            let bench = bench_ok(dir.path(), &run, &[]);
+            let kernels = bench.lines().find(|l| l.contains("kernels:")).unwrap_or("");
+            assert!(kernels.contains("int8 "), "{name}: {bench}");
+            let first_float = kernels.contains("first layer float");
+            assert_eq!(first_float, name != "int8-input", "{name}: {bench}");
+            assert!(
+                bench.contains("against the simulation it implements: top-1 agreement"),
+                "{name}: {bench}"
+            );
         }
         let expected = match name {
             "sparse" => "stored densely",
             "float16" => "float16 weights, float32 compute",
-            "int8" => "8-bit weights, QDQ",
+            "int8" | "int8-input" => "8-bit weights, QDQ",
             "int4" => "4-bit weights, QDQ",
             _ => "float32",
         };

@@ -111,9 +111,15 @@ impl Rows {
     }
 }
 
+/// Rows the portable path gathers at a time.
+const GATHERED: usize = 16;
+
 thread_local! {
     /// Each thread's sums when the epilogue runs after the product.
     static SUMS: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's rows gathered whole for the portable kernels.
+    static GATHERED_ROWS: std::cell::RefCell<Vec<u8>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// What a VNNI tile does with its sums.
@@ -279,11 +285,25 @@ impl PackedInt8 {
         );
     }
 
+    /// The portable product, on rows gathered whole, [`GATHERED`] at a time, into a buffer the
+    /// thread keeps.
     fn gemm_portable(&self, a: &[u8], rows: Rows, m: usize, out: &mut [i32]) {
-        // Gathered into whole rows, a few at a time.
-        const GATHERED: usize = 16;
+        GATHERED_ROWS.with_borrow_mut(|buffer| {
+            buffer.resize(GATHERED * self.k4, 0);
+            self.portable_gathered(a, rows, m, out, buffer)
+        });
+    }
+
+    /// [`Self::gemm_portable`] with `buffer` for its gathered rows.
+    fn portable_gathered(
+        &self,
+        a: &[u8],
+        rows: Rows,
+        m: usize,
+        out: &mut [i32],
+        buffer: &mut [u8],
+    ) {
         let (k4, ldo) = (self.k4, self.out_stride());
-        let mut buffer = vec![0u8; GATHERED * k4];
         for i0 in (0..m).step_by(GATHERED) {
             let count = GATHERED.min(m - i0);
             for r in 0..count {
@@ -297,10 +317,10 @@ impl PackedInt8 {
             #[cfg(target_arch = "x86_64")]
             if is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2 (checked on the line above).
-                unsafe { self.gemm_portable_avx2(&buffer, count, out) };
+                unsafe { self.gemm_portable_avx2(buffer, count, out) };
                 continue;
             }
-            self.portable_blocks(&buffer, count, out);
+            self.portable_blocks(buffer, count, out);
         }
     }
 

@@ -63,6 +63,14 @@ enum ChannelAffine {
 }
 
 impl ChannelAffine {
+    /// As an epilogue takes it: the bias, or zeros and the BatchNorm after them.
+    fn split(self, channels: usize) -> (Vec<f32>, Option<BatchNormAffine>) {
+        match self {
+            ChannelAffine::Bias(b) => (b, None),
+            ChannelAffine::BatchNorm(bn) => (vec![0.0; channels], Some(bn)),
+        }
+    }
+
     /// Applies it to one sample's `[c][plane]` values, in place.
     fn apply(&self, values: &mut [f32], plane: usize) {
         for (c, x) in values.chunks_exact_mut(plane).enumerate() {
@@ -450,14 +458,14 @@ fn relu6_grid(grid: &ActivationGrid) -> OutputGrid {
 
 /// The epilogue of a layer with weights `w` reading levels on `input`, landing on `output`.
 fn epilogue(
-    weights: &PackedInt8,
+    row_sums: &[i32],
     w: &QuantizedWeight,
     input: &ActivationGrid,
     (biases, batch_norm): (Vec<f32>, Option<BatchNormAffine>),
     output: OutputGrid,
 ) -> Epilogue {
     Epilogue::new(
-        weights.row_sums(),
+        row_sums,
         input.zero_point as i32,
         w.scales.iter().map(|s| input.scale * s).collect(),
         biases,
@@ -539,12 +547,9 @@ impl<'f> Source<'f> {
             }
         }
         let weights = PackedInt8::new(&levels, c_out, taps * c);
-        let (biases, batch_norm) = match self.affine(layer, name, c_out)? {
-            ChannelAffine::Bias(b) => (b, None),
-            ChannelAffine::BatchNorm(bn) => (vec![0.0; c_out], Some(bn)),
-        };
+        let affine = self.affine(layer, name, c_out)?.split(c_out);
         Ok(ConvStep {
-            epilogue: epilogue(&weights, w, &at.grid, (biases, batch_norm), out),
+            epilogue: epilogue(weights.row_sums(), w, &at.grid, affine, out),
             weights,
             window,
             input: at.shape,
@@ -568,19 +573,14 @@ impl<'f> Source<'f> {
                 "{name}: not a depthwise convolution of {c} channels"
             ));
         }
-        let (biases, batch_norm) = match self.affine(layer, name, c)? {
-            ChannelAffine::Bias(b) => (b, None),
-            ChannelAffine::BatchNorm(bn) => (vec![0.0; c], Some(bn)),
-        };
+        let affine = self.affine(layer, name, c)?.split(c);
         let row_sums: Vec<i32> = w
             .levels
             .chunks_exact(entry.cols)
             .map(|r| r.iter().map(|&l| l as i32).sum())
             .collect();
-        let multipliers = w.scales.iter().map(|s| at.grid.scale * s).collect();
-        let z = at.grid.zero_point as i32;
         Ok(DepthwiseStep {
-            epilogue: Epilogue::new(&row_sums, z, multipliers, biases, batch_norm, out),
+            epilogue: epilogue(&row_sums, w, &at.grid, affine, out),
             levels: w.levels.clone(),
             window,
             input: at.shape,
@@ -636,7 +636,7 @@ impl<'f> Source<'f> {
         let out_grid = self.grid(name)?;
         let step = LinearStep {
             epilogue: epilogue(
-                &weights,
+                weights.row_sums(),
                 w,
                 &at.grid,
                 (biases, None),
