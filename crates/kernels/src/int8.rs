@@ -26,25 +26,31 @@
 /// Which integer kernels run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Int8Path {
+    /// AMX tiles (`tdpbusd`) for a batch's rows through a fully connected layer or a
+    /// pointwise convolution, VNNI for everything else ([`crate::amx`]).
+    Amx,
     /// AVX-512 VNNI (`vpdpbusd`).
     Vnni,
     /// Plain loops the compiler vectorises for the build's target.
     Portable,
 }
 
-/// Set to `portable` to run the portable kernels on a CPU that has VNNI (to measure them, or to
-/// compare the two paths).
+/// Set to `portable` to run the portable kernels on a CPU that has VNNI, or to `vnni` to keep
+/// a CPU with AMX on VNNI (to measure them, or to compare the paths).
 pub const INT8_PATH_ENV: &str = "COMPRESS_INT8";
 
 impl Int8Path {
-    /// VNNI where the CPU has it (checked at run time) unless [`INT8_PATH_ENV`] says
-    /// `portable`.
+    /// The fastest path this CPU (and OS, for AMX) runs, checked at run time, unless
+    /// [`INT8_PATH_ENV`] asks for a slower one.
     pub fn detect() -> Self {
-        let forced = std::env::var(INT8_PATH_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("portable"));
-        if !forced && Self::vnni_available() {
+        let asked = std::env::var(INT8_PATH_ENV).unwrap_or_default();
+        let asked = |path: &str| asked.eq_ignore_ascii_case(path);
+        if asked("portable") || !Self::vnni_available() {
+            Int8Path::Portable
+        } else if asked("vnni") || !crate::amx::usable() {
             Int8Path::Vnni
         } else {
-            Int8Path::Portable
+            Int8Path::Amx
         }
     }
 
@@ -62,9 +68,16 @@ impl Int8Path {
         }
     }
 
+    /// Whether this path runs the AVX-512 kernels (VNNI, and AMX's epilogues and everything
+    /// it leaves to VNNI) on this CPU.
+    fn wide(self) -> bool {
+        matches!(self, Int8Path::Amx | Int8Path::Vnni) && Self::vnni_available()
+    }
+
     /// How reports name it.
     pub fn name(self) -> &'static str {
         match self {
+            Int8Path::Amx => "int8 AMX+VNNI",
             Int8Path::Vnni => "int8 VNNI",
             Int8Path::Portable => "int8 portable",
         }
@@ -117,7 +130,7 @@ const GATHERED: usize = 16;
 thread_local! {
     /// Each thread's sums when the epilogue runs after the product.
     static SUMS: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Each thread's rows gathered whole for the portable kernels.
+    /// Each thread's rows gathered whole for the portable kernels, or padded for the tiles.
     static GATHERED_ROWS: std::cell::RefCell<Vec<u8>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -162,6 +175,8 @@ pub struct PackedInt8 {
     columns: Vec<i16>,
     /// `sum_k l_k` per row.
     row_sums: Vec<i32>,
+    /// `packed` as the AMX tiles read it, made on their first use.
+    tiles: std::sync::OnceLock<crate::amx::TileWeights>,
 }
 
 impl PackedInt8 {
@@ -194,6 +209,7 @@ impl PackedInt8 {
             packed,
             columns,
             row_sums,
+            tiles: std::sync::OnceLock::new(),
         }
     }
 
@@ -227,14 +243,76 @@ impl PackedInt8 {
     pub fn gemm(&self, path: Int8Path, a: &[u8], rows: Rows, m: usize, out: &mut [i32]) {
         self.check(a, rows, m);
         assert!(out.len() >= m * self.out_stride());
+        if self.runs_on_tiles(path, rows, m) {
+            return self.gemm_tiles(a, rows, m, Store::Sums(out));
+        }
         match path {
             #[cfg(target_arch = "x86_64")]
-            Int8Path::Vnni if Int8Path::vnni_available() => {
+            _ if path.wide() => {
                 // SAFETY: the CPU has the features (checked above); the bounds are checked.
                 unsafe { vnni::gemm(self, a, rows, m, Store::Sums(out)) }
             }
             _ => self.gemm_portable(a, rows, m, out),
         }
+    }
+
+    /// Whether a product of `m` rows laid out as `rows` runs on AMX tiles: whole rows (a tile
+    /// row is 64 contiguous bytes), enough of them to fill tiles.
+    fn runs_on_tiles(&self, path: Int8Path, rows: Rows, m: usize) -> bool {
+        path == Int8Path::Amx
+            && rows.segments == 1
+            && m >= crate::amx::MIN_ROWS
+            && crate::amx::usable()
+    }
+
+    /// The product on AMX tiles: the rows copied into a buffer the thread keeps at the tiles'
+    /// stride (their padding zero), each `32 x 32` block of sums stored as `store` says.
+    fn gemm_tiles(&self, a: &[u8], rows: Rows, m: usize, mut store: Store) {
+        use crate::amx::{BLOCK_OUTPUTS, BLOCK_ROWS};
+        let tiles = self
+            .tiles
+            .get_or_init(|| crate::amx::TileWeights::new(&self.packed, self.k4, self.blocks()));
+        let stride = tiles.row_stride();
+        let padded_rows = m.div_ceil(BLOCK_ROWS) * BLOCK_ROWS;
+        GATHERED_ROWS.with_borrow_mut(|buffer| {
+            buffer.clear();
+            buffer.resize(padded_rows * stride, 0);
+            for (i, row) in buffer.chunks_exact_mut(stride).take(m).enumerate() {
+                row[..self.k4].copy_from_slice(&a[i * rows.row_step..][..self.k4]);
+            }
+            let ldo = self.out_stride();
+            crate::amx::gemm(tiles, buffer, m, |i0, c0, sums| {
+                let valid_rows = BLOCK_ROWS.min(m - i0);
+                let sums = sums.chunks_exact(BLOCK_OUTPUTS).take(valid_rows);
+                match &mut store {
+                    Store::Sums(out) => {
+                        let width = BLOCK_OUTPUTS.min(ldo - c0);
+                        for (r, row) in sums.enumerate() {
+                            out[(i0 + r) * ldo + c0..][..width].copy_from_slice(&row[..width]);
+                        }
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    Store::Levels {
+                        out,
+                        stride,
+                        epilogue,
+                    } => {
+                        for (r, row) in sums.enumerate() {
+                            let dst = &mut out[(i0 + r) * *stride..];
+                            // SAFETY: AMX implies AVX-512 (`amx::usable` checks VNNI).
+                            unsafe { vnni::store_levels(row, c0, self.n, epilogue, dst) };
+                        }
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    Store::Levels { .. } => unreachable!("no tiles off x86_64"),
+                }
+            });
+        });
+    }
+
+    /// Blocks of 16 outputs.
+    fn blocks(&self) -> usize {
+        self.n.div_ceil(BLOCK)
     }
 
     /// The product's rows through `epilogue` onto its grid: `out` holds each row's `n` levels,
@@ -251,16 +329,17 @@ impl PackedInt8 {
         assert!(epilogue.len() == self.n && out_stride >= self.n);
         assert!(m == 0 || out.len() >= (m - 1) * out_stride + self.n);
         #[cfg(target_arch = "x86_64")]
-        if let (Int8Path::Vnni, Some(fused)) = (path, epilogue.fused()) {
-            if Int8Path::vnni_available() {
-                let store = Store::Levels {
-                    out,
-                    stride: out_stride,
-                    epilogue: fused,
-                };
-                // SAFETY: the CPU has the features (checked above); the bounds are checked.
-                return unsafe { vnni::gemm(self, a, rows, m, store) };
+        if let Some(fused) = epilogue.fused().filter(|_| path.wide()) {
+            let store = Store::Levels {
+                out,
+                stride: out_stride,
+                epilogue: fused,
+            };
+            if self.runs_on_tiles(path, rows, m) {
+                return self.gemm_tiles(a, rows, m, store);
             }
+            // SAFETY: the CPU has the features (checked above); the bounds are checked.
+            return unsafe { vnni::gemm(self, a, rows, m, store) };
         }
         let ldo = self.out_stride();
         SUMS.with_borrow_mut(|sums| {
@@ -492,6 +571,29 @@ mod vnni {
         }
     }
 
+    /// One row of a tile block's sums (32 outputs from `c0`, those from `n` on padding) through
+    /// the epilogue into `out`'s first `n` bytes.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn store_levels(
+        sums: &[i32],
+        c0: usize,
+        n: usize,
+        e: &Fused,
+        out: &mut [u8],
+    ) {
+        for (j, block) in sums.chunks_exact(BLOCK).enumerate() {
+            let c = c0 + j * BLOCK;
+            if c >= n {
+                break;
+            }
+            let valid = BLOCK.min(n - c);
+            assert!(out.len() >= c + valid && e.offsets.len() >= c + BLOCK);
+            let levels = levels(_mm512_loadu_si512(block.as_ptr().cast()), e, c);
+            let mask = ((1u32 << valid) - 1) as __mmask16;
+            _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(c).cast(), mask, levels);
+        }
+    }
+
     /// `OutputGrid::level_of_quotient((sum - offset) * multiplier + bias)` for the 16 channels
     /// from `c0`, as `i32` levels: the scalar loop's operations in its order.
     #[inline]
@@ -672,7 +774,7 @@ impl Epilogue {
     pub fn to_levels(&self, path: Int8Path, sums: (&[i32], usize), out: (&mut [u8], usize)) {
         match path {
             #[cfg(target_arch = "x86_64")]
-            Int8Path::Vnni if Int8Path::vnni_available() => {
+            _ if path.wide() => {
                 // SAFETY: AVX-512 is present (VNNI implies it).
                 unsafe { self.rows_avx512(sums, out) }
             }
@@ -732,7 +834,7 @@ pub fn quantize_to_pixels(
     match path {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512 is present (VNNI implies it).
-        Int8Path::Vnni if Int8Path::vnni_available() => unsafe { wide(values, shape, grid, out) },
+        _ if path.wide() => unsafe { wide(values, shape, grid, out) },
         _ => to_pixels(values, shape, grid, out),
     }
 }
@@ -744,6 +846,13 @@ fn to_pixels(values: &[f32], [plane, c]: [usize; 2], grid: &OutputGrid, out: &mu
     /// block is transposed (a loop writing `c` apart does not vectorise).
     const PIXELS: usize = 64;
     let grid = *grid;
+    if plane == 1 || c == 1 {
+        // Both orders are the same (a flattened MLP input, a grayscale image): no transpose.
+        for (d, &v) in out[..plane * c].iter_mut().zip(&values[..plane * c]) {
+            *d = grid.level(v);
+        }
+        return;
+    }
     let mut block = vec![0u8; c * PIXELS];
     for p0 in (0..plane).step_by(PIXELS) {
         let len = PIXELS.min(plane - p0);
@@ -907,7 +1016,27 @@ mod tests {
         a
     }
 
-    /// Both paths against the plain definition, at shapes off every tile and block size.
+    /// Every path; on a CPU without AMX (or VNNI) those paths run what the CPU has.
+    const ALL_PATHS: [Int8Path; 3] = [Int8Path::Portable, Int8Path::Vnni, Int8Path::Amx];
+
+    /// The tiles run wherever Linux reports AMX-INT8: a CPU that has them is not left on
+    /// VNNI unnoticed (the paths' tests would then compare VNNI with itself).
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn amx_runs_where_the_cpu_has_it() {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let flags = cpuinfo.lines().find(|l| l.starts_with("flags"));
+        let listed = flags.is_some_and(|f| {
+            let flags: Vec<&str> = f.split_whitespace().collect();
+            flags.contains(&"amx_int8") && flags.contains(&"amx_tile")
+        });
+        assert_eq!(crate::amx::usable(), listed && Int8Path::vnni_available());
+        if crate::amx::usable() && std::env::var(INT8_PATH_ENV).is_err() {
+            assert_eq!(Int8Path::detect(), Int8Path::Amx);
+        }
+    }
+
+    /// Every path against the plain definition, at shapes off every tile and block size.
     #[test]
     fn products_are_exact_on_both_paths_at_odd_shapes() {
         for (m, n, k) in [
@@ -916,6 +1045,10 @@ mod tests {
             (13, 33, 150),
             (6, 64, 288),
             (25, 70, 9),
+            // AMX tiles: whole and partial tiles of rows, outputs and fan-in.
+            (16, 16, 64),
+            (33, 47, 130),
+            (48, 100, 784),
         ] {
             let w = levels(n * k, 7 + k as u64);
             let packed = PackedInt8::new(&w, n, k);
@@ -929,7 +1062,7 @@ mod tests {
                 }
             }
             let rows = Rows::dense(packed.row_stride());
-            for path in [Int8Path::Portable, Int8Path::detect()] {
+            for path in ALL_PATHS {
                 let mut out = vec![-1i32; m * packed.out_stride()];
                 packed.gemm(path, &a, rows, m, &mut out);
                 for i in 0..m {
@@ -975,6 +1108,12 @@ mod tests {
         assert_eq!(wide, narrow);
         // 0.25 / 0.1 = 2.4999998 in f32: 2, plus the zero point.
         assert_eq!(wide, [5, 23, 3, 255]);
+        // One pixel of four channels, or four pixels of one: no transpose, the same levels.
+        for shape in [[1, 4], [4, 1]] {
+            let mut flat = [0u8; 4];
+            quantize_to_pixels(Int8Path::detect(), &values, shape, &grid, &mut flat);
+            assert_eq!(flat, [5, 3, 23, 255], "{shape:?}");
+        }
     }
 
     #[test]
@@ -1052,7 +1191,7 @@ mod tests {
             (&mut expected, n),
         );
         assert!(expected.iter().any(|&q| q > 5) && expected.contains(&5));
-        for path in [Int8Path::Portable, Int8Path::detect()] {
+        for path in ALL_PATHS {
             let mut out = vec![0u8; oh * ow * n];
             for oy in 0..oh {
                 let rows = Rows {
