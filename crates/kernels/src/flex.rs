@@ -83,3 +83,13 @@ pub(crate) fn assert_all_close(
         a.assert_approx_eq::<f32>(b, burn::tensor::Tolerance::absolute(tolerance));
     }
 }
+
+/// A tensor's values, row-major, when it is f32 on flex without autodiff (what the inference
+/// kernels run on); `None` for any other backend or dtype.
+pub fn flex_values<const D: usize>(t: Tensor<D>) -> Option<Vec<f32>> {
+    if t.dtype() != DType::F32 || t.device().is_autodiff() {
+        return None;
+    }
+    let primitive = t.try_into_primitive::<Flex>().ok()?;
+    Some(contiguous_f32(&primitive).into_owned())
+}

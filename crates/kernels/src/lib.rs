@@ -18,6 +18,7 @@ mod batch_norm;
 mod batch_norm_inference;
 mod clamp;
 mod conv;
+mod conv_nhwc;
 mod depthwise;
 mod flex;
 mod gemm;
@@ -32,7 +33,9 @@ pub use batch_norm::{batch_norm_train, BatchNormTrain};
 pub use batch_norm_inference::batch_norm_inference;
 pub use clamp::clamp_inference;
 pub use conv::conv2d;
+pub use conv_nhwc::{max_pool_pixels, ConvWeights, PackedConv, Pixels};
 pub use depthwise::depthwise_conv2d;
+pub use flex::flex_values;
 pub use int8::{
     depthwise_sums, max_pool as max_pool_levels, quantize_to_pixels, window_out, BatchNormAffine,
     Epilogue, Int8Path, OutputGrid, PackedInt8, Rows, INT8_PATH_ENV, MAX_FAN_IN,

@@ -1,6 +1,7 @@
 //! What measurement needs of a model: logits for images, and its size. Implemented by
 //! [`Model`] and by exported models (an integer export is measured from its own file).
 
+use crate::chain::ConvChain;
 use burn::prelude::*;
 
 use crate::{ForwardHook, InputShape, Model, Tap};
@@ -76,15 +77,20 @@ impl Classifier for HookedView<'_> {
     }
 }
 
-/// A float model prepared for inference: an MLP's layers packed once for the CPU kernels
-/// (`kernels::PackedStack`, 1.2-1.4x faster than flex's matmul at batch 32 because the
-/// weights are streamed in the order the products read them; `cargo test -p runner --bench
-/// inference`). Any other model, backend,
-/// autodiff input or CPU without AVX-512 runs the model itself, so wrapping is always safe.
-/// The packed copy is taken when wrapping and the model is borrowed, so it cannot go stale.
+/// A float model prepared for inference:
+/// - an MLP's layers packed once for the CPU kernels (`kernels::PackedStack`, 1.2-1.4x faster
+///   than flex's matmul at batch 32 because the weights are streamed in the order the products
+///   read them; `cargo test -p runner --bench inference`);
+/// - a chain CNN's (LeNet-5, VGG) convolutions on pixel-major images with windows read in place
+///   and BatchNorm and ReLU on the tile, its fully connected layers packed (`chain.rs`).
+///
+/// Any other model, backend, autodiff input or CPU without AVX-512 runs the model itself, so
+/// wrapping is always safe. The packed copy is taken when wrapping and the model is borrowed,
+/// so it cannot go stale.
 pub struct Inference<'a> {
     model: &'a Model,
     packed: Option<kernels::PackedStack>,
+    chain: Option<ConvChain>,
 }
 
 impl<'a> Inference<'a> {
@@ -93,12 +99,16 @@ impl<'a> Inference<'a> {
             Model::Mlp(mlp) => kernels::PackedStack::new(&mlp.layers),
             _ => None,
         };
-        Self { model, packed }
+        Self {
+            model,
+            packed,
+            chain: ConvChain::new(model),
+        }
     }
 
     /// Whether the packed kernels run (else every pass is the model's own).
     pub fn is_packed(&self) -> bool {
-        self.packed.is_some()
+        self.packed.is_some() || self.chain.is_some()
     }
 }
 
@@ -109,10 +119,11 @@ impl Classifier for Inference<'_> {
 
     fn classify(&self, images: Tensor<4>) -> Tensor<2> {
         // Dropout is the identity outside training, so an MLP's pass is its linear stack.
-        let packed = self
-            .packed
-            .as_ref()
-            .and_then(|stack| stack.forward(&images.clone().flatten::<2>(1, 3)));
+        let packed = match (&self.packed, &self.chain) {
+            (Some(stack), _) => stack.forward(&images.clone().flatten::<2>(1, 3)),
+            (_, Some(chain)) => chain.forward(&images),
+            _ => None,
+        };
         packed.unwrap_or_else(|| self.model.forward(images))
     }
 
@@ -126,9 +137,10 @@ impl Classifier for Inference<'_> {
 
     /// Per packed layer `dense` or `sparse`, else the model's own float layers.
     fn kernels(&self, batch: usize) -> String {
-        match &self.packed {
-            Some(stack) => format!("packed float ({})", stack.kernels(batch).join(", ")),
-            None => "float".to_string(),
+        match (&self.packed, &self.chain) {
+            (Some(stack), _) => format!("packed float ({})", stack.kernels(batch).join(", ")),
+            (_, Some(chain)) => chain.kernels(batch),
+            _ => "float".to_string(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! reports its MACs and its prunable channel groups, so later stages (pruning, quantization)
 //! work on any of them without special cases.
 
+mod chain;
 mod classifier;
 mod conv_bn;
 pub mod dropout;

@@ -526,8 +526,8 @@ fn max_norm_caps_each_units_incoming_weights_and_leaves_the_rest() {
     assert_eq!(found, 4, "two weights and two biases are trained");
 }
 
-/// The packed inference path of an MLP gives the model's own logits; other models are
-/// passed through untouched.
+/// The packed inference paths (an MLP's, a chain CNN's) give the model's own logits; other
+/// models are passed through untouched.
 #[test]
 fn inference_wrapper_matches_the_models_forward() {
     use crate::{Classifier, Inference};
@@ -535,9 +535,9 @@ fn inference_wrapper_matches_the_models_forward() {
     for spec in specs() {
         let model = Model::new(&spec, &MNIST, &device()).unwrap();
         let inference = Inference::new(&model);
-        let is_mlp = matches!(model, Model::Mlp(_));
-        // Packed exactly when the model is an MLP and the CPU runs the kernel.
-        let expected = is_mlp && kernels::PackedLinear::available();
+        let chain = matches!(model, Model::Mlp(_) | Model::LeNet5(_) | Model::Vgg(_));
+        // Packed exactly when the model is an MLP or a chain CNN and the CPU runs the kernels.
+        let expected = chain && kernels::PackedLinear::available();
         assert_eq!(inference.is_packed(), expected, "{}", spec.kind());
         for batch in [1, 5, 32] {
             let x = Tensor::<4>::random(
