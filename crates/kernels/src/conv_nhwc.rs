@@ -24,6 +24,7 @@
 use pulp::{cast, f32x16, Simd};
 
 use crate::linear::Isa;
+use crate::winograd::Winograd;
 
 /// Output channels per panel at most (four 16-lane registers).
 const PANEL: usize = 64;
@@ -68,6 +69,16 @@ impl Pixels {
     }
 }
 
+/// The first `len` values of `buffer`, grown to hold them (never shrunk: a chain's buffers
+/// hold layers of different sizes in turn, and growing one back would zero it each time, 7% of
+/// the VGG's inference).
+pub(crate) fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
+}
+
 /// A convolution (one group, dilation 1, square kernel and stride, symmetric zero padding)
 /// with its per-channel affine and ReLU, packed for [`PackedConv::forward`].
 #[derive(Debug, Clone)]
@@ -86,7 +97,23 @@ pub struct PackedConv {
     shift: Vec<f32>,
     relu: bool,
     simd: Isa,
+    /// The Winograd form of a 3x3, stride-1 layer wide enough for it to pay.
+    /// (`direct`'s panels are kept too, for images too large for it.)
+    winograd: Option<Box<Winograd>>,
 }
+
+/// A 3x3, stride-1 layer runs as Winograd's F(2x2, 3x3) when its input times output channels
+/// reach this and its transformed blocks fit [`WINOGRAD_MAX_BYTES`]. Its products sum over `c`
+/// channels per block, short runs for the micro-kernel, and its transforms cost per channel,
+/// so narrow layers keep the direct kernel. Measured (`cargo test -p kernels --bench conv`,
+/// 1 thread, 2026-12-06): Winograd 1.5x the direct kernel at 14x14 32 -> 64 and 64 -> 64, tied
+/// at 28x28 32 -> 32, slower at 16 channels.
+pub const WINOGRAD_MIN_CHANNEL_PRODUCT: usize = 2048;
+
+/// The most bytes an image's transformed blocks and products may take for Winograd (the
+/// direct kernel reads the image in place): at 56x56 64 -> 64 (6.4 MB, past the core's L2)
+/// the two tie.
+pub const WINOGRAD_MAX_BYTES: usize = 4 << 20;
 
 /// What [`PackedConv::new`] packs: the weight `[n, c, kernel, kernel]` (burn's layout), the
 /// window `[kernel, stride, padding]`, the affine `y = sum * scale + shift` per output channel,
@@ -101,11 +128,26 @@ pub struct ConvWeights<'a> {
 }
 
 impl PackedConv {
-    /// `None` on a CPU without AVX-512, for a non-square kernel or empty shapes.
+    /// `None` on a CPU without AVX-512, for a non-square kernel or empty shapes. A 3x3,
+    /// stride-1 layer of at least [`WINOGRAD_MIN_CHANNEL_PRODUCT`] channel pairs runs as
+    /// Winograd's F(2x2, 3x3) (`winograd.rs`) on images whose blocks fit
+    /// [`WINOGRAD_MAX_BYTES`].
     ///
     /// # Panics
     /// If the slices do not match the shape.
     pub fn new(layer: ConvWeights) -> Option<Self> {
+        let [n, c, kernel, _] = layer.shape;
+        let winograd =
+            kernel == 3 && layer.window[..2] == [3, 1] && c * n >= WINOGRAD_MIN_CHANNEL_PRODUCT;
+        let mut packed = Self::direct(ConvWeights { ..layer })?;
+        if winograd {
+            packed.winograd = Some(Box::new(Winograd::new(&layer)?));
+        }
+        Some(packed)
+    }
+
+    /// [`Self::new`] on the direct kernel whatever the shape (to compare the two).
+    pub fn direct(layer: ConvWeights) -> Option<Self> {
         let [n, c, kh, kw] = layer.shape;
         let [kernel, stride, padding] = layer.window;
         assert_eq!(
@@ -160,7 +202,19 @@ impl PackedConv {
             shift: padded(layer.shift),
             relu: layer.relu,
             simd,
+            winograd: None,
         })
+    }
+
+    /// The instruction set it was packed for.
+    pub(crate) fn simd(&self) -> Isa {
+        self.simd
+    }
+
+    /// Whether the layer has Winograd's F(2x2, 3x3) form (run for images whose blocks fit
+    /// [`WINOGRAD_MAX_BYTES`]).
+    pub fn is_winograd(&self) -> bool {
+        self.winograd.is_some()
     }
 
     /// Output channels.
@@ -198,10 +252,20 @@ impl PackedConv {
         );
         let [oh, ow] = self.output([input.h, input.w]);
         let (c, p) = (self.c, self.padding);
-        let (hp, wp) = (input.h + 2 * p, input.w + 2 * p);
+        let (mut hp, mut wp) = (input.h + 2 * p, input.w + 2 * p);
+        let blocks = oh.div_ceil(2) * ow.div_ceil(2);
+        let winograd = self
+            .winograd
+            .as_ref()
+            .filter(|_| 16 * blocks * (c + self.n) * 4 <= WINOGRAD_MAX_BYTES);
+        if winograd.is_some() {
+            // Whole 4x4 input blocks for every 2x2 output block, zeros past the image.
+            hp = hp.max(oh.div_ceil(2) * 2 + 2);
+            wp = wp.max(ow.div_ceil(2) * 2 + 2);
+        }
         // Only the border is zeroed: the interior is overwritten (a buffer this size is
         // written twice otherwise, a tenth of a layer's time at these widths).
-        padded.resize(hp * wp * c, 0.0);
+        let padded = grown(padded, hp * wp * c);
         padded[..p * wp * c].fill(0.0);
         padded[(p + input.h) * wp * c..].fill(0.0);
         for y in 0..input.h {
@@ -215,12 +279,15 @@ impl PackedConv {
             out.clear();
             return Pixels::dense(oh, ow, self.n);
         }
+        if let Some(winograd) = winograd {
+            return winograd.forward(padded, ([oh, ow], wp), out);
+        }
         let window_row = wp * c;
         if self.stride == 1 {
             // Every output pixel of the padded width: window `i` starts at pixel `i`.
             let pixels = (oh - 1) * wp + ow;
             // Every pixel read later is written (the virtual ones are never read).
-            out.resize(oh * wp * self.n, 0.0);
+            let out = grown(out, oh * wp * self.n);
             self.pixels(padded, (c, window_row), pixels, out);
             Pixels {
                 h: oh,
@@ -229,7 +296,7 @@ impl PackedConv {
                 pitch: wp,
             }
         } else {
-            out.resize(oh * ow * self.n, 0.0);
+            let out = grown(out, oh * ow * self.n);
             for oy in 0..oh {
                 let first = &padded[oy * self.stride * window_row..];
                 let dst = &mut out[oy * ow * self.n..][..ow * self.n];
@@ -241,7 +308,7 @@ impl PackedConv {
 
     /// `pixels` output pixels whose windows start `step` floats apart in `x` (window rows
     /// `window_row` apart), written `n` floats apart into `out`.
-    fn pixels(
+    pub(crate) fn pixels(
         &self,
         x: &[f32],
         (step, window_row): (usize, usize),
@@ -447,8 +514,8 @@ pub fn max_pool_pixels(
         crate::window_out(input.w, window),
         input.c,
     );
-    out.clear();
-    out.resize(oh * ow * c, f32::NEG_INFINITY);
+    let out = grown(out, oh * ow * c);
+    out.fill(f32::NEG_INFINITY);
     for oy in 0..oh {
         for ox in 0..ow {
             let dst = &mut out[(oy * ow + ox) * c..][..c];
@@ -531,6 +598,11 @@ mod tests {
             (28, 28, 1, 32, 3, 1, 1, true),
             (3, 3, 2, 5, 3, 1, 1, false),
             (7, 7, 64, 70, 1, 1, 0, true),
+            // Winograd: even and odd outputs, padded or not, one panel or several.
+            (7, 9, 32, 64, 3, 1, 1, true),
+            (14, 14, 64, 40, 3, 1, 1, true),
+            (5, 6, 64, 70, 3, 1, 0, false),
+            (1, 1, 256, 8, 3, 1, 1, true),
         ]
         .iter()
         .enumerate()
@@ -548,7 +620,10 @@ mod tests {
             };
             let x = values(h * w * c, 300 + i as u64);
             let expected = reference(&x, [h, w, c], &layer);
+            let winograd = k == 3 && stride == 1 && c * n >= WINOGRAD_MIN_CHANNEL_PRODUCT;
+            let direct = PackedConv::direct(ConvWeights { ..layer }).expect("AVX-512");
             let packed = PackedConv::new(layer).expect("AVX-512");
+            assert_eq!(packed.is_winograd(), winograd, "case {i}");
             // The input dense, and with two columns of garbage after each row.
             let pitch = w + 2;
             let mut wide = vec![f32::NAN; h * pitch * c];
@@ -559,7 +634,10 @@ mod tests {
                 (&x, Pixels::dense(h, w, c)),
                 (&wide, Pixels { h, w, c, pitch }),
             ];
-            for (input, layout) in inputs {
+            for ((input, layout), packed) in inputs
+                .into_iter()
+                .flat_map(|i| [(i, &packed), (i, &direct)])
+            {
                 let (mut padded, mut out) = (Vec::new(), Vec::new());
                 let o = packed.forward(input, layout, &mut padded, &mut out);
                 assert_eq!([o.h, o.w, o.c], [expected.len() / (o.w * n), o.w, n]);

@@ -28,12 +28,16 @@ mod max_norm;
 mod pool;
 mod sgd;
 mod sparse_linear;
+mod winograd;
 
 pub use batch_norm::{batch_norm_train, BatchNormTrain};
 pub use batch_norm_inference::batch_norm_inference;
 pub use clamp::clamp_inference;
 pub use conv::conv2d;
-pub use conv_nhwc::{max_pool_pixels, ConvWeights, PackedConv, Pixels};
+pub use conv_nhwc::{
+    max_pool_pixels, ConvWeights, PackedConv, Pixels, WINOGRAD_MAX_BYTES,
+    WINOGRAD_MIN_CHANNEL_PRODUCT,
+};
 pub use depthwise::depthwise_conv2d;
 pub use flex::flex_values;
 pub use int8::{

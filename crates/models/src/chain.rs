@@ -152,7 +152,9 @@ impl ConvChain {
             .zip(out.chunks_exact_mut(self.features))
         {
             // Channel-major to pixel-major (a copy when there is one channel).
-            a.resize(c * h * w, 0.0);
+            if a.len() < c * h * w {
+                a.resize(c * h * w, 0.0);
+            }
             for (ch, plane) in sample.chunks_exact(h * w).enumerate() {
                 for (p, &v) in plane.iter().enumerate() {
                     a[p * c + ch] = v;

@@ -1,0 +1,412 @@
+//! Winograd's F(2x2, 3x3) for the 3x3, stride-1 convolutions of [`PackedConv`]: each 2x2 block
+//! of outputs from a 4x4 block of the padded input with 16 products per channel pair where the
+//! direct convolution makes 36, 2.25x fewer multiply-adds (Lavin and Gray, "Fast Algorithms
+//! for Convolutional Neural Networks", 2016).
+//!
+//! With `d` a 4x4 input block, `g` a 3x3 kernel, the output block is `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`:
+//! - the weights' transform `U = G g Gᵀ` (4x4 per output and input channel) is made once, at
+//!   packing, as sixteen `[c][n]` matrices, one per position of the 4x4 block;
+//! - per image, every input block is transformed (`V = Bᵀ d B`, additions only, vectorised over
+//!   the pixel-major channels) into sixteen `[blocks][c]` matrices;
+//! - the sixteen products `M = V U` run on the direct kernel's micro-kernel (a 1x1 convolution
+//!   over the blocks), where the multiply-adds are;
+//! - `Aᵀ M A` (additions) gives each 2x2 output block, and the layer's affine and ReLU follow.
+//!
+//! The transforms' constants are 0, ±1 and ±½, so the only rounding beyond the direct sum's is
+//! of a few additions per value; tests bound the difference from the plain definition.
+
+use pulp::NullaryFnOnce;
+
+use crate::conv_nhwc::{grown, ConvWeights, PackedConv, Pixels};
+use crate::linear::Isa;
+
+/// `$body` for every run of channels `$ch..` of `$c`: sixteen at a time with AVX-512 (`$lanes`
+/// loads an `f32x16`), the rest one by one (`$lanes` loads an `f32`); the body is written once
+/// and compiled for both.
+macro_rules! for_channels {
+    ($simd:expr, $c:expr, |$ch:ident, $lanes:ident| $body:block) => {{
+        let c = $c;
+        let mut $ch = 0;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let $lanes = wide::Sixteen($simd);
+            while $ch + 16 <= c {
+                $body
+                $ch += 16;
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = $simd;
+        let $lanes = One;
+        while $ch < c {
+            $body
+            $ch += 1;
+        }
+    }};
+}
+
+thread_local! {
+    /// Each thread's transformed blocks and products.
+    static BLOCKS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The sixteen products of a layer, and its affine.
+#[derive(Debug, Clone)]
+pub(crate) struct Winograd {
+    /// `products[i * 4 + j]`: a 1x1 convolution `c -> n` whose weights are `U[i][j]`.
+    products: Vec<PackedConv>,
+    c: usize,
+    n: usize,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    relu: bool,
+}
+
+impl Winograd {
+    /// `layer` must be 3x3 with stride 1; `None` without AVX-512.
+    pub(crate) fn new(layer: &ConvWeights) -> Option<Self> {
+        let [n, c, _, _] = layer.shape;
+        let identity = (vec![1.0f32; n], vec![0.0f32; n]);
+        // U = G g Gᵀ per (output, input) pair, stored per position as `[n][c]` 1x1 weights.
+        let mut u = vec![vec![0.0f32; n * c]; 16];
+        for o in 0..n {
+            for ci in 0..c {
+                let g = &layer.weight[(o * c + ci) * 9..][..9];
+                let gg = |col: usize| {
+                    let (a, b, d) = (g[col], g[3 + col], g[6 + col]);
+                    [a, (a + b + d) * 0.5, (a - b + d) * 0.5, d]
+                };
+                let columns = [gg(0), gg(1), gg(2)]; // (G g) by column
+                for i in 0..4 {
+                    let (a, b, d) = (columns[0][i], columns[1][i], columns[2][i]);
+                    let row = [a, (a + b + d) * 0.5, (a - b + d) * 0.5, d];
+                    for (j, v) in row.into_iter().enumerate() {
+                        u[i * 4 + j][o * c + ci] = v;
+                    }
+                }
+            }
+        }
+        let products = u
+            .iter()
+            .map(|weight| {
+                PackedConv::direct(ConvWeights {
+                    weight,
+                    shape: [n, c, 1, 1],
+                    window: [1, 1, 0],
+                    scale: &identity.0,
+                    shift: &identity.1,
+                    relu: false,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            products,
+            c,
+            n,
+            scale: layer.scale.to_vec(),
+            shift: layer.shift.to_vec(),
+            relu: layer.relu,
+        })
+    }
+
+    /// One sample's output `[oh][ow][n]` (dense) from its padded image (`pitch` pixels per
+    /// row, whole 4x4 blocks for every 2x2 output block, zeros past the image).
+    pub(crate) fn forward(
+        &self,
+        padded: &[f32],
+        ([oh, ow], pitch): ([usize; 2], usize),
+        out: &mut Vec<f32>,
+    ) -> Pixels {
+        let (bh, bw) = (oh.div_ceil(2), ow.div_ceil(2));
+        let blocks = bh * bw;
+        let (c, n) = (self.c, self.n);
+        assert!(
+            pitch >= 2 * bw + 2 && padded.len() >= ((2 * bh + 1) * pitch + 2 * bw + 2) * c,
+            "padded to whole blocks"
+        );
+        BLOCKS.with_borrow_mut(|(v, m)| {
+            let v = grown(v, 16 * blocks * c);
+            let m = grown(m, 16 * blocks * n);
+            let simd = self.products[0].simd();
+            let blocks_hw = [bh, bw];
+            vectorized(
+                simd,
+                Inputs {
+                    simd,
+                    padded,
+                    pitch,
+                    blocks: blocks_hw,
+                    c,
+                    v,
+                },
+            );
+            for (p, product) in self.products.iter().enumerate() {
+                let x = &v[p * blocks * c..][..blocks * c];
+                let dst = &mut m[p * blocks * n..][..blocks * n];
+                product.pixels(x, (c, 0), blocks, dst);
+            }
+            let out = grown(out, oh * ow * n);
+            vectorized(
+                simd,
+                Outputs {
+                    simd,
+                    m,
+                    blocks: blocks_hw,
+                    size: [oh, ow],
+                    layer: self,
+                    out,
+                },
+            );
+        });
+        Pixels::dense(oh, ow, n)
+    }
+}
+
+/// Arithmetic on one channel (`f32`) or sixteen (`f32x16`), so each transform is written once.
+trait Lanes: Copy {
+    fn add(self, other: Self) -> Self;
+    fn sub(self, other: Self) -> Self;
+    /// `max(0, self * scale + shift)` (NaN kept) when `relu`, else without the max.
+    fn affine(self, scale: Self, shift: Self, relu: bool) -> Self;
+    fn store(self, to: &mut [f32]);
+}
+
+/// How a run of channels is loaded.
+trait Loader: Copy {
+    type Lanes: Lanes;
+    fn load(self, from: &[f32]) -> Self::Lanes;
+}
+
+impl Lanes for f32 {
+    fn add(self, other: Self) -> Self {
+        self + other
+    }
+    fn sub(self, other: Self) -> Self {
+        self - other
+    }
+    fn affine(self, scale: Self, shift: Self, relu: bool) -> Self {
+        let y = self.mul_add(scale, shift);
+        if relu && y < 0.0 {
+            0.0
+        } else {
+            y
+        }
+    }
+    fn store(self, to: &mut [f32]) {
+        to[0] = self;
+    }
+}
+
+#[derive(Clone, Copy)]
+struct One;
+
+impl Loader for One {
+    type Lanes = f32;
+    fn load(self, from: &[f32]) -> f32 {
+        from[0]
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    use pulp::{cast, f32x16, Simd};
+
+    use super::{Lanes, Loader};
+    use crate::linear::Isa;
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Sixteen(pub Isa);
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Wide(Isa, f32x16);
+
+    impl Loader for Sixteen {
+        type Lanes = Wide;
+        #[inline(always)]
+        fn load(self, from: &[f32]) -> Wide {
+            Wide(
+                self.0,
+                cast(*<&[f32; 16]>::try_from(&from[..16]).expect("16 lanes")),
+            )
+        }
+    }
+
+    impl Lanes for Wide {
+        #[inline(always)]
+        fn add(self, other: Self) -> Self {
+            Wide(self.0, self.0.add_f32s(self.1, other.1))
+        }
+        #[inline(always)]
+        fn sub(self, other: Self) -> Self {
+            Wide(self.0, self.0.sub_f32s(self.1, other.1))
+        }
+        #[inline(always)]
+        fn affine(self, scale: Self, shift: Self, relu: bool) -> Self {
+            let y = self.0.mul_add_f32s(self.1, scale.1, shift.1);
+            // `max(0, y)` with `y` second: x86's max returns its second operand when either is
+            // NaN, so NaN stays NaN (as in the direct kernel).
+            let y = if relu {
+                self.0.max_f32s(self.0.splat_f32s(0.0), y)
+            } else {
+                y
+            };
+            Wide(self.0, y)
+        }
+        #[inline(always)]
+        fn store(self, to: &mut [f32]) {
+            let values: [f32; 16] = cast(self.1);
+            to[..16].copy_from_slice(&values);
+        }
+    }
+}
+
+/// `work` compiled for AVX-512 (pulp's `vectorize`: its `call` is inlined into a function
+/// with the target features, so the lanes' operations are single instructions).
+fn vectorized(simd: Isa, work: impl NullaryFnOnce<Output = ()>) {
+    #[cfg(target_arch = "x86_64")]
+    pulp::Simd::vectorize(simd, work);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = simd;
+        work.call()
+    }
+}
+
+/// Every block's `V = Bᵀ d B`, written per position: `v` is `[16][blocks][c]`.
+struct Inputs<'a> {
+    simd: Isa,
+    /// The padded image, `pitch` pixels per row.
+    padded: &'a [f32],
+    pitch: usize,
+    /// `[blocks down, blocks across]`
+    blocks: [usize; 2],
+    c: usize,
+    v: &'a mut [f32],
+}
+
+impl NullaryFnOnce for Inputs<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let Inputs {
+            simd,
+            padded,
+            pitch,
+            blocks: [bh, bw],
+            c,
+            v,
+        } = self;
+        let plane = bh * bw * c;
+        for by in 0..bh {
+            for bx in 0..bw {
+                let d: [&[f32]; 16] = std::array::from_fn(|p| {
+                    let (y, x) = (2 * by + p / 4, 2 * bx + p % 4);
+                    &padded[(y * pitch + x) * c..][..c]
+                });
+                let at = (by * bw + bx) * c;
+                for_channels!(simd, c, |ch, lanes| {
+                    let mut x = [lanes.load(&d[0][ch..]); 16];
+                    for p in 1..16 {
+                        x[p] = lanes.load(&d[p][ch..]);
+                    }
+                    let t = input_transform(x);
+                    for (p, value) in t.into_iter().enumerate() {
+                        value.store(&mut v[p * plane + at + ch..]);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Every block's `Aᵀ M A` with the layer's affine and ReLU, into the dense output.
+struct Outputs<'a> {
+    simd: Isa,
+    /// `[16][blocks][n]`
+    m: &'a [f32],
+    blocks: [usize; 2],
+    /// The output's `[h, w]`.
+    size: [usize; 2],
+    layer: &'a Winograd,
+    out: &'a mut [f32],
+}
+
+impl NullaryFnOnce for Outputs<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let Outputs {
+            simd,
+            m,
+            blocks: [bh, bw],
+            size: [oh, ow],
+            layer,
+            out,
+        } = self;
+        let n = layer.n;
+        let blocks = bh * bw;
+        for by in 0..bh {
+            for bx in 0..bw {
+                let b = by * bw + bx;
+                let mp: [&[f32]; 16] = std::array::from_fn(|p| &m[(p * blocks + b) * n..][..n]);
+                for_channels!(simd, n, |ch, lanes| {
+                    let mut x = [lanes.load(&mp[0][ch..]); 16];
+                    for p in 1..16 {
+                        x[p] = lanes.load(&mp[p][ch..]);
+                    }
+                    let scale = lanes.load(&layer.scale[ch..]);
+                    let shift = lanes.load(&layer.shift[ch..]);
+                    for (q, value) in output_transform(x).into_iter().enumerate() {
+                        let (oy, ox) = (2 * by + q / 2, 2 * bx + q % 2);
+                        if oy < oh && ox < ow {
+                            let y = value.affine(scale, shift, layer.relu);
+                            y.store(&mut out[(oy * ow + ox) * n + ch..]);
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// `Bᵀ d B` (`Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`) of one 4x4
+/// block (row-major). Written out without closures: a closure the optimiser leaves un-inlined
+/// is compiled without the caller's AVX-512 and calls each intrinsic as a function.
+#[inline(always)]
+fn input_transform<T: Lanes>(d: [T; 16]) -> [T; 16] {
+    let mut t = d; // Bᵀ d
+    for j in 0..4 {
+        t[j] = d[j].sub(d[8 + j]);
+        t[4 + j] = d[4 + j].add(d[8 + j]);
+        t[8 + j] = d[8 + j].sub(d[4 + j]);
+        t[12 + j] = d[4 + j].sub(d[12 + j]);
+    }
+    let mut v = t; // (Bᵀ d) B
+    for r in (0..16).step_by(4) {
+        v[r] = t[r].sub(t[r + 2]);
+        v[r + 1] = t[r + 1].add(t[r + 2]);
+        v[r + 2] = t[r + 2].sub(t[r + 1]);
+        v[r + 3] = t[r + 1].sub(t[r + 3]);
+    }
+    v
+}
+
+/// `Aᵀ M A` (`Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]`) of one 4x4 block: the 2x2 outputs,
+/// row-major.
+#[inline(always)]
+fn output_transform<T: Lanes>(m: [T; 16]) -> [T; 4] {
+    let mut s = [m[0]; 8]; // Aᵀ M
+    for j in 0..4 {
+        s[j] = m[j].add(m[4 + j]).add(m[8 + j]);
+        s[4 + j] = m[4 + j].sub(m[8 + j]).sub(m[12 + j]);
+    }
+    [
+        s[0].add(s[1]).add(s[2]),
+        s[1].sub(s[2]).sub(s[3]),
+        s[4].add(s[5]).add(s[6]),
+        s[5].sub(s[6]).sub(s[7]),
+    ]
+}
