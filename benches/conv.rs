@@ -62,7 +62,7 @@ fn main() {
     ] {
         let weight = Tensor::<4>::random([n, c, 3, 3], Distribution::Normal(0.0, 0.1), &device);
         let x = Tensor::<4>::random([1, c, h, h], Distribution::Normal(0.0, 1.0), &device);
-        let values = |t: Tensor<4>| t.into_data().to_vec::<f32>().expect("f32");
+        let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
         let w = values(weight.clone());
         let (scale, shift) = (vec![1.0f32; n], vec![0.0f32; n]);
         let layer = || ConvWeights {
