@@ -94,7 +94,15 @@ impl Preprocess {
             }
         };
         let inv_std = 1.0 / std;
-        if self.out_rows == self.src_rows && self.out_cols == self.src_cols {
+        let same_size = self.out_rows == self.src_rows && self.out_cols == self.src_cols;
+        if same_size && shift == (0, 0) && !flip {
+            // Every pixel in place: one loop the compiler vectorises (the general loop below,
+            // a bounds check and a push per pixel, was a fifth of a batch-32 MLP's time in
+            // `train bench`), the same operations so the same values.
+            out.extend(bytes.iter().map(|&b| (b as f32 / 255.0 - mean) * inv_std));
+            return;
+        }
+        if same_size {
             for y in 0..rows {
                 for x in 0..cols {
                     out.push((at(y, x) - mean) * inv_std);

@@ -78,14 +78,24 @@ fn request_tile_state() -> bool {
     ret == 0
 }
 
-/// A weight matrix packed for the tiles: `[blocks][k64 / 4][16][4]`, the VNNI packing with
-/// `k` padded to whole tiles of 64 and the blocks of 16 outputs to an even count (the tiles
-/// run two blocks at a time), the padding zero.
+/// A weight matrix packed for the tiles: the VNNI packing's `[16 outputs][16 groups of 4
+/// inputs][16][4]` tiles, `k` padded to whole tiles of 64 and the blocks of 16 outputs to an
+/// even count (the tiles run two blocks at a time), the padding zero, laid out `[block
+/// pair][k64 / 64][2][tile]`.
 #[derive(Debug, Clone)]
 pub(crate) struct TileWeights {
+    /// From `packed[start..]`, on a 64-byte boundary.
     packed: Vec<i8>,
+    start: usize,
     k64: usize,
     blocks: usize,
+}
+
+/// The offset into `values` that starts on a 64-byte boundary: a tile row off the boundary
+/// spans two cache lines, and a misaligned buffer measured 2x slower.
+pub(crate) fn aligned_start<T>(values: &[T]) -> usize {
+    let misaligned = values.as_ptr() as usize % 64;
+    (64 - misaligned) % 64 / std::mem::size_of::<T>()
 }
 
 impl TileWeights {
@@ -94,12 +104,23 @@ impl TileWeights {
         assert_eq!(vnni.len(), blocks * k4 * 16, "the VNNI packing's length");
         let k64 = k4.div_ceil(TILE_BYTES) * TILE_BYTES;
         let even = blocks.div_ceil(2) * 2;
-        let mut packed = vec![0i8; even * k64 * 16];
+        let mut packed = vec![0i8; even * k64 * 16 + 63];
+        let start = aligned_start(&packed);
+        // `[pair][k64 / 64][2][1 KiB tile]`: a pair's two weight tiles for each step of 64
+        // inputs side by side, so the weights are read as one stream.
+        const TILE: usize = TILE_BYTES * 16;
         for b in 0..blocks {
-            packed[b * k64 * 16..][..k4 * 16].copy_from_slice(&vnni[b * k4 * 16..][..k4 * 16]);
+            let (pair, second) = (b / 2, b % 2);
+            for kc in 0..k4.div_ceil(TILE_BYTES) {
+                let len = TILE.min(k4 * 16 - kc * TILE);
+                let from = &vnni[b * k4 * 16 + kc * TILE..][..len];
+                let at = start + pair * 2 * k64 * 16 + (kc * 2 + second) * TILE;
+                packed[at..][..len].copy_from_slice(from);
+            }
         }
         Self {
             packed,
+            start,
             k64,
             blocks: even,
         }
@@ -133,7 +154,7 @@ pub(crate) const BLOCK_ROWS: usize = 2 * TILE_ROWS;
 pub(crate) const BLOCK_OUTPUTS: usize = 32;
 
 /// `a` (`m` rows, [`TileWeights::row_stride`] apart, `m` padded to a multiple of 32 with zero
-/// rows) times the weights: each `32 x 32` block of sums goes to `sink(first_row,
+/// rows; best on a 64-byte boundary, see [`aligned_start`]) times the weights: each `32 x 32` block of sums goes to `sink(first_row,
 /// first_output, sums)` with `sums` row-major, 32 apart (rows and outputs past the real ones
 /// included).
 ///
@@ -162,8 +183,8 @@ pub(crate) fn gemm(
             let (stride, ka) = (w.k64, w.k64 / TILE_BYTES);
             let block_len = w.k64 * 16;
             for b in (0..w.blocks).step_by(2) {
-                let w0 = w.packed.as_ptr().add(b * block_len);
-                let w1 = w0.add(block_len);
+                let w0 = w.packed.as_ptr().add(w.start + b * block_len);
+                let w1 = w0.add(TILE_BYTES * 16);
                 for i in (0..rows).step_by(BLOCK_ROWS) {
                     let a0 = a.as_ptr().add(i * stride);
                     let a1 = a0.add(TILE_ROWS * stride);
@@ -177,17 +198,17 @@ pub(crate) fn gemm(
                     for kc in 0..ka {
                         std::arch::asm!(
                             "tileloadd tmm4, [{a0} + {sa}*1]",
-                            "tileloadd tmm5, [{a1} + {sa}*1]",
                             "tileloadd tmm6, [{w0} + {sw}*1]",
-                            "tileloadd tmm7, [{w1} + {sw}*1]",
                             "tdpbusd tmm0, tmm4, tmm6",
+                            "tileloadd tmm7, [{w1} + {sw}*1]",
                             "tdpbusd tmm1, tmm4, tmm7",
+                            "tileloadd tmm5, [{a1} + {sa}*1]",
                             "tdpbusd tmm2, tmm5, tmm6",
                             "tdpbusd tmm3, tmm5, tmm7",
                             a0 = in(reg) a0.add(kc * TILE_BYTES),
                             a1 = in(reg) a1.add(kc * TILE_BYTES),
-                            w0 = in(reg) w0.add(kc * TILE_BYTES * 16),
-                            w1 = in(reg) w1.add(kc * TILE_BYTES * 16),
+                            w0 = in(reg) w0.add(kc * 2 * TILE_BYTES * 16),
+                            w1 = in(reg) w1.add(kc * 2 * TILE_BYTES * 16),
                             sa = in(reg) stride,
                             sw = in(reg) TILE_BYTES,
                             options(nostack, readonly)

@@ -8,8 +8,9 @@
 //! device synchronised at each tap, and the median over many runs is reported. The sum of the
 //! layer medians is compared with the median of plain (untapped) forward passes, so the
 //! overhead of measuring is visible rather than hidden. Where `train bench` and a stage's
-//! measurement run another path than the model's own layers (an MLP's packed layers,
-//! `models::Inference`), that path's whole forward is timed beside it.
+//! measurement run another path than the model's own layers (an MLP's packed layers, a chain
+//! CNN's pixel-major convolutions: `models::Inference`), that path's whole forward is timed
+//! beside it.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -246,7 +247,7 @@ struct ForwardTimes {
 /// - `images`: `[batch, channels, height, width]`
 fn time_forward(model: &Model, images: &Tensor<4>, runs: usize) -> ForwardTimes {
     let warmup = warmup(runs);
-    // The path `train bench` times; only an MLP on flex with AVX-512 is packed.
+    // The path `train bench` times; an MLP, LeNet-5 or VGG on flex with AVX-512 is packed.
     let inference = Inference::new(model);
     let mut segments: Vec<Vec<Segment>> = Vec::new();
     let (mut plain, mut packed) = (Vec::new(), Vec::new());
