@@ -25,6 +25,7 @@ mod gemm;
 mod int8;
 mod linear;
 mod max_norm;
+mod planar;
 mod pool;
 mod sgd;
 mod sparse_linear;
