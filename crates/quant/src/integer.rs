@@ -95,6 +95,15 @@ struct ConvStep {
     input: [usize; 3],
     /// The input grid's zero point: the level of the padding's zeros.
     fill: u8,
+    /// One input channel: each window row's `kernel` levels are read as the next multiple of 4
+    /// consecutive bytes (the extra taps' weights zero), instead of padding every pixel to four
+    /// channels (a 5x5 window: 40 products where the padded pixels made 100).
+    one_channel: bool,
+}
+
+/// The bytes a window row of `kernel` one-channel pixels is read as.
+fn one_channel_segment(kernel: usize) -> usize {
+    kernel.next_multiple_of(4)
 }
 
 impl ConvStep {
@@ -143,9 +152,26 @@ impl ConvStep {
 
     /// `x` with its border and channel padding in `padded`; the rows' layout and where each
     /// output row's windows start.
-    fn pad(&self, x: &[u8], padded: &mut Vec<u8>) -> (Rows, impl Fn(usize) -> usize) {
+    fn pad(&self, x: &[u8], padded: &mut Vec<u8>) -> (Rows, Box<dyn Fn(usize) -> usize>) {
         let [h, w, c] = self.input;
         let [kernel, stride, padding] = self.window;
+        if self.one_channel {
+            // Each row a little wider, so the last window's extra bytes stay inside it.
+            let segment = one_channel_segment(kernel);
+            let (hp, wp) = (h + 2 * padding, w + 2 * padding + segment - kernel);
+            padded.clear();
+            padded.resize(hp * wp, self.fill);
+            for y in 0..h {
+                padded[(y + padding) * wp + padding..][..w].copy_from_slice(&x[y * w..][..w]);
+            }
+            let rows = Rows {
+                row_step: stride,
+                segments: kernel,
+                segment_step: wp,
+                segment,
+            };
+            return (rows, Box::new(move |oy: usize| oy * stride * wp));
+        }
         let cp = c.next_multiple_of(4);
         let (hp, wp) = (h + 2 * padding, w + 2 * padding);
         padded.clear();
@@ -166,7 +192,7 @@ impl ConvStep {
             segment_step: wp * cp,
             segment: kernel * cp,
         };
-        (rows, move |oy: usize| oy * stride * wp * cp)
+        (rows, Box::new(move |oy: usize| oy * stride * wp * cp))
     }
 }
 
@@ -534,19 +560,34 @@ impl<'f> Source<'f> {
         }
         // The file's columns are `[c_in][ky][kx]`; the windows are read `[ky][kx][c]`, with
         // the channels padded to a multiple of 4 (zero weights) so that every window row is
-        // whole groups of four.
+        // whole groups of four; one channel is read `[ky][kx padded to 4]` instead.
         let taps = kernel * kernel;
-        let c = c_in.next_multiple_of(4);
-        Self::exact(name, taps * c)?;
-        let mut levels = vec![0i8; c_out * taps * c];
+        let one_channel = c_in == 1;
+        let (row, fan_in) = match one_channel {
+            true => (
+                one_channel_segment(kernel),
+                kernel * one_channel_segment(kernel),
+            ),
+            false => (
+                kernel * c_in.next_multiple_of(4),
+                taps * c_in.next_multiple_of(4),
+            ),
+        };
+        Self::exact(name, fan_in)?;
+        let mut levels = vec![0i8; c_out * fan_in];
         for o in 0..c_out {
             for ci in 0..c_in {
                 for t in 0..taps {
-                    levels[(o * taps + t) * c + ci] = w.levels[o * entry.cols + ci * taps + t];
+                    let (ky, kx) = (t / kernel, t % kernel);
+                    let at = match one_channel {
+                        true => ky * row + kx,
+                        false => (ky * kernel + kx) * c_in.next_multiple_of(4) + ci,
+                    };
+                    levels[o * fan_in + at] = w.levels[o * entry.cols + ci * taps + t];
                 }
             }
         }
-        let weights = PackedInt8::new(&levels, c_out, taps * c);
+        let weights = PackedInt8::new(&levels, c_out, fan_in);
         let affine = self.affine(layer, name, c_out)?.split(c_out);
         Ok(ConvStep {
             epilogue: epilogue(weights.row_sums(), w, &at.grid, affine, out),
@@ -554,6 +595,7 @@ impl<'f> Source<'f> {
             window,
             input: at.shape,
             fill: at.grid.zero_point as u8,
+            one_channel,
         })
     }
 

@@ -426,6 +426,14 @@ fn integer_programs_compute_what_the_simulation_computes() {
         width: 32,
         classes: 10,
     };
+    // One channel: a quantized input's first convolution reads its windows' rows padded to
+    // four bytes instead of each pixel padded to four channels.
+    const GRAY: InputShape = InputShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+        classes: 10,
+    };
     let settings = [
         ("bits = 8", true),
         ("bits = 8", false),
@@ -439,20 +447,27 @@ fn integer_programs_compute_what_the_simulation_computes() {
         ),
     ];
     let path = Path::new("m.qnt");
-    for spec in ModelSpec::examples() {
+    let cases = ModelSpec::examples()
+        .into_iter()
+        .flat_map(|spec| [(spec.clone(), RGB), (spec, GRAY)]);
+    for (spec, input) in cases {
         device().seed(11);
-        let model = Model::new(&spec, &RGB, &device()).unwrap();
+        let model = Model::new(&spec, &input, &device()).unwrap();
+        let [c, h, w] = [input.channels, input.height, input.width];
         for (toml, fold) in settings {
-            let what = format!("{} {toml:?} fold {fold}", spec.kind());
+            if input == GRAY && !toml.contains("quantize_input") {
+                continue;
+            }
+            let what = format!("{} {c}x{h}x{w} {toml:?} fold {fold}", spec.kind());
             let quant = FakeQuant::new(&config(toml), crate::config::weight_layers(&model).keys());
             quant.set_fold(fold);
             for _ in 0..2 {
                 let x =
-                    Tensor::<4>::random([8, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device());
+                    Tensor::<4>::random([8, c, h, w], Distribution::Normal(0.0, 1.0), &device());
                 model.forward_tapped(x, &mut Tap::hooked(&quant, true));
             }
-            let bytes = int_file::export(&model, &quant, &RGB).unwrap().to_bytes();
-            let loaded = QuantizedModel::from_bytes(&bytes, path, &RGB, &device()).unwrap();
+            let bytes = int_file::export(&model, &quant, &input).unwrap().to_bytes();
+            let loaded = QuantizedModel::from_bytes(&bytes, path, &input, &device()).unwrap();
             let integer = match &loaded.integer {
                 Ok(integer) => integer,
                 Err(why) => panic!("{what}: {why}"),
@@ -463,12 +478,12 @@ fn integer_programs_compute_what_the_simulation_computes() {
                 !quantized_input,
                 "{what}"
             );
-            let (file, _) = IntFile::from_bytes(&bytes, path, &RGB, &device()).unwrap();
+            let (file, _) = IntFile::from_bytes(&bytes, path, &input, &device()).unwrap();
             let portable =
-                IntegerModel::new(&loaded.model, &file, &RGB, Int8Path::Portable).unwrap();
-            let empty = integer.forward(Tensor::<4>::zeros([0, 3, 32, 32], &device()));
+                IntegerModel::new(&loaded.model, &file, &input, Int8Path::Portable).unwrap();
+            let empty = integer.forward(Tensor::<4>::zeros([0, c, h, w], &device()));
             assert_eq!(empty.dims(), [0, 10], "{what}: an empty batch");
-            let x = Tensor::<4>::random([24, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device());
+            let x = Tensor::<4>::random([24, c, h, w], Distribution::Normal(0.0, 1.0), &device());
             let simulated = host(loaded.simulate(x.clone()));
             let ours = host(integer.forward(x.clone()));
             assert_eq!(
