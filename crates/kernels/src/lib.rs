@@ -20,11 +20,13 @@ mod clamp;
 mod conv;
 mod conv_nhwc;
 mod depthwise;
+mod direct;
 mod flex;
 mod gemm;
 mod int8;
 mod linear;
 mod max_norm;
+mod pixels;
 mod planar;
 mod pool;
 mod sgd;
@@ -35,10 +37,7 @@ pub use batch_norm::{batch_norm_train, BatchNormTrain};
 pub use batch_norm_inference::batch_norm_inference;
 pub use clamp::clamp_inference;
 pub use conv::conv2d;
-pub use conv_nhwc::{
-    max_pool_pixels, ConvWeights, PackedConv, Pixels, WINOGRAD_MAX_BYTES,
-    WINOGRAD_MIN_CHANNEL_PRODUCT,
-};
+pub use conv_nhwc::{PackedConv, WINOGRAD_MAX_BYTES, WINOGRAD_MIN_CHANNEL_PRODUCT};
 pub use depthwise::depthwise_conv2d;
 pub use flex::flex_values;
 pub use int8::{
@@ -47,6 +46,7 @@ pub use int8::{
 };
 pub use linear::{PackedLinear, PackedStack};
 pub use max_norm::{max_norm_applies, max_norm_columns};
+pub use pixels::{max_pool_pixels, ConvWeights, Pixels};
 pub use pool::max_pool_2x2;
 pub use sgd::{sgd_applies, sgd_step, SgdStep};
 pub use sparse_linear::SparseLinear;

@@ -12,8 +12,8 @@
 #[cfg(target_arch = "x86_64")]
 use pulp::{cast, f32x16, Simd};
 
-use crate::conv_nhwc::{grown, ConvWeights, Pixels};
 use crate::linear::Isa;
+use crate::pixels::{grown, ConvWeights, Pixels};
 
 /// Output channels per tile (8 x 2 registers = 16 accumulators).
 const OUTPUTS: usize = 8;

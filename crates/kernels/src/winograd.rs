@@ -1,4 +1,4 @@
-//! Winograd's F(2x2, 3x3) for the 3x3, stride-1 convolutions of [`PackedConv`]: each 2x2 block
+//! Winograd's F(2x2, 3x3) for the 3x3, stride-1 convolutions of [`crate::PackedConv`]: each 2x2 block
 //! of outputs from a 4x4 block of the padded input with 16 products per channel pair where the
 //! direct convolution makes 36, 2.25x fewer multiply-adds (Lavin and Gray, "Fast Algorithms
 //! for Convolutional Neural Networks", 2016).
@@ -17,8 +17,9 @@
 
 use pulp::NullaryFnOnce;
 
-use crate::conv_nhwc::{grown, ConvWeights, PackedConv, Pixels};
+use crate::direct::DirectConv;
 use crate::linear::Isa;
+use crate::pixels::{grown, ConvWeights, Pixels};
 
 /// `$body` for every run of channels `$ch..` of `$c`: sixteen at a time with AVX-512 (`$lanes`
 /// loads an `f32x16`), the rest one by one (`$lanes` loads an `f32`); the body is written once
@@ -55,7 +56,7 @@ thread_local! {
 #[derive(Debug, Clone)]
 pub(crate) struct Winograd {
     /// `products[i * 4 + j]`: a 1x1 convolution `c -> n` whose weights are `U[i][j]`.
-    products: Vec<PackedConv>,
+    products: Vec<DirectConv>,
     c: usize,
     n: usize,
     scale: Vec<f32>,
@@ -90,7 +91,7 @@ impl Winograd {
         let products = u
             .iter()
             .map(|weight| {
-                PackedConv::direct(ConvWeights {
+                DirectConv::new(ConvWeights {
                     weight,
                     shape: [n, c, 1, 1],
                     window: [1, 1, 0],
@@ -128,7 +129,7 @@ impl Winograd {
         BLOCKS.with_borrow_mut(|(v, m)| {
             let v = grown(v, 16 * blocks * c);
             let m = grown(m, 16 * blocks * n);
-            let simd = self.products[0].simd();
+            let simd = self.products[0].simd;
             let blocks_hw = [bh, bw];
             vectorized(
                 simd,
