@@ -19,6 +19,12 @@
 //! at packing). Sums run in window order, so results do not depend on the thread count; they
 //! differ from burn's (im2col, its own summation order, BatchNorm unfolded) by float rounding
 //! only (tests bound it).
+//!
+//! [`PackedConv`] picks one of three kernels per layer: the direct one above (`direct.rs`),
+//! Winograd's F(2x2, 3x3) for wide 3x3 stride-1 layers (`winograd.rs`), and, for a first
+//! layer of one channel and few outputs, one vectorised over pixels (`planar.rs`); images,
+//! layer descriptions and pooling are `pixels.rs`. Where each pays is measured by
+//! `cargo test -p kernels --bench conv` (benches/README.md).
 
 use crate::direct::DirectConv;
 use crate::linear::Isa;
