@@ -50,6 +50,11 @@ fn runs_with_replicas(config: &str, name: &str, counts: &[usize]) -> Vec<tempfil
             );
             if *r > 1 {
                 assert!(out.contains(&format!("training on {r} replicas")), "{out}");
+                // What a user comparing with a single-process run must know, said exactly
+                // when the model has BatchNorm (every architecture but the MLP).
+                let per_replica = format!("BatchNorm normalises each replica's 1/{r} of the batch");
+                let mlp = config.contains("kind = \"mlp\"");
+                assert_eq!(out.contains(&per_replica), !mlp, "{out}");
             }
             let _ = only_run_dir(dir.path(), name);
             dir

@@ -401,8 +401,17 @@ fn replica_count(
         requested.max(1)
     };
     if replicas > 1 {
+        // Every architecture but the MLP has BatchNorm: its statistics in training are each
+        // replica's share of the batch, not the whole batch's, which a user comparing with
+        // another framework's single-process run needs to know.
+        let batch_norm = match initial_kind(start) {
+            "mlp" => String::new(),
+            _ => format!(
+                "; BatchNorm normalises each replica's 1/{replicas} of the batch with its own                  statistics, as DDP without SyncBatchNorm does (train.replicas = 1 for the                  whole batch's)"
+            ),
+        };
         sink.progress().line(&format!(
-            "training on {replicas} replicas, one thread each (train.replicas)"
+            "training on {replicas} replicas, one thread each (train.replicas){batch_norm}"
         ));
     }
     replicas
