@@ -41,7 +41,10 @@ fn main() {
         .build_global()
         .expect("one thread");
     let device = Device::flex();
-    println!("3x3 stride-1 convolutions, padding 1, one sample per call, 1 thread, medians of {ROUNDS} rounds, us (GFLOP/s)\n");
+    println!(
+        "3x3 stride-1 convolutions, padding 1, one sample per call, 1 thread, medians of \
+         {ROUNDS} rounds, us (GFLOP/s)\n"
+    );
     println!(
         "{:<22} {:>16} {:>16} {:>16} {:>9}",
         "layer", "im2col + gemm", "direct", "Winograd", "vs im2col"

@@ -8,7 +8,7 @@
 //! as do the windows of larger convolutions (a tile row is 64 contiguous bytes, a window is
 //! `kernel` runs of `kernel * channels`).
 //!
-//! Rust has no stable AMX intrinsics, so the five instructions are inline assembly (the
+//! Rust has no stable AMX intrinsics, so the tile instructions are inline assembly (the
 //! assembler knows them whatever the target features). Linux hands the tile state to a
 //! process only when asked (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, once per
 //! process, in [`usable`]); without it, or on another CPU or OS, the tiles are never used.
@@ -19,7 +19,8 @@
 //! on the calling thread.
 #![allow(unsafe_code)]
 
-/// The fewest rows worth a tile (measured: `benches/int8.rs`, the MLP's layers).
+/// The fewest rows that run on tiles: a tile holds 16 rows, so fewer would leave it partly
+/// empty while VNNI's tiles of up to 12 rows fit them (not tuned by measurement).
 pub(crate) const MIN_ROWS: usize = 16;
 
 /// Rows and bytes of one tile row; outputs per weight tile.
@@ -154,9 +155,9 @@ pub(crate) const BLOCK_ROWS: usize = 2 * TILE_ROWS;
 pub(crate) const BLOCK_OUTPUTS: usize = 32;
 
 /// `a` (`m` rows, [`TileWeights::row_stride`] apart, `m` padded to a multiple of 32 with zero
-/// rows; best on a 64-byte boundary, see [`aligned_start`]) times the weights: each `32 x 32` block of sums goes to `sink(first_row,
-/// first_output, sums)` with `sums` row-major, 32 apart (rows and outputs past the real ones
-/// included).
+/// rows; best on a 64-byte boundary, see [`aligned_start`]) times the weights: each `32 x 32`
+/// block of sums goes to `sink(first_row, first_output, sums)` with `sums` row-major, 32 apart
+/// (rows and outputs past the real ones included).
 ///
 /// # Panics
 /// If `a` is shorter than the padded rows, or [`usable`] is false.
@@ -175,8 +176,8 @@ pub(crate) fn gemm(
         let config = TileConfig::eight_full_tiles();
         // SAFETY: `usable` checked the CPU and the kernel's permission. Every tile load reads
         // 16 rows of 64 bytes: activation rows `i..i + 32` from column `kc * 64` at stride
-        // `k64` lie inside `a` (asserted above), weight groups at stride 64 inside the block
-        // pair's `k64 * 32` bytes; the stores write the 32 x 32 `sums` at a stride of 128
+        // `k64` lie inside `a` (asserted above), a weight tile's 1 KiB at stride 64 inside the
+        // block pair's `k64 * 32` bytes; the stores write the 32 x 32 `sums` at a stride of 128
         // bytes. The configuration is released before returning.
         unsafe {
             std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack));

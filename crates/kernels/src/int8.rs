@@ -968,23 +968,7 @@ pub fn max_pool(input: &[u8], [h, w, c]: [usize; 3], window: [usize; 3], out: &m
     let [kernel, stride, padding] = window;
     let (oh, ow) = (window_out(h, window), window_out(w, window));
     if [kernel, stride, padding] == [2, 2, 0] {
-        // The common window: the two rows' larger levels first (one vectorised loop over whole
-        // rows), then each pair of neighbours (a fifth of LeNet-5's integer pass before).
-        let mut rows = vec![0u8; 2 * ow * c];
-        for (oy, dst) in out[..oh * ow * c].chunks_exact_mut(ow * c).enumerate() {
-            let top = &input[2 * oy * w * c..][..2 * ow * c];
-            let bottom = &input[(2 * oy + 1) * w * c..][..2 * ow * c];
-            for ((r, &a), &b) in rows.iter_mut().zip(top).zip(bottom) {
-                *r = a.max(b);
-            }
-            for (d, pair) in dst.chunks_exact_mut(c).zip(rows.chunks_exact(2 * c)) {
-                let (left, right) = pair.split_at(c);
-                for ((d, &a), &b) in d.iter_mut().zip(left).zip(right) {
-                    *d = a.max(b);
-                }
-            }
-        }
-        return;
+        return crate::pixels::pool_2x2(input, w * c, [oh, ow, c], u8::max, out);
     }
     for oy in 0..oh {
         for ox in 0..ow {
@@ -1059,7 +1043,7 @@ mod tests {
 
     /// Every path against the plain definition, at shapes off every tile and block size.
     #[test]
-    fn products_are_exact_on_both_paths_at_odd_shapes() {
+    fn products_are_exact_on_every_path_at_odd_shapes() {
         for (m, n, k) in [
             (1, 1, 1),
             (7, 17, 5),

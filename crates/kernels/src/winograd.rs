@@ -1,9 +1,10 @@
-//! Winograd's F(2x2, 3x3) for the 3x3, stride-1 convolutions of [`crate::PackedConv`]: each 2x2 block
-//! of outputs from a 4x4 block of the padded input with 16 products per channel pair where the
-//! direct convolution makes 36, 2.25x fewer multiply-adds (Lavin and Gray, "Fast Algorithms
-//! for Convolutional Neural Networks", 2016).
+//! Winograd's F(2x2, 3x3) for the 3x3, stride-1 convolutions of [`crate::PackedConv`]: each
+//! 2x2 block of outputs from a 4x4 block of the padded input with 16 products per channel pair
+//! where the direct convolution makes 36, 2.25x fewer multiply-adds (Lavin and Gray, "Fast
+//! Algorithms for Convolutional Neural Networks", 2016).
 //!
-//! With `d` a 4x4 input block, `g` a 3x3 kernel, the output block is `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`:
+//! With `d` a 4x4 input block and `g` a 3x3 kernel, the output block is
+//! `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`:
 //! - the weights' transform `U = G g Gᵀ` (4x4 per output and input channel) is made once, at
 //!   packing, as sixteen `[c][n]` matrices, one per position of the 4x4 block;
 //! - per image, every input block is transformed (`V = Bᵀ d B`, additions only, vectorised over
@@ -74,14 +75,13 @@ impl Winograd {
         for o in 0..n {
             for ci in 0..c {
                 let g = &layer.weight[(o * c + ci) * 9..][..9];
-                let gg = |col: usize| {
-                    let (a, b, d) = (g[col], g[3 + col], g[6 + col]);
-                    [a, (a + b + d) * 0.5, (a - b + d) * 0.5, d]
-                };
-                let columns = [gg(0), gg(1), gg(2)]; // (G g) by column
+                // G applied to three values: `G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]`.
+                let times_g = |a: f32, b: f32, d: f32| [a, (a + b + d) * 0.5, (a - b + d) * 0.5, d];
+                // (G g) by column, then each of its rows times Gᵀ.
+                let columns: [[f32; 4]; 3] =
+                    std::array::from_fn(|col| times_g(g[col], g[3 + col], g[6 + col]));
                 for i in 0..4 {
-                    let (a, b, d) = (columns[0][i], columns[1][i], columns[2][i]);
-                    let row = [a, (a + b + d) * 0.5, (a - b + d) * 0.5, d];
+                    let row = times_g(columns[0][i], columns[1][i], columns[2][i]);
                     for (j, v) in row.into_iter().enumerate() {
                         u[i * 4 + j][o * c + ci] = v;
                     }

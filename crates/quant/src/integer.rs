@@ -125,9 +125,9 @@ impl ConvStep {
     fn run(&self, path: Int8Path, x: &[u8], (out, padded): (&mut Vec<u8>, &mut Vec<u8>)) {
         let [oh, ow, n] = self.output();
         out.resize(oh * ow * n, 0);
-        let (rows, row_start) = self.pad(x, padded);
+        let (rows, output_row) = self.pad(x, padded);
         for oy in 0..oh {
-            let a = &padded[row_start(oy)..];
+            let a = &padded[oy * output_row..];
             let dst = &mut out[oy * ow * n..];
             self.weights
                 .gemm_levels(path, (a, rows, ow), &self.epilogue, (dst, n));
@@ -139,20 +139,20 @@ impl ConvStep {
     fn run_floats(&self, path: Int8Path, x: &[u8], (out, padded): (&mut Vec<f32>, &mut Vec<u8>)) {
         let [oh, ow, n] = self.output();
         out.resize(oh * ow * n, 0.0);
-        let (rows, row_start) = self.pad(x, padded);
+        let (rows, output_row) = self.pad(x, padded);
         let ldo = self.weights.out_stride();
         let mut sums = vec![0i32; ow * ldo];
         for oy in 0..oh {
-            let a = &padded[row_start(oy)..];
+            let a = &padded[oy * output_row..];
             self.weights.gemm(path, a, rows, ow, &mut sums);
             let dst = &mut out[oy * ow * n..(oy + 1) * ow * n];
             self.epilogue.to_floats((&sums, ldo), dst);
         }
     }
 
-    /// `x` with its border and channel padding in `padded`; the rows' layout and where each
-    /// output row's windows start.
-    fn pad(&self, x: &[u8], padded: &mut Vec<u8>) -> (Rows, Box<dyn Fn(usize) -> usize>) {
+    /// `x` with its border and channel padding in `padded`; the rows' layout and the bytes
+    /// between consecutive output rows' first windows.
+    fn pad(&self, x: &[u8], padded: &mut Vec<u8>) -> (Rows, usize) {
         let [h, w, c] = self.input;
         let [kernel, stride, padding] = self.window;
         if self.one_channel {
@@ -170,7 +170,7 @@ impl ConvStep {
                 segment_step: wp,
                 segment,
             };
-            return (rows, Box::new(move |oy: usize| oy * stride * wp));
+            return (rows, stride * wp);
         }
         let cp = c.next_multiple_of(4);
         let (hp, wp) = (h + 2 * padding, w + 2 * padding);
@@ -192,7 +192,7 @@ impl ConvStep {
             segment_step: wp * cp,
             segment: kernel * cp,
         };
-        (rows, Box::new(move |oy: usize| oy * stride * wp * cp))
+        (rows, stride * wp * cp)
     }
 }
 
