@@ -10,8 +10,13 @@ fills), with the same preprocessing and recipes:
   train mlp-teacher   experiments/hinton-mnist/teacher.toml: 784-1200-1200-10, dropout 0.5
                       (input 0.2), 2-pixel jitter, max-norm 3, batch 128, SGD lr 0.05 momentum
                       0.9 Nesterov, cosine with 1 warm-up epoch, 3 epochs by default here
-  profile lenet5      PyTorch's profiler over 50 LeNet-5 training steps (batch 64): time per op
-                      per step, to set beside the project's per-kernel breakdown
+  train vgg           configs/vgg-teacher.toml on Fashion-MNIST: two stages of two 3x3 convs
+                      (32, 32; 64, 64) + BatchNorm + ReLU, 2x2 max-pool after each stage, a
+                      256-wide hidden layer with dropout 0.3, batch 128, SGD lr 0.05 momentum
+                      0.9 Nesterov, weight decay 5e-4, cosine with 0.5 warm-up epochs, 6 epochs
+  profile WORKLOAD    PyTorch's profiler over 50 training steps of a workload (lenet5 at batch
+                      64, vgg at 128): time per op per step, beside the project's per-kernel
+                      breakdown
   latency             batch-1 end-to-end latency (bytes -> normalised tensor -> forward ->
                       argmax) of LeNet-5 and the 1200-1200 MLP, 1 thread, p50 / p95; and
                       batch-32 inference throughput, 1 thread
@@ -21,6 +26,7 @@ Prints one JSON object per result. Run through benches/pytorch/venv.sh's environ
 """
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -33,21 +39,28 @@ import torch.nn.functional as F
 
 
 def read_idx(path):
-    with open(path, "rb") as f:
-        data = f.read()
+    """An IDX file, or its gzipped form (`path` + ".gz", as Fashion-MNIST is cached)."""
+    if not os.path.exists(path):
+        with gzip.open(path + ".gz", "rb") as f:
+            data = f.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
     dims = data[3]
     shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-def load_mnist():
-    root = os.path.expanduser("~/.cache/compress/datasets/mnist")
+def load_mnist(dataset="mnist"):
+    root = os.path.expanduser(f"~/.cache/compress/datasets/{dataset}")
     names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    missing = [n for n in names if not os.path.exists(os.path.join(root, n))]
+    missing = [n for n in names if not any(os.path.exists(os.path.join(root, n + ext))
+                                           for ext in ("", ".gz"))]
     if missing:
+        config = "configs/vgg-teacher.toml" if dataset == "fashion-mnist" else "configs/teacher.toml"
         raise SystemExit(f"error: {root} lacks {missing}: run `cargo run -p train -- "
-                         "configs/teacher.toml` once, which fetches MNIST there")
+                         f"{config}` once, which fetches {dataset} there")
     return [read_idx(os.path.join(root, n)) for n in names]
 
 
@@ -69,6 +82,34 @@ class LeNet5(nn.Module):
         x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
         x = x.flatten(1)
         return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class Vgg(nn.Module):
+    """The project's vgg: per stage, 3x3 convs (padding 1, no bias) + BN + ReLU, then a 2x2
+    max-pool; a hidden fully connected layer with ReLU and dropout; the classifier."""
+
+    def __init__(self, stages=((32, 32), (64, 64)), fc=(256,), dropout=0.3, classes=10):
+        super().__init__()
+        layers, c_in, size = [], 1, 28
+        for stage in stages:
+            for c_out in stage:
+                layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                           nn.BatchNorm2d(c_out), nn.ReLU()]
+                c_in = c_out
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        self.features = nn.Sequential(*layers)
+        widths = [c_in * size * size, *fc, classes]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        x = self.features(x).flatten(1)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i + 1 < len(self.layers):
+                x = self.dropout(F.relu(x))
+        return x
 
 
 class Mlp(nn.Module):
@@ -95,6 +136,8 @@ RECIPES = {
                    shift=0, max_norm=None),
     "mlp-teacher": dict(model=Mlp, batch=128, epochs=3, lr=0.05, wd=0.0, warmup=1.0,
                         shift=2, max_norm=3.0),
+    "vgg": dict(model=Vgg, batch=128, epochs=6, lr=0.05, wd=5e-4, warmup=0.5, shift=0,
+                max_norm=None, dataset="fashion-mnist"),
 }
 
 
@@ -125,7 +168,7 @@ def train(args):
     epochs = args.epochs or recipe["epochs"]
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    train_x, train_y, test_x, test_y = load_mnist()
+    train_x, train_y, test_x, test_y = load_mnist(recipe.get("dataset", "mnist"))
     mean = float((train_x / 255.0).mean())
     std = float((train_x / 255.0).std())
     model = recipe["model"]()

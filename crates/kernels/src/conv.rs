@@ -30,6 +30,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
+use crate::conv_train;
 use crate::flex::{contiguous_f32, flex_f32};
 use crate::gemm::{matmul, Matrix, MatrixMut};
 
@@ -57,9 +58,12 @@ pub fn conv2d(
     if x.device().is_autodiff() {
         let x_p = x.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
         let w_p = weight.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
-        Some(Tensor::from_primitive::<Autodiff<Flex>>(tracked(
-            x_p, w_p, geometry,
-        )))
+        let output = match conv_train::applies(&geometry) {
+            true => conv_train::tracked(&x_p, &w_p, geometry)
+                .unwrap_or_else(|| tracked(x_p, w_p, geometry)),
+            false => tracked(x_p, w_p, geometry),
+        };
+        Some(Tensor::from_primitive::<Autodiff<Flex>>(output))
     } else {
         let x_p = x.clone().try_into_primitive::<Flex>().ok()?;
         let w_p = weight.clone().try_into_primitive::<Flex>().ok()?;
@@ -80,17 +84,17 @@ pub fn conv2d(
 
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy)]
-struct Geometry {
-    batch: usize,
-    c_in: usize,
-    height: usize,
-    width: usize,
-    c_out: usize,
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 2],
-    out_h: usize,
-    out_w: usize,
+pub(crate) struct Geometry {
+    pub(crate) batch: usize,
+    pub(crate) c_in: usize,
+    pub(crate) height: usize,
+    pub(crate) width: usize,
+    pub(crate) c_out: usize,
+    pub(crate) kernel: [usize; 2],
+    pub(crate) stride: [usize; 2],
+    pub(crate) padding: [usize; 2],
+    pub(crate) out_h: usize,
+    pub(crate) out_w: usize,
 }
 
 impl Geometry {
@@ -446,6 +450,91 @@ mod tests {
         compare([2, 3, 9, 8], [4, 3, 3, 3], [2, 2], [1, 1]);
         compare([2, 2, 7, 9], [3, 2, 1, 1], [2, 1], [0, 0]);
         compare([1, 2, 3, 3], [2, 2, 3, 3], [1, 1], [2, 2]);
+    }
+
+    /// The pixel-major kernels of `conv_train.rs` (at least `MIN_CHANNELS` inputs, stride 1):
+    /// the direct kernel, Winograd (32 x 64 channel pairs and more), odd sizes, 5x5 and 1x1.
+    #[test]
+    fn real_widths_match_burns() {
+        compare([3, 8, 9, 7], [12, 8, 3, 3], [1, 1], [1, 1]);
+        compare([2, 32, 10, 10], [64, 32, 3, 3], [1, 1], [1, 1]);
+        compare([2, 64, 7, 9], [40, 64, 3, 3], [1, 1], [1, 1]);
+        compare([2, 16, 11, 8], [17, 16, 3, 3], [1, 1], [0, 0]);
+        compare([2, 8, 9, 9], [20, 8, 5, 5], [1, 1], [2, 2]);
+        compare([2, 8, 6, 6], [24, 8, 1, 1], [1, 1], [0, 0]);
+    }
+
+    /// Each backward against central differences of `sum(y * r)`: the convolution is linear
+    /// in each input, so a difference over a step of 0.5 is exact up to rounding. Both paths
+    /// (im2col below `MIN_CHANNELS` input channels, the pixel-major kernels above).
+    #[test]
+    fn gradients_match_finite_differences() {
+        for (x_dims, w_dims, stride, padding) in [
+            ([2, 3, 6, 5], [4, 3, 3, 3], [2, 2], [1, 1]),
+            ([2, 8, 6, 5], [6, 8, 3, 3], [1, 1], [1, 1]),
+            ([1, 32, 6, 6], [64, 32, 3, 3], [1, 1], [1, 1]),
+        ] {
+            finite_differences(x_dims, w_dims, stride, padding);
+        }
+    }
+
+    fn finite_differences(
+        x_dims: [usize; 4],
+        w_dims: [usize; 4],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let x = Tensor::<4>::random(x_dims, Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<4>::random(w_dims, Distribution::Normal(0.0, 0.5), &device);
+        let y_dims = conv2d(&x, &w, stride, padding).expect("flex f32").dims();
+        let r = Tensor::<4>::random(y_dims, Distribution::Normal(0.0, 1.0), &device);
+        let loss = |x: &Tensor<4>, w: &Tensor<4>| {
+            let y = conv2d(x, w, stride, padding).expect("flex f32");
+            (y * r.clone()).sum().into_scalar::<f32>() as f64
+        };
+        let (xg, wg) = (x.clone().require_grad(), w.clone().require_grad());
+        let y = conv2d(&xg, &wg, stride, padding).expect("flex f32");
+        let grads = (y * r.clone()).sum().backward();
+        let analytic = [
+            xg.grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+            wg.grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+        ];
+        let h = 0.5f32;
+        for (which, (tensor, grad)) in [&x, &w].into_iter().zip(&analytic).enumerate() {
+            let values = tensor.to_data().try_to_vec::<f32>().unwrap();
+            let dims = tensor.dims();
+            // Every 7th element: corners, borders and the interior.
+            for i in (0..values.len()).step_by(7) {
+                let moved = |delta: f32| {
+                    let mut v = values.clone();
+                    v[i] += delta;
+                    Tensor::<4>::from_data(TensorData::new(v, dims), &device)
+                };
+                let (plus, minus) = match which {
+                    0 => (loss(&moved(h), &w), loss(&moved(-h), &w)),
+                    _ => (loss(&x, &moved(h)), loss(&x, &moved(-h))),
+                };
+                let numeric = (plus - minus) / (2.0 * h as f64);
+                let tolerance = 1e-3 * (1.0 + numeric.abs());
+                assert!(
+                    (numeric - grad[i] as f64).abs() < tolerance,
+                    "{x_dims:?} {w_dims:?}: d/d{}[{i}] is {} by differences, {} by backward",
+                    ["x", "w"][which],
+                    numeric,
+                    grad[i]
+                );
+            }
+        }
     }
 
     /// Inference (no autodiff): a 3x3 convolution through im2col and a 1x1 one read in place.

@@ -135,18 +135,8 @@ impl PackedConv {
         if let Some(planar) = self.planar.as_ref().filter(|_| oh > 0 && ow > 0) {
             return planar.forward(x, input, padded, out);
         }
-        let (c, p, n) = (self.c(), self.direct.padding, self.n());
-        let (mut hp, mut wp) = (input.h + 2 * p, input.w + 2 * p);
-        let blocks = oh.div_ceil(2) * ow.div_ceil(2);
-        let winograd = self
-            .winograd
-            .as_ref()
-            .filter(|_| 16 * blocks * (c + n) * 4 <= WINOGRAD_MAX_BYTES);
-        if winograd.is_some() {
-            // Whole 4x4 input blocks for every 2x2 output block, zeros past the image.
-            hp = hp.max(oh.div_ceil(2) * 2 + 2);
-            wp = wp.max(ow.div_ceil(2) * 2 + 2);
-        }
+        let (c, p) = (self.c(), self.direct.padding);
+        let ([hp, wp], winograd) = self.padded_size([input.h, input.w]);
         // Only the border is zeroed: the interior is overwritten (a buffer this size is
         // written twice otherwise, a tenth of a layer's time at these widths).
         let padded = grown(padded, hp * wp * c);
@@ -159,14 +149,44 @@ impl PackedConv {
             let src = &x[y * input.pitch * c..][..input.w * c];
             row[p * c..][..input.w * c].copy_from_slice(src);
         }
+        self.run_padded(padded, ([oh, ow], wp), winograd, out)
+    }
+
+    /// The `[height, width]` in pixels of the zero-padded image [`Self::run_padded`] reads for
+    /// an `[h, w]` input (the padding on every side; for Winograd, whole 4x4 input blocks for
+    /// every 2x2 output block, zeros past the image), and whether Winograd runs on it.
+    pub(crate) fn padded_size(&self, [h, w]: [usize; 2]) -> ([usize; 2], bool) {
+        let p = self.direct.padding;
+        let [oh, ow] = self.output([h, w]);
+        let (mut hp, mut wp) = (h + 2 * p, w + 2 * p);
+        let blocks = oh.div_ceil(2) * ow.div_ceil(2);
+        let winograd = self.winograd.is_some()
+            && 16 * blocks * (self.c() + self.n()) * 4 <= WINOGRAD_MAX_BYTES;
+        if winograd {
+            hp = hp.max(oh.div_ceil(2) * 2 + 2);
+            wp = wp.max(ow.div_ceil(2) * 2 + 2);
+        }
+        ([hp, wp], winograd)
+    }
+
+    /// The output `[oh][ow][n]` of one image already padded as [`Self::padded_size`] says
+    /// (`wp` pixels per row; `winograd` as it returned) into `out`, laid out as the returned
+    /// [`Pixels`] say.
+    pub(crate) fn run_padded(
+        &self,
+        padded: &[f32],
+        ([oh, ow], wp): ([usize; 2], usize),
+        winograd: bool,
+        out: &mut Vec<f32>,
+    ) -> Pixels {
         if oh == 0 || ow == 0 {
             out.clear();
-            return Pixels::dense(oh, ow, n);
+            return Pixels::dense(oh, ow, self.n());
         }
-        if let Some(winograd) = winograd {
-            return winograd.forward(padded, ([oh, ow], wp), out);
+        match self.winograd.as_ref().filter(|_| winograd) {
+            Some(winograd) => winograd.forward(padded, ([oh, ow], wp), out),
+            None => self.direct.run_padded(padded, ([oh, ow], wp), out),
         }
-        self.direct.run_padded(padded, ([oh, ow], wp), out)
     }
 }
 

@@ -19,6 +19,7 @@ mod batch_norm_inference;
 mod clamp;
 mod conv;
 mod conv_nhwc;
+mod conv_train;
 mod depthwise;
 mod direct;
 mod flex;

@@ -1,0 +1,338 @@
+//! The training convolution at real widths (VGG's and ResNet's 3x3 layers of 16-512
+//! channels): the pixel-major kernels of inference (`conv_nhwc.rs`) for the forward pass and
+//! the input's gradient, one product per kernel row for the weight's gradient.
+//!
+//! im2col (`conv.rs`) writes every input value `kernel²` times and reads it back: at VGG's
+//! 28x28 32 -> 32 layer and batch 128 the columns are 115 MB, written in the forward pass,
+//! kept, and read again by the weight's gradient; a fresh mapping of that size faults in every
+//! page each step. Here the batch is transposed once into a zero-padded pixel-major copy
+//! (`[batch][hp][wp][c]`, 1/9 of that at 3x3), which every pass reads in place:
+//!
+//! - forward: each sample through [`PackedConv`] (the direct kernel, or Winograd's F(2x2,
+//!   3x3) for wide 3x3 layers), its pixel-major output transposed back to channel-major;
+//! - input gradient (stride 1): the convolution of the output's gradient, padded by
+//!   `kernel - 1 - padding`, with the kernel turned 180 degrees and its input and output
+//!   channels swapped, through the same kernels;
+//! - weight gradient: with the output's gradient laid over the padded width ("virtual"
+//!   pixels, zero, where windows run past a row's end, as the direct kernel computes them),
+//!   the windows starting at kernel row `ky` are rows `c` floats apart in the padded copy, so
+//!   `dW[:, ky] = dY · windows_ky` is one product over the whole batch per kernel row.
+//!
+//! Sums run in a fixed order (each sample on one thread, each weight-gradient product on one),
+//! so results do not depend on the thread count. They differ from im2col's by float rounding.
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Flex};
+use rayon::prelude::*;
+
+use crate::conv::Geometry;
+use crate::conv_nhwc::PackedConv;
+use crate::flex::{contiguous_f32, flex_f32};
+use crate::gemm::{matmul, Matrix, MatrixMut};
+use crate::pixels::{grown, ConvWeights, Pixels};
+
+/// Fewest input channels for these kernels: below it (LeNet-5's 1 -> 6 and 6 -> 16 layers) a
+/// pixel's window rows are too short for the direct kernel's broadcasts to pay and im2col's
+/// columns are small.
+pub(crate) const MIN_CHANNELS: usize = 8;
+
+/// One direction of a layer packed for [`PackedConv`], with the padded layout it reads.
+struct Pass {
+    conv: PackedConv,
+    /// Zero padding on every side of the input.
+    pad: usize,
+    /// The padded image's `[height, width]` in pixels.
+    padded: [usize; 2],
+    winograd: bool,
+    /// The input's and the output's `[height, width]`.
+    input: [usize; 2],
+    output: [usize; 2],
+}
+
+impl Pass {
+    /// `weight` (`[n, c, k, k]`, burn's layout) at stride 1 and `pad`, for inputs of `input`
+    /// pixels; `None` where [`PackedConv`] does not run (no AVX-512).
+    fn new(weight: &[f32], shape: [usize; 4], pad: usize, input: [usize; 2]) -> Option<Self> {
+        let [n, _, k, _] = shape;
+        let (scale, shift) = (vec![1.0f32; n], vec![0.0f32; n]);
+        let conv = PackedConv::new(ConvWeights {
+            weight,
+            shape,
+            window: [k, 1, pad],
+            scale: &scale,
+            shift: &shift,
+            relu: false,
+        })?;
+        let (padded, winograd) = conv.padded_size(input);
+        let output = conv.output(input);
+        Some(Self {
+            conv,
+            pad,
+            padded,
+            winograd,
+            input,
+            output,
+        })
+    }
+
+    /// Floats of one padded sample.
+    fn sample_len(&self) -> usize {
+        self.padded[0] * self.padded[1] * self.conv.c()
+    }
+
+    /// One sample, already padded, into `out` (`[n][oh][ow]`, channel-major); `scratch` holds
+    /// the pixel-major output between the two.
+    fn run(&self, padded: &[f32], scratch: &mut Vec<f32>, out: &mut [f32]) {
+        let layout = self.conv.run_padded(
+            padded,
+            (self.output, self.padded[1]),
+            self.winograd,
+            scratch,
+        );
+        to_planes(scratch, layout, out);
+    }
+}
+
+/// One channel-major sample (`[c][h][w]`) into `dst`, pixel-major with `pad` zeros before each
+/// row and column and zeros after them up to `[hp, wp]` (every value of `dst` written).
+fn pad_planes(x: &[f32], [c, h, w]: [usize; 3], pad: usize, [hp, wp]: [usize; 2], dst: &mut [f32]) {
+    let row_len = wp * c;
+    dst[..pad * row_len].fill(0.0);
+    dst[(pad + h) * row_len..hp * row_len].fill(0.0);
+    for y in 0..h {
+        let row = &mut dst[(y + pad) * row_len..][..row_len];
+        row[..pad * c].fill(0.0);
+        row[(pad + w) * c..].fill(0.0);
+        let pixels = &mut row[pad * c..][..w * c];
+        for ch in 0..c {
+            let src = &x[(ch * h + y) * w..][..w];
+            for (pixel, &v) in pixels.chunks_exact_mut(c).zip(src) {
+                pixel[ch] = v;
+            }
+        }
+    }
+}
+
+/// A pixel-major output laid out as `layout` says into `dst`, channel-major (`[c][h][w]`).
+fn to_planes(x: &[f32], layout: Pixels, dst: &mut [f32]) {
+    let Pixels { h, w, c, pitch } = layout;
+    for y in 0..h {
+        let row = &x[y * pitch * c..][..w * c];
+        for ch in 0..c {
+            let plane_row = &mut dst[(ch * h + y) * w..][..w];
+            for (d, pixel) in plane_row.iter_mut().zip(row.chunks_exact(c)) {
+                *d = pixel[ch];
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's pixel-major output and padded sample, kept from call to call.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Whether these kernels compute `g` (stride 1, a square kernel, padding below it, enough
+/// input channels); [`tracked`] may still hand it back (no AVX-512).
+pub(crate) fn applies(g: &Geometry) -> bool {
+    let [kh, kw] = g.kernel;
+    g.stride == [1, 1]
+        && kh == kw
+        && g.padding[0] == g.padding[1]
+        && g.padding[0] < kh
+        && g.c_in >= MIN_CHANNELS
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    geometry: Geometry,
+    /// The whole batch padded, pixel-major, with zeros after it for the last windows.
+    padded: Arc<Vec<f32>>,
+    /// The padded image's `[height, width]`.
+    size: [usize; 2],
+    weight: Arc<Vec<f32>>,
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = State;
+
+    fn backward(self, ops: Ops<State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node, w_node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let grad = contiguous_f32(&grad);
+        let State {
+            geometry: g,
+            padded,
+            size,
+            weight,
+        } = ops.state;
+        if let Some(node) = w_node {
+            let weight_grad = weight_grad(&grad, &padded, size, &g);
+            let shape = [g.c_out, g.c_in, g.kernel[0], g.kernel[1]];
+            grads.register::<Flex>(node.id, flex_f32(weight_grad, shape));
+        }
+        if let Some(node) = x_node {
+            let x_grad = input_grad(&grad, &weight, &g);
+            let shape = [g.batch, g.c_in, g.height, g.width];
+            grads.register::<Flex>(node.id, flex_f32(x_grad, shape));
+        }
+    }
+}
+
+/// `dW` (`[c_out][c_in][k][k]`) from the output's gradient (`[batch][c_out][oh][ow]`) and
+/// the padded batch (`[batch][hp][wp][c_in]`, then zeros).
+fn weight_grad(grad: &[f32], padded: &[f32], [hp, wp]: [usize; 2], g: &Geometry) -> Vec<f32> {
+    let (c, n, k) = (g.c_in, g.c_out, g.kernel[0]);
+    let (oh, ow) = (g.out_h, g.out_w);
+    let rows = g.batch * hp * wp;
+    // The gradient over every window of the padded batch, zero at the virtual ones.
+    let mut spread = vec![0.0f32; n * rows];
+    spread
+        .par_chunks_mut(rows)
+        .enumerate()
+        .for_each(|(co, dst)| {
+            for (b, image) in dst.chunks_exact_mut(hp * wp).enumerate() {
+                let src = &grad[(b * n + co) * oh * ow..][..oh * ow];
+                for (row, src) in image.chunks_exact_mut(wp).zip(src.chunks_exact(ow)) {
+                    row[..ow].copy_from_slice(src);
+                }
+            }
+        });
+    // Per kernel row: `[n][k * c]`, entry `(o, kx * c + ci)`.
+    let per_row: Vec<Vec<f32>> = (0..k)
+        .into_par_iter()
+        .map(|ky| {
+            let mut product = vec![0.0f32; n * k * c];
+            matmul(
+                MatrixMut::row_major(&mut product, n, k * c),
+                Matrix::row_major(&spread, n, rows),
+                Matrix::strided(&padded[ky * wp * c..], rows, k * c, c, 1),
+            );
+            product
+        })
+        .collect();
+    let mut weight_grad = vec![0.0f32; n * c * k * k];
+    for (o, dst) in weight_grad.chunks_exact_mut(c * k * k).enumerate() {
+        for (ky, product) in per_row.iter().enumerate() {
+            let row = &product[o * k * c..][..k * c];
+            for kx in 0..k {
+                for ci in 0..c {
+                    dst[(ci * k + ky) * k + kx] = row[kx * c + ci];
+                }
+            }
+        }
+    }
+    weight_grad
+}
+
+/// `dX` (`[batch][c_in][h][w]`): the output's gradient convolved with the kernel turned 180
+/// degrees, input and output channels swapped, padded by `k - 1 - padding`.
+fn input_grad(grad: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+    let (c, n, k) = (g.c_in, g.c_out, g.kernel[0]);
+    let mut turned = vec![0.0f32; c * n * k * k];
+    for o in 0..n {
+        for ci in 0..c {
+            let src = &weight[(o * c + ci) * k * k..][..k * k];
+            let dst = &mut turned[(ci * n + o) * k * k..][..k * k];
+            for (d, &s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = s;
+            }
+        }
+    }
+    let pass = Pass::new(
+        &turned,
+        [c, n, k, k],
+        k - 1 - g.padding[0],
+        [g.out_h, g.out_w],
+    )
+    .expect("packed for the forward pass on this CPU");
+    debug_assert_eq!(pass.output, [g.height, g.width]);
+    let mut x_grad = vec![0.0f32; g.batch * c * g.height * g.width];
+    let sample = n * g.out_h * g.out_w;
+    x_grad
+        .par_chunks_mut(c * g.height * g.width)
+        .enumerate()
+        .for_each(|(b, dx)| {
+            SCRATCH.with_borrow_mut(|(scratch, padded)| {
+                let padded = grown(padded, pass.sample_len());
+                let [oh, ow] = pass.input;
+                pad_planes(
+                    &grad[b * sample..][..sample],
+                    [n, oh, ow],
+                    pass.pad,
+                    pass.padded,
+                    padded,
+                );
+                pass.run(padded, scratch, dx);
+            })
+        });
+    x_grad
+}
+
+/// The convolution as a node of burn's autodiff graph, or `None` where [`PackedConv`] does not
+/// run on this CPU.
+pub(crate) fn tracked(
+    x: &FloatTensor<Autodiff<Flex>>,
+    weight: &FloatTensor<Autodiff<Flex>>,
+    g: Geometry,
+) -> Option<FloatTensor<Autodiff<Flex>>> {
+    let (k, pad) = (g.kernel[0], g.padding[0]);
+    let (x_inner, x_node) = x.clone().into_parts();
+    let (weight_inner, w_node) = weight.clone().into_parts();
+    let weight_values = contiguous_f32(&weight_inner).into_owned();
+    let shape = [g.c_out, g.c_in, k, k];
+    let pass = Pass::new(&weight_values, shape, pad, [g.height, g.width])?;
+    let x_values = contiguous_f32(&x_inner);
+    let [hp, wp] = pass.padded;
+    let sample = pass.sample_len();
+    // Zeros after the last image, for the weight gradient's windows past its end.
+    let tail = ((k - 1) * wp + k) * g.c_in;
+    let mut padded = vec![0.0f32; g.batch * sample + tail];
+    let plane = g.c_in * g.height * g.width;
+    padded[..g.batch * sample]
+        .par_chunks_mut(sample)
+        .enumerate()
+        .for_each(|(b, dst)| {
+            let src = &x_values[b * plane..][..plane];
+            pad_planes(src, [g.c_in, g.height, g.width], pad, [hp, wp], dst);
+        });
+    let out_plane = g.c_out * g.out_h * g.out_w;
+    let mut output = vec![0.0f32; g.batch * out_plane];
+    output
+        .par_chunks_mut(out_plane)
+        .enumerate()
+        .for_each(|(b, out)| {
+            SCRATCH.with_borrow_mut(|(scratch, _)| {
+                pass.run(&padded[b * sample..][..sample], scratch, out)
+            })
+        });
+    let output = flex_f32(output, [g.batch, g.c_out, g.out_h, g.out_w]);
+    Some(
+        match ConvBackward
+            .prepare::<NoCheckpointing>([x_node, w_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                State {
+                    geometry: g,
+                    padded: Arc::new(padded),
+                    size: [hp, wp],
+                    weight: Arc::new(weight_values),
+                },
+                output,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        },
+    )
+}
