@@ -36,6 +36,7 @@ use crate::conv_nhwc::PackedConv;
 use crate::flex::{contiguous_f32, flex_f32};
 use crate::gemm::{matmul, Matrix, MatrixMut};
 use crate::pixels::{grown, ConvWeights, Pixels};
+use crate::transpose::transpose;
 
 /// Fewest input channels for these kernels: below it (LeNet-5's 1 -> 6 and 6 -> 16 layers) a
 /// pixel's window rows are too short for the direct kernel's broadcasts to pay and im2col's
@@ -109,13 +110,8 @@ fn pad_planes(x: &[f32], [c, h, w]: [usize; 3], pad: usize, [hp, wp]: [usize; 2]
         let row = &mut dst[(y + pad) * row_len..][..row_len];
         row[..pad * c].fill(0.0);
         row[(pad + w) * c..].fill(0.0);
-        let pixels = &mut row[pad * c..][..w * c];
-        for ch in 0..c {
-            let src = &x[(ch * h + y) * w..][..w];
-            for (pixel, &v) in pixels.chunks_exact_mut(c).zip(src) {
-                pixel[ch] = v;
-            }
-        }
+        // Channels by pixels of this row into pixels by channels.
+        transpose(&x[y * w..], h * w, &mut row[pad * c..], c, [c, w]);
     }
 }
 
@@ -123,13 +119,7 @@ fn pad_planes(x: &[f32], [c, h, w]: [usize; 3], pad: usize, [hp, wp]: [usize; 2]
 fn to_planes(x: &[f32], layout: Pixels, dst: &mut [f32]) {
     let Pixels { h, w, c, pitch } = layout;
     for y in 0..h {
-        let row = &x[y * pitch * c..][..w * c];
-        for ch in 0..c {
-            let plane_row = &mut dst[(ch * h + y) * w..][..w];
-            for (d, pixel) in plane_row.iter_mut().zip(row.chunks_exact(c)) {
-                *d = pixel[ch];
-            }
-        }
+        transpose(&x[y * pitch * c..], c, &mut dst[y * w..], h * w, [w, c]);
     }
 }
 

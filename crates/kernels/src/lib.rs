@@ -32,6 +32,7 @@ mod planar;
 mod pool;
 mod sgd;
 mod sparse_linear;
+mod transpose;
 mod winograd;
 
 pub use batch_norm::{batch_norm_train, BatchNormTrain};
