@@ -129,6 +129,12 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
+thread_local! {
+    /// The weight gradient's spread output gradient, kept from step to step (taken while in
+    /// use, so a nested call would start its own).
+    static SPREAD: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Whether these kernels compute `g` (stride 1, a square kernel, padding below it, enough
 /// input channels); [`tracked`] may still hand it back (no AVX-512).
 pub(crate) fn applies(g: &Geometry) -> bool {
@@ -185,19 +191,25 @@ fn weight_grad(grad: &[f32], padded: &[f32], [hp, wp]: [usize; 2], g: &Geometry)
     let (c, n, k) = (g.c_in, g.c_out, g.kernel[0]);
     let (oh, ow) = (g.out_h, g.out_w);
     let rows = g.batch * hp * wp;
-    // The gradient over every window of the padded batch, zero at the virtual ones.
-    let mut spread = vec![0.0f32; n * rows];
+    // The gradient over every window of the padded batch, zero at the virtual ones, in a
+    // buffer kept from step to step (a fresh one is zeroed, then faulted in, each time).
+    let mut kept = SPREAD.with(|kept| kept.take());
+    let spread = grown(&mut kept, n * rows);
     spread
         .par_chunks_mut(rows)
         .enumerate()
         .for_each(|(co, dst)| {
             for (b, image) in dst.chunks_exact_mut(hp * wp).enumerate() {
                 let src = &grad[(b * n + co) * oh * ow..][..oh * ow];
-                for (row, src) in image.chunks_exact_mut(wp).zip(src.chunks_exact(ow)) {
+                let (real, virtual_rows) = image.split_at_mut(oh * wp);
+                for (row, src) in real.chunks_exact_mut(wp).zip(src.chunks_exact(ow)) {
                     row[..ow].copy_from_slice(src);
+                    row[ow..].fill(0.0);
                 }
+                virtual_rows.fill(0.0);
             }
         });
+    let spread = &*spread;
     // Per kernel row: `[n][k * c]`, entry `(o, kx * c + ci)`.
     let per_row: Vec<Vec<f32>> = (0..k)
         .into_par_iter()
@@ -205,12 +217,13 @@ fn weight_grad(grad: &[f32], padded: &[f32], [hp, wp]: [usize; 2], g: &Geometry)
             let mut product = vec![0.0f32; n * k * c];
             matmul(
                 MatrixMut::row_major(&mut product, n, k * c),
-                Matrix::row_major(&spread, n, rows),
+                Matrix::row_major(spread, n, rows),
                 Matrix::strided(&padded[ky * wp * c..], rows, k * c, c, 1),
             );
             product
         })
         .collect();
+    SPREAD.with(|slot| slot.set(kept));
     let mut weight_grad = vec![0.0f32; n * c * k * k];
     for (o, dst) in weight_grad.chunks_exact_mut(c * k * k).enumerate() {
         for (ky, product) in per_row.iter().enumerate() {
