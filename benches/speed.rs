@@ -8,8 +8,8 @@
 //! - `libtorch`: LibTorch's CPU device, when built with `--features tch`.
 //!
 //! Workloads: LeNet-5 + BatchNorm (batch 64, configs/teacher.toml), the VGG-style CNN of
-//! configs/vgg-teacher.toml (batch 128) and the 784-800-800-10 MLP (batch 128, the Hinton
-//! student), each trained with SGD + Nesterov momentum through `runner::train::train_step`,
+//! configs/vgg-teacher.toml (batch 128), ResNet-20 on 32x32 RGB (batch 128) and the
+//! 784-800-800-10 MLP (batch 128, the Hinton student), each trained with SGD + Nesterov momentum through `runner::train::train_step`,
 //! the loop's own step; and batch-1 inference (p50, p95) on one thread. Rounds alternate
 //! between setups so a noisy neighbour hits all of them; medians are reported, with each
 //! setup's speed-up over `plain`.
@@ -20,7 +20,8 @@
 //! ```
 //!
 //! `cargo test -p runner --bench speed` runs the same in debug-free dev profile (what users
-//! get from `cargo run`).
+//! get from `cargo run`). `COMPRESS_CONV=im2col` trains every convolution through im2col (the
+//! kernels before issue 31), to compare the two paths in one build.
 
 use std::time::Instant;
 
@@ -46,23 +47,36 @@ struct Workload {
     name: &'static str,
     spec: &'static str,
     batch: usize,
+    /// `[channels, height, width]` of an input.
+    input: [usize; 3],
 }
 
-const WORKLOADS: [Workload; 3] = [
+const MNIST: [usize; 3] = [1, 28, 28];
+
+const WORKLOADS: [Workload; 4] = [
     Workload {
         name: "LeNet-5 + BN",
         spec: "kind = \"lenet5\"",
         batch: 64,
+        input: MNIST,
     },
     Workload {
         name: "VGG 32-32/64-64",
         spec: "kind = \"vgg\"\nstages = [[32, 32], [64, 64]]\nfc = [256]\ndropout = 0.3",
         batch: 128,
+        input: MNIST,
+    },
+    Workload {
+        name: "ResNet-20 RGB",
+        spec: "kind = \"resnet\"\nstem = 16\nstages = [16, 32, 64]\nblocks = 3",
+        batch: 128,
+        input: [3, 32, 32],
     },
     Workload {
         name: "MLP 800-800",
         spec: "kind = \"mlp\"\nhidden = [800, 800]",
         batch: 128,
+        input: MNIST,
     },
 ];
 
@@ -94,10 +108,11 @@ impl Setup {
 
 fn model(work: &Workload, device: &Device) -> Model {
     let spec: ModelSpec = toml::from_str(work.spec).unwrap();
+    let [channels, height, width] = work.input;
     let input = InputShape {
-        channels: 1,
-        height: 28,
-        width: 28,
+        channels,
+        height,
+        width,
         classes: 10,
     };
     device.seed(1);
@@ -116,7 +131,8 @@ fn train_round(work: &Workload, setup: Setup, cores: usize) -> f64 {
     let b = work.batch;
     let shards = if setup == Setup::Replicas { cores } else { 1 };
     let replicas = Replicas::new(shards).unwrap();
-    let images = Tensor::<4>::random([b, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+    let [c, h, w] = work.input;
+    let images = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
     let labels: Vec<i64> = (0..b as i64).map(|i| i % 10).collect();
     let indices: Vec<usize> = (0..b).collect();
     let run = || {
@@ -165,7 +181,8 @@ fn infer_round(work: &Workload, setup: Setup) -> Vec<f64> {
     pool.install(|| {
         let device = setup.device();
         let model = model(work, &device);
-        let x = Tensor::<4>::random([1, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+        let [c, h, w] = work.input;
+        let x = Tensor::<4>::random([1, c, h, w], Distribution::Normal(0.0, 1.0), &device);
         let mut times = Vec::with_capacity(INFERENCES);
         for i in 0..INFERENCES + 30 {
             let start = Instant::now();

@@ -135,11 +135,25 @@ thread_local! {
     static SPREAD: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
+/// Set to `im2col` to train every convolution through im2col and `gemm` (`conv.rs`), to
+/// compare the two in one build.
+pub const CONV_PATH_ENV: &str = "COMPRESS_CONV";
+
+/// Whether [`CONV_PATH_ENV`] asks for im2col (read once per process).
+fn im2col_asked() -> bool {
+    static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| {
+        std::env::var(CONV_PATH_ENV).is_ok_and(|path| path.eq_ignore_ascii_case("im2col"))
+    })
+}
+
 /// Whether these kernels compute `g` (stride 1, a square kernel, padding below it, enough
-/// input channels); [`tracked`] may still hand it back (no AVX-512).
+/// input channels, not turned off by [`CONV_PATH_ENV`]); [`tracked`] may still hand it back
+/// (no AVX-512).
 pub(crate) fn applies(g: &Geometry) -> bool {
     let [kh, kw] = g.kernel;
-    g.stride == [1, 1]
+    !im2col_asked()
+        && g.stride == [1, 1]
         && kh == kw
         && g.padding[0] == g.padding[1]
         && g.padding[0] < kh

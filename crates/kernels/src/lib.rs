@@ -40,6 +40,7 @@ pub use batch_norm_inference::batch_norm_inference;
 pub use clamp::clamp_inference;
 pub use conv::conv2d;
 pub use conv_nhwc::{PackedConv, WINOGRAD_MAX_BYTES, WINOGRAD_MIN_CHANNEL_PRODUCT};
+pub use conv_train::CONV_PATH_ENV;
 pub use depthwise::depthwise_conv2d;
 pub use flex::flex_values;
 pub use int8::{
