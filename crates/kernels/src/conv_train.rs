@@ -31,7 +31,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
 use rayon::prelude::*;
 
-use crate::conv::Geometry;
+use crate::conv_geometry::Geometry;
 use crate::conv_nhwc::PackedConv;
 use crate::flex::{contiguous_f32, flex_f32};
 use crate::gemm::{matmul, Matrix, MatrixMut};

@@ -18,6 +18,7 @@ mod batch_norm;
 mod batch_norm_inference;
 mod clamp;
 mod conv;
+mod conv_geometry;
 mod conv_nhwc;
 mod conv_train;
 mod depthwise;
