@@ -391,6 +391,10 @@ mod tests {
         compare([2, 16, 11, 8], [17, 16, 3, 3], [1, 1], [0, 0]);
         compare([2, 8, 9, 9], [20, 8, 5, 5], [1, 1], [2, 2]);
         compare([2, 8, 6, 6], [24, 8, 1, 1], [1, 1], [0, 0]);
+        // One output pixel, one output channel, a 7x7 kernel past a 5x5 image.
+        compare([3, 8, 3, 3], [5, 8, 3, 3], [1, 1], [0, 0]);
+        compare([2, 9, 5, 6], [1, 9, 3, 3], [1, 1], [1, 1]);
+        compare([1, 8, 5, 5], [4, 8, 7, 7], [1, 1], [3, 3]);
     }
 
     /// Each backward against central differences of `sum(y * r)`: the convolution is linear
