@@ -15,8 +15,8 @@ fills), with the same preprocessing and recipes:
                       256-wide hidden layer with dropout 0.3, batch 128, SGD lr 0.05 momentum
                       0.9 Nesterov, weight decay 5e-4, cosine with 0.5 warm-up epochs, 6 epochs
   profile WORKLOAD    PyTorch's profiler over 50 training steps of a workload (lenet5 at batch
-                      64, vgg at 128): time per op per step, beside the project's per-kernel
-                      breakdown
+                      64, vgg at 128, resnet20 on random 32x32 RGB at 128): time per op per
+                      step, beside the project's per-kernel breakdown
   latency             batch-1 end-to-end latency (bytes -> normalised tensor -> forward ->
                       argmax) of LeNet-5 and the 1200-1200 MLP, 1 thread, p50 / p95; and
                       batch-32 inference throughput, 1 thread
@@ -112,6 +112,47 @@ class Vgg(nn.Module):
         return x
 
 
+class BasicBlock(nn.Module):
+    """The project's resnet block: two 3x3 conv + BN, a 1x1 conv + BN projection where the
+    width or stride changes, ReLU after the residual add."""
+
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.projection = None
+        if stride != 1 or c_in != c_out:
+            self.projection = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                            nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        shortcut = x if self.projection is None else self.projection(x)
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + shortcut)
+
+
+class ResNet20(nn.Module):
+    """The project's resnet with stem = 16, stages = [16, 32, 64], blocks = 3 on 32x32 RGB (the
+    speed bench's ResNet-20): a 3x3 stem, stride 2 at each later stage, global average pool."""
+
+    def __init__(self, stages=(16, 32, 64), blocks=3, classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
+                                  nn.ReLU())
+        layers, c_in = [], 16
+        for s, width in enumerate(stages):
+            for b in range(blocks):
+                layers.append(BasicBlock(c_in, width, 2 if s > 0 and b == 0 else 1))
+                c_in = width
+        self.blocks = nn.Sequential(*layers)
+        self.fc = nn.Linear(c_in, classes)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
 class Mlp(nn.Module):
     """The project's mlp: input dropout, hidden layers with ReLU and dropout, classifier."""
 
@@ -138,6 +179,9 @@ RECIPES = {
                         shift=2, max_norm=3.0),
     "vgg": dict(model=Vgg, batch=128, epochs=6, lr=0.05, wd=5e-4, warmup=0.5, shift=0,
                 max_norm=None, dataset="fashion-mnist"),
+    # Timed on random 32x32 RGB batches by `profile` only, as `cargo test -p runner --bench
+    # speed` times the project's.
+    "resnet20": dict(model=ResNet20, batch=128, wd=5e-4, input=(3, 32, 32), dataset=None),
 }
 
 
@@ -165,6 +209,8 @@ def jitter(images, shift, rng):
 
 def train(args):
     recipe = RECIPES[args.workload]
+    if recipe.get("dataset", "mnist") is None:
+        raise SystemExit(f"error: {args.workload} is timed by `profile` only (random batches)")
     epochs = args.epochs or recipe["epochs"]
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -228,7 +274,7 @@ def profile(args):
     optim = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
                             weight_decay=recipe["wd"])
     batch = recipe["batch"]
-    x = torch.randn(batch, 1, 28, 28)
+    x = torch.randn(batch, *recipe.get("input", (1, 28, 28)))
     y = torch.arange(batch) % 10
 
     def step():
