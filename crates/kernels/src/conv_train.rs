@@ -38,9 +38,10 @@ use crate::gemm::{matmul, Matrix, MatrixMut};
 use crate::pixels::{grown, ConvWeights, Pixels};
 use crate::transpose::transpose;
 
-/// Fewest input channels for these kernels: below it (LeNet-5's 1 -> 6 and 6 -> 16 layers) a
-/// pixel's window rows are too short for the direct kernel's broadcasts to pay and im2col's
-/// columns are small.
+/// Fewest input channels for these kernels. LeNet-5's 1- and 6-channel layers stay on im2col,
+/// which already trains it ahead of PyTorch; 8 itself was not tuned. ResNet-20's 16-channel
+/// layers are faster here: with the threshold at 32 its replica step took 367 ms against 224
+/// (`cargo test -p runner --bench speed`, 2026-12-06).
 pub(crate) const MIN_CHANNELS: usize = 8;
 
 /// One direction of a layer packed for [`PackedConv`], with the padded layout it reads.
