@@ -35,7 +35,7 @@ use crate::conv_geometry::Geometry;
 use crate::conv_nhwc::PackedConv;
 use crate::flex::{contiguous_f32, flex_f32};
 use crate::gemm::{matmul, Matrix, MatrixMut};
-use crate::pixels::{grown, ConvWeights, Pixels};
+use crate::pixels::{grown, pad_image, ConvWeights, Pixels};
 use crate::transpose::transpose;
 
 /// Fewest input channels for these kernels. LeNet-5's 1- and 6-channel layers stay on im2col,
@@ -103,17 +103,11 @@ impl Pass {
 
 /// One channel-major sample (`[c][h][w]`) into `dst`, pixel-major with `pad` zeros before each
 /// row and column and zeros after them up to `[hp, wp]` (every value of `dst` written).
-fn pad_planes(x: &[f32], [c, h, w]: [usize; 3], pad: usize, [hp, wp]: [usize; 2], dst: &mut [f32]) {
-    let row_len = wp * c;
-    dst[..pad * row_len].fill(0.0);
-    dst[(pad + h) * row_len..hp * row_len].fill(0.0);
-    for y in 0..h {
-        let row = &mut dst[(y + pad) * row_len..][..row_len];
-        row[..pad * c].fill(0.0);
-        row[(pad + w) * c..].fill(0.0);
+fn pad_planes(x: &[f32], [c, h, w]: [usize; 3], pad: usize, size: [usize; 2], dst: &mut [f32]) {
+    pad_image(dst, [h, w, c], pad, size, |y, pixels| {
         // Channels by pixels of this row into pixels by channels.
-        transpose(&x[y * w..], h * w, &mut row[pad * c..], c, [c, w]);
-    }
+        transpose(&x[y * w..], h * w, pixels, c, [c, w])
+    });
 }
 
 /// A pixel-major output laid out as `layout` says into `dst`, channel-major (`[c][h][w]`).
