@@ -21,21 +21,24 @@
 //!
 //! `cargo test -p runner --bench speed` runs the same in debug-free dev profile (what users
 //! get from `cargo run`). `COMPRESS_CONV=im2col` trains every convolution through im2col (the
-//! kernels before issue 31), to compare the two paths in one build.
+//! kernels before issue 31), to compare the two paths in one build. `SPEED_ONLY=resnet` runs
+//! only the workloads whose name contains that text (any case); `SPEED_ROUNDS=3` fewer rounds.
 
 use std::time::Instant;
 
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use models::{Classifier, InputShape, Model, ModelSpec};
+use models::{Classifier, Inference, InputShape, Model, ModelSpec};
 use runner::replicas::Replicas;
 use runner::train::{train_step, Shard, StageForward, StepKey};
 use settings::schema::OptimizerConfig;
 use technique::{CrossEntropy, Trainee};
 
+/// Interleaved rounds per workload, unless `SPEED_ROUNDS` says otherwise.
 const ROUNDS: usize = 7;
 const STEPS: usize = 12;
+/// Batch-1 passes per round of the 28x28 and 32x32 workloads (ResNet-18 at 224x224: 30).
 const INFERENCES: usize = 300;
 
 fn percentile(mut v: Vec<f64>, q: f64) -> f64 {
@@ -49,34 +52,65 @@ struct Workload {
     batch: usize,
     /// `[channels, height, width]` of an input.
     input: [usize; 3],
+    /// Timed training steps per round.
+    steps: usize,
+    /// Batch-1 passes per round; a thirtieth as many batch-32 passes.
+    inferences: usize,
 }
 
 const MNIST: [usize; 3] = [1, 28, 28];
 
-const WORKLOADS: [Workload; 4] = [
+const RGB32: [usize; 3] = [3, 32, 32];
+
+const WORKLOADS: [Workload; 6] = [
     Workload {
         name: "LeNet-5 + BN",
         spec: "kind = \"lenet5\"",
         batch: 64,
         input: MNIST,
+        steps: STEPS,
+        inferences: INFERENCES,
     },
     Workload {
         name: "VGG 32-32/64-64",
         spec: "kind = \"vgg\"\nstages = [[32, 32], [64, 64]]\nfc = [256]\ndropout = 0.3",
         batch: 128,
         input: MNIST,
+        steps: STEPS,
+        inferences: INFERENCES,
     },
     Workload {
         name: "ResNet-20 RGB",
         spec: "kind = \"resnet\"\nstem = 16\nstages = [16, 32, 64]\nblocks = 3",
         batch: 128,
-        input: [3, 32, 32],
+        input: RGB32,
+        steps: STEPS,
+        inferences: INFERENCES,
+    },
+    Workload {
+        name: "MobileNetV2 RGB",
+        spec: "kind = \"mobilenet-v2\"",
+        batch: 128,
+        input: RGB32,
+        steps: STEPS,
+        inferences: INFERENCES,
+    },
+    Workload {
+        name: "ResNet-18 224",
+        spec: "kind = \"resnet\"\nstem = 64\nstem_layout = \"imagenet\"\n\
+               stages = [64, 128, 256, 512]\nblocks = 2",
+        batch: 32,
+        input: [3, 224, 224],
+        steps: 4,
+        inferences: 30,
     },
     Workload {
         name: "MLP 800-800",
         spec: "kind = \"mlp\"\nhidden = [800, 800]",
         batch: 128,
         input: MNIST,
+        steps: STEPS,
+        inferences: INFERENCES,
     },
 ];
 
@@ -125,7 +159,7 @@ fn optimizer() -> ModuleOptimizer {
     runner::train::build_optimizer(&config)
 }
 
-/// Milliseconds per training step over `STEPS` steps (after one untimed step).
+/// Milliseconds per training step over the workload's steps (after one untimed step).
 fn train_round(work: &Workload, setup: Setup, cores: usize) -> f64 {
     let device = setup.device().autodiff();
     let b = work.batch;
@@ -143,7 +177,7 @@ fn train_round(work: &Workload, setup: Setup, cores: usize) -> f64 {
         let mut optim = optimizer();
         let parts = Shard::split(&images, &labels, &indices, shards);
         let mut start = Instant::now();
-        for step in 0..=STEPS {
+        for step in 0..=work.steps {
             if step == 1 {
                 start = Instant::now();
             }
@@ -167,7 +201,7 @@ fn train_round(work: &Workload, setup: Setup, cores: usize) -> f64 {
             .trainee;
         }
         let _ = device.sync();
-        start.elapsed().as_secs_f64() * 1e3 / STEPS as f64
+        start.elapsed().as_secs_f64() * 1e3 / work.steps as f64
     };
     match setup {
         Setup::Plain => run(),
@@ -175,28 +209,47 @@ fn train_round(work: &Workload, setup: Setup, cores: usize) -> f64 {
     }
 }
 
-/// Microseconds of each batch-1 inference (classes read back), on one thread.
-fn infer_round(work: &Workload, setup: Setup) -> Vec<f64> {
+/// One round of inference on one thread, through [`Inference`] (what `train bench`
+/// measures): microseconds of each batch-1 pass (classes read back), and batch-32 images/s.
+fn infer_round(work: &Workload, setup: Setup) -> (Vec<f64>, f64) {
     let pool = measure::compute_pool(1).unwrap();
     pool.install(|| {
         let device = setup.device();
         let model = model(work, &device);
+        let model = Inference::new(&model);
         let [c, h, w] = work.input;
         let x = Tensor::<4>::random([1, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let mut times = Vec::with_capacity(INFERENCES);
-        for i in 0..INFERENCES + 30 {
+        let warmup = work.inferences / 10;
+        let mut times = Vec::with_capacity(work.inferences);
+        for i in 0..work.inferences + warmup {
             let start = Instant::now();
             let _ = model.classify(x.clone()).argmax(1).into_data();
-            if i >= 30 {
+            if i >= warmup {
                 times.push(start.elapsed().as_secs_f64() * 1e6);
             }
         }
-        times
+        let batch = Tensor::<4>::random([32, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let _ = model.classify(batch.clone()).argmax(1).into_data();
+        let passes = (work.inferences / 30).max(1);
+        let start = Instant::now();
+        for _ in 0..passes {
+            let _ = model.classify(batch.clone()).argmax(1).into_data();
+        }
+        let per_second = (passes * 32) as f64 / start.elapsed().as_secs_f64();
+        (times, per_second)
     })
 }
 
 fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let only = std::env::var("SPEED_ONLY")
+        .unwrap_or_default()
+        .to_lowercase();
+    let rounds = std::env::var("SPEED_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r: &usize| (1..=100).contains(&r))
+        .unwrap_or(ROUNDS);
     let mut setups = vec![Setup::Plain, Setup::Pooled, Setup::Replicas];
     if settings::device::parse_device("libtorch").is_ok() {
         setups.push(Setup::LibTorch);
@@ -205,7 +258,9 @@ fn main() {
     }
     println!(
         "training steps on {cores} threads ({cores} replicas), batch-1 inference on 1 thread; \
-         medians of {ROUNDS} interleaved rounds ({STEPS} steps, {INFERENCES} inferences each)\n"
+         medians of {rounds} interleaved rounds ({STEPS} steps, {INFERENCES} batch-1 and \
+         {} batch-32 inferences each; ResNet-18: 4 steps and a tenth of those)\n",
+        INFERENCES / 30
     );
     let header: String = setups.iter().map(|s| format!("{:>10}", s.name())).collect();
     let speedups: String = setups[1..]
@@ -213,10 +268,14 @@ fn main() {
         .map(|s| format!("{:>10}", format!("{}/plain", &s.name()[..3])))
         .collect();
     println!("{:<16} {:<24}{header}{speedups}", "model", "measure");
-    for work in &WORKLOADS {
+    for work in WORKLOADS
+        .iter()
+        .filter(|w| w.name.to_lowercase().contains(&only))
+    {
         let mut train = vec![Vec::new(); setups.len()];
         let mut infer = vec![Vec::new(); setups.len()];
-        for _ in 0..ROUNDS {
+        let mut batch32 = vec![Vec::new(); setups.len()];
+        for _ in 0..rounds {
             for (k, &setup) in setups.iter().enumerate() {
                 train[k].push(train_round(work, setup, cores));
             }
@@ -224,7 +283,9 @@ fn main() {
             // once (in the `plain` column) and LibTorch.
             for (k, &setup) in setups.iter().enumerate() {
                 if matches!(setup, Setup::Plain | Setup::LibTorch) {
-                    infer[k].extend(infer_round(work, setup));
+                    let (times, per_second) = infer_round(work, setup);
+                    infer[k].extend(times);
+                    batch32[k].push(per_second);
                 }
             }
         }
@@ -265,5 +326,10 @@ fn main() {
                 .collect();
             row(name.into(), &values, false);
         }
+        let values: Vec<Option<f64>> = batch32
+            .iter()
+            .map(|t| (!t.is_empty()).then(|| percentile(t.clone(), 0.5)))
+            .collect();
+        row("batch-32 images/s".into(), &values, true);
     }
 }

@@ -15,8 +15,13 @@ fills), with the same preprocessing and recipes:
                       256-wide hidden layer with dropout 0.3, batch 128, SGD lr 0.05 momentum
                       0.9 Nesterov, weight decay 5e-4, cosine with 0.5 warm-up epochs, 6 epochs
   profile WORKLOAD    PyTorch's profiler over 50 training steps of a workload (lenet5 at batch
-                      64, vgg at 128, resnet20 on random 32x32 RGB at 128): time per op per
-                      step, beside the project's per-kernel breakdown
+                      64, vgg at 128, resnet20 and mobilenetv2 on random 32x32 RGB at 128,
+                      resnet18 on random 224x224 RGB at 32): ms per step unprofiled, then
+                      time per op per step, beside the project's per-kernel breakdown
+                      (`--steps` fewer steps, `--no-ops` the step time alone)
+  infer WORKLOAD      eval-mode forward passes of random inputs on 1 thread: batch-1 p50 and
+                      p95 (us) and batch-32 images/s, as `cargo test -p runner --bench speed`
+                      measures the project's
   latency             batch-1 end-to-end latency (bytes -> normalised tensor -> forward ->
                       argmax) of LeNet-5 and the 1200-1200 MLP, 1 thread, p50 / p95; and
                       batch-32 inference throughput, 1 thread
@@ -135,13 +140,20 @@ class BasicBlock(nn.Module):
 
 class ResNet20(nn.Module):
     """The project's resnet with stem = 16, stages = [16, 32, 64], blocks = 3 on 32x32 RGB (the
-    speed bench's ResNet-20): a 3x3 stem, stride 2 at each later stage, global average pool."""
+    speed bench's ResNet-20): a 3x3 stem, stride 2 at each later stage, global average pool.
+    With `imagenet=True`, torchvision's 7x7 stride-2 stem and 3x3 stride-2 max-pool
+    (`stem_layout = "imagenet"`)."""
 
-    def __init__(self, stages=(16, 32, 64), blocks=3, classes=10):
+    def __init__(self, stages=(16, 32, 64), blocks=3, classes=10, stem=16, imagenet=False):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
-                                  nn.ReLU())
-        layers, c_in = [], 16
+        if imagenet:
+            self.stem = nn.Sequential(nn.Conv2d(3, stem, 7, 2, 3, bias=False),
+                                      nn.BatchNorm2d(stem), nn.ReLU(),
+                                      nn.MaxPool2d(3, 2, 1))
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, 1, 1, bias=False),
+                                      nn.BatchNorm2d(stem), nn.ReLU())
+        layers, c_in = [], stem
         for s, width in enumerate(stages):
             for b in range(blocks):
                 layers.append(BasicBlock(c_in, width, 2 if s > 0 and b == 0 else 1))
@@ -151,6 +163,67 @@ class ResNet20(nn.Module):
 
     def forward(self, x):
         return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def resnet18():
+    """The project's resnet with stem = 64, stem_layout = "imagenet", stages = [64, 128, 256,
+    512], blocks = 2: torchvision's ResNet-18 (the speed bench's, at 224x224)."""
+    return ResNet20(stages=(64, 128, 256, 512), blocks=2, stem=64, imagenet=True)
+
+
+def _divisible(v, divisor=8):
+    """torchvision's _make_divisible: `v` rounded to a multiple of 8, never 10% below it."""
+    out = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * v else out
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block as the project's (crates/models/src/mobilenet.rs): a 1x1 expansion
+    (not at ratio 1), a 3x3 depthwise convolution, ReLU6 after both, a linear 1x1 projection,
+    the input added where stride and width are kept."""
+
+    def __init__(self, c_in, c_out, stride, t):
+        super().__init__()
+        hidden = c_in * t
+        layers = []
+        if t != 1:
+            layers += [nn.Conv2d(c_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden),
+                       nn.ReLU6()]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+                   nn.BatchNorm2d(hidden), nn.ReLU6(),
+                   nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+class MobileNetV2(nn.Module):
+    """torchvision's MobileNetV2 at width 1.0, as the project's `kind = "mobilenet-v2"`: a
+    3x3 stride-2 stem, 17 inverted residual blocks, a 1x1 head to 1280, global average pool,
+    dropout 0.2 and the classifier (here on 32x32 RGB, as the speed bench runs it)."""
+
+    STAGES = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+              (6, 160, 3, 2), (6, 320, 1, 1)]
+
+    def __init__(self, width=1.0, classes=10):
+        super().__init__()
+        c_in = _divisible(32 * width)
+        layers = [nn.Conv2d(3, c_in, 3, 2, 1, bias=False), nn.BatchNorm2d(c_in), nn.ReLU6()]
+        for t, c, n, s in self.STAGES:
+            c_out = _divisible(c * width)
+            for i in range(n):
+                layers.append(InvertedResidual(c_in, c_out, s if i == 0 else 1, t))
+                c_in = c_out
+        head = _divisible(1280 * max(width, 1.0))
+        layers += [nn.Conv2d(c_in, head, 1, bias=False), nn.BatchNorm2d(head), nn.ReLU6()]
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(0.2)
+        self.classifier = nn.Linear(head, classes)
+
+    def forward(self, x):
+        return self.classifier(self.dropout(self.features(x).mean((2, 3))))
 
 
 class Mlp(nn.Module):
@@ -182,6 +255,9 @@ RECIPES = {
     # Timed on random 32x32 RGB batches by `profile` only, as `cargo test -p runner --bench
     # speed` times the project's.
     "resnet20": dict(model=ResNet20, batch=128, wd=5e-4, input=(3, 32, 32), dataset=None),
+    "mobilenetv2": dict(model=MobileNetV2, batch=128, wd=5e-4, input=(3, 32, 32),
+                        dataset=None),
+    "resnet18": dict(model=resnet18, batch=32, wd=5e-4, input=(3, 224, 224), dataset=None),
 }
 
 
@@ -283,13 +359,20 @@ def profile(args):
         loss.backward()
         optim.step()
 
-    for _ in range(20):
+    steps = args.steps
+    for _ in range(max(2, min(20, steps // 2))):
         step()
-    steps = 50
     start = time.perf_counter()
     for _ in range(steps):
         step()
     plain_ms = (time.perf_counter() - start) * 1e3 / steps
+    if args.no_ops:
+        print(json.dumps({
+            "workload": args.workload, "framework": f"pytorch {torch.__version__}",
+            "threads": torch.get_num_threads(), "batch": batch, "steps": steps,
+            "train_step_ms": round(plain_ms, 2),
+        }), flush=True)
+        return
     from torch.profiler import ProfilerActivity, profile as torch_profile
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
@@ -302,6 +385,40 @@ def profile(args):
     for e in rows[:args.top]:
         print(f"  {e.key:<48} {e.self_cpu_time_total / steps / 1e3:8.3f} ms "
               f"{100 * e.self_cpu_time_total / total:5.1f}%")
+
+
+@torch.inference_mode()
+def infer(args):
+    """A workload's model in eval mode on random inputs, 1 thread: each batch-1 forward pass
+    with its argmax read back (p50, p95), and batch-32 passes (images/s), as the project's
+    speed bench times `Inference::classify`."""
+    recipe = RECIPES[args.workload]
+    torch.manual_seed(1)
+    model = recipe["model"]()
+    model.eval()
+    shape = recipe.get("input", (1, 28, 28))
+    one, batch = torch.randn(1, *shape), torch.randn(32, *shape)
+    times = []
+    for i in range(args.warmup + args.images):
+        start = time.perf_counter()
+        model(one).argmax(1).tolist()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+    times.sort()
+    rounds = []
+    model(batch)
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        for _ in range(args.batches):
+            model(batch).argmax(1).tolist()
+        rounds.append(args.batches * 32 / (time.perf_counter() - start))
+    print(json.dumps({
+        "workload": args.workload, "framework": f"pytorch {torch.__version__}",
+        "threads": torch.get_num_threads(), "images": args.images,
+        "batch1_p50_us": round(times[len(times) // 2] * 1e6, 1),
+        "batch1_p95_us": round(times[int(len(times) * 0.95)] * 1e6, 1),
+        "batch32_images_per_second": round(sorted(rounds)[len(rounds) // 2], 1),
+    }), flush=True)
 
 
 @torch.inference_mode()
@@ -359,6 +476,15 @@ def main():
     p.add_argument("workload", choices=sorted(RECIPES))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--steps", type=int, default=50, help="timed steps (and profiled ones)")
+    p.add_argument("--no-ops", action="store_true", help="the step time alone, as JSON")
+    inf = sub.add_parser("infer", help="batch-1 latency and batch-32 throughput of a "
+                                       "workload's model on random inputs, 1 thread")
+    inf.add_argument("workload", choices=sorted(RECIPES))
+    inf.add_argument("--images", type=int, default=300)
+    inf.add_argument("--warmup", type=int, default=30)
+    inf.add_argument("--batches", type=int, default=5)
+    inf.add_argument("--rounds", type=int, default=5)
     lat = sub.add_parser("latency", help="batch-1 latency and batch-32 throughput, 1 thread")
     lat.add_argument("--images", type=int, default=1000)
     lat.add_argument("--warmup", type=int, default=100)
@@ -371,6 +497,9 @@ def main():
     elif args.command == "profile":
         torch.set_num_threads(args.threads)
         profile(args)
+    elif args.command == "infer":
+        torch.set_num_threads(1)
+        infer(args)
     else:
         torch.set_num_threads(1)
         latency(args)

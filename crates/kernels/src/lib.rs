@@ -38,7 +38,7 @@ mod winograd;
 
 pub use batch_norm::{batch_norm_train, BatchNormTrain};
 pub use batch_norm_inference::batch_norm_inference;
-pub use clamp::clamp_inference;
+pub use clamp::{clamp, clamp_inference};
 pub use conv::conv2d;
 pub use conv_nhwc::{PackedConv, WINOGRAD_MAX_BYTES, WINOGRAD_MIN_CHANNEL_PRODUCT};
 pub use conv_train::CONV_PATH_ENV;

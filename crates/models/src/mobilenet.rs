@@ -17,7 +17,7 @@ const RELU6: (f32, f32) = (0.0, 6.0);
 /// `min(max(x, 0), 6)`.
 fn relu6(x: Tensor<4>) -> Tensor<4> {
     let (lo, hi) = RELU6;
-    kernels::clamp_inference(x, lo, hi).unwrap_or_else(|x| x.clamp(lo, hi))
+    kernels::clamp(x, lo, hi).unwrap_or_else(|x| x.clamp(lo, hi))
 }
 
 #[derive(Module, Debug)]
