@@ -9,10 +9,16 @@
 //! - forward: per (sample, channel) plane, the input copied into a zero-bordered buffer, then
 //!   for each output row `kh * kw` scaled adds of whole input rows (contiguous when the stride
 //!   is 1, so they vectorise), with no bounds to work out;
-//! - input gradient: per plane, for each kernel offset, the output gradient's rows scaled and
-//!   added where they were read from, inside the input only (each plane owned by one task);
-//! - weight gradient: per channel, the dot products of the output's gradient with the shifted
-//!   input, over the whole batch.
+//! - input gradient: per plane, the output gradient laid over the padded width (the "flat"
+//!   layout of `spread_size`: no per-row work, where MobileNetV2's late rows are 1-4 values),
+//!   per kernel offset scaled and added into a zero-bordered plane where it was read from
+//!   (each plane owned by one task), whose inside is the gradient;
+//! - weight gradient: per channel, the dot products of the laid-out output gradient with the
+//!   shifted padded input, over the whole batch, in 16 running sums.
+//!
+//! Long rows at stride 2 (where the flat layout would compute every other window of each
+//! padded row for nothing) and strides that differ by axis run the backward per row, bounded
+//! to the input (`input_grad_plane`, `weight_grad_plane`).
 //!
 //! Results are deterministic: every sum runs in a fixed order on one thread, whatever the
 //! thread count (planes and channels run in parallel, never one sum across threads).
@@ -202,6 +208,107 @@ fn pad_into(x: &[f32], g: &Plane, padded: &mut Vec<f32>) {
     }
 }
 
+/// Whether the flat backward ([`input_grad_flat`], [`weight_grad_flat`]) runs: one stride
+/// for both axes, so that output `(oy, ox)`'s window starts `stride` times `oy * pw + ox`
+/// values into the padded plane; at stride 2 and more only for short rows, as the flat layout
+/// then also computes the windows between the real ones (twice the work at stride 2).
+fn is_flat(g: &Plane) -> bool {
+    g.stride[0] == g.stride[1] && (g.stride[0] == 1 || g.out_w <= FLAT_STRIDED_MAX_WIDTH)
+}
+
+/// Widest output row that a strided depthwise backward runs flat: MobileNetV2 on 32x32
+/// (rows of 1-16) is all flat, at 224x224 its stride-2 layers (rows of 14-112) mostly per row.
+/// Not tuned beyond that.
+const FLAT_STRIDED_MAX_WIDTH: usize = 16;
+
+/// The padded width, and the length of a spread plane: the output laid over the padded
+/// width (`out_h` rows of `pw`, zero past `out_w`), so that index `j = oy * pw + ox` reads
+/// the padded plane from `stride * j + ky * pw + kx` on, with no bounds per row: the rows of
+/// MobileNetV2's late planes are 1-4 values, where the per-row work of [`input_grad_plane`]
+/// and [`weight_grad_plane`] outweighed the arithmetic (a third of its training step).
+fn spread_size(g: &Plane) -> (usize, usize) {
+    let pw = g.width + 2 * g.padding[1];
+    (pw, g.out_h * pw)
+}
+
+/// Values of a padded plane that the flat passes index: past the border, the last virtual
+/// window's end.
+fn flat_padded_len(g: &Plane) -> usize {
+    let (pw, len) = spread_size(g);
+    let padded = (g.height + 2 * g.padding[0]) * pw;
+    padded.max(g.stride[0] * (len - 1) + (g.kernel[0] - 1) * pw + g.kernel[1])
+}
+
+/// One output plane's gradient spread over the padded width into `spread`.
+fn spread_into(dy: &[f32], g: &Plane, spread: &mut Vec<f32>) {
+    let (pw, len) = spread_size(g);
+    spread.clear();
+    spread.resize(len, 0.0);
+    for (row, src) in spread.chunks_exact_mut(pw).zip(dy.chunks_exact(g.out_w)) {
+        row[..g.out_w].copy_from_slice(src);
+    }
+}
+
+/// The input gradient of one plane by the flat layout (see [`spread_size`]): per kernel
+/// offset one scaled add of the spread gradient into a padded plane, whose inside is `dx`.
+fn input_grad_flat(dy: &[f32], w: &[f32], g: &Plane, scratch: &mut Scratch, dx: &mut [f32]) {
+    let [kh, kw] = g.kernel;
+    let s = g.stride[0];
+    let (pw, _) = spread_size(g);
+    let Scratch { spread, padded } = scratch;
+    spread_into(dy, g, spread);
+    padded.clear();
+    padded.resize(flat_padded_len(g), 0.0);
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let weight = w[ky * kw + kx];
+            let dst = &mut padded[ky * pw + kx..];
+            if s == 1 {
+                for (d, &v) in dst.iter_mut().zip(spread.iter()) {
+                    *d += weight * v;
+                }
+            } else {
+                for (d, &v) in dst.iter_mut().step_by(s).zip(spread.iter()) {
+                    *d += weight * v;
+                }
+            }
+        }
+    }
+    for (y, row) in dx.chunks_exact_mut(g.width).enumerate() {
+        let start = (y + g.padding[0]) * pw + g.padding[1];
+        row.copy_from_slice(&padded[start..start + g.width]);
+    }
+}
+
+/// The weight gradient's share of one plane by the flat layout: per kernel offset one dot
+/// product of the spread gradient with the padded input.
+fn weight_grad_flat(x: &[f32], dy: &[f32], g: &Plane, scratch: &mut Scratch, dw: &mut [f32]) {
+    let [kh, kw] = g.kernel;
+    let s = g.stride[0];
+    let (pw, _) = spread_size(g);
+    let Scratch { spread, padded } = scratch;
+    spread_into(dy, g, spread);
+    pad_into(x, g, padded);
+    padded.resize(flat_padded_len(g), 0.0);
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let from = &padded[ky * pw + kx..];
+            dw[ky * kw + kx] += if s == 1 {
+                dot(spread, from.iter())
+            } else {
+                dot(spread, from.iter().step_by(s))
+            };
+        }
+    }
+}
+
+/// Per-task buffers of the flat backward.
+#[derive(Default)]
+struct Scratch {
+    spread: Vec<f32>,
+    padded: Vec<f32>,
+}
+
 /// The input gradient of one plane: the adjoint of [`forward_plane`] in `x`.
 fn input_grad_plane(dy: &[f32], w: &[f32], g: &Plane, dx: &mut [f32]) {
     let [kh, kw] = g.kernel;
@@ -237,17 +344,35 @@ fn weight_grad_plane(x: &[f32], dy: &[f32], g: &Plane, dw: &mut [f32]) {
                 let grad = &dy[oy * g.out_w..][ox0..ox1];
                 let row = &x[iy * g.width..][ix0..];
                 sum += if sx == 1 {
-                    grad.iter().zip(row).map(|(a, b)| a * b).sum::<f32>()
+                    dot(grad, row.iter())
                 } else {
-                    grad.iter()
-                        .zip(row.iter().step_by(sx))
-                        .map(|(a, b)| a * b)
-                        .sum::<f32>()
+                    dot(grad, row.iter().step_by(sx))
                 };
             });
             dw[ky * kw + kx] += sum;
         }
     }
+}
+
+/// Lanes of [`dot`]'s running sums.
+const LANES: usize = 16;
+
+/// `Σ a[i] · b[i]` in [`LANES`] running sums, added together at the end: one running sum is a
+/// chain of dependent adds that no compiler may reorder (a MobileNetV2's depthwise weight
+/// gradients ran at one multiply-add per add's latency, most of its backward pass).
+fn dot<'a>(a: &[f32], b: impl Iterator<Item = &'a f32>) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut b = b;
+    let mut blocks = a.chunks_exact(LANES);
+    for block in &mut blocks {
+        for (lane, &x) in lanes.iter_mut().zip(block) {
+            *lane += x * b.next().expect("as long as `a`");
+        }
+    }
+    for (lane, &x) in lanes.iter_mut().zip(blocks.remainder()) {
+        *lane += x * b.next().expect("as long as `a`");
+    }
+    lanes.iter().sum()
 }
 
 /// Planes per parallel task: small planes (a MobileNetV2's last blocks are 7x7 at 224 px, 1x1
@@ -298,16 +423,21 @@ impl Backward<Flex, 2> for DepthwiseBackward {
         if let Some(node) = w_node {
             let x = &ops.state.x;
             let mut weight_grad = vec![0.0f32; g.channels * taps];
-            weight_grad
-                .par_chunks_mut(taps)
-                .enumerate()
-                .for_each(|(c, dw)| {
+            weight_grad.par_chunks_mut(taps).enumerate().for_each_init(
+                Scratch::default,
+                |scratch, (c, dw)| {
                     for b in 0..g.batch {
                         let plane = b * g.channels + c;
                         let x = &x[plane * in_plane..][..in_plane];
-                        weight_grad_plane(x, &grad[plane * out_plane..][..out_plane], &g, dw);
+                        let dy = &grad[plane * out_plane..][..out_plane];
+                        if is_flat(&g) {
+                            weight_grad_flat(x, dy, &g, scratch, dw);
+                        } else {
+                            weight_grad_plane(x, dy, &g, dw);
+                        }
                     }
-                });
+                },
+            );
             let shape = [g.channels, 1, g.kernel[0], g.kernel[1]];
             grads.register::<Flex>(node.id, flex_f32(weight_grad, shape));
         }
@@ -318,10 +448,15 @@ impl Backward<Flex, 2> for DepthwiseBackward {
                 .par_chunks_mut(in_plane)
                 .with_min_len(planes_per_task(&g))
                 .enumerate()
-                .for_each(|(plane, dx)| {
+                .for_each_init(Scratch::default, |scratch, (plane, dx)| {
                     let c = plane % g.channels;
                     let dy = &grad[plane * out_plane..][..out_plane];
-                    input_grad_plane(dy, &weight[c * taps..][..taps], &g, dx);
+                    let w = &weight[c * taps..][..taps];
+                    if is_flat(&g) {
+                        input_grad_flat(dy, w, &g, scratch, dx);
+                    } else {
+                        input_grad_plane(dy, w, &g, dx);
+                    }
                 });
             let shape = [g.batch, g.channels, g.height, g.width];
             grads.register::<Flex>(node.id, flex_f32(x_grad, shape));
@@ -427,11 +562,19 @@ mod tests {
     }
 
     /// The backward against central finite differences of the loss, in f64 arithmetic on the
-    /// f32 forward: every input and weight entry of a small case.
+    /// f32 forward: every input and weight entry of small cases, through the per-row backward
+    /// (strides that differ by axis) and the flat one (stride 1 and 2, with and without
+    /// padding, an odd width).
     #[test]
     fn gradients_match_finite_differences() {
+        for (stride, padding) in [([2, 1], [1, 1]), ([1, 1], [1, 1]), ([2, 2], [1, 1])] {
+            finite_differences(stride, padding);
+        }
+        finite_differences([2, 2], [0, 0]);
+    }
+
+    fn finite_differences(stride: [usize; 2], padding: [usize; 2]) {
         let device = Device::flex();
-        let (stride, padding) = ([2, 1], [1, 1]);
         let x = random([2, 3, 5, 4], 1.0, 21, &device);
         let w = random([3, 1, 3, 3], 0.5, 22, &device);
         let r = random(
