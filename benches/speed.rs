@@ -22,7 +22,8 @@
 //! `cargo test -p runner --bench speed` runs the same in debug-free dev profile (what users
 //! get from `cargo run`). `COMPRESS_CONV=im2col` trains every convolution through im2col (the
 //! kernels before issue 31), to compare the two paths in one build. `SPEED_ONLY=resnet` runs
-//! only the workloads whose name contains that text (any case); `SPEED_ROUNDS=3` fewer rounds.
+//! only the workloads whose name contains that text (any case); `SPEED_ROUNDS=3` fewer rounds;
+//! `SPEED_SETUPS=replicas` (comma-separated) only those setups, to profile one.
 
 use std::time::Instant;
 
@@ -255,6 +256,14 @@ fn main() {
         setups.push(Setup::LibTorch);
     } else {
         println!("(built without --features tch: flex alone)");
+    }
+    // Profiling one setup: the first column stays the one the ratios divide by.
+    if let Ok(names) = std::env::var("SPEED_SETUPS") {
+        setups.retain(|s| names.split(',').any(|n| n.trim() == s.name()));
+        assert!(
+            !setups.is_empty(),
+            "SPEED_SETUPS={names}: none of plain, pooled, replicas, libtorch"
+        );
     }
     println!(
         "training steps on {cores} threads ({cores} replicas), batch-1 inference on 1 thread; \
