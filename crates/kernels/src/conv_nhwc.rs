@@ -66,15 +66,47 @@ impl PackedConv {
     /// # Panics
     /// If the slices do not match the shape.
     pub fn new(layer: ConvWeights) -> Option<Self> {
-        let [n, c, kernel, _] = layer.shape;
-        let winograd =
-            kernel == 3 && layer.window[..2] == [3, 1] && c * n >= WINOGRAD_MIN_CHANNEL_PRODUCT;
+        let winograd = Self::winograd_layer(&layer);
         let mut packed = Self::direct(ConvWeights { ..layer })?;
         packed.planar = Planar::new(&layer, packed.simd()).map(Box::new);
         if winograd {
             packed.winograd = Some(Box::new(Winograd::new(&layer)?));
         }
         Some(packed)
+    }
+
+    /// [`Self::new`] for images of one size (`[h, w]`): where Winograd runs on them, the
+    /// direct panels are left out (the training convolution packs its weights every step, and
+    /// at ResNet-18's 512 channels packing both forms was an eighth of the step).
+    pub(crate) fn for_image(layer: ConvWeights, [h, w]: [usize; 2]) -> Option<Self> {
+        let [n, c, _, _] = layer.shape;
+        let winograd = Self::winograd_layer(&layer)
+            && Self::winograd_fits(
+                c,
+                n,
+                crate::window_out(h, layer.window),
+                crate::window_out(w, layer.window),
+            );
+        if !winograd {
+            return Self::new(layer);
+        }
+        Some(Self {
+            direct: DirectConv::unpacked(&layer)?,
+            planar: None,
+            winograd: Some(Box::new(Winograd::new(&layer)?)),
+        })
+    }
+
+    /// Whether a layer has a Winograd form: 3x3, stride 1, enough channel pairs.
+    fn winograd_layer(layer: &ConvWeights) -> bool {
+        let [n, c, kernel, _] = layer.shape;
+        kernel == 3 && layer.window[..2] == [3, 1] && c * n >= WINOGRAD_MIN_CHANNEL_PRODUCT
+    }
+
+    /// Whether an `[oh, ow]` output's transformed blocks fit [`WINOGRAD_MAX_BYTES`].
+    fn winograd_fits(c: usize, n: usize, oh: usize, ow: usize) -> bool {
+        let blocks = oh.div_ceil(2) * ow.div_ceil(2);
+        16 * blocks * (c + n) * 4 <= WINOGRAD_MAX_BYTES
     }
 
     /// [`Self::new`] on the direct kernel whatever the shape (to compare the two).
@@ -151,9 +183,7 @@ impl PackedConv {
         let p = self.direct.padding;
         let [oh, ow] = self.output([h, w]);
         let (mut hp, mut wp) = (h + 2 * p, w + 2 * p);
-        let blocks = oh.div_ceil(2) * ow.div_ceil(2);
-        let winograd = self.winograd.is_some()
-            && 16 * blocks * (self.c() + self.n()) * 4 <= WINOGRAD_MAX_BYTES;
+        let winograd = self.winograd.is_some() && Self::winograd_fits(self.c(), self.n(), oh, ow);
         if winograd {
             hp = hp.max(oh.div_ceil(2) * 2 + 2);
             wp = wp.max(ow.div_ceil(2) * 2 + 2);

@@ -63,14 +63,15 @@ impl Pass {
     fn new(weight: &[f32], shape: [usize; 4], pad: usize, input: [usize; 2]) -> Option<Self> {
         let [n, _, k, _] = shape;
         let (scale, shift) = (vec![1.0f32; n], vec![0.0f32; n]);
-        let conv = PackedConv::new(ConvWeights {
+        let layer = ConvWeights {
             weight,
             shape,
             window: [k, 1, pad],
             scale: &scale,
             shift: &shift,
             relu: false,
-        })?;
+        };
+        let conv = PackedConv::for_image(layer, input)?;
         let (padded, winograd) = conv.padded_size(input);
         let output = conv.output(input);
         Some(Self {

@@ -33,8 +33,9 @@ pub(crate) struct DirectConv {
     pub(crate) padding: usize,
     /// Registers per panel: 1 (layers of up to 16 outputs), 2 or 4.
     width: usize,
-    /// `[panels][kernel * kernel * c][width * 16]`, outputs past `n` zero.
-    panels: Vec<f32>,
+    /// `[panels][kernel * kernel * c][width * 16]`, outputs past `n` zero (empty for a layer
+    /// packed for Winograd only).
+    pub(crate) panels: Vec<f32>,
     /// Per output channel, padded to whole panels.
     scale: Vec<f32>,
     shift: Vec<f32>,
@@ -49,13 +50,45 @@ impl DirectConv {
     /// If the slices do not match the shape.
     pub(crate) fn new(layer: ConvWeights) -> Option<Self> {
         let [n, c, kh, kw] = layer.shape;
-        let [kernel, stride, padding] = layer.window;
         assert_eq!(
             layer.weight.len(),
             n * c * kh * kw,
             "weight of {:?}",
             layer.shape
         );
+        let kernel = layer.window[0];
+        let mut conv = Self::zeroed(&layer)?;
+        for (o, filter) in layer.weight.chunks_exact(c * kernel * kernel).enumerate() {
+            for ci in 0..c {
+                for ky in 0..kernel {
+                    for kx in 0..kernel {
+                        let at = conv.panel_index(o, (ky * kernel + kx) * c + ci);
+                        conv.panels[at] = filter[(ci * kernel + ky) * kernel + kx];
+                    }
+                }
+            }
+        }
+        Some(conv)
+    }
+
+    /// The layer's description with every weight zero, for the caller to fill through
+    /// [`Self::panel_index`] (`layer.weight` is not read).
+    ///
+    /// # Panics
+    /// If the affine does not match the shape.
+    pub(crate) fn zeroed(layer: &ConvWeights) -> Option<Self> {
+        let mut conv = Self::unpacked(layer)?;
+        let lanes = conv.width * 16;
+        let k = conv.kernel * conv.kernel * conv.c;
+        conv.panels = vec![0.0f32; conv.n.div_ceil(lanes) * k * lanes];
+        Some(conv)
+    }
+
+    /// The layer's description without its panels, for a [`crate::PackedConv`] that only
+    /// ever runs its Winograd form (`run_padded` and `pixels` must then not be called).
+    pub(crate) fn unpacked(layer: &ConvWeights) -> Option<Self> {
+        let [n, c, kh, kw] = layer.shape;
+        let [kernel, stride, padding] = layer.window;
         assert!(
             layer.scale.len() == n && layer.shift.len() == n,
             "an affine per output"
@@ -71,20 +104,6 @@ impl DirectConv {
         };
         let lanes = width * 16;
         let panels_n = n.div_ceil(lanes);
-        let k = kernel * kernel * c;
-        let mut panels = vec![0.0f32; panels_n * k * lanes];
-        for o in 0..n {
-            let (p, lane) = (o / lanes, o % lanes);
-            for ci in 0..c {
-                for ky in 0..kernel {
-                    for kx in 0..kernel {
-                        let from = ((o * c + ci) * kernel + ky) * kernel + kx;
-                        let at = (ky * kernel + kx) * c + ci;
-                        panels[(p * k + at) * lanes + lane] = layer.weight[from];
-                    }
-                }
-            }
-        }
         let padded = |v: &[f32]| {
             let mut out = v.to_vec();
             out.resize(panels_n * lanes, 0.0);
@@ -97,12 +116,21 @@ impl DirectConv {
             stride,
             padding,
             width,
-            panels,
+            panels: Vec::new(),
             scale: padded(layer.scale),
             shift: padded(layer.shift),
             relu: layer.relu,
             simd,
         })
+    }
+
+    /// Where the weight of output `o` at window element `at` (`(ky * kernel + kx) * c + ci`)
+    /// lies in the panels.
+    #[inline(always)]
+    pub(crate) fn panel_index(&self, o: usize, at: usize) -> usize {
+        let lanes = self.width * 16;
+        let k = self.kernel * self.kernel * self.c;
+        ((o / lanes) * k + at) * lanes + o % lanes
     }
 
     /// The output of a padded image (`wp` pixels per row, `padding` already around it) into
@@ -150,6 +178,10 @@ impl DirectConv {
         pixels: usize,
         out: &mut [f32],
     ) {
+        assert!(
+            !self.panels.is_empty(),
+            "a convolution packed for Winograd only"
+        );
         let lanes = self.width * 16;
         let k = self.kernel * self.kernel * self.c;
         let span = (self.kernel - 1) * window_row + self.kernel * self.c;

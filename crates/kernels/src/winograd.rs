@@ -70,8 +70,21 @@ impl Winograd {
     pub(crate) fn new(layer: &ConvWeights) -> Option<Self> {
         let [n, c, _, _] = layer.shape;
         let identity = (vec![1.0f32; n], vec![0.0f32; n]);
-        // U = G g Gᵀ per (output, input) pair, stored per position as `[n][c]` 1x1 weights.
-        let mut u = vec![vec![0.0f32; n * c]; 16];
+        let pointwise = ConvWeights {
+            weight: &[],
+            shape: [n, c, 1, 1],
+            window: [1, 1, 0],
+            scale: &identity.0,
+            shift: &identity.1,
+            relu: false,
+        };
+        // Each product's panels filled in place (no `[n][c]` copy per position first: at
+        // 512 -> 512 channels that was 16 MB written, read and packed again every training
+        // step).
+        let mut products = (0..16)
+            .map(|_| DirectConv::zeroed(&pointwise))
+            .collect::<Option<Vec<_>>>()?;
+        // U = G g Gᵀ per (output, input) pair, position `(i, j)` into product `i * 4 + j`.
         for o in 0..n {
             for ci in 0..c {
                 let g = &layer.weight[(o * c + ci) * 9..][..9];
@@ -80,27 +93,15 @@ impl Winograd {
                 // (G g) by column, then each of its rows times Gᵀ.
                 let columns: [[f32; 4]; 3] =
                     std::array::from_fn(|col| times_g(g[col], g[3 + col], g[6 + col]));
+                let at = products[0].panel_index(o, ci);
                 for i in 0..4 {
                     let row = times_g(columns[0][i], columns[1][i], columns[2][i]);
                     for (j, v) in row.into_iter().enumerate() {
-                        u[i * 4 + j][o * c + ci] = v;
+                        products[i * 4 + j].panels[at] = v;
                     }
                 }
             }
         }
-        let products = u
-            .iter()
-            .map(|weight| {
-                DirectConv::new(ConvWeights {
-                    weight,
-                    shape: [n, c, 1, 1],
-                    window: [1, 1, 0],
-                    scale: &identity.0,
-                    shift: &identity.1,
-                    relu: false,
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
         Some(Self {
             products,
             c,
