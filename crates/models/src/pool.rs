@@ -5,7 +5,8 @@
 //! no padding, even height and width) `kernels::max_pool_2x2` computes the same values and
 //! gradients, ties included, in a loop specialised to it, in training and inference. On other
 //! backends, inference uses the four strided views `max(max(a, b), max(c, d))` (the same
-//! function, vectorised element-wise work) and training burn's pooling.
+//! function, vectorised element-wise work) and training burn's pooling. Other square windows
+//! (ResNet's 3x3, stride-2, padding-1 stem pool) run `kernels::max_pool_window` on flex.
 
 use burn::nn::pool::MaxPool2d;
 use burn::nn::PaddingConfig2d;
@@ -26,7 +27,11 @@ pub(crate) fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
         && height % 2 == 0
         && width % 2 == 0;
     if !two_by_two {
-        return pool.forward(x);
+        return square_window(pool)
+            .and_then(|[kernel, stride, padding]| {
+                kernels::max_pool_window(&x, kernel, stride, padding)
+            })
+            .unwrap_or_else(|| pool.forward(x));
     }
     if let Some(pooled) = kernels::max_pool_2x2(&x) {
         return pooled;
@@ -39,6 +44,23 @@ pub(crate) fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let c = x.clone().slice(s![.., .., 1..;2, 0..;2]);
     let d = x.slice(s![.., .., 1..;2, 1..;2]);
     a.max_pair(b).max_pair(c.max_pair(d))
+}
+
+/// `[kernel, stride, padding]` of a pooling with square windows, one stride, symmetric
+/// explicit padding (or none) and no dilation (ResNet's 3x3, stride-2, padding-1 stem pool).
+fn square_window(pool: &MaxPool2d) -> Option<[usize; 3]> {
+    let [kh, kw] = pool.kernel_size;
+    let [sy, sx] = pool.stride;
+    let padding = match pool.padding {
+        PaddingConfig2d::Valid => 0,
+        PaddingConfig2d::Explicit(top, left, bottom, right)
+            if top == left && top == bottom && top == right =>
+        {
+            top
+        }
+        _ => return None,
+    };
+    (kh == kw && sy == sx && pool.dilation == [1, 1]).then_some([kh, sy, padding])
 }
 
 #[cfg(test)]
