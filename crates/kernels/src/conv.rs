@@ -395,6 +395,10 @@ mod tests {
         compare([3, 8, 3, 3], [5, 8, 3, 3], [1, 1], [0, 0]);
         compare([2, 9, 5, 6], [1, 9, 3, 3], [1, 1], [1, 1]);
         compare([1, 8, 5, 5], [4, 8, 7, 7], [1, 1], [3, 3]);
+        // Strides above 1 (ResNet's 3x3 and 1x1 downsampling, odd sizes, 3) stay on im2col.
+        compare([2, 16, 9, 8], [32, 16, 3, 3], [2, 2], [1, 1]);
+        compare([2, 16, 8, 8], [32, 16, 1, 1], [2, 2], [0, 0]);
+        compare([1, 8, 11, 10], [12, 8, 3, 3], [3, 3], [1, 1]);
     }
 
     /// Each backward against central differences of `sum(y * r)`: the convolution is linear

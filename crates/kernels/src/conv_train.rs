@@ -145,7 +145,10 @@ fn im2col_asked() -> bool {
 
 /// Whether these kernels compute `g` (stride 1, a square kernel, padding below it, enough
 /// input channels, not turned off by [`CONV_PATH_ENV`]); [`tracked`] may still hand it back
-/// (no AVX-512).
+/// (no AVX-512). Strided layers stay on im2col: stride 2 here (the direct kernel forward, the
+/// weight gradient over every window of the padded rows, twice the real ones, the input
+/// gradient by im2col's adjoint) was no faster on ResNet-20 and 2-13% slower on ResNet-18
+/// (`SPEED_SETUPS=replicas cargo test -p runner --bench speed`, 2026-12-06).
 pub(crate) fn applies(g: &Geometry) -> bool {
     let [kh, kw] = g.kernel;
     !im2col_asked()
