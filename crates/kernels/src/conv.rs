@@ -69,6 +69,21 @@ pub fn conv2d(
         let x_p = x.clone().try_into_primitive::<Flex>().ok()?;
         let w_p = weight.clone().try_into_primitive::<Flex>().ok()?;
         let (x, weight) = (contiguous_f32(&x_p), contiguous_f32(&w_p));
+        // Pointwise layers read their input as it lies; the others unfold it, where the
+        // pixel-major kernels read windows in place but pack the weights first (each call,
+        // which pays back only over enough output pixels).
+        let packs = geometry.batch * geometry.p() >= conv_train::INFERENCE_MIN_PIXELS;
+        if packs && conv_train::applies(&geometry) && !geometry.is_pointwise() {
+            if let Some(output) = conv_train::forward(&x, &weight, &geometry) {
+                let shape = [
+                    geometry.batch,
+                    geometry.c_out,
+                    geometry.out_h,
+                    geometry.out_w,
+                ];
+                return Some(Tensor::from_primitive::<Flex>(flex_f32(output, shape)));
+            }
+        }
         let output = match geometry.is_pointwise() {
             // Each sample's input already is its unfolded matrix: no copy.
             true => forward(
@@ -479,8 +494,16 @@ mod tests {
     fn inference_matches_burns() {
         let device = Device::flex();
         device.seed(4);
-        for (w_dims, padding) in [([5, 3, 3, 3], [1, 1]), ([7, 3, 1, 1], [0, 0])] {
-            let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        // im2col (3 channels), the input as it lies (pointwise), the pixel-major kernels
+        // (8 and 64 channels, the direct kernel and Winograd).
+        for (x_dims, w_dims, padding) in [
+            ([2, 3, 8, 8], [5, 3, 3, 3], [1, 1]),
+            ([2, 3, 8, 8], [7, 3, 1, 1], [0, 0]),
+            ([3, 8, 9, 7], [12, 8, 3, 3], [1, 1]),
+            ([2, 64, 8, 8], [64, 64, 3, 3], [1, 1]),
+            ([2, 16, 6, 6], [20, 16, 5, 5], [0, 0]),
+        ] {
+            let x = Tensor::<4>::random(x_dims, Distribution::Normal(0.0, 1.0), &device);
             let w = Tensor::<4>::random(w_dims, Distribution::Normal(0.0, 1.0), &device);
             let ours = conv2d(&x, &w, [1, 1], padding).expect("flex f32");
             let theirs = burns(x, w, None, ConvOptions::new([1, 1], padding, [1, 1], 1));

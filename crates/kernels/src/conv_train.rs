@@ -295,6 +295,41 @@ fn input_grad(grad: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
     x_grad
 }
 
+/// Fewest output pixels (batch times pixels per sample) for which a convolution without
+/// autodiff runs [`forward`]: below it, packing the weights at each call costs more than the
+/// kernels save over im2col (ResNet-18's 7x7 layers at batch 1 took 1.7x as long; ResNet-20
+/// 1.2x with 64 and 256 pixels). Measured from there, not tuned finely.
+pub(crate) const INFERENCE_MIN_PIXELS: usize = 1024;
+
+/// The convolution without autodiff (`[batch][c_out][oh][ow]`), each sample padded in a
+/// buffer of its thread's, or `None` where [`PackedConv`] does not run on this CPU: the
+/// inference of models that run burn's graph (ResNets, MobileNetV2), whose 3x3 layers im2col
+/// unfolded per sample.
+pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Option<Vec<f32>> {
+    let shape = [g.c_out, g.c_in, g.kernel[0], g.kernel[1]];
+    let pass = Pass::new(weight, shape, g.padding[0], [g.height, g.width])?;
+    let (plane, out_plane) = (g.c_in * g.height * g.width, g.c_out * g.out_h * g.out_w);
+    let mut output = vec![0.0f32; g.batch * out_plane];
+    output
+        .par_chunks_mut(out_plane)
+        .enumerate()
+        .for_each(|(b, out)| {
+            SCRATCH.with_borrow_mut(|(scratch, padded)| {
+                let padded = grown(padded, pass.sample_len());
+                let sample = &x[b * plane..][..plane];
+                pad_planes(
+                    sample,
+                    [g.c_in, g.height, g.width],
+                    pass.pad,
+                    pass.padded,
+                    padded,
+                );
+                pass.run(padded, scratch, out);
+            })
+        });
+    Some(output)
+}
+
 /// The convolution as a node of burn's autodiff graph, or `None` where [`PackedConv`] does not
 /// run on this CPU.
 pub(crate) fn tracked(
