@@ -8,11 +8,13 @@
 //! - `libtorch`: LibTorch's CPU device, when built with `--features tch`.
 //!
 //! Workloads: LeNet-5 + BatchNorm (batch 64, configs/teacher.toml), the VGG-style CNN of
-//! configs/vgg-teacher.toml (batch 128), ResNet-20 on 32x32 RGB (batch 128) and the
-//! 784-800-800-10 MLP (batch 128, the Hinton student), each trained with SGD + Nesterov momentum through `runner::train::train_step`,
-//! the loop's own step; and batch-1 inference (p50, p95) on one thread. Rounds alternate
-//! between setups so a noisy neighbour hits all of them; medians are reported, with each
-//! setup's speed-up over `plain`.
+//! configs/vgg-teacher.toml (batch 128), ResNet-20 and torchvision's MobileNetV2 on 32x32 RGB
+//! (batch 128), torchvision's ResNet-18 on 224x224 RGB (batch 32) and the 784-800-800-10 MLP
+//! (batch 128, the Hinton student), each trained with SGD + Nesterov momentum through
+//! `runner::train::train_step`, the loop's own step; and inference on one thread through
+//! `models::Inference` (what `train bench` measures): batch-1 latency (p50, p95) and batch-32
+//! images/s. Rounds alternate between setups so a noisy neighbour hits all of them; medians
+//! are reported, with each setup's speed-up over `plain`.
 //!
 //! ```text
 //! cargo bench -p runner --bench speed

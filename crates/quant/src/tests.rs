@@ -10,6 +10,17 @@ use crate::int_file::{self, IntFile};
 use crate::quantized_model::QuantizedModel;
 use crate::quantizer::{percentiles, FakeQuant};
 
+/// The device's random generator is one per process, and the tests here seed it and draw
+/// their models and data from it: they run one at a time, so that each one's data is what its
+/// seed says. Run in parallel, their draws interleaved and the data changed from run to run,
+/// and with it which values land on rounding ties (a rare mismatch between the integer file
+/// and its simulation, or ONNX Runtime, at a half level).
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn device() -> Device {
     Device::flex()
 }
@@ -31,6 +42,7 @@ fn config(toml: &str) -> QuantConfig {
 
 #[test]
 fn the_straight_through_gradient_is_the_identity_inside_the_range_and_zero_outside() {
+    let _rng = one_at_a_time();
     let d = device().autodiff();
     // A grid over [-1, 3]: -2 and 5 are clamped, the rest inside.
     let grid = ActivationGrid::from_range(-1.0, 3.0, 8);
@@ -53,6 +65,7 @@ fn the_straight_through_gradient_is_the_identity_inside_the_range_and_zero_outsi
 
 #[test]
 fn quantize_then_dequantize_errs_by_at_most_half_a_step() {
+    let _rng = one_at_a_time();
     for bits in [2, 4, 8] {
         let w = Tensor::<2>::random([8, 50], Distribution::Normal(0.0, 0.3), &device());
         let scales = host(channel_scales(w.clone(), bits));
@@ -76,6 +89,7 @@ fn quantize_then_dequantize_errs_by_at_most_half_a_step() {
 
 #[test]
 fn activation_grids_represent_zero_exactly() {
+    let _rng = one_at_a_time();
     for (min, max) in [(-0.37, 5.1), (0.2, 3.0), (-4.0, -1.0)] {
         let grid = ActivationGrid::from_range(min, max, 8);
         let zero = host(grid.fake_quant(Tensor::<1>::zeros([1], &device())));
@@ -85,6 +99,7 @@ fn activation_grids_represent_zero_exactly() {
 
 #[test]
 fn per_channel_scales_are_per_channel() {
+    let _rng = one_at_a_time();
     // Rows of very different magnitude each get their own scale: max|row| / qmax.
     let rows = [[0.01f32, -0.02, 0.005], [3.0, -7.0, 1.0], [0.0, 0.0, 0.0]];
     let w = Tensor::<2>::from_floats(rows, &device());
@@ -100,6 +115,7 @@ fn per_channel_scales_are_per_channel() {
 
 #[test]
 fn percentiles_pick_the_tails() {
+    let _rng = one_at_a_time();
     let mut values: Vec<f32> = (0..=1000).map(|i| i as f32).collect();
     assert_eq!(percentiles(&mut values, 99.0), (10.0, 990.0));
     assert_eq!(percentiles(&mut [], 99.0), (0.0, 0.0));
@@ -124,6 +140,7 @@ fn calibrated(model: &Model, toml: &str) -> FakeQuant {
 
 #[test]
 fn an_exported_file_round_trips_bit_for_bit_and_computes_what_the_quantizer_computed() {
+    let _rng = one_at_a_time();
     let model = lenet();
     for toml in ["bits = 8", "bits = 4\nlayers = { conv1 = 8 }", "bits = 2"] {
         let quant = calibrated(&model, toml);
@@ -148,6 +165,7 @@ fn an_exported_file_round_trips_bit_for_bit_and_computes_what_the_quantizer_comp
 
 #[test]
 fn low_bit_files_are_smaller() {
+    let _rng = one_at_a_time();
     let model = lenet();
     let size = |toml: &str| {
         let quant = calibrated(&model, toml);
@@ -167,6 +185,7 @@ fn low_bit_files_are_smaller() {
 
 #[test]
 fn a_half_file_loads_the_rounded_weights() {
+    let _rng = one_at_a_time();
     let model = lenet();
     let bytes = crate::half_file::to_bytes(&model, &MNIST);
     let loaded =
@@ -182,6 +201,7 @@ fn a_half_file_loads_the_rounded_weights() {
 
 #[test]
 fn corrupt_or_truncated_exports_are_clear_errors() {
+    let _rng = one_at_a_time();
     let model = lenet();
     let quant = calibrated(&model, "bits = 8");
     let good = int_file::export(&model, &quant, &MNIST).unwrap().to_bytes();
@@ -248,6 +268,7 @@ fn corrupt_or_truncated_exports_are_clear_errors() {
 
 #[test]
 fn bits_follow_the_last_matching_layer_pattern() {
+    let _rng = one_at_a_time();
     let c = config("bits = 4\nlayers = { \"fc*\" = 8, fc3 = 2 }");
     assert_eq!(c.bits_for("conv1"), 4);
     assert_eq!(c.bits_for("fc1"), 8);
@@ -256,6 +277,7 @@ fn bits_follow_the_last_matching_layer_pattern() {
 
 #[test]
 fn observers_learn_only_from_passes_that_ask_and_only_until_frozen() {
+    let _rng = one_at_a_time();
     let model = lenet();
     let quant = calibrated(&model, "bits = 8");
     let before = quant.state();
@@ -281,6 +303,7 @@ fn observers_learn_only_from_passes_that_ask_and_only_until_frozen() {
 
 #[test]
 fn relu6_points_take_the_clip_as_their_grid_and_the_file_keeps_it() {
+    let _rng = one_at_a_time();
     const RGB: InputShape = InputShape {
         channels: 3,
         height: 16,
@@ -350,6 +373,7 @@ fn assert_within_a_level(ours: &[f32], theirs: &[f32], tolerance: f32, step: f32
 /// computes here, at every weight and activation width, BatchNorm folded or not.
 #[test]
 fn qdq_exports_compute_what_the_integer_file_computes_in_onnx_runtime() {
+    let _rng = one_at_a_time();
     const RGB: InputShape = InputShape {
         channels: 3,
         height: 32,
@@ -416,6 +440,7 @@ fn qdq_exports_compute_what_the_integer_file_computes_in_onnx_runtime() {
 /// both kernel paths, for every architecture at every width, BatchNorm folded or not.
 #[test]
 fn integer_programs_compute_what_the_simulation_computes() {
+    let _rng = one_at_a_time();
     use kernels::Int8Path;
 
     use crate::integer::IntegerModel;
@@ -506,6 +531,7 @@ fn integer_programs_compute_what_the_simulation_computes() {
 /// quantized): the file falls back to its simulation and says why.
 #[test]
 fn a_fan_in_too_large_for_exact_sums_runs_as_the_simulation() {
+    let _rng = one_at_a_time();
     let input = InputShape {
         channels: 3,
         height: 120,
