@@ -242,6 +242,17 @@ fn forward(
 ) -> FlexTensor {
     let (k, p) = (g.k(), g.p());
     let mut output = vec![0.0f32; g.batch * g.c_out * p];
+    if p == 1 {
+        // One output pixel per sample (MobileNetV2's last blocks and head on 32x32 images):
+        // the whole batch is one product, `[batch][c_out] = X · Wᵀ`, where one product per
+        // sample streamed every weight once per sample.
+        matmul(
+            MatrixMut::row_major(&mut output, g.batch, g.c_out),
+            Matrix::strided(unfolded, g.batch, k, sample_offset, row_stride),
+            Matrix::strided(weight, k, g.c_out, 1, k),
+        );
+        return flex_f32(output, [g.batch, g.c_out, g.out_h, g.out_w]);
+    }
     output
         .par_chunks_mut(g.c_out * p)
         .enumerate()
@@ -502,6 +513,9 @@ mod tests {
             ([3, 8, 9, 7], [12, 8, 3, 3], [1, 1]),
             ([2, 64, 8, 8], [64, 64, 3, 3], [1, 1]),
             ([2, 16, 6, 6], [20, 16, 5, 5], [0, 0]),
+            // One output pixel per sample: the whole batch as one product.
+            ([5, 24, 1, 1], [40, 24, 1, 1], [0, 0]),
+            ([3, 4, 3, 3], [6, 4, 3, 3], [0, 0]),
         ] {
             let x = Tensor::<4>::random(x_dims, Distribution::Normal(0.0, 1.0), &device);
             let w = Tensor::<4>::random(w_dims, Distribution::Normal(0.0, 1.0), &device);
