@@ -231,6 +231,10 @@ fn col2im(dcols: &[f32], g: &Geometry, dx: &mut [f32]) {
     }
 }
 
+/// Samples per product where a convolution's products run per output pixel (see
+/// [`forward`]): two tasks at batch 32.
+const SAMPLES_PER_PRODUCT: usize = 16;
+
 /// The convolution from each sample's unfolded input: `out_b = W · cols_b`, where `cols_b`
 /// (`[K, P]`) starts at `b * sample_offset` in `unfolded` with its rows `row_stride` apart:
 /// `(P, N)` in im2col's layout, `(K * P, P)` for a pointwise convolution's input as it lies.
@@ -251,6 +255,31 @@ fn forward(
             Matrix::strided(unfolded, g.batch, k, sample_offset, row_stride),
             Matrix::strided(weight, k, g.c_out, 1, k),
         );
+        return flex_f32(output, [g.batch, g.c_out, g.out_h, g.out_w]);
+    }
+    if p * g.batch.div_ceil(SAMPLES_PER_PRODUCT) < g.batch {
+        // Few pixels per sample (MobileNetV2's pointwise layers at 2x2-4x4): one product per
+        // pixel over a group of samples streams the weights `p` times per group instead of
+        // once per sample. Groups have a fixed size, so sums do not depend on the threads.
+        output
+            .par_chunks_mut(SAMPLES_PER_PRODUCT * g.c_out * p)
+            .enumerate()
+            .for_each(|(group, out)| {
+                let (first, samples) = (group * SAMPLES_PER_PRODUCT, out.len() / (g.c_out * p));
+                for j in 0..p {
+                    matmul(
+                        MatrixMut::strided(&mut out[j..], g.c_out, samples, p, g.c_out * p),
+                        Matrix::row_major(weight, g.c_out, k),
+                        Matrix::strided(
+                            &unfolded[first * sample_offset + j..],
+                            k,
+                            samples,
+                            row_stride,
+                            sample_offset,
+                        ),
+                    );
+                }
+            });
         return flex_f32(output, [g.batch, g.c_out, g.out_h, g.out_w]);
     }
     output
@@ -513,8 +542,11 @@ mod tests {
             ([3, 8, 9, 7], [12, 8, 3, 3], [1, 1]),
             ([2, 64, 8, 8], [64, 64, 3, 3], [1, 1]),
             ([2, 16, 6, 6], [20, 16, 5, 5], [0, 0]),
-            // One output pixel per sample: the whole batch as one product.
+            // One output pixel per sample: the whole batch as one product; a few pixels and
+            // many samples (two groups, the second short): one product per pixel and group.
             ([5, 24, 1, 1], [40, 24, 1, 1], [0, 0]),
+            ([20, 24, 2, 2], [40, 24, 1, 1], [0, 0]),
+            ([40, 3, 4, 4], [6, 3, 3, 3], [1, 1]),
             ([3, 4, 3, 3], [6, 4, 3, 3], [0, 0]),
         ] {
             let x = Tensor::<4>::random(x_dims, Distribution::Normal(0.0, 1.0), &device);
