@@ -248,11 +248,12 @@ fn main() {
     let only = std::env::var("SPEED_ONLY")
         .unwrap_or_default()
         .to_lowercase();
-    let rounds = std::env::var("SPEED_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .filter(|&r: &usize| (1..=100).contains(&r))
-        .unwrap_or(ROUNDS);
+    let rounds = std::env::var("SPEED_ROUNDS").map_or(ROUNDS, |r| {
+        r.parse()
+            .ok()
+            .filter(|r: &usize| (1..=100).contains(r))
+            .unwrap_or_else(|| panic!("SPEED_ROUNDS={r}: a whole number from 1 to 100"))
+    });
     let mut setups = vec![Setup::Plain, Setup::Pooled, Setup::Replicas];
     if settings::device::parse_device("libtorch").is_ok() {
         setups.push(Setup::LibTorch);

@@ -138,7 +138,7 @@ class BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(y)) + shortcut)
 
 
-class ResNet20(nn.Module):
+class ResNet(nn.Module):
     """The project's resnet with stem = 16, stages = [16, 32, 64], blocks = 3 on 32x32 RGB (the
     speed bench's ResNet-20): a 3x3 stem, stride 2 at each later stage, global average pool.
     With `imagenet=True`, torchvision's 7x7 stride-2 stem and 3x3 stride-2 max-pool
@@ -168,7 +168,7 @@ class ResNet20(nn.Module):
 def resnet18():
     """The project's resnet with stem = 64, stem_layout = "imagenet", stages = [64, 128, 256,
     512], blocks = 2: torchvision's ResNet-18 (the speed bench's, at 224x224)."""
-    return ResNet20(stages=(64, 128, 256, 512), blocks=2, stem=64, imagenet=True)
+    return ResNet(stages=(64, 128, 256, 512), blocks=2, stem=64, imagenet=True)
 
 
 def _divisible(v, divisor=8):
@@ -254,7 +254,7 @@ RECIPES = {
                 max_norm=None, dataset="fashion-mnist"),
     # Timed on random 32x32 RGB batches by `profile` only, as `cargo test -p runner --bench
     # speed` times the project's.
-    "resnet20": dict(model=ResNet20, batch=128, wd=5e-4, input=(3, 32, 32), dataset=None),
+    "resnet20": dict(model=ResNet, batch=128, wd=5e-4, input=(3, 32, 32), dataset=None),
     "mobilenetv2": dict(model=MobileNetV2, batch=128, wd=5e-4, input=(3, 32, 32),
                         dataset=None),
     "resnet18": dict(model=resnet18, batch=32, wd=5e-4, input=(3, 224, 224), dataset=None),

@@ -246,21 +246,11 @@ fn forward(
 ) -> FlexTensor {
     let (k, p) = (g.k(), g.p());
     let mut output = vec![0.0f32; g.batch * g.c_out * p];
-    if p == 1 {
-        // One output pixel per sample (MobileNetV2's last blocks and head on 32x32 images):
-        // the whole batch is one product, `[batch][c_out] = X · Wᵀ`, where one product per
-        // sample streamed every weight once per sample.
-        matmul(
-            MatrixMut::row_major(&mut output, g.batch, g.c_out),
-            Matrix::strided(unfolded, g.batch, k, sample_offset, row_stride),
-            Matrix::strided(weight, k, g.c_out, 1, k),
-        );
-        return flex_f32(output, [g.batch, g.c_out, g.out_h, g.out_w]);
-    }
     if p * g.batch.div_ceil(SAMPLES_PER_PRODUCT) < g.batch {
-        // Few pixels per sample (MobileNetV2's pointwise layers at 2x2-4x4): one product per
-        // pixel over a group of samples streams the weights `p` times per group instead of
-        // once per sample. Groups have a fixed size, so sums do not depend on the threads.
+        // Few pixels per sample (MobileNetV2's pointwise layers at 2x2-4x4, its last blocks and
+        // head at 1x1 on 32x32 images): one product per pixel over a group of samples streams
+        // the weights `p` times per group instead of once per sample. Groups have a fixed
+        // size, so sums do not depend on the threads.
         output
             .par_chunks_mut(SAMPLES_PER_PRODUCT * g.c_out * p)
             .enumerate()
@@ -542,8 +532,8 @@ mod tests {
             ([3, 8, 9, 7], [12, 8, 3, 3], [1, 1]),
             ([2, 64, 8, 8], [64, 64, 3, 3], [1, 1]),
             ([2, 16, 6, 6], [20, 16, 5, 5], [0, 0]),
-            // One output pixel per sample: the whole batch as one product; a few pixels and
-            // many samples (two groups, the second short): one product per pixel and group.
+            // One or a few output pixels per sample and many samples (one group; two, the
+            // second short): one product per pixel and group.
             ([5, 24, 1, 1], [40, 24, 1, 1], [0, 0]),
             ([20, 24, 2, 2], [40, 24, 1, 1], [0, 0]),
             ([40, 3, 4, 4], [6, 3, 3, 3], [1, 1]),
