@@ -239,24 +239,30 @@ fn flat_padded_len(g: &Plane) -> usize {
     padded.max(g.stride[0] * (len - 1) + (g.kernel[0] - 1) * pw + g.kernel[1])
 }
 
-/// One output plane's gradient spread over the padded width into `spread`.
-fn spread_into(dy: &[f32], g: &Plane, spread: &mut Vec<f32>) {
+/// The output's gradient (`[planes][out_h][out_w]`) spread over the padded width, plane by
+/// plane (`[planes][out_h][pw]`, zero past `out_w`): laid out once for both gradients.
+fn spread(grad: &[f32], g: &Plane) -> Vec<f32> {
     let (pw, len) = spread_size(g);
-    spread.clear();
-    spread.resize(len, 0.0);
-    for (row, src) in spread.chunks_exact_mut(pw).zip(dy.chunks_exact(g.out_w)) {
-        row[..g.out_w].copy_from_slice(src);
-    }
+    let mut spread = vec![0.0f32; g.batch * g.channels * len];
+    spread
+        .par_chunks_mut(len)
+        .zip(grad.par_chunks(g.out_plane()))
+        .with_min_len(planes_per_task(g))
+        .for_each(|(plane, dy)| {
+            for (row, src) in plane.chunks_exact_mut(pw).zip(dy.chunks_exact(g.out_w)) {
+                row[..g.out_w].copy_from_slice(src);
+            }
+        });
+    spread
 }
 
 /// The input gradient of one plane by the flat layout (see [`spread_size`]): per kernel
-/// offset one scaled add of the spread gradient into a padded plane, whose inside is `dx`.
-fn input_grad_flat(dy: &[f32], w: &[f32], g: &Plane, scratch: &mut Scratch, dx: &mut [f32]) {
+/// offset one scaled add of the plane's spread gradient into a padded plane (`padded`, kept by
+/// the caller), whose inside is `dx`.
+fn input_grad_flat(spread: &[f32], w: &[f32], g: &Plane, padded: &mut Vec<f32>, dx: &mut [f32]) {
     let [kh, kw] = g.kernel;
     let s = g.stride[0];
     let (pw, _) = spread_size(g);
-    let Scratch { spread, padded } = scratch;
-    spread_into(dy, g, spread);
     padded.clear();
     padded.resize(flat_padded_len(g), 0.0);
     for ky in 0..kh {
@@ -281,13 +287,12 @@ fn input_grad_flat(dy: &[f32], w: &[f32], g: &Plane, scratch: &mut Scratch, dx: 
 }
 
 /// The weight gradient's share of one plane by the flat layout: per kernel offset one dot
-/// product of the spread gradient with the padded input.
-fn weight_grad_flat(x: &[f32], dy: &[f32], g: &Plane, scratch: &mut Scratch, dw: &mut [f32]) {
+/// product of the plane's spread gradient with the padded input (`padded`, kept by the
+/// caller).
+fn weight_grad_flat(x: &[f32], spread: &[f32], g: &Plane, padded: &mut Vec<f32>, dw: &mut [f32]) {
     let [kh, kw] = g.kernel;
     let s = g.stride[0];
     let (pw, _) = spread_size(g);
-    let Scratch { spread, padded } = scratch;
-    spread_into(dy, g, spread);
     pad_into(x, g, padded);
     padded.resize(flat_padded_len(g), 0.0);
     for ky in 0..kh {
@@ -300,13 +305,6 @@ fn weight_grad_flat(x: &[f32], dy: &[f32], g: &Plane, scratch: &mut Scratch, dw:
             };
         }
     }
-}
-
-/// Per-task buffers of the flat backward.
-#[derive(Default)]
-struct Scratch {
-    spread: Vec<f32>,
-    padded: Vec<f32>,
 }
 
 /// The input gradient of one plane: the adjoint of [`forward_plane`] in `x`.
@@ -437,20 +435,26 @@ impl Backward<Flex, 2> for DepthwiseBackward {
         let grad = contiguous_f32(&grad);
         let g = ops.state.geometry;
         let (taps, in_plane, out_plane) = (g.kernel[0] * g.kernel[1], g.in_plane(), g.out_plane());
+        let spread = is_flat(&g).then(|| spread(&grad, &g));
+        let spread_len = spread_size(&g).1;
         if let Some(node) = w_node {
             let x = &ops.state.x;
             let mut weight_grad = vec![0.0f32; g.channels * taps];
             weight_grad.par_chunks_mut(taps).enumerate().for_each_init(
-                Scratch::default,
-                |scratch, (c, dw)| {
+                Vec::new,
+                |padded, (c, dw)| {
                     for b in 0..g.batch {
                         let plane = b * g.channels + c;
                         let x = &x[plane * in_plane..][..in_plane];
-                        let dy = &grad[plane * out_plane..][..out_plane];
-                        if is_flat(&g) {
-                            weight_grad_flat(x, dy, &g, scratch, dw);
-                        } else {
-                            weight_grad_plane(x, dy, &g, dw);
+                        match &spread {
+                            Some(spread) => {
+                                let spread = &spread[plane * spread_len..][..spread_len];
+                                weight_grad_flat(x, spread, &g, padded, dw);
+                            }
+                            None => {
+                                let dy = &grad[plane * out_plane..][..out_plane];
+                                weight_grad_plane(x, dy, &g, dw);
+                            }
                         }
                     }
                 },
@@ -465,14 +469,18 @@ impl Backward<Flex, 2> for DepthwiseBackward {
                 .par_chunks_mut(in_plane)
                 .with_min_len(planes_per_task(&g))
                 .enumerate()
-                .for_each_init(Scratch::default, |scratch, (plane, dx)| {
+                .for_each_init(Vec::new, |padded, (plane, dx)| {
                     let c = plane % g.channels;
-                    let dy = &grad[plane * out_plane..][..out_plane];
                     let w = &weight[c * taps..][..taps];
-                    if is_flat(&g) {
-                        input_grad_flat(dy, w, &g, scratch, dx);
-                    } else {
-                        input_grad_plane(dy, w, &g, dx);
+                    match &spread {
+                        Some(spread) => {
+                            let spread = &spread[plane * spread_len..][..spread_len];
+                            input_grad_flat(spread, w, &g, padded, dx);
+                        }
+                        None => {
+                            let dy = &grad[plane * out_plane..][..out_plane];
+                            input_grad_plane(dy, w, &g, dx);
+                        }
                     }
                 });
             let shape = [g.batch, g.channels, g.height, g.width];
