@@ -25,7 +25,8 @@
 //! get from `cargo run`). `COMPRESS_CONV=im2col` trains every convolution through im2col (the
 //! kernels before issue 31), to compare the two paths in one build. `SPEED_ONLY=resnet` runs
 //! only the workloads whose name contains that text (any case); `SPEED_ROUNDS=3` fewer rounds;
-//! `SPEED_SETUPS=replicas` (comma-separated) only those setups, to profile one.
+//! `SPEED_SETUPS=replicas` (comma-separated) only those setups, to profile one;
+//! `SPEED_PARTS=infer` (or `train`) only inference (or training).
 
 use std::time::Instant;
 
@@ -254,6 +255,13 @@ fn main() {
             .filter(|r: &usize| (1..=100).contains(r))
             .unwrap_or_else(|| panic!("SPEED_ROUNDS={r}: a whole number from 1 to 100"))
     });
+    let parts = std::env::var("SPEED_PARTS").unwrap_or_else(|_| "train,infer".into());
+    let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
+    let (do_train, do_infer) = (part("train"), part("infer"));
+    assert!(
+        do_train || do_infer,
+        "SPEED_PARTS={parts}: train, infer or both (comma-separated)"
+    );
     let mut setups = vec![Setup::Plain, Setup::Pooled, Setup::Replicas];
     if settings::device::parse_device("libtorch").is_ok() {
         setups.push(Setup::LibTorch);
@@ -288,23 +296,26 @@ fn main() {
         let mut infer = vec![Vec::new(); setups.len()];
         let mut batch32 = vec![Vec::new(); setups.len()];
         for _ in 0..rounds {
-            for (k, &setup) in setups.iter().enumerate() {
+            for (k, &setup) in setups.iter().enumerate().filter(|_| do_train) {
                 train[k].push(train_round(work, setup, cores));
             }
             // Inference is the same code on flex whatever the training setup: measure flex
             // once (in the `plain` column) and LibTorch.
             for (k, &setup) in setups.iter().enumerate() {
-                if matches!(setup, Setup::Plain | Setup::LibTorch) {
+                if do_infer && matches!(setup, Setup::Plain | Setup::LibTorch) {
                     let (times, per_second) = infer_round(work, setup);
                     infer[k].extend(times);
                     batch32[k].push(per_second);
                 }
             }
         }
-        let step_ms: Vec<f64> = train.iter().map(|t| percentile(t.clone(), 0.5)).collect();
-        let samples: Vec<f64> = step_ms
+        let step_ms: Vec<Option<f64>> = train
             .iter()
-            .map(|ms| work.batch as f64 * 1e3 / ms)
+            .map(|t| (!t.is_empty()).then(|| percentile(t.clone(), 0.5)))
+            .collect();
+        let samples: Vec<Option<f64>> = step_ms
+            .iter()
+            .map(|ms| ms.map(|ms| work.batch as f64 * 1e3 / ms))
             .collect();
         let row = |measure: String, values: &[Option<f64>], higher_is_better: bool| {
             let cells: String = values
@@ -324,14 +335,14 @@ fn main() {
             };
             println!("{:<16} {measure:<24}{cells}{ratios}", work.name);
         };
-        let some = |v: &[f64]| v.iter().map(|&x| Some(x)).collect::<Vec<_>>();
-        row(
-            format!("train step b{} (ms)", work.batch),
-            &some(&step_ms),
-            false,
-        );
-        row("train samples/s".into(), &some(&samples), true);
-        for (q, name) in [(0.5, "batch-1 p50 (us)"), (0.95, "batch-1 p95 (us)")] {
+        if do_train {
+            row(format!("train step b{} (ms)", work.batch), &step_ms, false);
+            row("train samples/s".into(), &samples, true);
+        }
+        for (q, name) in [(0.5, "batch-1 p50 (us)"), (0.95, "batch-1 p95 (us)")]
+            .into_iter()
+            .filter(|_| do_infer)
+        {
             let values: Vec<Option<f64>> = infer
                 .iter()
                 .map(|t| (!t.is_empty()).then(|| percentile(t.clone(), q)))
@@ -342,6 +353,8 @@ fn main() {
             .iter()
             .map(|t| (!t.is_empty()).then(|| percentile(t.clone(), 0.5)))
             .collect();
-        row("batch-32 images/s".into(), &values, true);
+        if do_infer {
+            row("batch-32 images/s".into(), &values, true);
+        }
     }
 }

@@ -20,6 +20,9 @@
 //! padded row for nothing) and strides that differ by axis run the backward per row, bounded
 //! to the input (`input_grad_plane`, `weight_grad_plane`).
 //!
+//! Layers whose output rows are a few pixels (MobileNetV2's late blocks) run pixel-major
+//! instead ([`pixel_major`]), where one pixel's taps vectorise across channels.
+//!
 //! Results are deterministic: every sum runs in a fixed order on one thread, whatever the
 //! thread count (planes and channels run in parallel, never one sum across threads).
 
@@ -39,6 +42,42 @@ use rayon::prelude::*;
 use crate::conv::valid_outputs;
 use crate::flex::{contiguous_f32, flex_f32};
 
+mod pixel_major;
+
+/// Which kernels run a depthwise convolution: those that suit its shape (`Auto`, what
+/// [`depthwise_conv2d`] runs), or one kind forced, to compare them (`benches/depthwise.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepthwiseLayout {
+    Auto,
+    /// One (sample, channel) plane at a time.
+    Planes,
+    /// One sample's pixels at a time, channels innermost.
+    Pixels,
+}
+
+impl DepthwiseLayout {
+    /// The kernels that run a depthwise convolution of these shapes (`Planes` or `Pixels`;
+    /// `Auto` picks by the shape), or `None` where it is not one the kernels compute.
+    ///
+    /// # Shapes
+    /// - x: `[batch, channels, h, w]`
+    /// - weight: `[channels, 1, kh, kw]`
+    pub fn resolve(
+        self,
+        x: [usize; 4],
+        weight: [usize; 4],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Option<Self> {
+        let g = Plane::new(x, weight, stride, padding)?;
+        Some(match self {
+            Self::Auto if pixel_major::applies(&g) => Self::Pixels,
+            Self::Auto => Self::Planes,
+            forced => forced,
+        })
+    }
+}
+
 /// `conv2d(x, weight, None, stride, padding)` with `groups = channels` (dilation 1), by
 /// direct loops, when it applies (flex with or without autodiff, f32, one filter per channel,
 /// a non-empty output); otherwise `None`, for the caller to use burn's.
@@ -54,7 +93,25 @@ pub fn depthwise_conv2d(
     stride: [usize; 2],
     padding: [usize; 2],
 ) -> Option<Tensor<4>> {
-    let geometry = Plane::new(x.dims(), weight.dims(), stride, padding);
+    depthwise_conv2d_in(x, weight, stride, padding, DepthwiseLayout::Auto)
+}
+
+/// [`depthwise_conv2d`] by the kernels `layout` names.
+///
+/// # Shapes
+/// As [`depthwise_conv2d`].
+pub fn depthwise_conv2d_in(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+    layout: DepthwiseLayout,
+) -> Option<Tensor<4>> {
+    let layout = layout.resolve(x.dims(), weight.dims(), stride, padding);
+    let geometry = Plane::new(x.dims(), weight.dims(), stride, padding).map(|g| Plane {
+        pixel_major: layout == Some(DepthwiseLayout::Pixels),
+        ..g
+    });
     let applies = geometry.is_some()
         && x.dtype() == DType::F32
         && weight.dtype() == DType::F32
@@ -69,7 +126,12 @@ pub fn depthwise_conv2d(
     } else {
         let x_p = x.clone().try_into_primitive::<Flex>().ok()?;
         let w_p = weight.clone().try_into_primitive::<Flex>().ok()?;
-        let output = forward(&contiguous_f32(&x_p), &contiguous_f32(&w_p), &geometry);
+        let (output, _) = forward(
+            &contiguous_f32(&x_p),
+            &contiguous_f32(&w_p),
+            &geometry,
+            false,
+        );
         Some(Tensor::from_primitive::<Flex>(output))
     }
 }
@@ -86,6 +148,8 @@ struct Plane {
     padding: [usize; 2],
     out_h: usize,
     out_w: usize,
+    /// Whether [`pixel_major`]'s kernels run it.
+    pixel_major: bool,
 }
 
 /// One kernel offset's overlap with the input: the output rows and columns whose input lies
@@ -124,6 +188,7 @@ impl Plane {
             padding,
             out_h: (padded[0] - kh) / stride[0] + 1,
             out_w: (padded[1] - kw) / stride[1] + 1,
+            pixel_major: false,
         })
     }
 
@@ -398,8 +463,24 @@ fn planes_per_task(g: &Plane) -> usize {
     (16_384 / work.max(1)).max(1)
 }
 
+/// The output, and the input as the backward pass reads it when `keep_input` (pixel-major
+/// where [`pixel_major`] runs, else `None`: the caller keeps `x`).
+fn forward(
+    x: &[f32],
+    weight: &[f32],
+    g: &Plane,
+    keep_input: bool,
+) -> (FlexTensor, Option<Vec<f32>>) {
+    let shape = [g.batch, g.channels, g.out_h, g.out_w];
+    if g.pixel_major {
+        let (output, x_t) = pixel_major::forward(x, weight, g, keep_input);
+        return (flex_f32(output, shape), x_t);
+    }
+    (flex_f32(forward_planes(x, weight, g), shape), None)
+}
+
 /// Every output plane, one task per (sample, channel).
-fn forward(x: &[f32], weight: &[f32], g: &Plane) -> FlexTensor {
+fn forward_planes(x: &[f32], weight: &[f32], g: &Plane) -> Vec<f32> {
     let (taps, in_plane, out_plane) = (g.kernel[0] * g.kernel[1], g.in_plane(), g.out_plane());
     let mut output = vec![0.0f32; g.batch * g.channels * out_plane];
     output
@@ -411,13 +492,14 @@ fn forward(x: &[f32], weight: &[f32], g: &Plane) -> FlexTensor {
             let x = &x[plane * in_plane..][..in_plane];
             forward_plane(x, &weight[c * taps..][..taps], g, padded, out);
         });
-    flex_f32(output, [g.batch, g.channels, g.out_h, g.out_w])
+    output
 }
 
 #[derive(Debug, Clone)]
 struct State {
     geometry: Plane,
-    /// The input (for the weight's gradient).
+    /// The input (for the weight's gradient): pixel-major per sample where
+    /// `geometry.pixel_major`, else as given.
     x: Arc<Vec<f32>>,
     /// The weight (for the input's gradient).
     weight: Arc<Vec<f32>>,
@@ -434,6 +516,19 @@ impl Backward<Flex, 2> for DepthwiseBackward {
         let grad = grads.consume::<Flex>(&ops.node);
         let grad = contiguous_f32(&grad);
         let g = ops.state.geometry;
+        if g.pixel_major {
+            let want = [x_node.is_some(), w_node.is_some()];
+            let (dx, dw) = pixel_major::backward(&grad, &ops.state.x, &ops.state.weight, &g, want);
+            if let (Some(node), Some(dw)) = (w_node, dw) {
+                let shape = [g.channels, 1, g.kernel[0], g.kernel[1]];
+                grads.register::<Flex>(node.id, flex_f32(dw, shape));
+            }
+            if let (Some(node), Some(dx)) = (x_node, dx) {
+                let shape = [g.batch, g.channels, g.height, g.width];
+                grads.register::<Flex>(node.id, flex_f32(dx, shape));
+            }
+            return;
+        }
         let (taps, in_plane, out_plane) = (g.kernel[0] * g.kernel[1], g.in_plane(), g.out_plane());
         let spread = is_flat(&g).then(|| spread(&grad, &g));
         let spread_len = spread_size(&g).1;
@@ -499,7 +594,8 @@ fn tracked(
     let (weight, w_node) = weight.into_parts();
     let x = contiguous_f32(&x).into_owned();
     let weight = contiguous_f32(&weight).into_owned();
-    let output = forward(&x, &weight, &geometry);
+    let (output, x_pixels) = forward(&x, &weight, &geometry, true);
+    let x = x_pixels.unwrap_or(x);
     match DepthwiseBackward
         .prepare::<NoCheckpointing>([x_node, w_node])
         .compute_bound()
@@ -535,15 +631,18 @@ mod tests {
         (x, w, r): (&Tensor<4>, &Tensor<4>, &Tensor<4>),
         stride: [usize; 2],
         padding: [usize; 2],
-        ours: bool,
+        ours: Option<DepthwiseLayout>,
     ) -> [TensorData; 4] {
         let (x, w) = (x.clone().require_grad(), w.clone().require_grad());
-        let y = if ours {
-            depthwise_conv2d(&x, &w, stride, padding).expect("flex f32 depthwise")
-        } else {
-            let groups = x.dims()[1];
-            let options = ConvOptions::new(stride, padding, [1, 1], groups);
-            burns(x.clone(), w.clone(), None, options)
+        let y = match ours {
+            Some(layout) => {
+                depthwise_conv2d_in(&x, &w, stride, padding, layout).expect("flex f32 depthwise")
+            }
+            None => {
+                let groups = x.dims()[1];
+                let options = ConvOptions::new(stride, padding, [1, 1], groups);
+                burns(x.clone(), w.clone(), None, options)
+            }
         };
         let loss = (y.clone() * r.clone()).sum();
         let grads = loss.backward();
@@ -555,9 +654,9 @@ mod tests {
         ]
     }
 
-    /// Ours against burn's grouped convolution: values, and gradients of input and weight.
-    /// Every random tensor is drawn once and shared by both runs (tests running at once draw
-    /// from one generator).
+    /// Both layouts against burn's grouped convolution: values, and gradients of input and
+    /// weight. Every random tensor is drawn once and shared by all runs (tests running at once
+    /// draw from one generator).
     fn compare(x_dims: [usize; 4], kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2]) {
         let device = Device::flex().autodiff();
         let x = random(x_dims, 1.0, 11, &device);
@@ -566,9 +665,12 @@ mod tests {
         let r = random(y_dims, 1.0, 13, &device);
         println!("{x_dims:?} kernel {kernel:?} stride {stride:?} padding {padding:?}");
         let names = ["output", "x grad", "weight grad", "loss"];
-        let ours = loss_and_grads((&x, &w, &r), stride, padding, true);
-        let burns = loss_and_grads((&x, &w, &r), stride, padding, false);
-        assert_all_close(&names, &ours, &burns, 1e-4);
+        let burns = loss_and_grads((&x, &w, &r), stride, padding, None);
+        for layout in [DepthwiseLayout::Planes, DepthwiseLayout::Pixels] {
+            println!("{layout:?}");
+            let ours = loss_and_grads((&x, &w, &r), stride, padding, Some(layout));
+            assert_all_close(&names, &ours, &burns, 1e-4);
+        }
     }
 
     #[test]
@@ -576,6 +678,11 @@ mod tests {
         compare([2, 8, 9, 9], [3, 3], [1, 1], [1, 1]);
         compare([2, 8, 9, 9], [3, 3], [2, 2], [1, 1]);
         compare([3, 5, 8, 10], [3, 3], [2, 2], [1, 1]);
+        // MobileNetV2's late blocks: planes of 2x2 and 1x1, channels past a register block,
+        // and more samples than one weight-gradient group.
+        compare([9, 40, 2, 2], [3, 3], [1, 1], [1, 1]);
+        compare([3, 35, 2, 2], [3, 3], [2, 2], [1, 1]);
+        compare([17, 18, 1, 1], [3, 3], [1, 1], [1, 1]);
     }
 
     #[test]
@@ -592,27 +699,26 @@ mod tests {
     /// padding, an odd width).
     #[test]
     fn gradients_match_finite_differences() {
-        for (stride, padding) in [([2, 1], [1, 1]), ([1, 1], [1, 1]), ([2, 2], [1, 1])] {
-            finite_differences(stride, padding);
+        for layout in [DepthwiseLayout::Planes, DepthwiseLayout::Pixels] {
+            for (stride, padding) in [([2, 1], [1, 1]), ([1, 1], [1, 1]), ([2, 2], [1, 1])] {
+                finite_differences(stride, padding, layout);
+            }
+            finite_differences([2, 2], [0, 0], layout);
         }
-        finite_differences([2, 2], [0, 0]);
     }
 
-    fn finite_differences(stride: [usize; 2], padding: [usize; 2]) {
+    fn finite_differences(stride: [usize; 2], padding: [usize; 2], layout: DepthwiseLayout) {
+        let conv = |x: &Tensor<4>, w: &Tensor<4>| {
+            depthwise_conv2d_in(x, w, stride, padding, layout).expect("flex f32 depthwise")
+        };
         let device = Device::flex();
         let x = random([2, 3, 5, 4], 1.0, 21, &device);
         let w = random([3, 1, 3, 3], 0.5, 22, &device);
-        let r = random(
-            depthwise_conv2d(&x, &w, stride, padding).unwrap().dims(),
-            1.0,
-            23,
-            &device,
-        );
+        let r = random(conv(&x, &w).dims(), 1.0, 23, &device);
         let loss = |x: &[f32], w: &[f32]| -> f64 {
             let x = Tensor::<4>::from_data(TensorData::new(x.to_vec(), [2, 3, 5, 4]), &device);
             let w = Tensor::<4>::from_data(TensorData::new(w.to_vec(), [3, 1, 3, 3]), &device);
-            let y = depthwise_conv2d(&x, &w, stride, padding).unwrap();
-            let y = y.into_data().try_to_vec::<f32>().unwrap();
+            let y = conv(&x, &w).into_data().try_to_vec::<f32>().unwrap();
             let r = r.clone().into_data().try_to_vec::<f32>().unwrap();
             y.iter().zip(&r).map(|(&a, &b)| a as f64 * b as f64).sum()
         };
@@ -620,8 +726,7 @@ mod tests {
         let on = |t: &Tensor<4>| Tensor::<4>::from_data(t.clone().into_data(), &autodiff);
         let (x_grad, w_grad) = {
             let (xa, wa) = (on(&x).require_grad(), on(&w).require_grad());
-            let y = depthwise_conv2d(&xa, &wa, stride, padding).unwrap();
-            let grads = (y * on(&r)).sum().backward();
+            let grads = (conv(&xa, &wa) * on(&r)).sum().backward();
             (
                 xa.grad(&grads).unwrap().into_data(),
                 wa.grad(&grads).unwrap().into_data(),

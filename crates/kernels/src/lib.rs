@@ -43,7 +43,7 @@ pub use clamp::{clamp, clamp_inference};
 pub use conv::conv2d;
 pub use conv_nhwc::{PackedConv, WINOGRAD_MAX_BYTES, WINOGRAD_MIN_CHANNEL_PRODUCT};
 pub use conv_train::CONV_PATH_ENV;
-pub use depthwise::depthwise_conv2d;
+pub use depthwise::{depthwise_conv2d, depthwise_conv2d_in, DepthwiseLayout};
 pub use flex::flex_values;
 pub use int8::{
     depthwise_sums, max_pool as max_pool_levels, quantize_to_pixels, window_out, BatchNormAffine,
