@@ -14,8 +14,11 @@ use rayon::prelude::*;
 
 use crate::flex::{contiguous_f32, unique_f32_mut, writable_f32};
 
-/// Values per parallel task: channels' planes are grouped up to this many.
+/// Values per parallel task: channels' planes (or samples) are grouped up to this many.
 const VALUES_PER_TASK: usize = 1 << 15;
+
+/// Planes of fewer values are normalised a sample at a time.
+const SMALL_PLANE: usize = 64;
 
 /// burn's `batch_norm(x, gamma, beta, mean, variance, epsilon)`, `((x - mean) / sqrt(variance +
 /// epsilon)) * gamma + beta` per channel, when it applies (flex without autodiff, f32, shapes
@@ -63,17 +66,26 @@ pub fn batch_norm_inference<const D: usize>(
         .map(|v| (v + epsilon as f32).sqrt())
         .collect();
     let channels = dims[1];
-    values
-        .par_chunks_mut(plane)
-        .with_min_len((VALUES_PER_TASK / plane).max(1))
-        .enumerate()
-        .for_each(|(i, values)| {
-            let c = i % channels;
-            let (m, s, g, b) = (mean[c], std[c], gamma[c], beta[c]);
-            for v in values {
-                *v = ((*v - m) / s) * g + b;
-            }
-        });
+    let normalize = |v: &mut f32, c: usize| *v = ((*v - mean[c]) / std[c]) * gamma[c] + beta[c];
+    if plane >= SMALL_PLANE {
+        values
+            .par_chunks_mut(plane)
+            .with_min_len((VALUES_PER_TASK / plane).max(1))
+            .enumerate()
+            .for_each(|(i, values)| values.iter_mut().for_each(|v| normalize(v, i % channels)));
+    } else {
+        // Small planes a sample at a time: per plane, a task and its bookkeeping were most
+        // of the work (a fifth of MobileNetV2's batch-32 inference at 32x32, planes of 1-4).
+        let sample = channels * plane;
+        values
+            .par_chunks_mut(sample)
+            .with_min_len((VALUES_PER_TASK / sample).max(1))
+            .for_each(|values| {
+                for (c, values) in values.chunks_exact_mut(plane).enumerate() {
+                    values.iter_mut().for_each(|v| normalize(v, c));
+                }
+            });
+    }
     Ok(Tensor::from_primitive::<Flex>(out))
 }
 
@@ -83,11 +95,18 @@ mod tests {
     use burn::tensor::module::batch_norm as burns;
     use burn::tensor::Distribution;
 
+    /// Planes above and below `SMALL_PLANE` (by plane and by sample).
     #[test]
     fn equals_burns_bit_for_bit() {
+        for dims in [[2, 5, 7, 13], [3, 5, 2, 2], [3, 5, 1, 1]] {
+            equals_burns(dims);
+        }
+    }
+
+    fn equals_burns(dims: [usize; 4]) {
         let device = Device::flex();
         device.seed(3);
-        let x = Tensor::<4>::random([2, 5, 7, 3], Distribution::Normal(0.5, 2.0), &device);
+        let x = Tensor::<4>::random(dims, Distribution::Normal(0.5, 2.0), &device);
         let p = |lo: f64, hi: f64| Tensor::<1>::random([5], Distribution::Uniform(lo, hi), &device);
         let (gamma, beta, mean, var) = (p(0.5, 2.0), p(-1.0, 1.0), p(-1.0, 1.0), p(0.01, 3.0));
         let theirs = burns(
@@ -101,7 +120,7 @@ mod tests {
         // Shared input (a clone is held): computed into a copy, the input left as it was.
         let before = x.clone().into_data();
         let ours = batch_norm_inference(x.clone(), [&gamma, &beta, &mean, &var], 1e-5).unwrap();
-        assert_eq!(ours.into_data(), theirs.into_data());
+        assert_eq!(ours.into_data(), theirs.into_data(), "{dims:?}");
         assert_eq!(x.into_data(), before);
     }
 
