@@ -237,7 +237,7 @@ const SAMPLES_PER_PRODUCT: usize = 16;
 
 /// Output pixels per sample below which [`forward`] gathers samples into one product. On
 /// MobileNetV2 at 32x32, batch 32, one thread (`SPEED_ONLY=mobilenet SPEED_PARTS=infer cargo
-/// test -p runner --bench speed`, 2026-12-07): 1x1 and 2x2 gathered, 3,340 -> 3,600
+/// test -p runner --bench speed`, 2026-12-06): 1x1 and 2x2 gathered, 3,340 -> 3,600
 /// images/s against one product per pixel; 4x4 gathered too, even; 8x8 too, 3,440.
 const GATHERED_MAX_PIXELS: usize = 16;
 

@@ -30,7 +30,7 @@ const BLOCK: usize = 16;
 const SAMPLES_PER_GROUP: usize = 8;
 
 /// Widest output row the pixel-major kernels run. Against planes, one thread
-/// (`cargo test -p kernels --bench depthwise`, 2026-12-07): MobileNetV2's layers with rows of
+/// (`cargo test -p kernels --bench depthwise`, 2026-12-06): MobileNetV2's layers with rows of
 /// 1-14 ran 1.3-12x faster (more, the fewer the pixels); rows of 16 at 32 channels were even
 /// (1.12x at inference, 0.96x in training); rows of 56 and 112 were 0.83-0.94x, as planes
 /// then have long rows to vectorise and the transposes move more.
