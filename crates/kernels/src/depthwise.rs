@@ -70,11 +70,19 @@ impl DepthwiseLayout {
         padding: [usize; 2],
     ) -> Option<Self> {
         let g = Plane::new(x, weight, stride, padding)?;
-        Some(match self {
-            Self::Auto if pixel_major::applies(&g) => Self::Pixels,
-            Self::Auto => Self::Planes,
-            forced => forced,
+        Some(match self.runs_pixels(&g) {
+            true => Self::Pixels,
+            false => Self::Planes,
         })
+    }
+
+    /// Whether the pixel-major kernels run `g`.
+    fn runs_pixels(self, g: &Plane) -> bool {
+        match self {
+            Self::Auto => pixel_major::applies(g),
+            Self::Planes => false,
+            Self::Pixels => true,
+        }
     }
 }
 
@@ -107,9 +115,8 @@ pub fn depthwise_conv2d_in(
     padding: [usize; 2],
     layout: DepthwiseLayout,
 ) -> Option<Tensor<4>> {
-    let layout = layout.resolve(x.dims(), weight.dims(), stride, padding);
     let geometry = Plane::new(x.dims(), weight.dims(), stride, padding).map(|g| Plane {
-        pixel_major: layout == Some(DepthwiseLayout::Pixels),
+        pixel_major: layout.runs_pixels(&g),
         ..g
     });
     let applies = geometry.is_some()

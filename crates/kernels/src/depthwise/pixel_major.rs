@@ -88,7 +88,7 @@ impl Windows {
     }
 }
 
-/// `[rows][cols]` into `[cols][rows]` per sample, for `samples` samples end to end.
+/// `[rows][cols]` into `[cols][rows]` for each sample of `src` (samples end to end).
 fn transpose_samples(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     let len = rows * cols;
     dst.par_chunks_mut(len)
