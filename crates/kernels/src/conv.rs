@@ -31,9 +31,9 @@ use burn::tensor::DType;
 use rayon::prelude::*;
 
 use crate::conv_geometry::Geometry;
-use crate::conv_train;
 use crate::flex::{contiguous_f32, flex_f32};
 use crate::gemm::{matmul, Matrix, MatrixMut};
+use crate::{conv_phased, conv_train};
 
 /// `conv2d(x, weight, None, stride, padding)` (dilation 1, one group) through im2col and
 /// `gemm`, when it applies (flex with or without autodiff, f32, a non-empty output);
@@ -57,6 +57,9 @@ pub fn conv2d(
         && x.device() == weight.device();
     let geometry = geometry.filter(|_| applies)?;
     if x.device().is_autodiff() {
+        if conv_phased::applies(&geometry) {
+            return conv_phased::conv2d(x, weight, padding);
+        }
         let x_p = x.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
         let w_p = weight.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
         let output = match conv_train::applies(&geometry) {
@@ -441,6 +444,11 @@ mod tests {
         compare([2, 3, 9, 8], [4, 3, 3, 3], [2, 2], [1, 1]);
         compare([2, 2, 7, 9], [3, 2, 1, 1], [2, 1], [0, 0]);
         compare([1, 2, 3, 3], [2, 2, 3, 3], [1, 1], [2, 2]);
+        // Through the input's phases (`conv_phased.rs`): a 7x7 stem and a 5x5 kernel at
+        // stride 2 over 3 channels; an odd padded size stays on im2col.
+        compare([2, 3, 12, 10], [5, 3, 7, 7], [2, 2], [3, 3]);
+        compare([2, 3, 10, 10], [4, 3, 5, 5], [2, 2], [2, 2]);
+        compare([2, 3, 9, 9], [4, 3, 5, 5], [2, 2], [2, 2]);
     }
 
     /// The pixel-major kernels of `conv_train.rs` (at least `MIN_CHANNELS` inputs, stride 1):

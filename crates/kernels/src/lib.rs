@@ -20,6 +20,7 @@ mod clamp;
 mod conv;
 mod conv_geometry;
 mod conv_nhwc;
+mod conv_phased;
 mod conv_train;
 mod depthwise;
 mod direct;
