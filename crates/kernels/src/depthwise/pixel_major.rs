@@ -193,26 +193,19 @@ pub(super) fn backward(
     let (in_len, out_len) = (c * g.in_plane(), c * g.out_plane());
     let w = tap_major(weight, g);
     let windows = Windows::new(g);
-    let mut x_grad = vec![0.0f32; if want_input { g.batch * in_len } else { 0 }];
     let groups = g.batch.div_ceil(SAMPLES_PER_GROUP);
-    let mut partial = vec![
-        0.0f32;
-        if want_weight {
-            groups * taps_len * c
-        } else {
-            0
-        }
-    ];
-    // Each task: one group of samples, its slice of the input gradient and its partial sums.
-    let dx_per_group = if want_input {
-        SAMPLES_PER_GROUP * in_len
-    } else {
-        0
-    };
-    let dw_per_group = if want_weight { taps_len * c } else { 0 };
+    // Each task: one group of samples, its slice of the input gradient and its partial sums
+    // of the weight gradient (empty where not asked for).
+    let asked = |want: bool, len: usize| if want { len } else { 0 };
+    let mut x_grad = vec![0.0f32; asked(want_input, g.batch * in_len)];
+    let mut partial = vec![0.0f32; asked(want_weight, groups * taps_len * c)];
     let tasks: Vec<(usize, &mut [f32], &mut [f32])> = {
-        let dx = chunks_or_empty(&mut x_grad, dx_per_group, groups);
-        let dw = chunks_or_empty(&mut partial, dw_per_group, groups);
+        let dx = chunks_or_empty(
+            &mut x_grad,
+            asked(want_input, SAMPLES_PER_GROUP * in_len),
+            groups,
+        );
+        let dw = chunks_or_empty(&mut partial, asked(want_weight, taps_len * c), groups);
         dx.into_iter()
             .zip(dw)
             .enumerate()
@@ -227,27 +220,12 @@ pub(super) fn backward(
                 dy_t.resize(out_len, 0.0);
                 let dy = &grad[b * out_len..][..out_len];
                 transpose(dy, g.out_plane(), dy_t, c, [c, g.out_plane()]);
+                dx_t.clear();
+                dx_t.resize(asked(want_input, in_len), 0.0);
                 let x_t = &x_t[b * in_len..][..in_len];
-                if want_input {
-                    dx_t.clear();
-                    dx_t.resize(in_len, 0.0);
-                }
-                for (p, dy_row) in dy_t.chunks_exact(c).enumerate() {
-                    for &(tap, i) in windows.of(p) {
-                        if want_input {
-                            let (dst, w) = (&mut dx_t[i * c..][..c], &w[tap * c..][..c]);
-                            for ((d, &w), &v) in dst.iter_mut().zip(w).zip(dy_row) {
-                                *d += w * v;
-                            }
-                        }
-                        if want_weight {
-                            let (dst, x) = (&mut dw[tap * c..][..c], &x_t[i * c..][..c]);
-                            for ((d, &x), &v) in dst.iter_mut().zip(x).zip(dy_row) {
-                                *d += v * x;
-                            }
-                        }
-                    }
-                }
+                let dw = want_weight.then_some(&mut *dw);
+                let dx_rows = want_input.then_some(&mut dx_t[..]);
+                sample_backward(dy_t, x_t, &w, (&windows, c), (dx_rows, dw));
                 if want_input {
                     let dx = &mut dx[j * in_len..][..in_len];
                     transpose(dx_t, c, dx, g.in_plane(), [g.in_plane(), c]);
@@ -255,18 +233,50 @@ pub(super) fn backward(
             }
         },
     );
-    let weight_grad = want_weight.then(|| {
-        let mut by_tap = vec![0.0f32; taps_len * c];
-        for group in partial.chunks_exact(taps_len * c) {
-            for (sum, &v) in by_tap.iter_mut().zip(group) {
-                *sum += v;
+    let weight_grad = want_weight.then(|| sum_groups(&partial, taps_len, c));
+    (want_input.then_some(x_grad), weight_grad)
+}
+
+/// One sample's backward, pixel-major: per output pixel and tap inside the image, the output
+/// gradient's row scaled by the tap's weights into the input pixel's gradient (`dx`, zeroed by
+/// the caller), and times the input pixel's row into the tap's weight-gradient sums (`dw`).
+fn sample_backward(
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    (windows, c): (&Windows, usize),
+    (mut dx, mut dw): (Option<&mut [f32]>, Option<&mut [f32]>),
+) {
+    for (p, dy_row) in dy.chunks_exact(c).enumerate() {
+        for &(tap, i) in windows.of(p) {
+            if let Some(dx) = dx.as_deref_mut() {
+                let (dst, w) = (&mut dx[i * c..][..c], &w[tap * c..][..c]);
+                for ((d, &w), &v) in dst.iter_mut().zip(w).zip(dy_row) {
+                    *d += w * v;
+                }
+            }
+            if let Some(dw) = dw.as_deref_mut() {
+                let (dst, x) = (&mut dw[tap * c..][..c], &x[i * c..][..c]);
+                for ((d, &x), &v) in dst.iter_mut().zip(x).zip(dy_row) {
+                    *d += v * x;
+                }
             }
         }
-        let mut by_channel = vec![0.0f32; taps_len * c];
-        transpose(&by_tap, c, &mut by_channel, taps_len, [taps_len, c]);
-        by_channel
-    });
-    (want_input.then_some(x_grad), weight_grad)
+    }
+}
+
+/// The groups' weight-gradient sums (`[groups][taps][channels]`) added in group order, laid
+/// channel-major (`[channels][taps]`, the weight's layout).
+fn sum_groups(partial: &[f32], taps: usize, c: usize) -> Vec<f32> {
+    let mut by_tap = vec![0.0f32; taps * c];
+    for group in partial.chunks_exact(taps * c) {
+        for (sum, &v) in by_tap.iter_mut().zip(group) {
+            *sum += v;
+        }
+    }
+    let mut by_channel = vec![0.0f32; taps * c];
+    transpose(&by_tap, c, &mut by_channel, taps, [taps, c]);
+    by_channel
 }
 
 /// `values` cut into `count` chunks of `len` (the last shorter), or `count` empty slices when
