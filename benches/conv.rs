@@ -10,30 +10,15 @@
 //! cargo test -p kernels --bench conv
 //! ```
 
-use std::time::Instant;
+#[path = "timing.rs"]
+mod timing;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use kernels::{ConvWeights, PackedConv, Pixels};
+use timing::{median, time};
 
 const ROUNDS: usize = 7;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Microseconds per call of `f`, after a warm-up.
-fn time(mut f: impl FnMut(), calls: usize) -> f64 {
-    for _ in 0..calls / 10 + 1 {
-        f();
-    }
-    let start = Instant::now();
-    for _ in 0..calls {
-        f();
-    }
-    start.elapsed().as_secs_f64() * 1e6 / calls as f64
-}
 
 fn main() {
     rayon::ThreadPoolBuilder::new()
