@@ -16,15 +16,12 @@ mod timing;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use kernels::{ConvWeights, PackedConv, Pixels};
-use timing::{median, time};
+use timing::{median, one_thread, time};
 
 const ROUNDS: usize = 7;
 
 fn main() {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build_global()
-        .expect("one thread");
+    one_thread();
     let device = Device::flex();
     println!(
         "3x3 stride-1 convolutions, padding 1, one sample per call, 1 thread, medians of \

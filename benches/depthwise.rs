@@ -15,7 +15,7 @@ mod timing;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use kernels::{depthwise_conv2d_in, DepthwiseLayout};
-use timing::{median, time};
+use timing::{median, one_thread, time};
 
 const ROUNDS: usize = 7;
 
@@ -45,10 +45,7 @@ fn measure([c, h, stride]: [usize; 3], layout: DepthwiseLayout, weight: &Tensor<
 }
 
 fn main() {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build_global()
-        .expect("one thread");
+    one_thread();
     let device = Device::flex();
     println!(
         "3x3 depthwise, padding 1, 1 thread, medians of {ROUNDS} rounds, us \

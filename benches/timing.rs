@@ -19,3 +19,11 @@ pub fn time(mut f: impl FnMut(), calls: usize) -> f64 {
     }
     start.elapsed().as_secs_f64() * 1e6 / calls as f64
 }
+
+/// Runs every parallel kernel on one thread (rayon's global pool), as the benches measure.
+pub fn one_thread() {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global()
+        .expect("one thread");
+}
