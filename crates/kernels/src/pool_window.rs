@@ -147,8 +147,8 @@ fn forward(x: &FlexTensor, w: &Window) -> (FlexTensor, Vec<u8>) {
     let (plane_in, plane_out) = (height * width, w.out_h * w.out_w);
     let mut output = vec![0.0f32; batch * channels * plane_out];
     let mut positions = vec![0u8; batch * channels * plane_out];
-    // Each output column's window columns inside the input, the same on every row.
-    let columns: Vec<(usize, usize)> = (0..w.out_w).map(|ox| w.inside(ox, width)).collect();
+    // Each output column's first window column inside the input, the same on every row.
+    let first_columns: Vec<usize> = (0..w.out_w).map(|ox| w.inside(ox, width).0).collect();
     input
         .par_chunks(plane_in)
         .zip(output.par_chunks_mut(plane_out))
@@ -158,7 +158,7 @@ fn forward(x: &FlexTensor, w: &Window) -> (FlexTensor, Vec<u8>) {
                 .chunks_exact_mut(w.out_w)
                 .zip(at.chunks_exact_mut(w.out_w));
             for (oy, row) in rows.enumerate() {
-                pool_row(plane, w, oy, &columns, scratch, row);
+                pool_row(plane, w, oy, &first_columns, scratch, row);
             }
         });
     let shape = [batch, channels, w.out_h, w.out_w];
@@ -179,7 +179,7 @@ fn pool_row(
     plane: &[f32],
     w: &Window,
     oy: usize,
-    columns: &[(usize, usize)],
+    first_columns: &[usize],
     scratch: &mut Scratch,
     (out, at): (&mut [f32], &mut [u8]),
 ) {
@@ -191,9 +191,9 @@ fn pool_row(
     let positions = &mut scratch.positions;
     positions.clear();
     positions.extend(
-        columns
+        first_columns
             .iter()
-            .map(|&(kx0, _)| (ky0 * w.kernel + kx0) as u32),
+            .map(|&kx0| (ky0 * w.kernel + kx0) as u32),
     );
     // Phase `r` holds padded columns `r, r + s, r + 2s, ...`; every window reads inside.
     let phase_len = (width + 2 * w.padding).div_ceil(s);
