@@ -523,72 +523,82 @@ impl Backward<Flex, 2> for DepthwiseBackward {
         let grad = grads.consume::<Flex>(&ops.node);
         let grad = contiguous_f32(&grad);
         let g = ops.state.geometry;
-        if g.pixel_major {
-            let want = [x_node.is_some(), w_node.is_some()];
-            let (dx, dw) = pixel_major::backward(&grad, &ops.state.x, &ops.state.weight, &g, want);
-            if let (Some(node), Some(dw)) = (w_node, dw) {
-                let shape = [g.channels, 1, g.kernel[0], g.kernel[1]];
-                grads.register::<Flex>(node.id, flex_f32(dw, shape));
-            }
-            if let (Some(node), Some(dx)) = (x_node, dx) {
-                let shape = [g.batch, g.channels, g.height, g.width];
-                grads.register::<Flex>(node.id, flex_f32(dx, shape));
-            }
-            return;
-        }
-        let (taps, in_plane, out_plane) = (g.kernel[0] * g.kernel[1], g.in_plane(), g.out_plane());
-        let spread = is_flat(&g).then(|| spread(&grad, &g));
-        let spread_len = spread_size(&g).1;
-        if let Some(node) = w_node {
-            let x = &ops.state.x;
-            let mut weight_grad = vec![0.0f32; g.channels * taps];
-            weight_grad.par_chunks_mut(taps).enumerate().for_each_init(
-                Vec::new,
-                |padded, (c, dw)| {
-                    for b in 0..g.batch {
-                        let plane = b * g.channels + c;
-                        let x = &x[plane * in_plane..][..in_plane];
-                        match &spread {
-                            Some(spread) => {
-                                let spread = &spread[plane * spread_len..][..spread_len];
-                                weight_grad_flat(x, spread, &g, padded, dw);
-                            }
-                            None => {
-                                let dy = &grad[plane * out_plane..][..out_plane];
-                                weight_grad_plane(x, dy, &g, dw);
-                            }
-                        }
-                    }
-                },
-            );
+        let (x, weight) = (&ops.state.x, &ops.state.weight);
+        let want = [x_node.is_some(), w_node.is_some()];
+        let (dx, dw) = match g.pixel_major {
+            true => pixel_major::backward(&grad, x, weight, &g, want),
+            false => backward_planes(&grad, x, weight, &g, want),
+        };
+        if let (Some(node), Some(dw)) = (w_node, dw) {
             let shape = [g.channels, 1, g.kernel[0], g.kernel[1]];
-            grads.register::<Flex>(node.id, flex_f32(weight_grad, shape));
+            grads.register::<Flex>(node.id, flex_f32(dw, shape));
         }
-        if let Some(node) = x_node {
-            let weight = &ops.state.weight;
-            let mut x_grad = vec![0.0f32; g.batch * g.channels * in_plane];
-            x_grad
-                .par_chunks_mut(in_plane)
-                .with_min_len(planes_per_task(&g))
-                .enumerate()
-                .for_each_init(Vec::new, |padded, (plane, dx)| {
-                    let c = plane % g.channels;
-                    let w = &weight[c * taps..][..taps];
+        if let (Some(node), Some(dx)) = (x_node, dx) {
+            let shape = [g.batch, g.channels, g.height, g.width];
+            grads.register::<Flex>(node.id, flex_f32(dx, shape));
+        }
+    }
+}
+
+/// The gradients of the input (`[batch][channels][h][w]`) and of the weight
+/// (`[channels][taps]`), each when asked, plane by plane: per channel over the batch for the
+/// weight, per (sample, channel) for the input.
+fn backward_planes(
+    grad: &[f32],
+    x: &[f32],
+    weight: &[f32],
+    g: &Plane,
+    [want_input, want_weight]: [bool; 2],
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (taps, in_plane, out_plane) = (g.kernel[0] * g.kernel[1], g.in_plane(), g.out_plane());
+    let spread = is_flat(g).then(|| spread(grad, g));
+    let spread_len = spread_size(g).1;
+    let weight_grad = want_weight.then(|| {
+        let mut weight_grad = vec![0.0f32; g.channels * taps];
+        weight_grad
+            .par_chunks_mut(taps)
+            .enumerate()
+            .for_each_init(Vec::new, |padded, (c, dw)| {
+                for b in 0..g.batch {
+                    let plane = b * g.channels + c;
+                    let x = &x[plane * in_plane..][..in_plane];
                     match &spread {
                         Some(spread) => {
                             let spread = &spread[plane * spread_len..][..spread_len];
-                            input_grad_flat(spread, w, &g, padded, dx);
+                            weight_grad_flat(x, spread, g, padded, dw);
                         }
                         None => {
                             let dy = &grad[plane * out_plane..][..out_plane];
-                            input_grad_plane(dy, w, &g, dx);
+                            weight_grad_plane(x, dy, g, dw);
                         }
                     }
-                });
-            let shape = [g.batch, g.channels, g.height, g.width];
-            grads.register::<Flex>(node.id, flex_f32(x_grad, shape));
-        }
-    }
+                }
+            });
+        weight_grad
+    });
+    let x_grad = want_input.then(|| {
+        let mut x_grad = vec![0.0f32; g.batch * g.channels * in_plane];
+        x_grad
+            .par_chunks_mut(in_plane)
+            .with_min_len(planes_per_task(g))
+            .enumerate()
+            .for_each_init(Vec::new, |padded, (plane, dx)| {
+                let c = plane % g.channels;
+                let w = &weight[c * taps..][..taps];
+                match &spread {
+                    Some(spread) => {
+                        let spread = &spread[plane * spread_len..][..spread_len];
+                        input_grad_flat(spread, w, g, padded, dx);
+                    }
+                    None => {
+                        let dy = &grad[plane * out_plane..][..out_plane];
+                        input_grad_plane(dy, w, g, dx);
+                    }
+                }
+            });
+        x_grad
+    });
+    (x_grad, weight_grad)
 }
 
 /// The convolution as a node of burn's autodiff graph.
