@@ -256,12 +256,12 @@ fn main() {
             .unwrap_or_else(|| panic!("SPEED_ROUNDS={r}: a whole number from 1 to 100"))
     });
     let parts = std::env::var("SPEED_PARTS").unwrap_or_else(|_| "train,infer".into());
-    let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
-    let (do_train, do_infer) = (part("train"), part("infer"));
+    let names: Vec<&str> = parts.split(',').map(str::trim).collect();
     assert!(
-        do_train || do_infer,
+        names.iter().all(|n| ["train", "infer"].contains(n)),
         "SPEED_PARTS={parts}: train, infer or both (comma-separated)"
     );
+    let (do_train, do_infer) = (names.contains(&"train"), names.contains(&"infer"));
     let mut setups = vec![Setup::Plain, Setup::Pooled, Setup::Replicas];
     if settings::device::parse_device("libtorch").is_ok() {
         setups.push(Setup::LibTorch);
