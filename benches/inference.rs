@@ -19,6 +19,10 @@ use burn::tensor::Distribution;
 use measure::latency::median;
 use models::{Classifier, Inference, InputShape, Model, ModelSpec};
 
+/// The `train` binary's allocator, so that `train bench`'s passes are what this measures.
+#[global_allocator]
+static ALLOCATOR: block_cache::BlockCache = block_cache::BlockCache;
+
 const ROUNDS: usize = 7;
 const CALLS: usize = 200;
 

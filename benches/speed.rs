@@ -39,6 +39,10 @@ use runner::train::{train_step, Shard, StageForward, StepKey};
 use settings::schema::OptimizerConfig;
 use technique::{CrossEntropy, Trainee};
 
+/// The `train` binary's allocator, so that steps here allocate as they do there.
+#[global_allocator]
+static ALLOCATOR: block_cache::BlockCache = block_cache::BlockCache;
+
 /// Interleaved rounds per workload, unless `SPEED_ROUNDS` says otherwise.
 const ROUNDS: usize = 7;
 const STEPS: usize = 12;

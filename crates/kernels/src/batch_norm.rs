@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use crate::flex::{contiguous_f32, flex_f32, to_vec_f32};
+use crate::flex::{contiguous_f32, flex_f32, owned_f32, to_vec_f32, unique_f32_mut};
 
 /// What BatchNorm's training forward produces: the normalised output and the batch's
 /// per-channel mean and (biased) variance, the latter two detached (for the running
@@ -121,44 +121,48 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let state = ops.state;
         let layout = Layout::of(&state.x);
         let x = contiguous_f32(&state.x);
-        let grad = contiguous_f32(&grad);
         // Per channel: the sum of the output's gradient (beta's gradient) and of the gradient
         // times the normalised input (gamma's).
-        let sums: Vec<(f64, f64)> = (0..layout.channels)
-            .into_par_iter()
-            .map(|c| {
-                let (mean, inv_std) = (state.mean[c], state.inv_std[c]);
-                let mut sum_grad = 0.0f64;
-                let mut sum_grad_normalised = 0.0f64;
-                for (xs, gs) in layout.planes(&x, c).zip(layout.planes(&grad, c)) {
-                    let [a, b] = lane_sums(xs, gs, |xv, gv| [gv, gv * (xv - mean) * inv_std]);
-                    sum_grad += a as f64;
-                    sum_grad_normalised += b as f64;
-                }
-                (sum_grad, sum_grad_normalised)
-            })
-            .collect();
+        let sums: Vec<(f64, f64)> = {
+            let grad = contiguous_f32(&grad);
+            (0..layout.channels)
+                .into_par_iter()
+                .map(|c| {
+                    let (mean, inv_std) = (state.mean[c], state.inv_std[c]);
+                    let mut sum_grad = 0.0f64;
+                    let mut sum_grad_normalised = 0.0f64;
+                    for (xs, gs) in layout.planes(&x, c).zip(layout.planes(&grad, c)) {
+                        let [a, b] = lane_sums(xs, gs, |xv, gv| [gv, gv * (xv - mean) * inv_std]);
+                        sum_grad += a as f64;
+                        sum_grad_normalised += b as f64;
+                    }
+                    (sum_grad, sum_grad_normalised)
+                })
+                .collect()
+        };
         if let Some(node) = x_node {
             let count = layout.count();
-            let mut x_grad = vec![0.0f32; x.len()];
-            x_grad
+            // Each value of dx needs only dy at the same position, so dx overwrites dy's own
+            // storage (a fresh 8 MB buffer per ResNet-20 layer otherwise); a copy where
+            // something else still holds it.
+            let mut x_grad = owned_f32(grad);
+            let values = unique_f32_mut(&mut x_grad).expect("owned_f32 hands back its own");
+            values
                 .par_chunks_mut(layout.plane)
                 .zip(x.par_chunks(layout.plane))
-                .zip(grad.par_chunks(layout.plane))
                 .enumerate()
-                .for_each(|(i, ((out, xs), gs))| {
+                .for_each(|(i, (gs, xs))| {
                     let c = i % layout.channels;
                     let (mean, inv_std) = (state.mean[c], state.inv_std[c]);
                     let scale = state.gamma[c] * inv_std;
                     let mean_grad = (sums[c].0 / count) as f32;
                     let mean_grad_normalised = (sums[c].1 / count) as f32;
-                    for ((o, &xv), &gv) in out.iter_mut().zip(xs).zip(gs) {
+                    for (g, &xv) in gs.iter_mut().zip(xs) {
                         let normalised = (xv - mean) * inv_std;
-                        *o = scale * (gv - mean_grad - normalised * mean_grad_normalised);
+                        *g = scale * (*g - mean_grad - normalised * mean_grad_normalised);
                     }
                 });
-            let shape = state.x.layout().shape().clone();
-            grads.register::<Flex>(node.id, flex_f32(x_grad, shape));
+            grads.register::<Flex>(node.id, x_grad);
         }
         if let Some(node) = gamma_node {
             let values = sums.iter().map(|s| s.1 as f32).collect();

@@ -27,13 +27,14 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
 use rayon::prelude::*;
 
 use crate::conv_geometry::Geometry;
 use crate::conv_nhwc::PackedConv;
-use crate::flex::{contiguous_f32, flex_f32};
+use crate::flex::{contiguous_f32, flex_f32, owned_f32, unique_f32_mut};
 use crate::gemm::{matmul, Matrix, MatrixMut};
 use crate::pixels::{grown, pad_image, ConvWeights, Pixels};
 use crate::transpose::transpose;
@@ -178,7 +179,6 @@ impl Backward<Flex, 2> for ConvBackward {
     fn backward(self, ops: Ops<State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [x_node, w_node] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
-        let grad = contiguous_f32(&grad);
         let State {
             geometry: g,
             padded,
@@ -186,14 +186,12 @@ impl Backward<Flex, 2> for ConvBackward {
             weight,
         } = ops.state;
         if let Some(node) = w_node {
-            let weight_grad = weight_grad(&grad, &padded, size, &g);
+            let weight_grad = weight_grad(&contiguous_f32(&grad), &padded, size, &g);
             let shape = [g.c_out, g.c_in, g.kernel[0], g.kernel[1]];
             grads.register::<Flex>(node.id, flex_f32(weight_grad, shape));
         }
         if let Some(node) = x_node {
-            let x_grad = input_grad(&grad, &weight, &g);
-            let shape = [g.batch, g.c_in, g.height, g.width];
-            grads.register::<Flex>(node.id, flex_f32(x_grad, shape));
+            grads.register::<Flex>(node.id, input_grad(grad, &weight, &g));
         }
     }
 }
@@ -253,7 +251,11 @@ fn weight_grad(grad: &[f32], padded: &[f32], [hp, wp]: [usize; 2], g: &Geometry)
 
 /// `dX` (`[batch][c_in][h][w]`): the output's gradient convolved with the kernel turned 180
 /// degrees, input and output channels swapped, padded by `k - 1 - padding`.
-fn input_grad(grad: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+///
+/// Where the two are of one size (a layer of as many output channels as input ones), each
+/// sample of `dX` overwrites the same sample of `grad`, which was copied into its padded
+/// buffer first: no fresh buffer of the batch's size (zeroed by `calloc`, then written).
+fn input_grad(grad: FlexTensor, weight: &[f32], g: &Geometry) -> FlexTensor {
     let (c, n, k) = (g.c_in, g.c_out, g.kernel[0]);
     let mut turned = vec![0.0f32; c * n * k * k];
     for o in 0..n {
@@ -273,26 +275,31 @@ fn input_grad(grad: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
     )
     .expect("packed for the forward pass on this CPU");
     debug_assert_eq!(pass.output, [g.height, g.width]);
-    let mut x_grad = vec![0.0f32; g.batch * c * g.height * g.width];
-    let sample = n * g.out_h * g.out_w;
+    let [oh, ow] = pass.input;
+    // One sample of `dX` into `dx`, from `grad` or, where that is `None`, from `dx`'s own
+    // values (the same sample's output gradient): padded into the thread's buffer first.
+    let run = |grad: Option<&[f32]>, dx: &mut [f32]| {
+        SCRATCH.with_borrow_mut(|(scratch, padded)| {
+            let padded = grown(padded, pass.sample_len());
+            let source = grad.unwrap_or(dx);
+            pad_planes(source, [n, oh, ow], pass.pad, pass.padded, padded);
+            pass.run(padded, scratch, dx);
+        })
+    };
+    let x_sample = c * g.height * g.width;
+    if n == c && [oh, ow] == [g.height, g.width] {
+        let mut x_grad = owned_f32(grad);
+        let values = unique_f32_mut(&mut x_grad).expect("owned_f32 hands back its own");
+        values.par_chunks_mut(x_sample).for_each(|dx| run(None, dx));
+        return x_grad;
+    }
+    let grad = contiguous_f32(&grad);
+    let mut x_grad = vec![0.0f32; g.batch * x_sample];
     x_grad
-        .par_chunks_mut(c * g.height * g.width)
-        .enumerate()
-        .for_each(|(b, dx)| {
-            SCRATCH.with_borrow_mut(|(scratch, padded)| {
-                let padded = grown(padded, pass.sample_len());
-                let [oh, ow] = pass.input;
-                pad_planes(
-                    &grad[b * sample..][..sample],
-                    [n, oh, ow],
-                    pass.pad,
-                    pass.padded,
-                    padded,
-                );
-                pass.run(padded, scratch, dx);
-            })
-        });
-    x_grad
+        .par_chunks_mut(x_sample)
+        .zip(grad.par_chunks(n * oh * ow))
+        .for_each(|(dx, grad)| run(Some(grad), dx));
+    flex_f32(x_grad, [g.batch, c, g.height, g.width])
 }
 
 /// Fewest output pixels (batch times pixels per sample) for which a convolution without

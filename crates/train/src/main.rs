@@ -11,6 +11,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The system allocator, keeping large freed blocks and glibc's heaps for the next step
+/// instead of faulting their pages in again (crates/block_cache).
+#[global_allocator]
+static ALLOCATOR: block_cache::BlockCache = block_cache::BlockCache;
+
 #[derive(Parser)]
 #[command(
     version,
