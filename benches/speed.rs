@@ -26,7 +26,8 @@
 //! kernels before issue 31), to compare the two paths in one build. `SPEED_ONLY=resnet` runs
 //! only the workloads whose name contains that text (any case); `SPEED_ROUNDS=3` fewer rounds;
 //! `SPEED_SETUPS=replicas` (comma-separated) only those setups, to profile one;
-//! `SPEED_PARTS=infer` (or `train`) only inference (or training).
+//! `SPEED_PARTS=infer` (or `train`) only inference (or training). The bench allocates through
+//! the `train` binary's allocator (`crates/block_cache`), as users' runs do.
 
 use std::time::Instant;
 

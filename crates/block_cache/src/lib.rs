@@ -17,11 +17,11 @@
 //!   and handed to the next request of the same size and alignment, the last freed first
 //!   (likeliest still in cache).
 //!
-//! Measured (the speed bench, `SPEED_PARTS=train`, two binaries interleaved, 2026-12-06):
-//! ResNet-20 1 thread 413-421 -> 394 ms per step, 2 replicas 222-233 -> 205-206; ResNet-18
-//! 1 thread 2,799-2,802 -> 2,697-2,740, 2 replicas 1,526 -> 1,417. Page faults of a ResNet-18
-//! run 1.03 M -> 0.39 M; its peak resident memory 1.36 -> 1.46 GB (ResNet-20's 0.44-0.47 ->
-//! 0.56 GB: what the heaps keep). Batch-1 inference is unchanged.
+//! Measured (the speed bench, `SPEED_PARTS=train`, interleaved with the build before it,
+//! 2026-12-06; experiments/speed/README.md, "fourth part"): ResNet-20 1 thread 432-434 ->
+//! 416-417 ms per step, 2 replicas 224 -> 207-209; ResNet-18 1 thread 2,903-2,910 ->
+//! 2,747-2,793, 2 replicas 1,528-1,533 -> 1,459-1,462. Page faults of a ResNet-18 bench run
+//! 1.03 M -> 0.39 M, its peak resident memory 1.36-1.39 -> 1.45-1.47 GB. Inference unchanged.
 //!
 //! The binaries that train or time models (`train`, the speed and inference benches)
 //! install it:
