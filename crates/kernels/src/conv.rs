@@ -461,6 +461,10 @@ mod tests {
         compare([2, 16, 11, 8], [17, 16, 3, 3], [1, 1], [0, 0]);
         compare([2, 8, 9, 9], [20, 8, 5, 5], [1, 1], [2, 2]);
         compare([2, 8, 6, 6], [24, 8, 1, 1], [1, 1], [0, 0]);
+        // As many output channels as input ones at the input's size (ResNet's stride-1
+        // layers): the input's gradient is written over the output's.
+        compare([2, 16, 8, 8], [16, 16, 3, 3], [1, 1], [1, 1]);
+        compare([3, 8, 5, 7], [8, 8, 3, 3], [1, 1], [1, 1]);
         // One output pixel, one output channel, a 7x7 kernel past a 5x5 image.
         compare([3, 8, 3, 3], [5, 8, 3, 3], [1, 1], [0, 0]);
         compare([2, 9, 5, 6], [1, 9, 3, 3], [1, 1], [1, 1]);
@@ -480,6 +484,7 @@ mod tests {
             ([2, 3, 6, 5], [4, 3, 3, 3], [2, 2], [1, 1]),
             ([2, 8, 6, 5], [6, 8, 3, 3], [1, 1], [1, 1]),
             ([1, 32, 6, 6], [64, 32, 3, 3], [1, 1], [1, 1]),
+            ([2, 8, 5, 6], [8, 8, 3, 3], [1, 1], [1, 1]),
         ] {
             finite_differences(x_dims, w_dims, stride, padding);
         }
