@@ -10,8 +10,10 @@
 //! first: 40,000 page faults per 1-thread ResNet-20 step, 8% of its time (`perf`). Here:
 //!
 //! - before the first allocation, glibc's `M_MMAP_THRESHOLD` is set to 32 MB (the most it
-//!   takes) and `M_TRIM_THRESHOLD` to its largest, so blocks under 32 MB come from its heaps
-//!   and freed memory stays in them;
+//!   takes), `M_TRIM_THRESHOLD` to its largest and `M_ARENA_MAX` to 1, so blocks under 32 MB
+//!   come from its main heap, for every thread, and freed memory stays there (a thread's own
+//!   arena unmaps each of its 64 MB heaps once it is wholly free; small blocks still come
+//!   from each thread's lock-free cache);
 //! - a freed block of at least [`MIN_BLOCK`] (32 MB, what glibc still maps on its own) is
 //!   kept, at most [`SLOTS`] blocks and [`MAX_BYTES`] in all (the oldest given back first),
 //!   and handed to the next request of the same size and alignment, the last freed first
@@ -22,6 +24,8 @@
 //! 416-417 ms per step, 2 replicas 224 -> 207-209; ResNet-18 1 thread 2,903-2,910 ->
 //! 2,747-2,793, 2 replicas 1,528-1,533 -> 1,459-1,462. Page faults of a ResNet-18 bench run
 //! 1.03 M -> 0.39 M, its peak resident memory 1.36-1.39 -> 1.45-1.47 GB. Inference unchanged.
+//! One arena for all threads on top of that: ResNet-18 2 replicas 1,515-1,636 -> 1,424-1,431
+//! ms, the VGG 78-79 -> 72; the others within noise (MobileNetV2 139-140 -> 141-142).
 //!
 //! The binaries that train or time models (`train`, the speed and inference benches)
 //! install it:
@@ -119,18 +123,22 @@ impl Kept {
 /// The system allocator, keeping large freed blocks for reuse (see the crate's note).
 pub struct BlockCache;
 
-/// glibc's own thresholds, set once before the first allocation: blocks under 32 MB (the most
-/// `M_MMAP_THRESHOLD` takes) come from its heaps, and freed memory at a heap's top stays
-/// there (`M_TRIM_THRESHOLD`) instead of going back to the kernel to be faulted in again.
+/// glibc's own settings, made once, at the first allocation (before any other thread runs):
+/// blocks under 32 MB (the most `M_MMAP_THRESHOLD` takes) come from its heaps; freed memory at
+/// a heap's top stays there (`M_TRIM_THRESHOLD`) instead of going back to the kernel to be
+/// faulted in again; and every thread allocates from the one main heap (`M_ARENA_MAX`), as a
+/// thread's own arena is a chain of 64 MB heaps, each unmapped once it is wholly free, which
+/// for ResNet-18's replicas happened every step.
 fn tune_glibc() {
     static TUNED: std::sync::Once = std::sync::Once::new();
     TUNED.call_once(|| {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: `mallopt` only sets these two parameters (it returns 0 for a value it
+        // SAFETY: `mallopt` only sets these parameters (it returns 0 for a value it
         // refuses, which then keeps glibc's default).
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
             libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     });
 }
