@@ -136,7 +136,8 @@ fn tune_glibc() {
         // SAFETY: `mallopt` only sets these parameters (it returns 0 for a value it
         // refuses, which then keeps glibc's default).
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            // glibc maps blocks of `MIN_BLOCK` and more itself: those are the cache's.
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MIN_BLOCK as i32);
             libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
             libc::mallopt(libc::M_ARENA_MAX, 1);
         }

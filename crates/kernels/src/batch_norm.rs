@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use crate::flex::{contiguous_f32, flex_f32, owned_f32, to_vec_f32, unique_f32_mut};
+use crate::flex::{contiguous_f32, flex_f32, rewritten_f32, to_vec_f32};
 
 /// What BatchNorm's training forward produces: the normalised output and the batch's
 /// per-channel mean and (biased) variance, the latter two detached (for the running
@@ -145,23 +145,23 @@ impl Backward<Flex, 3> for BatchNormBackward {
             // Each value of dx needs only dy at the same position, so dx overwrites dy's own
             // storage (a fresh 8 MB buffer per ResNet-20 layer otherwise); a copy where
             // something else still holds it.
-            let mut x_grad = owned_f32(grad);
-            let values = unique_f32_mut(&mut x_grad).expect("owned_f32 hands back its own");
-            values
-                .par_chunks_mut(layout.plane)
-                .zip(x.par_chunks(layout.plane))
-                .enumerate()
-                .for_each(|(i, (gs, xs))| {
-                    let c = i % layout.channels;
-                    let (mean, inv_std) = (state.mean[c], state.inv_std[c]);
-                    let scale = state.gamma[c] * inv_std;
-                    let mean_grad = (sums[c].0 / count) as f32;
-                    let mean_grad_normalised = (sums[c].1 / count) as f32;
-                    for (g, &xv) in gs.iter_mut().zip(xs) {
-                        let normalised = (xv - mean) * inv_std;
-                        *g = scale * (*g - mean_grad - normalised * mean_grad_normalised);
-                    }
-                });
+            let x_grad = rewritten_f32(grad, |values| {
+                values
+                    .par_chunks_mut(layout.plane)
+                    .zip(x.par_chunks(layout.plane))
+                    .enumerate()
+                    .for_each(|(i, (gs, xs))| {
+                        let c = i % layout.channels;
+                        let (mean, inv_std) = (state.mean[c], state.inv_std[c]);
+                        let scale = state.gamma[c] * inv_std;
+                        let mean_grad = (sums[c].0 / count) as f32;
+                        let mean_grad_normalised = (sums[c].1 / count) as f32;
+                        for (g, &xv) in gs.iter_mut().zip(xs) {
+                            let normalised = (xv - mean) * inv_std;
+                            *g = scale * (*g - mean_grad - normalised * mean_grad_normalised);
+                        }
+                    })
+            });
             grads.register::<Flex>(node.id, x_grad);
         }
         if let Some(node) = gamma_node {

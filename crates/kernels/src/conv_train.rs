@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 use crate::conv_geometry::Geometry;
 use crate::conv_nhwc::PackedConv;
-use crate::flex::{contiguous_f32, flex_f32, owned_f32, unique_f32_mut};
+use crate::flex::{contiguous_f32, flex_f32, rewritten_f32};
 use crate::gemm::{matmul, Matrix, MatrixMut};
 use crate::pixels::{grown, pad_image, ConvWeights, Pixels};
 use crate::transpose::transpose;
@@ -288,10 +288,9 @@ fn input_grad(grad: FlexTensor, weight: &[f32], g: &Geometry) -> FlexTensor {
     };
     let x_sample = c * g.height * g.width;
     if n == c && [oh, ow] == [g.height, g.width] {
-        let mut x_grad = owned_f32(grad);
-        let values = unique_f32_mut(&mut x_grad).expect("owned_f32 hands back its own");
-        values.par_chunks_mut(x_sample).for_each(|dx| run(None, dx));
-        return x_grad;
+        return rewritten_f32(grad, |values| {
+            values.par_chunks_mut(x_sample).for_each(|dx| run(None, dx))
+        });
     }
     let grad = contiguous_f32(&grad);
     let mut x_grad = vec![0.0f32; g.batch * x_sample];

@@ -44,6 +44,14 @@ pub(crate) fn owned_f32(mut t: FlexTensor) -> FlexTensor {
     }
 }
 
+/// `t` with its values rewritten in place by `rewrite` (all of them, row-major): its own
+/// storage when nothing else holds it, else a contiguous copy's ([`owned_f32`]).
+pub(crate) fn rewritten_f32(t: FlexTensor, rewrite: impl FnOnce(&mut [f32])) -> FlexTensor {
+    let mut t = owned_f32(t);
+    rewrite(unique_f32_mut(&mut t).expect("owned_f32 makes it unique"));
+    t
+}
+
 /// `x` (flex without autodiff, f32) as a flex tensor whose values a pass may rewrite in place:
 /// its own storage when nothing else holds it, else a contiguous copy; `Err(x)` for any other
 /// tensor, handed back.

@@ -12,7 +12,7 @@ use burn::tensor::DType;
 
 use rayon::prelude::*;
 
-use crate::flex::{owned_f32, unique_f32_mut};
+use crate::flex::rewritten_f32;
 
 /// Whether `max_norm_columns` applies: flex without autodiff, f32.
 pub fn max_norm_applies(weight: &Tensor<2>) -> bool {
@@ -41,39 +41,38 @@ pub fn max_norm_columns(weight: Tensor<2>, limit: f32) -> Tensor<2> {
 
 fn rescale(weight: FlexTensor, limit: f32) -> FlexTensor {
     let columns = weight.layout().shape()[1].max(1);
-    let mut weight = owned_f32(weight);
-    let values = unique_f32_mut(&mut weight).expect("owned_f32 makes it unique");
-    // Sums of squares per column, a block of columns per task, rows walked in order.
-    const BLOCK: usize = 256;
-    let mut squares = vec![0.0f32; columns];
-    squares
-        .par_chunks_mut(BLOCK)
-        .enumerate()
-        .for_each(|(block, sums)| {
-            let start = block * BLOCK;
-            for row in values.chunks_exact(columns) {
-                for (sum, &w) in sums.iter_mut().zip(&row[start..]) {
-                    *sum += w * w;
+    rewritten_f32(weight, |values| {
+        // Sums of squares per column, a block of columns per task, rows walked in order.
+        const BLOCK: usize = 256;
+        let mut squares = vec![0.0f32; columns];
+        squares
+            .par_chunks_mut(BLOCK)
+            .enumerate()
+            .for_each(|(block, sums)| {
+                let start = block * BLOCK;
+                for row in values.chunks_exact(columns) {
+                    for (sum, &w) in sums.iter_mut().zip(&row[start..]) {
+                        *sum += w * w;
+                    }
                 }
+            });
+        let scales: Vec<f32> = squares
+            .iter()
+            .map(|&sum| {
+                let scale = limit / sum.sqrt();
+                if scale.is_nan() || scale < 1.0 {
+                    scale
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        values.par_chunks_exact_mut(columns).for_each(|row| {
+            for (w, &scale) in row.iter_mut().zip(&scales) {
+                *w *= scale;
             }
         });
-    let scales: Vec<f32> = squares
-        .iter()
-        .map(|&sum| {
-            let scale = limit / sum.sqrt();
-            if scale.is_nan() || scale < 1.0 {
-                scale
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    values.par_chunks_exact_mut(columns).for_each(|row| {
-        for (w, &scale) in row.iter_mut().zip(&scales) {
-            *w *= scale;
-        }
-    });
-    weight
+    })
 }
 
 #[cfg(test)]
