@@ -30,6 +30,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
+use crate::channel_stats::ChannelStats;
 use crate::conv_geometry::Geometry;
 use crate::flex::{contiguous_f32, flex_f32};
 use crate::gemm::{matmul, Matrix, MatrixMut};
@@ -50,6 +51,32 @@ pub fn conv2d(
     stride: [usize; 2],
     padding: [usize; 2],
 ) -> Option<Tensor<4>> {
+    convolved(x, weight, stride, padding, false).map(|(output, _)| output)
+}
+
+/// [`conv2d`], with its output's per-channel statistics where the kernel that ran gathered
+/// them on the way (the pixel-major training convolution does), for
+/// [`crate::batch_norm_train`] to use instead of reading the output twice more.
+///
+/// # Shapes
+/// - as [`conv2d`]; the statistics: `c_out` channels
+pub fn conv2d_with_stats(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Option<(Tensor<4>, Option<ChannelStats>)> {
+    convolved(x, weight, stride, padding, true)
+}
+
+/// [`conv2d`], with the statistics where `stats` asks for them and the kernel gathers them.
+fn convolved(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+    stats: bool,
+) -> Option<(Tensor<4>, Option<ChannelStats>)> {
     let geometry = Geometry::new(x.dims(), weight.dims(), stride, padding);
     let applies = geometry.is_some()
         && x.dtype() == DType::F32
@@ -58,16 +85,16 @@ pub fn conv2d(
     let geometry = geometry.filter(|_| applies)?;
     if x.device().is_autodiff() {
         if conv_phased::applies(&geometry) {
-            return conv_phased::conv2d(x, weight, padding);
+            return conv_phased::conv2d(x, weight, padding).map(|output| (output, None));
         }
         let x_p = x.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
         let w_p = weight.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;
-        let output = match conv_train::applies(&geometry) {
-            true => conv_train::tracked(&x_p, &w_p, geometry)
-                .unwrap_or_else(|| tracked(x_p, w_p, geometry)),
-            false => tracked(x_p, w_p, geometry),
+        let (output, stats) = match conv_train::applies(&geometry) {
+            true => conv_train::tracked(&x_p, &w_p, geometry, stats)
+                .unwrap_or_else(|| (tracked(x_p, w_p, geometry), None)),
+            false => (tracked(x_p, w_p, geometry), None),
         };
-        Some(Tensor::from_primitive::<Autodiff<Flex>>(output))
+        Some((Tensor::from_primitive::<Autodiff<Flex>>(output), stats))
     } else {
         let x_p = x.clone().try_into_primitive::<Flex>().ok()?;
         let w_p = weight.clone().try_into_primitive::<Flex>().ok()?;
@@ -84,7 +111,10 @@ pub fn conv2d(
                     geometry.out_h,
                     geometry.out_w,
                 ];
-                return Some(Tensor::from_primitive::<Flex>(flex_f32(output, shape)));
+                return Some((
+                    Tensor::from_primitive::<Flex>(flex_f32(output, shape)),
+                    None,
+                ));
             }
         }
         let output = match geometry.is_pointwise() {
@@ -97,7 +127,7 @@ pub fn conv2d(
             ),
             false => forward_by_sample(&x, &weight, &geometry),
         };
-        Some(Tensor::from_primitive::<Flex>(output))
+        Some((Tensor::from_primitive::<Flex>(output), None))
     }
 }
 

@@ -193,7 +193,9 @@ impl PackedConv {
 
     /// The output `[oh][ow][n]` of one image already padded as [`Self::padded_size`] says
     /// (`wp` pixels per row; `winograd` as it returned) into `out`, laid out as the returned
-    /// [`Pixels`] say.
+    /// [`Pixels`] say. `wp` may be less than the padded width by up to the padding: the reads
+    /// past a row's end then take the next row's first pixels, which must be zero (its left
+    /// padding standing for this row's right one; `conv_train.rs`).
     pub(crate) fn run_padded(
         &self,
         padded: &[f32],

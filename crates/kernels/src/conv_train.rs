@@ -6,7 +6,8 @@
 //! 28x28 32 -> 32 layer and batch 128 the columns are 115 MB, written in the forward pass,
 //! kept, and read again by the weight's gradient; a fresh mapping of that size faults in every
 //! page each step. Here the batch is transposed once into a zero-padded pixel-major copy
-//! (`[batch][hp][wp][c]`, 1/9 of that at 3x3), which every pass reads in place:
+//! (`[batch][hp][pitch][c]`, 1/9 of that at 3x3; a row's right padding stored as the next
+//! row's left one), which every pass reads in place:
 //!
 //! - forward: each sample through [`PackedConv`] (the direct kernel, or Winograd's F(2x2,
 //!   3x3) for wide 3x3 layers), its pixel-major output transposed back to channel-major;
@@ -32,6 +33,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
 use rayon::prelude::*;
 
+use crate::channel_stats::{ChannelStats, SampleStats};
 use crate::conv_geometry::Geometry;
 use crate::conv_nhwc::PackedConv;
 use crate::flex::{contiguous_f32, flex_f32, rewritten_f32};
@@ -50,8 +52,10 @@ struct Pass {
     conv: PackedConv,
     /// Zero padding on every side of the input.
     pad: usize,
-    /// The padded image's `[height, width]` in pixels.
+    /// The padded image's `[height, width]` in pixels, as the kernels read it.
     padded: [usize; 2],
+    /// Pixels per stored row of the padded image: `padded[1] - pad` (see [`Pass::new`]).
+    pitch: usize,
     winograd: bool,
     /// The input's and the output's `[height, width]`.
     input: [usize; 2],
@@ -75,36 +79,70 @@ impl Pass {
         let conv = PackedConv::for_image(layer, input)?;
         let (padded, winograd) = conv.padded_size(input);
         let output = conv.output(input);
+        // A row's right padding is stored as the next row's left one: the kernels read the
+        // `pad` pixels past a row's end from there (zero), and every pass computes and stores
+        // `pad` fewer pixels per row that no output keeps (at ResNet's 3x3 layers 8 pixels
+        // wide, 9 where a row with both paddings is 10; the weight gradient's windows per
+        // sample 90 instead of 100).
+        let pitch = padded[1] - pad;
         Some(Self {
             conv,
             pad,
             padded,
+            pitch,
             winograd,
             input,
             output,
         })
     }
 
-    /// Floats of one padded sample.
+    /// Floats of one padded sample as stored: `padded[0]` rows of `pitch` pixels.
     fn sample_len(&self) -> usize {
-        self.padded[0] * self.padded[1] * self.conv.c()
+        self.padded[0] * self.pitch * self.conv.c()
+    }
+
+    /// Floats the kernels read from the start of a padded sample: its stored rows and the
+    /// `pad` pixels past the last one (zero; the next sample's top padding in a batch).
+    fn read_len(&self) -> usize {
+        self.sample_len() + self.pad * self.conv.c()
+    }
+
+    /// One sample, channel-major (`[c][h][w]`), padded into `dst` (at least
+    /// [`Self::read_len`] floats: every one of them written).
+    fn pad_sample(&self, x: &[f32], dst: &mut [f32]) {
+        let [h, w] = self.input;
+        let (stored, past) = dst.split_at_mut(self.sample_len());
+        pad_planes(
+            x,
+            [self.conv.c(), h, w],
+            self.pad,
+            [self.padded[0], self.pitch],
+            stored,
+        );
+        past.fill(0.0);
     }
 
     /// One sample, already padded, into `out` (`[n][oh][ow]`, channel-major); `scratch` holds
-    /// the pixel-major output between the two.
-    fn run(&self, padded: &[f32], scratch: &mut Vec<f32>, out: &mut [f32]) {
-        let layout = self.conv.run_padded(
-            padded,
-            (self.output, self.padded[1]),
-            self.winograd,
-            scratch,
-        );
+    /// the pixel-major output between the two. With `stats`, the output's per-channel
+    /// statistics too, gathered from `scratch` while it is in cache.
+    fn run(
+        &self,
+        padded: &[f32],
+        scratch: &mut Vec<f32>,
+        out: &mut [f32],
+        stats: bool,
+    ) -> Option<SampleStats> {
+        let layout =
+            self.conv
+                .run_padded(padded, (self.output, self.pitch), self.winograd, scratch);
+        let sample_stats = stats.then(|| SampleStats::of(scratch, layout));
         to_planes(scratch, layout, out);
+        sample_stats
     }
 }
 
 /// One channel-major sample (`[c][h][w]`) into `dst`, pixel-major with `pad` zeros before each
-/// row and column and zeros after them up to `[hp, wp]` (every value of `dst` written).
+/// row and column and zeros after them up to `[hp, pitch]` (every value of `dst` written).
 fn pad_planes(x: &[f32], [c, h, w]: [usize; 3], pad: usize, size: [usize; 2], dst: &mut [f32]) {
     pad_image(dst, [h, w, c], pad, size, |y, pixels| {
         // Channels by pixels of this row into pixels by channels.
@@ -165,7 +203,7 @@ struct State {
     geometry: Geometry,
     /// The whole batch padded, pixel-major, with zeros after it for the last windows.
     padded: Arc<Vec<f32>>,
-    /// The padded image's `[height, width]`.
+    /// The padded image's stored `[height, pitch]`.
     size: [usize; 2],
     weight: Arc<Vec<f32>>,
 }
@@ -197,7 +235,7 @@ impl Backward<Flex, 2> for ConvBackward {
 }
 
 /// `dW` (`[c_out][c_in][k][k]`) from the output's gradient (`[batch][c_out][oh][ow]`) and
-/// the padded batch (`[batch][hp][wp][c_in]`, then zeros).
+/// the padded batch (`[batch][hp][wp][c_in]`, `wp` the pitch, then zeros).
 fn weight_grad(grad: &[f32], padded: &[f32], [hp, wp]: [usize; 2], g: &Geometry) -> Vec<f32> {
     let (c, n, k) = (g.c_in, g.c_out, g.kernel[0]);
     let (oh, ow) = (g.out_h, g.out_w);
@@ -280,10 +318,9 @@ fn input_grad(grad: FlexTensor, weight: &[f32], g: &Geometry) -> FlexTensor {
     // values (the same sample's output gradient): padded into the thread's buffer first.
     let run = |grad: Option<&[f32]>, dx: &mut [f32]| {
         SCRATCH.with_borrow_mut(|(scratch, padded)| {
-            let padded = grown(padded, pass.sample_len());
-            let source = grad.unwrap_or(dx);
-            pad_planes(source, [n, oh, ow], pass.pad, pass.padded, padded);
-            pass.run(padded, scratch, dx);
+            let padded = grown(padded, pass.read_len());
+            pass.pad_sample(grad.unwrap_or(dx), padded);
+            pass.run(padded, scratch, dx, false);
         })
     };
     let x_sample = c * g.height * g.width;
@@ -321,28 +358,23 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Option<Vec<f32
         .enumerate()
         .for_each(|(b, out)| {
             SCRATCH.with_borrow_mut(|(scratch, padded)| {
-                let padded = grown(padded, pass.sample_len());
-                let sample = &x[b * plane..][..plane];
-                pad_planes(
-                    sample,
-                    [g.c_in, g.height, g.width],
-                    pass.pad,
-                    pass.padded,
-                    padded,
-                );
-                pass.run(padded, scratch, out);
+                let padded = grown(padded, pass.read_len());
+                pass.pad_sample(&x[b * plane..][..plane], padded);
+                pass.run(padded, scratch, out, false);
             })
         });
     Some(output)
 }
 
-/// The convolution as a node of burn's autodiff graph, or `None` where [`PackedConv`] does not
-/// run on this CPU.
+/// The convolution as a node of burn's autodiff graph, with its output's per-channel
+/// statistics where `stats` asks for them, or `None` where [`PackedConv`] does not run on this
+/// CPU.
 pub(crate) fn tracked(
     x: &FloatTensor<Autodiff<Flex>>,
     weight: &FloatTensor<Autodiff<Flex>>,
     g: Geometry,
-) -> Option<FloatTensor<Autodiff<Flex>>> {
+    stats: bool,
+) -> Option<(FloatTensor<Autodiff<Flex>>, Option<ChannelStats>)> {
     let (k, pad) = (g.kernel[0], g.padding[0]);
     let (x_inner, x_node) = x.clone().into_parts();
     let (weight_inner, w_node) = weight.clone().into_parts();
@@ -350,9 +382,10 @@ pub(crate) fn tracked(
     let shape = [g.c_out, g.c_in, k, k];
     let pass = Pass::new(&weight_values, shape, pad, [g.height, g.width])?;
     let x_values = contiguous_f32(&x_inner);
-    let [hp, wp] = pass.padded;
+    let (hp, wp) = (pass.padded[0], pass.pitch);
     let sample = pass.sample_len();
-    // Zeros after the last image, for the weight gradient's windows past its end.
+    // Zeros after the last image, for the weight gradient's windows past its end (and the
+    // forward's reads past its last row).
     let tail = ((k - 1) * wp + k) * g.c_in;
     let mut padded = vec![0.0f32; g.batch * sample + tail];
     let plane = g.c_in * g.height * g.width;
@@ -365,31 +398,36 @@ pub(crate) fn tracked(
         });
     let out_plane = g.c_out * g.out_h * g.out_w;
     let mut output = vec![0.0f32; g.batch * out_plane];
-    output
+    let samples: Vec<Option<SampleStats>> = output
         .par_chunks_mut(out_plane)
         .enumerate()
-        .for_each(|(b, out)| {
+        .map(|(b, out)| {
             SCRATCH.with_borrow_mut(|(scratch, _)| {
-                pass.run(&padded[b * sample..][..sample], scratch, out)
+                let sample = &padded[b * sample..][..pass.read_len()];
+                pass.run(sample, scratch, out, stats)
             })
-        });
+        })
+        .collect();
+    let stats = samples
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .map(|samples| ChannelStats::combined(&samples, g.out_h * g.out_w));
     let output = flex_f32(output, [g.batch, g.c_out, g.out_h, g.out_w]);
-    Some(
-        match ConvBackward
-            .prepare::<NoCheckpointing>([x_node, w_node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(
-                State {
-                    geometry: g,
-                    padded: Arc::new(padded),
-                    size: [hp, wp],
-                    weight: Arc::new(weight_values),
-                },
-                output,
-            ),
-            OpsKind::UnTracked(prep) => prep.finish(output),
-        },
-    )
+    let output = match ConvBackward
+        .prepare::<NoCheckpointing>([x_node, w_node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            State {
+                geometry: g,
+                padded: Arc::new(padded),
+                size: [hp, wp],
+                weight: Arc::new(weight_values),
+            },
+            output,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    };
+    Some((output, stats))
 }

@@ -16,6 +16,7 @@
 mod amx;
 mod batch_norm;
 mod batch_norm_inference;
+mod channel_stats;
 mod clamp;
 mod conv;
 mod conv_geometry;
@@ -38,10 +39,11 @@ mod sparse_linear;
 mod transpose;
 mod winograd;
 
-pub use batch_norm::{batch_norm_train, BatchNormTrain};
+pub use batch_norm::{batch_norm_train, BatchNormThen, BatchNormTrain};
 pub use batch_norm_inference::batch_norm_inference;
+pub use channel_stats::ChannelStats;
 pub use clamp::{clamp, clamp_inference};
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_with_stats};
 pub use conv_nhwc::{PackedConv, WINOGRAD_MAX_BYTES, WINOGRAD_MIN_CHANNEL_PRODUCT};
 pub use conv_train::CONV_PATH_ENV;
 pub use depthwise::{depthwise_conv2d, depthwise_conv2d_in, DepthwiseLayout};

@@ -52,11 +52,11 @@ impl LeNet5 {
     /// - input: `[batch, c, h, w]` (`[batch, 1, 28, 28]` for MNIST)
     /// - output: `[batch, classes]` logits
     pub fn forward(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
-        let x = self.conv1.forward(x, tap, "conv1"); // [batch, 6, 28, 28]
-        let x = crate::pool::max_pool(&self.pool, relu(x)); // [batch, 6, 14, 14]
+        let x = self.conv1.forward_relu(x, tap, "conv1"); // [batch, 6, 28, 28]
+        let x = crate::pool::max_pool(&self.pool, x); // [batch, 6, 14, 14]
         let x = tap.probe("conv1", x, LayerRef::Other);
-        let x = self.conv2.forward(x, tap, "conv2"); // [batch, 16, 10, 10]
-        let x = crate::pool::max_pool(&self.pool, relu(x)); // [batch, 16, 5, 5]
+        let x = self.conv2.forward_relu(x, tap, "conv2"); // [batch, 16, 10, 10]
+        let x = crate::pool::max_pool(&self.pool, x); // [batch, 16, 5, 5]
         let x = tap.probe("conv2", x, LayerRef::Other);
         let x = x.flatten::<2>(1, 3); // [batch, 400]
         let x = relu(tap.linear(&self.fc1, "fc1", x)); // [batch, 120]

@@ -5,7 +5,6 @@
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 use crate::conv_bn::ConvBn;
 use crate::spec::{BlockCounts, ModelSpec, ResnetBlock, StemLayout};
@@ -55,11 +54,12 @@ impl BasicBlock {
             Some(projection) => projection.forward(x.clone(), tap, &format!("{name}.projection")),
             None => x.clone(),
         };
-        let y = relu(self.conv1.forward(x, tap, &format!("{name}.conv1")));
+        let y = self.conv1.forward_relu(x, tap, &format!("{name}.conv1"));
         // The block's inner activation: a point of its own, so quantization covers it too.
         let y = tap.probe(&format!("{name}.conv1.relu"), y, LayerRef::Other);
-        let y = self.conv2.forward(y, tap, &format!("{name}.conv2"));
-        let y = relu(y + shortcut);
+        let y = self
+            .conv2
+            .forward_add_relu(y, &shortcut, tap, &format!("{name}.conv2"));
         tap.probe(name, y, LayerRef::Other)
     }
 
@@ -144,7 +144,7 @@ impl ResNet {
     /// - input: `[batch, c, h, w]`
     /// - output: `[batch, classes]` logits
     pub fn forward(&self, x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
-        let x = relu(self.stem.forward(x, tap, "stem")); // [batch, stem, h_0, w_0]
+        let x = self.stem.forward_relu(x, tap, "stem"); // [batch, stem, h_0, w_0]
         let x = match &self.stem_pool {
             Some(pool) => crate::pool::max_pool(pool, x), // [batch, stem, h_0 / 2, w_0 / 2]
             None => x,

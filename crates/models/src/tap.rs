@@ -167,6 +167,12 @@ impl<'a> Tap<'a> {
         self.hook
     }
 
+    /// Whether [`Self::probe`] at `name` would neither change the activation nor look at
+    /// it (no hook, not the captured point, not profiling), so a layer may fuse past it.
+    pub(crate) fn passes(&self, name: &str) -> bool {
+        self.hook.is_none() && self.want != Some(name) && self.segments.is_none()
+    }
+
     /// A linear layer, its weights through the hook when there is one.
     ///
     /// # Shapes

@@ -4,7 +4,6 @@
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 use crate::conv_bn::ConvBn;
 use crate::linear_stack;
@@ -60,8 +59,7 @@ impl Vgg {
     pub fn forward(&self, mut x: Tensor<4>, tap: &mut Tap) -> Tensor<2> {
         for (s, stage) in self.stages.iter().enumerate() {
             for (i, conv) in stage.iter().enumerate() {
-                x = conv.forward(x, tap, &format!("stages.{s}.{i}")); // [batch, c_out, h_s, w_s]
-                x = relu(x);
+                x = conv.forward_relu(x, tap, &format!("stages.{s}.{i}")); // [batch, c_out, h_s, w_s]
                 x = tap.probe(&format!("stages.{s}.{i}.relu"), x, LayerRef::Other);
             }
             x = crate::pool::max_pool(&self.pool, x); // [batch, c_out, h_s / 2, w_s / 2]
