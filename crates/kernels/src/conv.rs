@@ -34,6 +34,7 @@ use crate::channel_stats::ChannelStats;
 use crate::conv_geometry::Geometry;
 use crate::flex::{contiguous_f32, flex_f32};
 use crate::gemm::{matmul, Matrix, MatrixMut};
+use crate::pixels::grown;
 use crate::{conv_phased, conv_train};
 
 /// `conv2d(x, weight, None, stride, padding)` (dilation 1, one group) through im2col and
@@ -192,20 +193,31 @@ fn unfold_row(plane: &[f32], g: &Geometry, [ky, kx]: [usize; 2], out: &mut [f32]
         row_out[..ox0].fill(0.0);
         row_out[ox1..].fill(0.0);
         let ix0 = ox0 * g.stride[1] + kx - g.padding[1];
-        if g.stride[1] == 1 {
-            row_out[ox0..ox1].copy_from_slice(&row_in[ix0..ix0 + (ox1 - ox0)]);
-        } else {
-            for (o, ox) in row_out[ox0..ox1].iter_mut().zip(0..) {
-                *o = row_in[ix0 + ox * g.stride[1]];
+        let outs = &mut row_out[ox0..ox1];
+        match g.stride[1] {
+            1 => outs.copy_from_slice(&row_in[ix0..ix0 + outs.len()]),
+            // Every other value: pairs (the last may be a single value past the row's end)
+            // compile to shuffles, where an index times the stride was a load per value
+            // (ResNet's stride-2 layers).
+            2 => {
+                for (o, pair) in outs.iter_mut().zip(row_in[ix0..].chunks(2)) {
+                    *o = pair[0];
+                }
+            }
+            stride => {
+                for (o, ox) in outs.iter_mut().zip(0..) {
+                    *o = row_in[ix0 + ox * stride];
+                }
             }
         }
     }
 }
 
 thread_local! {
-    /// Each thread's unfolding buffer for inference, kept from call to call: a fresh one per
-    /// call is a fresh mapping whose first writes fault in every page, and one for a whole
-    /// batch outgrows the caches (VGG's first 32-channel layer at batch 32: 29 MB).
+    /// Each thread's unfolding buffer for inference (and for one sample's unfolded gradient in
+    /// training), kept from call to call: a fresh one per call is a fresh mapping whose first
+    /// writes fault in every page, and one for a whole batch outgrows the caches (VGG's first
+    /// 32-channel layer at batch 32: 29 MB).
     static UNFOLDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -383,13 +395,16 @@ impl Backward<Flex, 2> for Conv2dBackward {
                 .par_chunks_mut(plane)
                 .enumerate()
                 .for_each(|(b, dx)| {
-                    let mut dcols = vec![0.0f32; k * p];
-                    matmul(
-                        MatrixMut::row_major(&mut dcols, k, p),
-                        Matrix::strided(weight, k, g.c_out, 1, k),
-                        Matrix::row_major(&grad[b * g.c_out * p..][..g.c_out * p], g.c_out, p),
-                    );
-                    col2im(&dcols, &g, dx);
+                    // `matmul` overwrites every value and runs on this thread alone.
+                    UNFOLDED.with_borrow_mut(|dcols| {
+                        let dcols = grown(dcols, k * p);
+                        matmul(
+                            MatrixMut::row_major(dcols, k, p),
+                            Matrix::strided(weight, k, g.c_out, 1, k),
+                            Matrix::row_major(&grad[b * g.c_out * p..][..g.c_out * p], g.c_out, p),
+                        );
+                        col2im(dcols, &g, dx);
+                    })
                 });
             let shape = [g.batch, g.c_in, g.height, g.width];
             grads.register::<Flex>(node.id, flex_f32(x_grad, shape));
