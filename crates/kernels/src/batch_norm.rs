@@ -285,10 +285,14 @@ fn normalisation_backward<const N: usize>(
                 let mut sum_grad = 0.0f64;
                 let mut sum_grad_normalised = 0.0f64;
                 for (xs, gs) in layout.planes(&x, c).zip(layout.planes(&grad, c)) {
-                    let [a, b] = lane_sums(xs, gs, |xv, gv| {
-                        let gv = through_relu(relu, affine, xv, gv);
-                        [gv, gv * (xv - mean) * inv_std]
-                    });
+                    // The flag picks a loop, as in the input's gradient below.
+                    let [a, b] = match relu {
+                        true => lane_sums(xs, gs, |xv, gv| {
+                            let gv = through_relu(true, affine, xv, gv);
+                            [gv, gv * (xv - mean) * inv_std]
+                        }),
+                        false => lane_sums(xs, gs, |xv, gv| [gv, gv * (xv - mean) * inv_std]),
+                    };
                     sum_grad += a as f64;
                     sum_grad_normalised += b as f64;
                 }
