@@ -506,6 +506,10 @@ mod tests {
         compare([2, 16, 11, 8], [17, 16, 3, 3], [1, 1], [0, 0]);
         compare([2, 8, 9, 9], [20, 8, 5, 5], [1, 1], [2, 2]);
         compare([2, 8, 6, 6], [24, 8, 1, 1], [1, 1], [0, 0]);
+        // Rows of more than a tile (12 pixels) of one- and two-register panels: the 3x3
+        // stride-1 kernel that loads each input value once (`direct.rs`, `Kernel3x3`).
+        compare([2, 16, 14, 16], [16, 16, 3, 3], [1, 1], [1, 1]);
+        compare([2, 8, 5, 27], [24, 8, 3, 3], [1, 1], [1, 1]);
         // As many output channels as input ones at the input's size (ResNet's stride-1
         // layers): the input's gradient is written over the output's.
         compare([2, 16, 8, 8], [16, 16, 3, 3], [1, 1], [1, 1]);

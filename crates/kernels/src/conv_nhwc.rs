@@ -278,6 +278,9 @@ mod tests {
             (28, 28, 1, 32, 3, 1, 1, true),
             (3, 3, 2, 5, 3, 1, 1, false),
             (7, 7, 64, 70, 1, 1, 0, true),
+            // 3x3 stride 1, rows of whole 12-pixel tiles, one- and two-register panels.
+            (20, 20, 16, 16, 3, 1, 1, true),
+            (13, 30, 8, 32, 3, 1, 1, false),
             // Winograd: even and odd outputs, padded or not, one panel or several.
             (7, 9, 32, 64, 3, 1, 1, true),
             (14, 14, 64, 40, 3, 1, 1, true),

@@ -251,6 +251,19 @@ impl Tile<'_> {
                 }
             };
         }
+        // A whole tile of a 3x3 stride-1 layer of one register's outputs: each input value
+        // loaded once for the three windows that read it (`Kernel3x3`).
+        macro_rules! whole_3x3 {
+            ($($c:literal)*) => {
+                match self.step {
+                    $($c => return self.simd.vectorize(Kernel3x3::<$c>(self)),)*
+                    _ => {}
+                }
+            };
+        }
+        if (rows, width) == (TILE, 1) && self.kernel == 3 && self.step * 3 == self.segment {
+            whole_3x3!(8 16 32 64 128);
+        }
         match (rows, width) {
             (12, 1) => whole!(12, 1, 8 16 32 64 128),
             (12, 2) => whole!(12, 2, 8 16 32 64 128),
@@ -342,27 +355,114 @@ impl<const ROWS: usize, const WIDTH: usize, const STEP: usize> pulp::NullaryFnOn
                 update_rows!(0 1 2 3 4 5 6 7 8 9 10 11);
             }
         }
-        let width = columns.len();
-        for (r, acc) in acc[..ROWS].iter().enumerate() {
-            let mut values = [0.0f32; PANEL];
-            for (j, v) in acc.iter().enumerate() {
-                let s: f32x16 = cast(*<&[f32; 16]>::try_from(&scale[j * 16..][..16]).expect("16"));
-                let t: f32x16 = cast(*<&[f32; 16]>::try_from(&shift[j * 16..][..16]).expect("16"));
-                let y = simd.mul_add_f32s(*v, s, t);
-                // `max(0, y)` with `y` second: x86's max returns its second operand when
-                // either is NaN, so NaN stays NaN, as through burn's `relu`.
-                let y = if relu { simd.max_f32s(zero, y) } else { y };
-                let y: [f32; 16] = cast(y);
-                values[j * 16..][..16].copy_from_slice(&y);
+        finish(simd, &acc[..ROWS], (scale, shift, relu), out, (n, columns));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// A whole tile (12 pixels) of a 3x3 stride-1 layer of at most 16 outputs (one register), its
+/// windows `C` floats (the channel count) apart. [`Kernel`] loads each input value once per
+/// window that reads it: three times for a 3x3 kernel, and with one register of outputs that
+/// is a load per multiply-add, more than the core issues. Here the tile's 14 input pixels of a
+/// kernel row are loaded once per input channel, and each feeds the three outputs whose
+/// windows hold it (`acc[p - kx]`, the three kernel columns' weights held in registers).
+/// 16 -> 16 channels at 28x28: 123 -> 178 GFLOP/s (`cargo test -p kernels --bench conv`,
+/// direct column). With two registers of outputs (31 of the 32 vector registers) the compiler
+/// spilled, and it ran at a fifth of [`Kernel`]'s speed. Sums run over kernel rows, then
+/// channels, then columns, where [`Kernel`]'s run over rows, columns, then channels: results
+/// differ from it by rounding.
+struct Kernel3x3<'a, const C: usize>(Tile<'a>);
+
+#[cfg(target_arch = "x86_64")]
+impl<const C: usize> pulp::NullaryFnOnce for Kernel3x3<'_, C> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let Tile {
+            simd,
+            x,
+            window_row,
+            segment,
+            panel,
+            scale,
+            shift,
+            out,
+            n,
+            columns,
+            relu,
+            ..
+        } = self.0;
+        const WIDTH: usize = 1;
+        let lanes = WIDTH * 16;
+        let zero = simd.splat_f32s(0.0);
+        let mut acc = [[zero; WIDTH]; TILE];
+        for ky in 0..3 {
+            // The pixels this kernel row of the tile's windows reads: 12 + 2.
+            let row = &x[ky * window_row..][..(TILE + 2) * C];
+            let weights = &panel[ky * segment * lanes..][..segment * lanes];
+            for ci in 0..C {
+                let w: [[f32x16; WIDTH]; 3] = std::array::from_fn(|kx| {
+                    let at = (kx * C + ci) * lanes;
+                    std::array::from_fn(|j| {
+                        cast(*<&[f32; 16]>::try_from(&weights[at + j * 16..][..16]).expect("16"))
+                    })
+                });
+                // Pixel `p` is column `kx` of output `p - kx`'s window; written out with
+                // constant indices, so the accumulators stay in registers.
+                macro_rules! pixels {
+                    ($($p:literal)*) => {$(
+                        let a = simd.splat_f32s(row[$p * C + ci]);
+                        for kx in 0..3 {
+                            let r = ($p as usize).wrapping_sub(kx);
+                            if r < TILE {
+                                for j in 0..WIDTH {
+                                    acc[r][j] = simd.mul_add_f32s(a, w[kx][j], acc[r][j]);
+                                }
+                            }
+                        }
+                    )*};
+                }
+                pixels!(0 1 2 3 4 5 6 7 8 9 10 11 12 13);
             }
-            let dst = &mut out[r * n + columns.start..][..width];
-            if width == lanes {
-                dst.copy_from_slice(&values[..lanes]);
-            } else {
-                // A narrow layer's (LeNet-5's 6 channels): element by element, where
-                // `copy_from_slice` of a run-time length calls `memcpy` for a few floats.
-                dst.iter_mut().zip(&values).for_each(|(d, v)| *d = *v);
-            }
+        }
+        finish(simd, &acc, (scale, shift, relu), out, (n, columns));
+    }
+}
+
+/// A tile's accumulators (`acc[r]`: pixel `r`'s outputs, one panel) through the layer's affine
+/// and ReLU into `out` (pixel `r` at `r * n`, the panel's `columns`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn finish<const WIDTH: usize>(
+    simd: Isa,
+    acc: &[[f32x16; WIDTH]],
+    (scale, shift, relu): (&[f32], &[f32], bool),
+    out: &mut [f32],
+    (n, columns): (usize, std::ops::Range<usize>),
+) {
+    let zero = simd.splat_f32s(0.0);
+    let lanes = WIDTH * 16;
+    let width = columns.len();
+    for (r, acc) in acc.iter().enumerate() {
+        let mut values = [0.0f32; PANEL];
+        for (j, v) in acc.iter().enumerate() {
+            let s: f32x16 = cast(*<&[f32; 16]>::try_from(&scale[j * 16..][..16]).expect("16"));
+            let t: f32x16 = cast(*<&[f32; 16]>::try_from(&shift[j * 16..][..16]).expect("16"));
+            let y = simd.mul_add_f32s(*v, s, t);
+            // `max(0, y)` with `y` second: x86's max returns its second operand when
+            // either is NaN, so NaN stays NaN, as through burn's `relu`.
+            let y = if relu { simd.max_f32s(zero, y) } else { y };
+            let y: [f32; 16] = cast(y);
+            values[j * 16..][..16].copy_from_slice(&y);
+        }
+        let dst = &mut out[r * n + columns.start..][..width];
+        if width == lanes {
+            dst.copy_from_slice(&values[..lanes]);
+        } else {
+            // A narrow layer's (LeNet-5's 6 channels): element by element, where
+            // `copy_from_slice` of a run-time length calls `memcpy` for a few floats.
+            dst.iter_mut().zip(&values).for_each(|(d, v)| *d = *v);
         }
     }
 }
