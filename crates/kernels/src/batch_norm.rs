@@ -196,10 +196,9 @@ fn through_relu(relu: bool, (scale, shift): (f32, f32), x: f32, g: f32) -> f32 {
 struct ChannelGrad {
     mean: f32,
     inv_std: f32,
-    /// The forward's `(scale, shift)`, for the ReLU's mask.
+    /// The forward's `(scale, shift)`: the scale, `gamma * inv_std`, is also the input
+    /// gradient's; both give the ReLU's mask.
     affine: (f32, f32),
-    /// `gamma * inv_std`.
-    scale: f32,
     mean_grad: f32,
     mean_grad_normalised: f32,
 }
@@ -212,7 +211,7 @@ impl ChannelGrad {
         for (g, &xv) in gs.iter_mut().zip(xs) {
             let normalised = (xv - self.mean) * self.inv_std;
             let gv = through_relu(RELU, self.affine, xv, *g);
-            *g = self.scale * (gv - self.mean_grad - normalised * self.mean_grad_normalised);
+            *g = self.affine.0 * (gv - self.mean_grad - normalised * self.mean_grad_normalised);
         }
     }
 }
@@ -316,7 +315,6 @@ fn normalisation_backward<const N: usize>(
                         mean: state.mean[c],
                         inv_std: state.inv_std[c],
                         affine: state.affine(c),
-                        scale: state.gamma[c] * state.inv_std[c],
                         mean_grad: (sums[c].0 / count) as f32,
                         mean_grad_normalised: (sums[c].1 / count) as f32,
                     };
