@@ -247,7 +247,10 @@ impl Backward<Flex, 4> for ResidualBatchNormBackward {
                     .zip(output.par_chunks(1 << 14))
                     .for_each(|(gs, ys)| {
                         for (g, &y) in gs.iter_mut().zip(ys) {
-                            *g = through_relu(true, (1.0, 0.0), y, *g);
+                            // Zero where the ReLU clamped (NaN passes, as burn's).
+                            if y <= 0.0 {
+                                *g = 0.0;
+                            }
                         }
                     })
             });

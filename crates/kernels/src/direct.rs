@@ -366,8 +366,8 @@ impl<const ROWS: usize, const WIDTH: usize, const STEP: usize> pulp::NullaryFnOn
 /// is a load per multiply-add, more than the core issues. Here the tile's 14 input pixels of a
 /// kernel row are loaded once per input channel, and each feeds the three outputs whose
 /// windows hold it (`acc[p - kx]`, the three kernel columns' weights held in registers).
-/// 16 -> 16 channels at 28x28: 123 -> 178 GFLOP/s (`cargo test -p kernels --bench conv`,
-/// direct column). With two registers of outputs (31 of the 32 vector registers) the compiler
+/// 16 -> 16 channels at 28x28: 124-134 -> 174-177 GFLOP/s (`cargo test -p kernels --bench
+/// conv`, direct column). With two registers of outputs (31 of the 32 vector registers) the compiler
 /// spilled, and it ran at a fifth of [`Kernel`]'s speed. Sums run over kernel rows, then
 /// channels, then columns, where [`Kernel`]'s run over rows, columns, then channels: results
 /// differ from it by rounding.
@@ -393,20 +393,17 @@ impl<const C: usize> pulp::NullaryFnOnce for Kernel3x3<'_, C> {
             relu,
             ..
         } = self.0;
-        const WIDTH: usize = 1;
-        let lanes = WIDTH * 16;
+        // One register of outputs per pixel (a panel of 16 lanes).
         let zero = simd.splat_f32s(0.0);
-        let mut acc = [[zero; WIDTH]; TILE];
+        let mut acc = [[zero]; TILE];
         for ky in 0..3 {
             // The pixels this kernel row of the tile's windows reads: 12 + 2.
             let row = &x[ky * window_row..][..(TILE + 2) * C];
-            let weights = &panel[ky * segment * lanes..][..segment * lanes];
+            let weights = &panel[ky * segment * 16..][..segment * 16];
             for ci in 0..C {
-                let w: [[f32x16; WIDTH]; 3] = std::array::from_fn(|kx| {
-                    let at = (kx * C + ci) * lanes;
-                    std::array::from_fn(|j| {
-                        cast(*<&[f32; 16]>::try_from(&weights[at + j * 16..][..16]).expect("16"))
-                    })
+                let w: [f32x16; 3] = std::array::from_fn(|kx| {
+                    let at = (kx * C + ci) * 16;
+                    cast(*<&[f32; 16]>::try_from(&weights[at..][..16]).expect("16 lanes"))
                 });
                 // Pixel `p` is column `kx` of output `p - kx`'s window; written out with
                 // constant indices, so the accumulators stay in registers.
@@ -416,9 +413,7 @@ impl<const C: usize> pulp::NullaryFnOnce for Kernel3x3<'_, C> {
                         for kx in 0..3 {
                             let r = ($p as usize).wrapping_sub(kx);
                             if r < TILE {
-                                for j in 0..WIDTH {
-                                    acc[r][j] = simd.mul_add_f32s(a, w[kx][j], acc[r][j]);
-                                }
+                                acc[r][0] = simd.mul_add_f32s(a, w[kx], acc[r][0]);
                             }
                         }
                     )*};

@@ -247,23 +247,22 @@ fn batch_norm<const D: usize>(
     then: BatchNormThen<D>,
     stats: Option<&ChannelStats>,
 ) -> Tensor<D> {
-    let then_by_burn = |x: Tensor<D>| followed(x, then);
     if !x.device().is_autodiff() {
         // Inference: one pass instead of burn's four, the same values.
         let mean = bn.running_mean.value();
         let variance = bn.running_var.value();
         let params = [&bn.gamma.val(), &bn.beta.val(), &mean, &variance];
-        return then_by_burn(
-            kernels::batch_norm_inference(x, params, bn.epsilon).unwrap_or_else(|x| bn.forward(x)),
-        );
+        let x =
+            kernels::batch_norm_inference(x, params, bn.epsilon).unwrap_or_else(|x| bn.forward(x));
+        return followed(x, then);
     }
     if !bn.training.is_enabled() {
-        return then_by_burn(bn.forward(x));
+        return followed(bn.forward(x), then);
     }
     let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
     let Some(trained) = kernels::batch_norm_train(&x, &gamma, &beta, bn.epsilon, then, stats)
     else {
-        return then_by_burn(bn.forward(x));
+        return followed(bn.forward(x), then);
     };
     // burn's `BatchNorm::forward_train`, after its `batch_norm_train`.
     let device = trained.output.device();
