@@ -212,6 +212,27 @@ impl PackedConv {
             None => self.direct.run_padded(padded, ([oh, ow], wp), out),
         }
     }
+
+    /// [`Self::run_padded`] through Winograd (where [`Self::padded_size`] said it runs) for
+    /// `count` images `stride` floats apart in `padded`, their outputs one after another in
+    /// `out`, each laid out as the returned [`Pixels`] say: each of Winograd's products runs
+    /// over all their blocks at once.
+    ///
+    /// # Panics
+    /// If the layer has no Winograd form.
+    pub(crate) fn run_winograd_many(
+        &self,
+        padded: &[f32],
+        images: (usize, usize),
+        size: ([usize; 2], usize),
+        out: &mut Vec<f32>,
+    ) -> Pixels {
+        let winograd = self
+            .winograd
+            .as_ref()
+            .expect("a layer with a Winograd form");
+        winograd.forward_many(padded, images, size, out)
+    }
 }
 
 #[cfg(test)]

@@ -122,24 +122,80 @@ impl Pass {
         past.fill(0.0);
     }
 
-    /// One sample, already padded, into `out` (`[n][oh][ow]`, channel-major); `scratch` holds
-    /// the pixel-major output between the two. With `stats`, the output's per-channel
-    /// statistics too, gathered from `scratch` while it is in cache.
+    /// Samples per call of [`Self::run`]: one for the direct kernel; for Winograd enough for
+    /// its products to run over [`WINOGRAD_GROUP_BLOCKS`] blocks, but no more than each of the
+    /// pool's threads gets of `batch`.
+    fn group(&self, batch: usize) -> usize {
+        if !self.winograd {
+            return 1;
+        }
+        let [oh, ow] = self.output;
+        let blocks = (oh.div_ceil(2) * ow.div_ceil(2)).max(1);
+        let share = batch.div_ceil(rayon::current_num_threads()).max(1);
+        WINOGRAD_GROUP_BLOCKS.div_ceil(blocks).clamp(1, share)
+    }
+
+    /// Samples already padded, [`Self::sample_len`] floats apart in `padded` (the last one's
+    /// [`Self::read_len`] there), into `out` (`[count][n][oh][ow]`, channel-major; its length
+    /// gives the count); `scratch` holds the pixel-major outputs between the two. With
+    /// `stats`, each sample's per-channel statistics too, gathered from `scratch` while it is
+    /// in cache.
     fn run(
         &self,
         padded: &[f32],
         scratch: &mut Vec<f32>,
         out: &mut [f32],
         stats: bool,
-    ) -> Option<SampleStats> {
-        let layout =
-            self.conv
-                .run_padded(padded, (self.output, self.pitch), self.winograd, scratch);
-        let sample_stats = stats.then(|| SampleStats::of(scratch, layout));
-        to_planes(scratch, layout, out);
-        sample_stats
+    ) -> Vec<Option<SampleStats>> {
+        let plane = self.conv.n() * self.output[0] * self.output[1];
+        let count = out.len() / plane;
+        let finish = |x: &[f32], layout: Pixels, out: &mut [f32]| {
+            let sample_stats = stats.then(|| SampleStats::of(x, layout));
+            to_planes(x, layout, out);
+            sample_stats
+        };
+        let size = (self.output, self.pitch);
+        if self.winograd && count > 1 {
+            let images = (count, self.sample_len());
+            let layout = self.conv.run_winograd_many(padded, images, size, scratch);
+            let len = layout.len();
+            return out
+                .chunks_exact_mut(plane)
+                .enumerate()
+                .map(|(i, out)| finish(&scratch[i * len..][..len], layout, out))
+                .collect();
+        }
+        out.chunks_exact_mut(plane)
+            .enumerate()
+            .map(|(i, out)| {
+                let sample = &padded[i * self.sample_len()..];
+                let layout = self.conv.run_padded(sample, size, self.winograd, scratch);
+                finish(scratch, layout, out)
+            })
+            .collect()
+    }
+
+    /// Channel-major samples (`[count][c][h][w]`, the count `samples` gives) padded one after
+    /// another into `dst`, as [`Self::run`] reads them.
+    fn pad_samples<'a>(&self, samples: &[f32], dst: &'a mut Vec<f32>) -> &'a [f32] {
+        let plane = self.conv.c() * self.input[0] * self.input[1];
+        let count = samples.len() / plane;
+        let dst = grown(
+            dst,
+            count.saturating_sub(1) * self.sample_len() + self.read_len(),
+        );
+        for (i, x) in samples.chunks_exact(plane).enumerate() {
+            // Each sample's zeros past its end are the next one's top padding.
+            self.pad_sample(x, &mut dst[i * self.sample_len()..][..self.read_len()]);
+        }
+        dst
     }
 }
+
+/// Blocks Winograd's products run over per call in training ([`Pass::group`]): at ResNet-18's
+/// 7x7 layers an image has 16, and the products read their transformed weights (16 MB at 512
+/// channels) once per call.
+const WINOGRAD_GROUP_BLOCKS: usize = 128;
 
 /// One channel-major sample (`[c][h][w]`) into `dst`, pixel-major with `pad` zeros before each
 /// row and column and zeros after them up to `[hp, pitch]` (every value of `dst` written).
@@ -162,6 +218,11 @@ thread_local! {
     /// Each thread's pixel-major output and padded sample, kept from call to call.
     static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+thread_local! {
+    /// Each thread's copy of one kernel row's windows ([`WindowRows`]).
+    static WINDOWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 thread_local! {
@@ -239,8 +300,10 @@ impl Backward<Flex, 2> for ConvBackward {
 fn weight_grad(grad: &[f32], padded: &[f32], [hp, wp]: [usize; 2], g: &Geometry) -> Vec<f32> {
     let (c, n, k) = (g.c_in, g.c_out, g.kernel[0]);
     let (oh, ow) = (g.out_h, g.out_w);
-    let rows = g.batch * hp * wp;
-    // The gradient over every window of the padded batch, zero at the virtual ones, in a
+    let windows = WindowRows::new(g, [hp, wp]);
+    let (image_rows, pitch) = (windows.image_rows, windows.pitch);
+    let rows = g.batch * image_rows * pitch;
+    // The gradient over every window the products read, zero at the virtual ones, in a
     // buffer kept from step to step (a fresh one is zeroed, then faulted in, each time).
     let mut kept = SPREAD.with(|kept| kept.take());
     let spread = grown(&mut kept, n * rows);
@@ -248,10 +311,10 @@ fn weight_grad(grad: &[f32], padded: &[f32], [hp, wp]: [usize; 2], g: &Geometry)
         .par_chunks_mut(rows)
         .enumerate()
         .for_each(|(co, dst)| {
-            for (b, image) in dst.chunks_exact_mut(hp * wp).enumerate() {
+            for (b, image) in dst.chunks_exact_mut(image_rows * pitch).enumerate() {
                 let src = &grad[(b * n + co) * oh * ow..][..oh * ow];
-                let (real, virtual_rows) = image.split_at_mut(oh * wp);
-                for (row, src) in real.chunks_exact_mut(wp).zip(src.chunks_exact(ow)) {
+                let (real, virtual_rows) = image.split_at_mut(oh * pitch);
+                for (row, src) in real.chunks_exact_mut(pitch).zip(src.chunks_exact(ow)) {
                     row[..ow].copy_from_slice(src);
                     row[ow..].fill(0.0);
                 }
@@ -264,11 +327,19 @@ fn weight_grad(grad: &[f32], padded: &[f32], [hp, wp]: [usize; 2], g: &Geometry)
         .into_par_iter()
         .map(|ky| {
             let mut product = vec![0.0f32; n * k * c];
-            matmul(
-                MatrixMut::row_major(&mut product, n, k * c),
-                Matrix::row_major(spread, n, rows),
-                Matrix::strided(&padded[ky * wp * c..], rows, k * c, c, 1),
-            );
+            let mut multiply = |windows: &[f32]| {
+                matmul(
+                    MatrixMut::row_major(&mut product, n, k * c),
+                    Matrix::row_major(spread, n, rows),
+                    Matrix::strided(windows, rows, k * c, c, 1),
+                )
+            };
+            match windows.compact {
+                false => multiply(&padded[ky * wp * c..]),
+                true => WINDOWS.with_borrow_mut(|copy| {
+                    multiply(windows.copied(padded, [hp, wp], ky, g, copy))
+                }),
+            }
             product
         })
         .collect();
@@ -286,6 +357,74 @@ fn weight_grad(grad: &[f32], padded: &[f32], [hp, wp]: [usize; 2], g: &Geometry)
     }
     weight_grad
 }
+
+/// The rows of windows the weight gradient's products run over, per sample: the padded batch
+/// itself (`hp` rows of `wp` pixels per sample, those past the output's `oh` rows virtual),
+/// or, where those virtual rows are many (small images: ResNet-18's 7x7 layers run on 10x9
+/// Winograd blocks for 49 outputs), each kernel row's windows copied out sample by sample:
+/// the `oh` rows they start on, `width + padding` pixels each (a row's right padding read
+/// from the next row's left one, as in the padded batch).
+struct WindowRows {
+    compact: bool,
+    image_rows: usize,
+    pitch: usize,
+}
+
+impl WindowRows {
+    fn new(g: &Geometry, [hp, wp]: [usize; 2]) -> Self {
+        let (oh, pitch) = (g.out_h, g.width + g.padding[0]);
+        // Per kernel row and sample: `2 * c_out * kernel * c_in` operations per window left
+        // out, `c_in` floats copied per window kept.
+        let saved = 2 * g.c_out * g.kernel[0] * (hp * wp - oh * pitch);
+        let compact = saved >= COMPACT_MIN_FLOPS_PER_COPY * oh * pitch;
+        match compact {
+            true => Self {
+                compact,
+                image_rows: oh,
+                pitch,
+            },
+            false => Self {
+                compact,
+                image_rows: hp,
+                pitch: wp,
+            },
+        }
+    }
+
+    /// Kernel row `ky`'s windows copied out of `padded` (`[batch][hp][wp][c]`) into `copy`,
+    /// with the zeros the last windows read past the end.
+    fn copied<'a>(
+        &self,
+        padded: &[f32],
+        [hp, wp]: [usize; 2],
+        ky: usize,
+        g: &Geometry,
+        copy: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        let (c, k) = (g.c_in, g.kernel[0]);
+        let row = self.pitch * c;
+        let image = self.image_rows * row;
+        let copy = grown(copy, g.batch * image + (k - 1) * c);
+        let (images, tail) = copy.split_at_mut(g.batch * image);
+        for (b, dst) in images.chunks_exact_mut(image).enumerate() {
+            let src = &padded[(b * hp + ky) * wp * c..];
+            for (y, dst) in dst.chunks_exact_mut(row).enumerate() {
+                dst.copy_from_slice(&src[y * wp * c..][..row]);
+            }
+        }
+        tail.fill(0.0);
+        copy
+    }
+}
+
+/// Floating-point operations the weight gradient must save per float copied for
+/// [`WindowRows`] to copy its windows out. Measured per layer (`cargo test -p kernels --bench
+/// conv_train`, 1 thread, 2026-12-07), copying against not: ResNet-18's 512 -> 512 at 7x7
+/// (1,865 operations per float) 166-172 -> 141-146 ms, 256 -> 256 at 14x14 (219) 97-100 ->
+/// 94-95, ResNet-20's 64 -> 64 at 8x8 (96) 10.9-11.1 -> 10.2; even at 128 -> 128, 28x28 (55)
+/// and 32 -> 32, 16x16 (24); slower at 16 -> 16, 32x32 (6: 16.2 -> 17.6) and 64 -> 64,
+/// 56x56 (14: 144 -> 152).
+const COMPACT_MIN_FLOPS_PER_COPY: usize = 80;
 
 /// `dX` (`[batch][c_in][h][w]`): the output's gradient convolved with the kernel turned 180
 /// degrees, input and output channels swapped, padded by `k - 1 - padding`.
@@ -314,26 +453,28 @@ fn input_grad(grad: FlexTensor, weight: &[f32], g: &Geometry) -> FlexTensor {
     .expect("packed for the forward pass on this CPU");
     debug_assert_eq!(pass.output, [g.height, g.width]);
     let [oh, ow] = pass.input;
-    // One sample of `dX` into `dx`, from `grad` or, where that is `None`, from `dx`'s own
-    // values (the same sample's output gradient): padded into the thread's buffer first.
+    let group = pass.group(g.batch);
+    // A group of samples of `dX` into `dx`, from `grad` or, where that is `None`, from `dx`'s
+    // own values (the same samples' output gradient): padded into the thread's buffer first.
     let run = |grad: Option<&[f32]>, dx: &mut [f32]| {
         SCRATCH.with_borrow_mut(|(scratch, padded)| {
-            let padded = grown(padded, pass.read_len());
-            pass.pad_sample(grad.unwrap_or(dx), padded);
+            let padded = pass.pad_samples(grad.unwrap_or(dx), padded);
             pass.run(padded, scratch, dx, false);
         })
     };
     let x_sample = c * g.height * g.width;
     if n == c && [oh, ow] == [g.height, g.width] {
         return rewritten_f32(grad, |values| {
-            values.par_chunks_mut(x_sample).for_each(|dx| run(None, dx))
+            values
+                .par_chunks_mut(group * x_sample)
+                .for_each(|dx| run(None, dx))
         });
     }
     let grad = contiguous_f32(&grad);
     let mut x_grad = vec![0.0f32; g.batch * x_sample];
     x_grad
-        .par_chunks_mut(x_sample)
-        .zip(grad.par_chunks(n * oh * ow))
+        .par_chunks_mut(group * x_sample)
+        .zip(grad.par_chunks(group * n * oh * ow))
         .for_each(|(dx, grad)| run(Some(grad), dx));
     flex_f32(x_grad, [g.batch, c, g.height, g.width])
 }
@@ -352,14 +493,14 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Option<Vec<f32
     let shape = [g.c_out, g.c_in, g.kernel[0], g.kernel[1]];
     let pass = Pass::new(weight, shape, g.padding[0], [g.height, g.width])?;
     let (plane, out_plane) = (g.c_in * g.height * g.width, g.c_out * g.out_h * g.out_w);
+    let group = pass.group(g.batch);
     let mut output = vec![0.0f32; g.batch * out_plane];
     output
-        .par_chunks_mut(out_plane)
-        .enumerate()
-        .for_each(|(b, out)| {
+        .par_chunks_mut(group * out_plane)
+        .zip(x.par_chunks(group * plane))
+        .for_each(|(out, x)| {
             SCRATCH.with_borrow_mut(|(scratch, padded)| {
-                let padded = grown(padded, pass.read_len());
-                pass.pad_sample(&x[b * plane..][..plane], padded);
+                let padded = pass.pad_samples(x, padded);
                 pass.run(padded, scratch, out, false);
             })
         });
@@ -398,18 +539,22 @@ pub(crate) fn tracked(
         });
     let out_plane = g.c_out * g.out_h * g.out_w;
     let mut output = vec![0.0f32; g.batch * out_plane];
-    let samples: Vec<Option<SampleStats>> = output
-        .par_chunks_mut(out_plane)
+    let group = pass.group(g.batch);
+    let samples: Vec<Vec<Option<SampleStats>>> = output
+        .par_chunks_mut(group * out_plane)
         .enumerate()
-        .map(|(b, out)| {
+        .map(|(j, out)| {
             SCRATCH.with_borrow_mut(|(scratch, _)| {
-                let sample = &padded[b * sample..][..pass.read_len()];
-                pass.run(sample, scratch, out, stats)
+                let count = out.len() / out_plane;
+                let first = j * group * sample;
+                let samples = &padded[first..][..(count - 1) * sample + pass.read_len()];
+                pass.run(samples, scratch, out, stats)
             })
         })
         .collect();
     let stats = samples
         .into_iter()
+        .flatten()
         .collect::<Option<Vec<_>>>()
         .map(|samples| ChannelStats::combined(&samples, g.out_h * g.out_w));
     let output = flex_f32(output, [g.batch, g.c_out, g.out_h, g.out_w]);

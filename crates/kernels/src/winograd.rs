@@ -117,54 +117,73 @@ impl Winograd {
     pub(crate) fn forward(
         &self,
         padded: &[f32],
+        size: ([usize; 2], usize),
+        out: &mut Vec<f32>,
+    ) -> Pixels {
+        self.forward_many(padded, (1, 0), size, out)
+    }
+
+    /// [`Self::forward`] of `count` images `stride` floats apart in `padded`, their outputs
+    /// one after another in `out` (`[count][oh][ow][n]`). Each product runs over the blocks of
+    /// all of them at once: its transformed weights (1 MB per position at 512 -> 512 channels)
+    /// are read once per call, where one image of 7x7 has 16 blocks to multiply them with.
+    pub(crate) fn forward_many(
+        &self,
+        padded: &[f32],
+        (count, stride): (usize, usize),
         ([oh, ow], pitch): ([usize; 2], usize),
         out: &mut Vec<f32>,
     ) -> Pixels {
         let (bh, bw) = (oh.div_ceil(2), ow.div_ceil(2));
         let blocks = bh * bw;
+        let total = count * blocks;
         let (c, n) = (self.c, self.n);
         // A row's last blocks may read past `pitch` into the next row's first pixels: the
         // caller's layout keeps those zero where they stand for this row's right padding
         // (`conv_train.rs` stores the two paddings as one).
+        let image_len = ((2 * bh + 1) * pitch + 2 * bw + 2) * c;
         assert!(
-            padded.len() >= ((2 * bh + 1) * pitch + 2 * bw + 2) * c,
+            count == 0 || padded.len() >= (count - 1) * stride + image_len,
             "padded to whole blocks"
         );
+        let image = Pixels::dense(oh, ow, n);
         BLOCKS.with_borrow_mut(|(v, m)| {
-            let v = grown(v, 16 * blocks * c);
-            let m = grown(m, 16 * blocks * n);
+            let v = grown(v, 16 * total * c);
+            let m = grown(m, 16 * total * n);
+            let out = grown(out, count * image.len());
             let simd = self.products[0].simd;
             let blocks_hw = [bh, bw];
-            vectorized(
-                simd,
-                Inputs {
+            for i in 0..count {
+                let inputs = Inputs {
                     simd,
-                    padded,
+                    padded: &padded[i * stride..],
                     pitch,
                     blocks: blocks_hw,
+                    at: (i * blocks, total),
                     c,
                     v,
-                },
-            );
-            for (p, product) in self.products.iter().enumerate() {
-                let x = &v[p * blocks * c..][..blocks * c];
-                let dst = &mut m[p * blocks * n..][..blocks * n];
-                product.pixels(x, (c, 0), blocks, dst);
+                };
+                vectorized(simd, inputs);
             }
-            let out = grown(out, oh * ow * n);
-            vectorized(
-                simd,
-                Outputs {
+            for (p, product) in self.products.iter().enumerate() {
+                let x = &v[p * total * c..][..total * c];
+                let dst = &mut m[p * total * n..][..total * n];
+                product.pixels(x, (c, 0), total, dst);
+            }
+            for (i, out) in out.chunks_exact_mut(image.len()).enumerate() {
+                let outputs = Outputs {
                     simd,
                     m,
                     blocks: blocks_hw,
+                    at: (i * blocks, total),
                     size: [oh, ow],
                     layer: self,
                     out,
-                },
-            );
+                };
+                vectorized(simd, outputs);
+            }
         });
-        Pixels::dense(oh, ow, n)
+        image
     }
 }
 
@@ -278,7 +297,8 @@ fn vectorized(simd: Isa, work: impl NullaryFnOnce<Output = ()>) {
     }
 }
 
-/// Every block's `V = Bᵀ d B`, written per position: `v` is `[16][blocks][c]`.
+/// Every block of an image's `V = Bᵀ d B`, written per position: `v` is `[16][total][c]`, the
+/// image's blocks from `first` on.
 struct Inputs<'a> {
     simd: Isa,
     /// The padded image, `pitch` pixels per row.
@@ -286,6 +306,8 @@ struct Inputs<'a> {
     pitch: usize,
     /// `[blocks down, blocks across]`
     blocks: [usize; 2],
+    /// `(first, total)`: where the image's blocks start among all of a position's.
+    at: (usize, usize),
     c: usize,
     v: &'a mut [f32],
 }
@@ -300,17 +322,18 @@ impl NullaryFnOnce for Inputs<'_> {
             padded,
             pitch,
             blocks: [bh, bw],
+            at: (first, total),
             c,
             v,
         } = self;
-        let plane = bh * bw * c;
+        let plane = total * c;
         for by in 0..bh {
             for bx in 0..bw {
                 let d: [&[f32]; 16] = std::array::from_fn(|p| {
                     let (y, x) = (2 * by + p / 4, 2 * bx + p % 4);
                     &padded[(y * pitch + x) * c..][..c]
                 });
-                let at = (by * bw + bx) * c;
+                let at = (first + by * bw + bx) * c;
                 for_channels!(simd, c, |ch, lanes| {
                     let mut x = [lanes.load(&d[0][ch..]); 16];
                     for p in 1..16 {
@@ -326,12 +349,14 @@ impl NullaryFnOnce for Inputs<'_> {
     }
 }
 
-/// Every block's `Aᵀ M A` with the layer's affine and ReLU, into the dense output.
+/// Every block of an image's `Aᵀ M A` with the layer's affine and ReLU, into its dense output.
 struct Outputs<'a> {
     simd: Isa,
-    /// `[16][blocks][n]`
+    /// `[16][total][n]`
     m: &'a [f32],
     blocks: [usize; 2],
+    /// `(first, total)`: where the image's blocks start among all of a position's.
+    at: (usize, usize),
     /// The output's `[h, w]`.
     size: [usize; 2],
     layer: &'a Winograd,
@@ -347,16 +372,16 @@ impl NullaryFnOnce for Outputs<'_> {
             simd,
             m,
             blocks: [bh, bw],
+            at: (first, total),
             size: [oh, ow],
             layer,
             out,
         } = self;
         let n = layer.n;
-        let blocks = bh * bw;
         for by in 0..bh {
             for bx in 0..bw {
-                let b = by * bw + bx;
-                let mp: [&[f32]; 16] = std::array::from_fn(|p| &m[(p * blocks + b) * n..][..n]);
+                let b = first + by * bw + bx;
+                let mp: [&[f32]; 16] = std::array::from_fn(|p| &m[(p * total + b) * n..][..n]);
                 for_channels!(simd, n, |ch, lanes| {
                     let mut x = [lanes.load(&mp[0][ch..]); 16];
                     for p in 1..16 {
