@@ -37,6 +37,7 @@ mod pool_window;
 mod sgd;
 mod sparse_linear;
 mod transpose;
+mod wide;
 mod winograd;
 
 pub use batch_norm::{batch_norm_train, BatchNormThen, BatchNormTrain};
