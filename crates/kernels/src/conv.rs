@@ -35,6 +35,7 @@ use crate::conv_geometry::Geometry;
 use crate::flex::{contiguous_f32, flex_f32};
 use crate::gemm::{matmul, Matrix, MatrixMut};
 use crate::pixels::grown;
+use crate::recycle::Recycled;
 use crate::{conv_phased, conv_train};
 
 /// `conv2d(x, weight, None, stride, padding)` (dilation 1, one group) through im2col and
@@ -154,10 +155,11 @@ pub(crate) fn valid_outputs(
 
 /// The input unfolded: row `(ci, ky, kx)`, column `(b, oy, ox)` holds
 /// `x[b, ci, oy * sh + ky - ph, ox * sw + kx - pw]` (zero in the padding).
-fn im2col(x: &[f32], g: &Geometry) -> Vec<f32> {
+fn im2col(x: &[f32], g: &Geometry) -> Recycled {
     let (n, p) = (g.n(), g.p());
     let [kh, kw] = g.kernel;
-    let mut cols = vec![0.0f32; g.k() * n];
+    // Every value is written below (`unfold_row` writes its padding's zeros too).
+    let mut cols = Recycled::take(g.k() * n);
     cols.par_chunks_mut(n).enumerate().for_each(|(row, out)| {
         let (ci, ky, kx) = (row / (kh * kw), (row / kw) % kh, row % kw);
         for b in 0..g.batch {
@@ -351,7 +353,7 @@ fn forward(
 struct State {
     geometry: Geometry,
     /// The unfolded input (for the weight's gradient).
-    cols: Arc<Vec<f32>>,
+    cols: Arc<Recycled>,
     /// The weight (for the input's gradient).
     weight: Arc<Vec<f32>>,
 }
@@ -527,6 +529,19 @@ mod tests {
         compare([2, 16, 9, 8], [32, 16, 3, 3], [2, 2], [1, 1]);
         compare([2, 16, 8, 8], [32, 16, 1, 1], [2, 2], [0, 0]);
         compare([1, 8, 11, 10], [12, 8, 3, 3], [3, 3], [1, 1]);
+    }
+
+    /// The buffers kept for the backward are taken unzeroed from a pool (`recycle.rs`): with
+    /// the pool holding NaN, every value they are read at must have been written (the
+    /// pixel-major padded batch with its tail, im2col's unfolding with its padding).
+    #[test]
+    fn recycled_buffers_are_written_before_they_are_read() {
+        crate::recycle::poison_pool();
+        compare([3, 16, 8, 8], [16, 16, 3, 3], [1, 1], [1, 1]);
+        crate::recycle::poison_pool();
+        compare([5, 48, 7, 7], [48, 48, 3, 3], [1, 1], [1, 1]);
+        crate::recycle::poison_pool();
+        compare([2, 16, 9, 8], [32, 16, 3, 3], [2, 2], [1, 1]);
     }
 
     /// Each backward against central differences of `sum(y * r)`: the convolution is linear

@@ -39,6 +39,7 @@ use crate::conv_nhwc::PackedConv;
 use crate::flex::{contiguous_f32, flex_f32, rewritten_f32};
 use crate::gemm::{matmul, Matrix, MatrixMut};
 use crate::pixels::{grown, pad_image, ConvWeights, Pixels};
+use crate::recycle::Recycled;
 use crate::transpose::transpose;
 
 /// Fewest input channels for these kernels. LeNet-5's 1- and 6-channel layers stay on im2col,
@@ -263,7 +264,7 @@ pub(crate) fn applies(g: &Geometry) -> bool {
 struct State {
     geometry: Geometry,
     /// The whole batch padded, pixel-major, with zeros after it for the last windows.
-    padded: Arc<Vec<f32>>,
+    padded: Arc<Recycled>,
     /// The padded image's stored `[height, pitch]`.
     size: [usize; 2],
     weight: Arc<Vec<f32>>,
@@ -528,7 +529,9 @@ pub(crate) fn tracked(
     // Zeros after the last image, for the weight gradient's windows past its end (and the
     // forward's reads past its last row).
     let tail = ((k - 1) * wp + k) * g.c_in;
-    let mut padded = vec![0.0f32; g.batch * sample + tail];
+    // Every value is written below: the batch by `pad_planes`, then the tail.
+    let mut padded = Recycled::take(g.batch * sample + tail);
+    padded[g.batch * sample..].fill(0.0);
     let plane = g.c_in * g.height * g.width;
     padded[..g.batch * sample]
         .par_chunks_mut(sample)

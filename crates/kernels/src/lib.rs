@@ -34,6 +34,7 @@ mod pixels;
 mod planar;
 mod pool;
 mod pool_window;
+mod recycle;
 mod sgd;
 mod sparse_linear;
 mod transpose;

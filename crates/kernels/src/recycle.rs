@@ -1,0 +1,123 @@
+//! Buffers the training convolutions keep for their backward pass, handed back to a pool when
+//! dropped and taken from it again, unzeroed, by the next step's forward.
+//!
+//! A fresh `vec![0.0; n]` from the allocator's cache is zeroed first, then written again by
+//! its user: the pixel-major training convolution's padded batch and im2col's unfolded one,
+//! each written in full, cost ResNet-20 about 3% of a one-thread step in `memset` alone
+//! (`perf`, 2026-12-07). Their sizes repeat from step to step, so last step's buffers serve
+//! the next one as they are.
+
+use std::cell::RefCell;
+
+/// Most buffers a thread's pool keeps (a ResNet-20 step hands back 23).
+const POOL_BUFFERS: usize = 64;
+/// Most floats a thread's pool keeps (1 GiB).
+const POOL_FLOATS: usize = 1 << 28;
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer of floats whose values, when taken, are whatever its last user left: its user
+/// writes every one it reads. Dropped, it goes back to the pool of the thread that drops it.
+#[derive(Debug, Default)]
+pub(crate) struct Recycled(Vec<f32>);
+
+impl Recycled {
+    /// `len` floats: the pool's smallest buffer that holds them (and is at most twice their
+    /// size), else a new one.
+    pub(crate) fn take(len: usize) -> Self {
+        let taken = POOL.with_borrow_mut(|pool| {
+            let best = pool
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.capacity() >= len && v.capacity() <= 2 * len.max(1))
+                .min_by_key(|(_, v)| v.capacity())
+                .map(|(i, _)| i);
+            best.map(|i| pool.swap_remove(i))
+        });
+        let mut values = taken.unwrap_or_default();
+        // Only values past the old length are written here (zeros).
+        values.resize(len, 0.0);
+        Self(values)
+    }
+}
+
+impl std::ops::Deref for Recycled {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Recycled {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        let values = std::mem::take(&mut self.0);
+        if values.capacity() == 0 {
+            return;
+        }
+        // During the thread's exit the pool may be gone: the buffer is then freed.
+        let _ = POOL.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut() {
+                let held: usize = pool.iter().map(Vec::capacity).sum();
+                if pool.len() < POOL_BUFFERS && held + values.capacity() <= POOL_FLOATS {
+                    pool.push(values);
+                }
+            }
+        });
+    }
+}
+
+/// Fills this thread's pool with NaN buffers of every power-of-two length up to 2^22 floats,
+/// so that the next buffers taken hold NaN wherever their users leave a value unwritten.
+#[cfg(test)]
+pub(crate) fn poison_pool() {
+    for bits in 4..=22 {
+        let mut buffer = Recycled::take(1 << bits);
+        buffer.fill(f32::NAN);
+        drop(buffer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_buffer_serves_the_next_take_of_its_size() {
+        let mut first = Recycled::take(1000);
+        first.fill(7.0);
+        let address = first.as_ptr();
+        drop(first);
+        let again = Recycled::take(1000);
+        assert_eq!(again.as_ptr(), address);
+        assert_eq!(again.len(), 1000);
+        // Unzeroed: its user writes every value.
+        assert_eq!(again[999], 7.0);
+        // Too large for a small request, so that one gets a buffer of its own.
+        drop(again);
+        let small = Recycled::take(10);
+        assert_ne!(small.as_ptr(), address);
+        assert_eq!(&small[..], &[0.0; 10]);
+    }
+
+    #[test]
+    fn values_past_a_shorter_take_come_back_as_zeros() {
+        let mut first = Recycled::take(1200);
+        first.fill(3.0);
+        drop(first);
+        // The same buffer, shortened, then lengthened again: what lies past the short
+        // length is zeroed, the rest kept.
+        drop(Recycled::take(700));
+        let longer = Recycled::take(1100);
+        assert_eq!(longer.len(), 1100);
+        assert!(longer[..700].iter().all(|&v| v == 3.0));
+        assert!(longer[700..].iter().all(|&v| v == 0.0));
+    }
+}
