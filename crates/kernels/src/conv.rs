@@ -533,15 +533,24 @@ mod tests {
 
     /// The buffers kept for the backward are taken unzeroed from a pool (`recycle.rs`): with
     /// the pool holding NaN, every value they are read at must have been written (the
-    /// pixel-major padded batch with its tail, im2col's unfolding with its padding).
+    /// pixel-major padded batch with its tail, im2col's unfolding with its padding). On a
+    /// one-thread pool too, where outputs are appended chunk by chunk (`written_in_chunks`).
     #[test]
     fn recycled_buffers_are_written_before_they_are_read() {
-        crate::recycle::poison_pool();
-        compare([3, 16, 8, 8], [16, 16, 3, 3], [1, 1], [1, 1]);
-        crate::recycle::poison_pool();
-        compare([5, 48, 7, 7], [48, 48, 3, 3], [1, 1], [1, 1]);
-        crate::recycle::poison_pool();
-        compare([2, 16, 9, 8], [32, 16, 3, 3], [2, 2], [1, 1]);
+        let cases = || {
+            crate::recycle::poison_pool();
+            compare([3, 16, 8, 8], [16, 16, 3, 3], [1, 1], [1, 1]);
+            crate::recycle::poison_pool();
+            compare([5, 48, 7, 7], [48, 48, 3, 3], [1, 1], [1, 1]);
+            crate::recycle::poison_pool();
+            compare([2, 16, 9, 8], [32, 16, 3, 3], [2, 2], [1, 1]);
+        };
+        cases();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a pool");
+        one.install(cases);
     }
 
     /// Each backward against central differences of `sum(y * r)`: the convolution is linear

@@ -39,7 +39,7 @@ use crate::conv_nhwc::PackedConv;
 use crate::flex::{contiguous_f32, flex_f32, rewritten_f32};
 use crate::gemm::{matmul, Matrix, MatrixMut};
 use crate::pixels::{grown, pad_image, ConvWeights, Pixels};
-use crate::recycle::Recycled;
+use crate::recycle::{written_in_chunks, Recycled};
 use crate::transpose::transpose;
 
 /// Fewest input channels for these kernels. LeNet-5's 1- and 6-channel layers stay on im2col,
@@ -495,16 +495,13 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Option<Vec<f32
     let pass = Pass::new(weight, shape, g.padding[0], [g.height, g.width])?;
     let (plane, out_plane) = (g.c_in * g.height * g.width, g.c_out * g.out_h * g.out_w);
     let group = pass.group(g.batch);
-    let mut output = vec![0.0f32; g.batch * out_plane];
-    output
-        .par_chunks_mut(group * out_plane)
-        .zip(x.par_chunks(group * plane))
-        .for_each(|(out, x)| {
-            SCRATCH.with_borrow_mut(|(scratch, padded)| {
-                let padded = pass.pad_samples(x, padded);
-                pass.run(padded, scratch, out, false);
-            })
-        });
+    let (output, _) = written_in_chunks(g.batch * out_plane, group * out_plane, |j, out| {
+        SCRATCH.with_borrow_mut(|(scratch, padded)| {
+            let count = out.len() / out_plane;
+            let padded = pass.pad_samples(&x[j * group * plane..][..count * plane], padded);
+            pass.run(padded, scratch, out, false);
+        })
+    });
     Some(output)
 }
 
@@ -541,20 +538,15 @@ pub(crate) fn tracked(
             pad_planes(src, [g.c_in, g.height, g.width], pad, [hp, wp], dst);
         });
     let out_plane = g.c_out * g.out_h * g.out_w;
-    let mut output = vec![0.0f32; g.batch * out_plane];
     let group = pass.group(g.batch);
-    let samples: Vec<Vec<Option<SampleStats>>> = output
-        .par_chunks_mut(group * out_plane)
-        .enumerate()
-        .map(|(j, out)| {
-            SCRATCH.with_borrow_mut(|(scratch, _)| {
-                let count = out.len() / out_plane;
-                let first = j * group * sample;
-                let samples = &padded[first..][..(count - 1) * sample + pass.read_len()];
-                pass.run(samples, scratch, out, stats)
-            })
+    let (output, samples) = written_in_chunks(g.batch * out_plane, group * out_plane, |j, out| {
+        SCRATCH.with_borrow_mut(|(scratch, _)| {
+            let count = out.len() / out_plane;
+            let first = j * group * sample;
+            let samples = &padded[first..][..(count - 1) * sample + pass.read_len()];
+            pass.run(samples, scratch, out, stats)
         })
-        .collect();
+    });
     let stats = samples
         .into_iter()
         .flatten()

@@ -9,6 +9,8 @@
 
 use std::cell::RefCell;
 
+use rayon::prelude::*;
+
 /// Most buffers a thread's pool keeps (a ResNet-20 step hands back 23).
 const POOL_BUFFERS: usize = 64;
 /// Most floats a thread's pool keeps (1 GiB).
@@ -74,6 +76,40 @@ impl Drop for Recycled {
     }
 }
 
+/// `len` floats written chunk by chunk, `write(index, chunk)` for chunks of `chunk` floats
+/// (the last one shorter), with what each call returns, in order. On a pool of one thread
+/// (each replica's, or `threads = 1`) each chunk is written into a scratch buffer and
+/// appended, so the result's memory is written once; a fresh `vec![0.0; len]` is zeroed
+/// first (a `memset`), then written again. On several threads the chunks are written in
+/// parallel into a zeroed vector. `write` must write every value of its chunk.
+pub(crate) fn written_in_chunks<T: Send>(
+    len: usize,
+    chunk: usize,
+    write: impl Fn(usize, &mut [f32]) -> T + Sync + Send,
+) -> (Vec<f32>, Vec<T>) {
+    let chunk = chunk.max(1);
+    if rayon::current_num_threads() > 1 {
+        let mut values = vec![0.0f32; len];
+        let results = values
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .map(|(i, values)| write(i, values))
+            .collect();
+        return (values, results);
+    }
+    let mut values = Vec::with_capacity(len);
+    let mut scratch = vec![0.0f32; chunk.min(len)];
+    let results = (0..len.div_ceil(chunk))
+        .map(|i| {
+            let scratch = &mut scratch[..chunk.min(len - i * chunk)];
+            let result = write(i, scratch);
+            values.extend_from_slice(scratch);
+            result
+        })
+        .collect();
+    (values, results)
+}
+
 /// Fills this thread's pool with NaN buffers of every power-of-two length up to 2^22 floats,
 /// so that the next buffers taken hold NaN wherever their users leave a value unwritten.
 #[cfg(test)]
@@ -105,6 +141,28 @@ mod tests {
         let small = Recycled::take(10);
         assert_ne!(small.as_ptr(), address);
         assert_eq!(&small[..], &[0.0; 10]);
+    }
+
+    #[test]
+    fn chunks_are_written_in_order_on_one_thread_and_on_several() {
+        let write = |i: usize, chunk: &mut [f32]| {
+            for (j, v) in chunk.iter_mut().enumerate() {
+                *v = (i * 10 + j) as f32;
+            }
+            chunk.len()
+        };
+        let expected: Vec<f32> = (0..23).map(|v| ((v / 10) * 10 + v % 10) as f32).collect();
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a pool");
+            let (values, lengths) = pool.install(|| written_in_chunks(23, 10, write));
+            assert_eq!(values, expected, "{threads} threads");
+            assert_eq!(lengths, [10, 10, 3], "{threads} threads");
+        }
+        let (values, lengths) = written_in_chunks(0, 10, write);
+        assert!(values.is_empty() && lengths.is_empty());
     }
 
     #[test]
