@@ -202,7 +202,20 @@ fn unfold_row(plane: &[f32], g: &Geometry, [ky, kx]: [usize; 2], out: &mut [f32]
             // compile to shuffles, where an index times the stride was a load per value
             // (ResNet's stride-2 layers).
             2 => {
-                for (o, pair) in outs.iter_mut().zip(row_in[ix0..].chunks(2)) {
+                // Eight outputs from the fifteen values they are read from at a time, as
+                // arrays (shuffles), where the row holds them; the rest one by one.
+                let src = &row_in[ix0..];
+                let whole = (outs.len() / 8).min((src.len() + 1) / 16);
+                let (blocks, rest) = outs.split_at_mut(whole * 8);
+                for (q, o) in blocks.chunks_exact_mut(8).enumerate() {
+                    let s: &[f32; 15] = src[16 * q..][..15].try_into().expect("15 values");
+                    let o: &mut [f32; 8] = o.try_into().expect("8 outputs");
+                    for j in 0..8 {
+                        o[j] = s[2 * j];
+                    }
+                }
+                let left = src.get(16 * whole..).unwrap_or_default();
+                for (o, pair) in rest.iter_mut().zip(left.chunks(2)) {
                     *o = pair[0];
                 }
             }
@@ -489,6 +502,9 @@ mod tests {
     #[test]
     fn strides_and_padding_match_burns() {
         compare([2, 3, 9, 8], [4, 3, 3, 3], [2, 2], [1, 1]);
+        // Rows of whole blocks of eight strided outputs, one ending on the row's last value.
+        compare([2, 3, 32, 32], [4, 3, 3, 3], [2, 2], [1, 1]);
+        compare([1, 2, 16, 34], [3, 2, 3, 3], [2, 2], [0, 0]);
         compare([2, 2, 7, 9], [3, 2, 1, 1], [2, 1], [0, 0]);
         compare([1, 2, 3, 3], [2, 2, 3, 3], [1, 1], [2, 2]);
         // Through the input's phases (`conv_phased.rs`): a 7x7 stem and a 5x5 kernel at
