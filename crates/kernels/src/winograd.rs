@@ -147,6 +147,10 @@ impl Winograd {
             "padded to whole blocks"
         );
         let image = Pixels::dense(oh, ow, n);
+        if count == 0 || image.is_empty() {
+            out.clear();
+            return image;
+        }
         BLOCKS.with_borrow_mut(|(v, m)| {
             let v = grown(v, 16 * total * c);
             let m = grown(m, 16 * total * n);
