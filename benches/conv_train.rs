@@ -79,7 +79,10 @@ fn main() {
     let (name, batch, layers): (_, _, &[Layer]) = match net.as_str() {
         "resnet20" => ("ResNet-20", 128, &RESNET20),
         "resnet18" => ("ResNet-18", 32, &RESNET18),
-        other => panic!("CONV_NET={other}: expected resnet20 or resnet18"),
+        other => {
+            eprintln!("CONV_NET={other}: expected resnet20 or resnet18");
+            std::process::exit(2);
+        }
     };
     println!("{name}'s convolutions at batch {batch}, 1 thread, medians of {ROUNDS} rounds, ms\n");
     println!(

@@ -9,6 +9,7 @@ their time together.
 
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -54,7 +55,10 @@ def per_call_ms(f, calls=3):
 def main():
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    name, batch, layers = NETS[os.environ.get("CONV_NET", "resnet20")]
+    net = os.environ.get("CONV_NET", "resnet20")
+    if net not in NETS:
+        sys.exit(f"CONV_NET={net}: expected resnet20 or resnet18")
+    name, batch, layers = NETS[net]
     print(f"{name}'s convolutions at batch {batch}, 1 thread, medians of {ROUNDS} rounds, ms\n")
     print(f"{'layer (in->out, hxw, k, s)':<26} {'count':>6} {'forward':>9} {'fwd + bwd':>11} {'all of them':>12}")
     total = 0.0

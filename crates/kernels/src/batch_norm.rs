@@ -31,6 +31,7 @@ use rayon::prelude::*;
 
 use crate::channel_stats::ChannelStats;
 use crate::flex::{contiguous_f32, flex_f32, rewritten_f32, to_vec_f32};
+use crate::recycle::written_in_chunks;
 use crate::wide::avx512;
 
 /// What BatchNorm's training forward produces: the normalised output and the batch's
@@ -473,61 +474,36 @@ fn forward(
         .iter()
         .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
         .collect();
-    // Plane `$i` (input `$xs`) of the output as an iterator `$values`, handed to `$write`:
-    // one loop per case, each vectorised on its own (a flag tested per value is not).
-    macro_rules! normalised_plane {
-        ($i:expr, $xs:expr, |$values:ident| $write:expr) => {{
-            let (i, xs): (usize, &[f32]) = ($i, $xs);
-            let c = i % layout.channels;
+    let clamped = |y: f32| if y <= 0.0 { 0.0 } else { y };
+    // Sample by sample (`written_in_chunks`: on a one-thread pool appended, not zeroed first,
+    // which had been a third of this forward's time at ResNet-20's widths, `perf`).
+    let sample = layout.channels * layout.plane;
+    let (output, _) = written_in_chunks(values.len(), sample, |b, out| {
+        for (c, out) in out.chunks_exact_mut(layout.plane).enumerate() {
+            let i = b * layout.channels + c;
+            let xs = &values[i * layout.plane..][..layout.plane];
             let (scale, shift) = affine(gamma[c], beta[c], mean[c], inv_std[c]);
-            let clamped = |y: f32| if y <= 0.0 { 0.0 } else { y };
-            match (relu, residual) {
+            // One loop per case, each vectorised on its own (a flag tested per value is not).
+            avx512(|| match (relu, residual) {
                 (_, Some(residual)) => {
                     let rs = &residual[i * layout.plane..][..layout.plane];
-                    let $values = xs
-                        .iter()
-                        .zip(rs)
-                        .map(|(&xv, &r)| clamped(xv * scale + shift + r));
-                    $write
+                    for ((o, &xv), &r) in out.iter_mut().zip(xs).zip(rs) {
+                        *o = clamped(xv * scale + shift + r);
+                    }
                 }
                 (true, None) => {
-                    let $values = xs.iter().map(|&xv| clamped(xv * scale + shift));
-                    $write
+                    for (o, &xv) in out.iter_mut().zip(xs) {
+                        *o = clamped(xv * scale + shift);
+                    }
                 }
                 (false, None) => {
-                    let $values = xs.iter().map(|&xv| xv * scale + shift);
-                    $write
+                    for (o, &xv) in out.iter_mut().zip(xs) {
+                        *o = xv * scale + shift;
+                    }
                 }
-            }
-        }};
-    }
-    // On a pool of one thread (each replica's, or `threads = 1`) the planes are appended to
-    // an empty vector, whose memory is then written once; several threads write theirs in
-    // place, into a vector zeroed first (a third of this forward's time at ResNet-20's
-    // widths, `perf`).
-    let output = if rayon::current_num_threads() == 1 {
-        let mut output = Vec::with_capacity(values.len());
-        for (i, xs) in values.chunks(layout.plane).enumerate() {
-            avx512(|| normalised_plane!(i, xs, |planes| output.extend(planes)));
+            })
         }
-        output
-    } else {
-        let mut output = vec![0.0f32; values.len()];
-        output
-            .par_chunks_mut(layout.plane)
-            .zip(values.par_chunks(layout.plane))
-            .enumerate()
-            .for_each(|(i, (out, xs))| {
-                avx512(|| {
-                    normalised_plane!(i, xs, |planes| {
-                        for (o, y) in out.iter_mut().zip(planes) {
-                            *o = y;
-                        }
-                    })
-                })
-            });
-        output
-    };
+    });
     let shape = x.layout().shape().clone();
     let output = flex_f32(output, shape);
     (output, mean, variance, inv_std)

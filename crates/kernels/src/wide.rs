@@ -1,7 +1,7 @@
 //! Plain loops compiled for AVX-512 where the CPU has it.
 //!
 //! The crate is compiled for baseline x86-64, whose vectors are SSE's four floats, so a loop
-//! the compiler vectorises (BatchNorm's passes, the convolution's statistics) runs four floats
+//! the compiler vectorises (BatchNorm's passes) runs four floats
 //! at a time. Run through [`avx512`], the loop is inlined into a function compiled with
 //! AVX-512 (pulp's `vectorize`, chosen at run time) and runs sixteen at a time. Results are
 //! the same bit for bit: every lane does the same operations in the same order (Rust never
