@@ -537,6 +537,9 @@ mod tests {
         // windows copied out (`WindowRows`), here and at 64 -> 40 above.
         compare([5, 48, 7, 7], [48, 48, 3, 3], [1, 1], [1, 1]);
         compare([5, 32, 6, 6], [80, 32, 3, 3], [1, 1], [1, 1]);
+        // The weight gradient's own kernel (`conv_weight_grad.rs`) over groups of samples
+        // (here 4, then 1) and output channels past its tiles of 8 (20 = 8 + 8 + 4 alone).
+        compare([5, 16, 8, 8], [20, 16, 3, 3], [1, 1], [1, 1]);
         // One output pixel, one output channel, a 7x7 kernel past a 5x5 image.
         compare([3, 8, 3, 3], [5, 8, 3, 3], [1, 1], [0, 0]);
         compare([2, 9, 5, 6], [1, 9, 3, 3], [1, 1], [1, 1]);

@@ -14,10 +14,13 @@
 //! - input gradient (stride 1): the convolution of the output's gradient, padded by
 //!   `kernel - 1 - padding`, with the kernel turned 180 degrees and its input and output
 //!   channels swapped, through the same kernels;
-//! - weight gradient: with the output's gradient laid over the padded width ("virtual"
-//!   pixels, zero, where windows run past a row's end, as the direct kernel computes them),
-//!   the windows starting at kernel row `ky` are rows `c` floats apart in the padded copy, so
-//!   `dW[:, ky] = dY · windows_ky` is one product over the whole batch per kernel row.
+//! - weight gradient: a kernel of its own (`conv_weight_grad.rs`) for kernel rows of up to
+//!   128 channels' windows, reading the padded copy and the output's gradient in place and
+//!   visiting only real output pixels. Wider layers: with the output's gradient laid over
+//!   the padded width ("virtual" pixels, zero, where windows run past a row's end, as the
+//!   direct kernel computes them), the windows starting at kernel row `ky` are rows `c`
+//!   floats apart in the padded copy, so `dW[:, ky] = dY · windows_ky` is one `gemm` product
+//!   over the whole batch per kernel row.
 //!
 //! Sums run in a fixed order (each sample on one thread, each weight-gradient product on one),
 //! so results do not depend on the thread count. They differ from im2col's by float rounding.
@@ -297,8 +300,12 @@ impl Backward<Flex, 2> for ConvBackward {
 }
 
 /// `dW` (`[c_out][c_in][k][k]`) from the output's gradient (`[batch][c_out][oh][ow]`) and
-/// the padded batch (`[batch][hp][wp][c_in]`, `wp` the pitch, then zeros).
+/// the padded batch (`[batch][hp][wp][c_in]`, `wp` the pitch, then zeros): through
+/// `conv_weight_grad.rs` where that runs, else through `gemm`.
 fn weight_grad(grad: &[f32], padded: &[f32], [hp, wp]: [usize; 2], g: &Geometry) -> Vec<f32> {
+    if let Some(weight_grad) = crate::conv_weight_grad::weight_grad(grad, padded, [hp, wp], g) {
+        return weight_grad;
+    }
     let (c, n, k) = (g.c_in, g.c_out, g.kernel[0]);
     let (oh, ow) = (g.out_h, g.out_w);
     let windows = WindowRows::new(g, [hp, wp]);

@@ -23,6 +23,7 @@ mod conv_geometry;
 mod conv_nhwc;
 mod conv_phased;
 mod conv_train;
+mod conv_weight_grad;
 mod depthwise;
 mod direct;
 mod flex;
