@@ -92,13 +92,6 @@ pub(crate) struct TileWeights {
     blocks: usize,
 }
 
-/// The offset into `values` that starts on a 64-byte boundary: a tile row off the boundary
-/// spans two cache lines, and a misaligned buffer measured 2x slower.
-pub(crate) fn aligned_start<T>(values: &[T]) -> usize {
-    let misaligned = values.as_ptr() as usize % 64;
-    (64 - misaligned) % 64 / std::mem::size_of::<T>()
-}
-
 impl TileWeights {
     /// From the VNNI packing (`[blocks][k4 / 4][16][4]`).
     pub(crate) fn new(vnni: &[i8], k4: usize, blocks: usize) -> Self {
@@ -106,7 +99,7 @@ impl TileWeights {
         let k64 = k4.div_ceil(TILE_BYTES) * TILE_BYTES;
         let even = blocks.div_ceil(2) * 2;
         let mut packed = vec![0i8; even * k64 * 16 + 63];
-        let start = aligned_start(&packed);
+        let start = crate::aligned::aligned_start(&packed);
         // `[pair][k64 / 64][2][1 KiB tile]`: a pair's two weight tiles for each step of 64
         // inputs side by side, so the weights are read as one stream.
         const TILE: usize = TILE_BYTES * 16;
@@ -155,7 +148,7 @@ pub(crate) const BLOCK_ROWS: usize = 2 * TILE_ROWS;
 pub(crate) const BLOCK_OUTPUTS: usize = 32;
 
 /// `a` (`m` rows, [`TileWeights::row_stride`] apart, `m` padded to a multiple of 32 with zero
-/// rows; best on a 64-byte boundary, see [`aligned_start`]) times the weights: each `32 x 32`
+/// rows; best on a 64-byte boundary, see [`crate::aligned::aligned_start`]) times the weights: each `32 x 32`
 /// block of sums goes to `sink(first_row, first_output, sums)` with `sums` row-major, 32 apart
 /// (rows and outputs past the real ones included).
 ///

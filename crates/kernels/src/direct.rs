@@ -5,6 +5,7 @@
 #[cfg(target_arch = "x86_64")]
 use pulp::{cast, f32x16, Simd};
 
+use crate::aligned::CacheAligned;
 use crate::linear::Isa;
 use crate::pixels::{grown, ConvWeights, Pixels};
 
@@ -35,7 +36,7 @@ pub(crate) struct DirectConv {
     width: usize,
     /// `[panels][kernel * kernel * c][width * 16]`, outputs past `n` zero (empty for a layer
     /// packed for Winograd only).
-    pub(crate) panels: Vec<f32>,
+    pub(crate) panels: CacheAligned,
     /// Per output channel, padded to whole panels.
     scale: Vec<f32>,
     shift: Vec<f32>,
@@ -63,7 +64,7 @@ impl DirectConv {
                 for ky in 0..kernel {
                     for kx in 0..kernel {
                         let at = conv.panel_index(o, (ky * kernel + kx) * c + ci);
-                        conv.panels[at] = filter[(ci * kernel + ky) * kernel + kx];
+                        conv.panels.values_mut()[at] = filter[(ci * kernel + ky) * kernel + kx];
                     }
                 }
             }
@@ -80,7 +81,7 @@ impl DirectConv {
         let mut conv = Self::unpacked(layer)?;
         let lanes = conv.width * 16;
         let k = conv.kernel * conv.kernel * conv.c;
-        conv.panels = vec![0.0f32; conv.n.div_ceil(lanes) * k * lanes];
+        conv.panels = CacheAligned::zeros(conv.n.div_ceil(lanes) * k * lanes);
         Some(conv)
     }
 
@@ -116,7 +117,7 @@ impl DirectConv {
             stride,
             padding,
             width,
-            panels: Vec::new(),
+            panels: CacheAligned::zeros(0),
             scale: padded(layer.scale),
             shift: padded(layer.shift),
             relu: layer.relu,
@@ -179,13 +180,13 @@ impl DirectConv {
         out: &mut [f32],
     ) {
         assert!(
-            !self.panels.is_empty(),
+            !self.panels.values().is_empty(),
             "a convolution packed for Winograd only"
         );
         let lanes = self.width * 16;
         let k = self.kernel * self.kernel * self.c;
         let span = (self.kernel - 1) * window_row + self.kernel * self.c;
-        for (p, panel) in self.panels.chunks_exact(k * lanes).enumerate() {
+        for (p, panel) in self.panels.values().chunks_exact(k * lanes).enumerate() {
             let c0 = p * lanes;
             let columns = c0..(c0 + lanes).min(self.n);
             let mut i = 0;

@@ -277,7 +277,7 @@ impl PackedInt8 {
         GATHERED_ROWS.with_borrow_mut(|buffer| {
             buffer.clear();
             buffer.resize(padded_rows * stride + 63, 0);
-            let start = crate::amx::aligned_start(buffer);
+            let start = crate::aligned::aligned_start(buffer);
             let buffer = &mut buffer[start..][..padded_rows * stride];
             for (i, row) in buffer.chunks_exact_mut(stride).take(m).enumerate() {
                 row[..self.k4].copy_from_slice(&a[i * rows.row_step..][..self.k4]);

@@ -13,6 +13,7 @@
 //! [`SparseLinear`], which keeps only a sparsified layer's nonzero weights (a stack runs it
 //! where that pays: large layers, small batches).
 
+mod aligned;
 mod amx;
 mod batch_norm;
 mod batch_norm_inference;

@@ -28,6 +28,7 @@ pub(crate) use pulp::x86::V4 as Isa;
 use pulp::{cast, f32x16, Simd};
 use rayon::prelude::*;
 
+use crate::aligned::CacheAligned;
 use crate::flex::{contiguous_f32, flex_f32};
 use crate::SparseLinear;
 
@@ -50,47 +51,6 @@ const PANEL: usize = 48;
 const TILE_ROWS: usize = 8;
 /// Fewest rows per parallel task: a smaller batch runs on the calling thread.
 const ROWS_PER_TASK: usize = 16;
-
-/// `len` floats starting on a 64-byte boundary (a cache line, one AVX-512 load), inside a
-/// vector allocated 15 floats longer. The allocator only promises 16 bytes: the panels of the
-/// sparse LeNet-300-100's layers, which stay in cache, were read 1.5x slower at batch 1
-/// (0.021 against 0.013 ms, `train bench`) in a build whose allocations had shifted by a few
-/// bytes, every 64-byte load then spanning two lines.
-#[derive(Debug)]
-struct CacheAligned {
-    values: Vec<f32>,
-    start: usize,
-    len: usize,
-}
-
-impl CacheAligned {
-    fn zeros(len: usize) -> Self {
-        let values = vec![0.0f32; len + 15];
-        let misaligned = (values.as_ptr() as usize % 64) / 4;
-        Self {
-            start: (16 - misaligned) % 16,
-            values,
-            len,
-        }
-    }
-
-    fn values(&self) -> &[f32] {
-        &self.values[self.start..][..self.len]
-    }
-
-    fn values_mut(&mut self) -> &mut [f32] {
-        &mut self.values[self.start..][..self.len]
-    }
-}
-
-impl Clone for CacheAligned {
-    /// A fresh aligned copy (a cloned vector may start elsewhere on its line).
-    fn clone(&self) -> Self {
-        let mut copy = Self::zeros(self.len);
-        copy.values_mut().copy_from_slice(self.values());
-        copy
-    }
-}
 
 /// How a layer's rows are split into parallel tasks.
 pub(crate) struct RowTasks {

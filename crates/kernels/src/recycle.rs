@@ -11,6 +11,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use crate::aligned::aligned_start;
+
 /// Most buffers a thread's pool keeps (a ResNet-20 step hands back 23).
 const POOL_BUFFERS: usize = 64;
 /// Most floats a thread's pool keeps (1 GiB).
@@ -55,7 +57,7 @@ impl Recycled {
         let mut values = taken.unwrap_or_default();
         // Only values past the old length are written here (zeros).
         values.resize(need, 0.0);
-        let start = values.as_ptr().align_offset(64).min(ALIGN_FLOATS);
+        let start = aligned_start(&values);
         Self { values, start, len }
     }
 }

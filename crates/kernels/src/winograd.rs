@@ -97,7 +97,7 @@ impl Winograd {
                 for i in 0..4 {
                     let row = times_g(columns[0][i], columns[1][i], columns[2][i]);
                     for (j, v) in row.into_iter().enumerate() {
-                        products[i * 4 + j].panels[at] = v;
+                        products[i * 4 + j].panels.values_mut()[at] = v;
                     }
                 }
             }
