@@ -170,7 +170,7 @@ mod tests {
 
     /// Through the public entry points: a stride-1 convolution of 16 channels gathers the
     /// statistics, and BatchNorm given them computes what it computes without (values and
-    /// gradients); a strided one (im2col) gathers none.
+    /// gradients); a strided 1x1 one (im2col) gathers none.
     #[test]
     fn batch_norm_with_the_convolutions_statistics_matches_batch_norm_without() {
         use crate::{batch_norm_train, conv2d_with_stats, BatchNormThen};
@@ -182,7 +182,8 @@ mod tests {
         let w = Tensor::<4>::random([12, 16, 3, 3], Distribution::Normal(0.0, 0.3), &device);
         let gamma = Tensor::<1>::random([12], Distribution::Normal(1.0, 0.2), &device);
         let beta = Tensor::<1>::random([12], Distribution::Normal(0.0, 0.2), &device);
-        let strided = conv2d_with_stats(&x, &w, [2, 2], [1, 1]).expect("flex f32");
+        let pointwise = Tensor::<4>::random([12, 16, 1, 1], Distribution::Default, &device);
+        let strided = conv2d_with_stats(&x, &pointwise, [2, 2], [0, 0]).expect("flex f32");
         assert!(strided.1.is_none(), "im2col gathers no statistics");
         let run = |use_stats: bool| {
             let (x, w) = (x.clone().require_grad(), w.clone().require_grad());

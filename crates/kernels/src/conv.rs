@@ -403,28 +403,36 @@ impl Backward<Flex, 2> for Conv2dBackward {
             grads.register::<Flex>(node.id, flex_f32(weight_grad, shape));
         }
         if let Some(node) = x_node {
-            let weight = &ops.state.weight;
-            let plane = g.c_in * g.height * g.width;
-            let mut x_grad = vec![0.0f32; g.batch * plane];
-            x_grad
-                .par_chunks_mut(plane)
-                .enumerate()
-                .for_each(|(b, dx)| {
-                    // `matmul` overwrites every value and runs on this thread alone.
-                    UNFOLDED.with_borrow_mut(|dcols| {
-                        let dcols = grown(dcols, k * p);
-                        matmul(
-                            MatrixMut::row_major(dcols, k, p),
-                            Matrix::strided(weight, k, g.c_out, 1, k),
-                            Matrix::row_major(&grad[b * g.c_out * p..][..g.c_out * p], g.c_out, p),
-                        );
-                        col2im(dcols, &g, dx);
-                    })
-                });
+            let x_grad = input_grad_folded(&grad, &ops.state.weight, &g);
             let shape = [g.batch, g.c_in, g.height, g.width];
             grads.register::<Flex>(node.id, flex_f32(x_grad, shape));
         }
     }
+}
+
+/// `dX` (`[batch][c_in][h][w]`) from the output's gradient (`[batch][c_out][oh][ow]`) and
+/// the weight (`[c_out][c_in][kh][kw]`): per sample `dcols = Wᵀ · dY`, folded back onto the
+/// input (col2im). Also the strided pixel-major layers' (`conv_train.rs`).
+pub(crate) fn input_grad_folded(grad: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+    let (k, p) = (g.k(), g.p());
+    let plane = g.c_in * g.height * g.width;
+    let mut x_grad = vec![0.0f32; g.batch * plane];
+    x_grad
+        .par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(b, dx)| {
+            // `matmul` overwrites every value and runs on this thread alone.
+            UNFOLDED.with_borrow_mut(|dcols| {
+                let dcols = grown(dcols, k * p);
+                matmul(
+                    MatrixMut::row_major(dcols, k, p),
+                    Matrix::strided(weight, k, g.c_out, 1, k),
+                    Matrix::row_major(&grad[b * g.c_out * p..][..g.c_out * p], g.c_out, p),
+                );
+                col2im(dcols, g, dx);
+            })
+        });
+    x_grad
 }
 
 /// The convolution as a node of burn's autodiff graph.
@@ -544,8 +552,12 @@ mod tests {
         compare([3, 8, 3, 3], [5, 8, 3, 3], [1, 1], [0, 0]);
         compare([2, 9, 5, 6], [1, 9, 3, 3], [1, 1], [1, 1]);
         compare([1, 8, 5, 5], [4, 8, 7, 7], [1, 1], [3, 3]);
-        // Strides above 1 (ResNet's 3x3 and 1x1 downsampling, odd sizes, 3) stay on im2col.
+        // ResNet's 3x3 downsampling at an odd size (pixel-major, the input gradient through
+        // im2col's adjoint); 1x1 downsampling, stride 3 and 8 channels at stride 2 stay on
+        // im2col.
         compare([2, 16, 9, 8], [32, 16, 3, 3], [2, 2], [1, 1]);
+        compare([3, 32, 8, 8], [20, 32, 3, 3], [2, 2], [1, 1]);
+        compare([2, 8, 9, 8], [16, 8, 3, 3], [2, 2], [1, 1]);
         compare([2, 16, 8, 8], [32, 16, 1, 1], [2, 2], [0, 0]);
         compare([1, 8, 11, 10], [12, 8, 3, 3], [3, 3], [1, 1]);
     }
@@ -582,6 +594,7 @@ mod tests {
             ([2, 8, 6, 5], [6, 8, 3, 3], [1, 1], [1, 1]),
             ([1, 32, 6, 6], [64, 32, 3, 3], [1, 1], [1, 1]),
             ([2, 8, 5, 6], [8, 8, 3, 3], [1, 1], [1, 1]),
+            ([2, 16, 7, 6], [8, 16, 3, 3], [2, 2], [1, 1]),
         ] {
             finite_differences(x_dims, w_dims, stride, padding);
         }

@@ -1,6 +1,7 @@
 //! The training convolution at real widths (VGG's and ResNet's 3x3 layers of 16-512
-//! channels): the pixel-major kernels of inference (`conv_nhwc.rs`) for the forward pass and
-//! the input's gradient, one product per kernel row for the weight's gradient.
+//! channels, and their 3x3 stride-2 layers of up to 128 input channels): the pixel-major
+//! kernels of inference (`conv_nhwc.rs`) for the forward pass and the input's gradient, a
+//! kernel of its own for the weight's gradient.
 //!
 //! im2col (`conv.rs`) writes every input value `kernel²` times and reads it back: at VGG's
 //! 28x28 32 -> 32 layer and batch 128 the columns are 115 MB, written in the forward pass,
@@ -13,7 +14,8 @@
 //!   3x3) for wide 3x3 layers), its pixel-major output transposed back to channel-major;
 //! - input gradient (stride 1): the convolution of the output's gradient, padded by
 //!   `kernel - 1 - padding`, with the kernel turned 180 degrees and its input and output
-//!   channels swapped, through the same kernels;
+//!   channels swapped, through the same kernels; at stride 2, im2col's adjoint (per sample
+//!   `Wᵀ · dY` folded back onto the input), which needs only the weights;
 //! - weight gradient: a kernel of its own (`conv_weight_grad.rs`) for kernel rows of up to
 //!   128 channels' windows, reading the padded copy and the output's gradient in place and
 //!   visiting only real output pixels. Wider layers: with the output's gradient laid over
@@ -39,6 +41,7 @@ use rayon::prelude::*;
 use crate::channel_stats::{ChannelStats, SampleStats};
 use crate::conv_geometry::Geometry;
 use crate::conv_nhwc::PackedConv;
+use crate::conv_weight_grad;
 use crate::flex::{contiguous_f32, flex_f32, rewritten_f32};
 use crate::gemm::{matmul, Matrix, MatrixMut};
 use crate::pixels::{grown, pad_image, ConvWeights, Pixels};
@@ -67,15 +70,20 @@ struct Pass {
 }
 
 impl Pass {
-    /// `weight` (`[n, c, k, k]`, burn's layout) at stride 1 and `pad`, for inputs of `input`
+    /// `weight` (`[n, c, k, k]`, burn's layout) at `stride` and `pad`, for inputs of `input`
     /// pixels; `None` where [`PackedConv`] does not run (no AVX-512).
-    fn new(weight: &[f32], shape: [usize; 4], pad: usize, input: [usize; 2]) -> Option<Self> {
+    fn new(
+        weight: &[f32],
+        shape: [usize; 4],
+        [stride, pad]: [usize; 2],
+        input: [usize; 2],
+    ) -> Option<Self> {
         let [n, _, k, _] = shape;
         let (scale, shift) = (vec![1.0f32; n], vec![0.0f32; n]);
         let layer = ConvWeights {
             weight,
             shape,
-            window: [k, 1, pad],
+            window: [k, stride, pad],
             scale: &scale,
             shift: &shift,
             relu: false,
@@ -247,16 +255,20 @@ fn im2col_asked() -> bool {
     })
 }
 
-/// Whether these kernels compute `g` (stride 1, a square kernel, padding below it, enough
-/// input channels, not turned off by [`CONV_PATH_ENV`]); [`tracked`] may still hand it back
-/// (no AVX-512). Strided layers stay on im2col: stride 2 here (the direct kernel forward, the
-/// weight gradient over every window of the padded rows, twice the real ones, the input
-/// gradient by im2col's adjoint) was no faster on ResNet-20 and 2-13% slower on ResNet-18
-/// (`SPEED_SETUPS=replicas cargo test -p runner --bench speed`, 2026-12-06).
+/// Whether these kernels compute `g` (a square kernel, padding below it, enough input
+/// channels, not turned off by [`CONV_PATH_ENV`]; stride 1, or a 3x3 stride-2 layer whose
+/// weight gradient `conv_weight_grad.rs` computes); [`tracked`] may still hand it back (no
+/// AVX-512). Stride 2 here had been no faster on ResNet-20 and 2-13% slower on ResNet-18 while
+/// the weight gradient ran through `gemm` over every window of the padded rows, four times
+/// the real ones at stride 2 (2026-12-06); with the weight gradient's kernel, which reads only
+/// the real ones, ResNet-20's 16 -> 32 layer went from 17.4 to 11.7 ms forward and backward
+/// and 32 -> 64 from 11.1 to 8.8 (`cargo test -p kernels --bench conv_train`, 1 thread,
+/// 2026-12-07). 1x1 stride-2 projections stay on im2col, ahead of PyTorch's already.
 pub(crate) fn applies(g: &Geometry) -> bool {
     let [kh, kw] = g.kernel;
+    let strided = g.stride == [2, 2] && kh == 3 && conv_weight_grad::takes(kh, g.c_in);
     !im2col_asked()
-        && g.stride == [1, 1]
+        && (g.stride == [1, 1] || strided)
         && kh == kw
         && g.padding[0] == g.padding[1]
         && g.padding[0] < kh
@@ -294,7 +306,15 @@ impl Backward<Flex, 2> for ConvBackward {
             grads.register::<Flex>(node.id, flex_f32(weight_grad, shape));
         }
         if let Some(node) = x_node {
-            grads.register::<Flex>(node.id, input_grad(grad, &weight, &g));
+            let x_grad = match g.stride {
+                [1, 1] => input_grad(grad, &weight, &g),
+                // Strided: im2col's adjoint, which needs only the weights.
+                _ => flex_f32(
+                    crate::conv::input_grad_folded(&contiguous_f32(&grad), &weight, &g),
+                    [g.batch, g.c_in, g.height, g.width],
+                ),
+            };
+            grads.register::<Flex>(node.id, x_grad);
         }
     }
 }
@@ -303,9 +323,15 @@ impl Backward<Flex, 2> for ConvBackward {
 /// the padded batch (`[batch][hp][wp][c_in]`, `wp` the pitch, then zeros): through
 /// `conv_weight_grad.rs` where that runs, else through `gemm`.
 fn weight_grad(grad: &[f32], padded: &[f32], [hp, wp]: [usize; 2], g: &Geometry) -> Vec<f32> {
-    if let Some(weight_grad) = crate::conv_weight_grad::weight_grad(grad, padded, [hp, wp], g) {
+    if let Some(weight_grad) = conv_weight_grad::weight_grad(grad, padded, [hp, wp], g) {
         return weight_grad;
     }
+    // The products below read every window of the padded rows, as at stride 1.
+    assert_eq!(
+        g.stride,
+        [1, 1],
+        "a strided layer the weight gradient's kernel takes"
+    );
     let (c, n, k) = (g.c_in, g.c_out, g.kernel[0]);
     let (oh, ow) = (g.out_h, g.out_w);
     let windows = WindowRows::new(g, [hp, wp]);
@@ -455,7 +481,7 @@ fn input_grad(grad: FlexTensor, weight: &[f32], g: &Geometry) -> FlexTensor {
     let pass = Pass::new(
         &turned,
         [c, n, k, k],
-        k - 1 - g.padding[0],
+        [1, k - 1 - g.padding[0]],
         [g.out_h, g.out_w],
     )
     .expect("packed for the forward pass on this CPU");
@@ -499,7 +525,12 @@ pub(crate) const INFERENCE_MIN_PIXELS: usize = 1024;
 /// unfolded per sample.
 pub(crate) fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Option<Vec<f32>> {
     let shape = [g.c_out, g.c_in, g.kernel[0], g.kernel[1]];
-    let pass = Pass::new(weight, shape, g.padding[0], [g.height, g.width])?;
+    let pass = Pass::new(
+        weight,
+        shape,
+        [g.stride[0], g.padding[0]],
+        [g.height, g.width],
+    )?;
     let (plane, out_plane) = (g.c_in * g.height * g.width, g.c_out * g.out_h * g.out_w);
     let group = pass.group(g.batch);
     let (output, _) = written_in_chunks(g.batch * out_plane, group * out_plane, |j, out| {
@@ -526,7 +557,12 @@ pub(crate) fn tracked(
     let (weight_inner, w_node) = weight.clone().into_parts();
     let weight_values = contiguous_f32(&weight_inner).into_owned();
     let shape = [g.c_out, g.c_in, k, k];
-    let pass = Pass::new(&weight_values, shape, pad, [g.height, g.width])?;
+    let pass = Pass::new(
+        &weight_values,
+        shape,
+        [g.stride[0], pad],
+        [g.height, g.width],
+    )?;
     let x_values = contiguous_f32(&x_inner);
     let (hp, wp) = (pass.padded[0], pass.pitch);
     let sample = pass.sample_len();

@@ -2,7 +2,7 @@
 //! own, reading the padded batch and the output's gradient in place.
 //!
 //! `dW[o][ci][ky][kx] = sum over samples and output pixels (y, x) of dY[o][y][x] *
-//! padded[y + ky][x + kx][ci]`. In the pixel-major padded batch a window's kernel row, its
+//! padded[y * s + ky][x * s + kx][ci]` (`s` the stride). In the pixel-major padded batch a window's kernel row, its
 //! `kernel * c` values for every `(kx, ci)`, is contiguous: so for one output pixel, one
 //! kernel row and `M` output channels, the update is `M` broadcasts of `dY` times `W`
 //! registers of that row, `M x W` multiply-adds into accumulators held in registers while the
@@ -50,10 +50,16 @@ fn tile_shape(row: usize) -> Option<(usize, usize)> {
     }
 }
 
+/// Whether [`weight_grad`] runs on a layer of `kernel` x `kernel` over `c_in` channels (where
+/// the CPU has AVX-512).
+pub(crate) fn takes(kernel: usize, c_in: usize) -> bool {
+    tile_shape(kernel * c_in).is_some()
+}
+
 /// `dW` (`[c_out][c_in][k][k]`, burn's layout) from the output's gradient (`[batch][c_out][oh]
 /// [ow]`) and the padded batch (`[batch][hp][wp][c_in]`, `wp` the stored pitch, then the zeros
-/// the last windows read past its end), for a stride-1 layer; `None` where this kernel does
-/// not run (no AVX-512, or a kernel row of `kernel * c_in` floats that is not a whole number
+/// the last windows read past its end), at the layer's stride (the same along both axes);
+/// `None` where this kernel does not run (no AVX-512, or a kernel row of `kernel * c_in` floats that is not a whole number
 /// of tiles).
 pub(crate) fn weight_grad(
     grad: &[f32],
@@ -71,6 +77,7 @@ pub(crate) fn weight_grad(
         c,
         n,
         k,
+        stride: g.stride[0],
         out: [g.out_h, g.out_w],
         hp,
         wp,
@@ -112,6 +119,7 @@ struct Image<'a> {
     c: usize,
     n: usize,
     k: usize,
+    stride: usize,
     out: [usize; 2],
     hp: usize,
     wp: usize,
@@ -128,7 +136,7 @@ impl Image<'_> {
         (m, w): (usize, usize),
         sums: &mut [f32],
     ) {
-        let (c, k) = (self.c, self.k);
+        let (c, k, s) = (self.c, self.k, self.stride);
         let [oh, ow] = self.out;
         let row = k * c;
         let plane = oh * ow;
@@ -136,7 +144,7 @@ impl Image<'_> {
         let (b, count) = (images.start, images.len());
         let (image, sample) = (self.hp * self.wp * c, self.n * plane);
         // The floats a tile reads from its first window: the last window's last register.
-        let span = (count - 1) * image + ((oh - 1) * self.wp + ow - 1) * c + lanes;
+        let span = (count - 1) * image + ((oh - 1) * self.wp + ow - 1) * s * c + lanes;
         for ky in 0..k {
             let first_row = (b * self.hp + ky) * self.wp * c;
             for j in (0..row).step_by(lanes) {
@@ -152,8 +160,8 @@ impl Image<'_> {
                         windows,
                         grads,
                         images: (count, image, sample),
-                        step: self.wp * c,
-                        c,
+                        step: s * self.wp * c,
+                        pixel: s * c,
                         out: self.out,
                         sums: &mut sums[at..],
                         sums_step: k * row,
@@ -178,8 +186,9 @@ struct Tile<'a> {
     images: (usize, usize, usize),
     /// Floats between the windows of one output row and the next.
     step: usize,
-    /// Floats between one pixel's window and the next's: the channel count.
-    c: usize,
+    /// Floats between one output pixel's window and the next's: the stride times the
+    /// channel count.
+    pixel: usize,
     out: [usize; 2],
     /// Channel `m`'s sums at `m * sums_step`, `W * 16` of them, added to.
     sums: &'a mut [f32],
@@ -219,7 +228,7 @@ impl<const M: usize, const W: usize> pulp::NullaryFnOnce for Kernel<'_, M, W> {
             grads,
             images: (count, image, sample),
             step,
-            c,
+            pixel,
             out: [oh, ow],
             sums,
             sums_step,
@@ -235,7 +244,7 @@ impl<const M: usize, const W: usize> pulp::NullaryFnOnce for Kernel<'_, M, W> {
             let grads = &grads[b * sample..];
             let grads: [&[f32]; M] = std::array::from_fn(|i| &grads[(i * oh + y) * ow..][..ow]);
             for x in 0..ow {
-                let window = &windows[x * c..][..W * 16];
+                let window = &windows[x * pixel..][..W * 16];
                 let v: [f32x16; W] = std::array::from_fn(|j| register(window, j * 16));
                 for i in 0..M {
                     let a = simd.splat_f32s(grads[i][x]);
