@@ -148,9 +148,9 @@ pub(crate) const BLOCK_ROWS: usize = 2 * TILE_ROWS;
 pub(crate) const BLOCK_OUTPUTS: usize = 32;
 
 /// `a` (`m` rows, [`TileWeights::row_stride`] apart, `m` padded to a multiple of 32 with zero
-/// rows; best on a 64-byte boundary, see [`crate::aligned::aligned_start`]) times the weights: each `32 x 32`
-/// block of sums goes to `sink(first_row, first_output, sums)` with `sums` row-major, 32 apart
-/// (rows and outputs past the real ones included).
+/// rows; best on a 64-byte boundary, see [`crate::aligned::aligned_start`]) times the
+/// weights: each `32 x 32` block of sums goes to `sink(first_row, first_output, sums)` with
+/// `sums` row-major, 32 apart (rows and outputs past the real ones included).
 ///
 /// # Panics
 /// If `a` is shorter than the padded rows, or [`usable`] is false.

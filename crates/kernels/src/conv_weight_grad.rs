@@ -2,11 +2,11 @@
 //! own, reading the padded batch and the output's gradient in place.
 //!
 //! `dW[o][ci][ky][kx] = sum over samples and output pixels (y, x) of dY[o][y][x] *
-//! padded[y * s + ky][x * s + kx][ci]` (`s` the stride). In the pixel-major padded batch a window's kernel row, its
-//! `kernel * c` values for every `(kx, ci)`, is contiguous: so for one output pixel, one
-//! kernel row and `M` output channels, the update is `M` broadcasts of `dY` times `W`
-//! registers of that row, `M x W` multiply-adds into accumulators held in registers while the
-//! pixels of a sample go by.
+//! padded[y * s + ky][x * s + kx][ci]` (`s` the stride). In the pixel-major padded batch a
+//! window's kernel row, its `kernel * c` values for every `(kx, ci)`, is contiguous: so for
+//! one output pixel, one kernel row and `M` output channels, the update is `M` broadcasts of
+//! `dY` times `W` registers of that row, `M x W` multiply-adds into accumulators held in
+//! registers while the pixels of a sample go by.
 //!
 //! Through `gemm` the same sums ran as one product per kernel row over every window of the
 //! padded rows: the virtual ones too (a row's padding pixels and the padded rows below the
@@ -59,8 +59,8 @@ pub(crate) fn takes(kernel: usize, c_in: usize) -> bool {
 /// `dW` (`[c_out][c_in][k][k]`, burn's layout) from the output's gradient (`[batch][c_out][oh]
 /// [ow]`) and the padded batch (`[batch][hp][wp][c_in]`, `wp` the stored pitch, then the zeros
 /// the last windows read past its end), at the layer's stride (the same along both axes);
-/// `None` where this kernel does not run (no AVX-512, or a kernel row of `kernel * c_in` floats that is not a whole number
-/// of tiles).
+/// `None` where this kernel does not run (no AVX-512, or a kernel row of `kernel * c_in`
+/// floats that is not a whole number of tiles or is longer than [`MAX_ROW`]).
 pub(crate) fn weight_grad(
     grad: &[f32],
     padded: &[f32],
@@ -174,7 +174,8 @@ impl Image<'_> {
     }
 }
 
-/// `M` output channels' sums over one sample for one register-aligned slice of a kernel row.
+/// `M` output channels' sums over a group of samples for one register-aligned slice of a
+/// kernel row.
 struct Tile<'a> {
     simd: Isa,
     /// From the first output pixel's window (at this slice of the row).
