@@ -548,6 +548,14 @@ mod tests {
         // The weight gradient's own kernel (`conv_weight_grad.rs`) over groups of samples
         // (here 4, then 1) and output channels past its tiles of 8 (20 = 8 + 8 + 4 alone).
         compare([5, 16, 8, 8], [20, 16, 3, 3], [1, 1], [1, 1]);
+        // Its narrower tiles, at 1x1 (MobileNetV2's pointwise layers): rows of 1, 2, 4 and 5
+        // registers, leftover channels at 4, and at 1 register channels that make no whole
+        // tile (through `gemm`).
+        compare([2, 16, 5, 6], [48, 16, 1, 1], [1, 1], [0, 0]);
+        compare([2, 32, 4, 4], [24, 32, 1, 1], [1, 1], [0, 0]);
+        compare([2, 64, 3, 5], [13, 64, 1, 1], [1, 1], [0, 0]);
+        compare([2, 80, 3, 3], [8, 80, 1, 1], [1, 1], [0, 0]);
+        compare([2, 16, 4, 4], [20, 16, 1, 1], [1, 1], [0, 0]);
         // One output pixel, one output channel, a 7x7 kernel past a 5x5 image.
         compare([3, 8, 3, 3], [5, 8, 3, 3], [1, 1], [0, 0]);
         compare([2, 9, 5, 6], [1, 9, 3, 3], [1, 1], [1, 1]);

@@ -17,7 +17,7 @@
 //!   channels swapped, through the same kernels; at stride 2, im2col's adjoint (per sample
 //!   `Wᵀ · dY` folded back onto the input), which needs only the weights;
 //! - weight gradient: a kernel of its own (`conv_weight_grad.rs`) for kernel rows of up to
-//!   128 channels' windows, reading the padded copy and the output's gradient in place and
+//!   384 floats (3x3 layers of up to 128 channels, 1x1 of up to 384), reading the padded copy and the output's gradient in place and
 //!   visiting only real output pixels. Wider layers: with the output's gradient laid over
 //!   the padded width ("virtual" pixels, zero, where windows run past a row's end, as the
 //!   direct kernel computes them), the windows starting at kernel row `ky` are rows `c`
@@ -266,7 +266,7 @@ fn im2col_asked() -> bool {
 /// 2026-12-07). 1x1 stride-2 projections stay on im2col, ahead of PyTorch's already.
 pub(crate) fn applies(g: &Geometry) -> bool {
     let [kh, kw] = g.kernel;
-    let strided = g.stride == [2, 2] && kh == 3 && conv_weight_grad::takes(kh, g.c_in);
+    let strided = g.stride == [2, 2] && kh == 3 && conv_weight_grad::takes(kh, g.c_in, g.c_out);
     !im2col_asked()
         && (g.stride == [1, 1] || strided)
         && kh == kw

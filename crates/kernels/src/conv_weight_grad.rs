@@ -27,7 +27,7 @@ use crate::conv_geometry::Geometry;
 use crate::linear::Isa;
 
 /// Longest kernel row (`kernel * c_in` floats) this kernel takes: 3x3 layers of up to 128
-/// input channels. Each tile of output channels reads a sample's windows once per slice of
+/// input channels, 1x1 layers of up to 384. Each tile of output channels reads a sample's windows once per slice of
 /// the row, from L2 at these widths, where `gemm` packs them once; wider layers, whose
 /// virtual windows `gemm` skips by copying the real ones out (`WindowRows`), keep it. The
 /// three layers timed together, forward and backward, this kernel against `gemm`
@@ -36,24 +36,26 @@ use crate::linear::Isa;
 const MAX_ROW: usize = 384;
 
 /// Where a tile of `M` output channels times `W` registers of one kernel row's window runs
-/// with `M * W = 24` accumulators, `W` loads and a broadcast in registers besides (32 in all).
-/// `None` where the row is not a whole number of such tiles: the caller keeps `gemm`.
-fn tile_shape(row: usize) -> Option<(usize, usize)> {
-    if row > MAX_ROW {
-        None
-    } else if row.is_multiple_of(96) {
-        Some((4, 6))
-    } else if row.is_multiple_of(48) {
-        Some((8, 3))
-    } else {
-        None
+/// with `M * W` accumulators (20 or 24), `W` loads and a broadcast in registers besides (at
+/// most 32 in all), `W` dividing the row's registers. `None` where the row is not a whole
+/// number of registers or no `W` divides it, and for tiles narrower than 3 registers unless
+/// `n` output channels make whole tiles (leftover channels run one at a time, a load per
+/// multiply-add at such widths): the caller keeps `gemm`.
+fn tile_shape(row: usize, n: usize) -> Option<(usize, usize)> {
+    if row > MAX_ROW || !row.is_multiple_of(16) {
+        return None;
     }
+    let registers = row / 16;
+    let shape = [(4, 6), (8, 3), (4, 5), (6, 4), (12, 2), (24, 1)]
+        .into_iter()
+        .find(|&(_, w)| registers.is_multiple_of(w))?;
+    (shape.1 >= 3 || n.is_multiple_of(shape.0)).then_some(shape)
 }
 
-/// Whether [`weight_grad`] runs on a layer of `kernel` x `kernel` over `c_in` channels (where
-/// the CPU has AVX-512).
-pub(crate) fn takes(kernel: usize, c_in: usize) -> bool {
-    tile_shape(kernel * c_in).is_some()
+/// Whether [`weight_grad`] runs on a layer of `kernel` x `kernel` over `c_in` channels into
+/// `c_out` (where the CPU has AVX-512).
+pub(crate) fn takes(kernel: usize, c_in: usize, c_out: usize) -> bool {
+    tile_shape(kernel * c_in, c_out).is_some()
 }
 
 /// `dW` (`[c_out][c_in][k][k]`, burn's layout) from the output's gradient (`[batch][c_out][oh]
@@ -70,7 +72,7 @@ pub(crate) fn weight_grad(
     let simd = Isa::try_new()?;
     let (c, n, k) = (g.c_in, g.c_out, g.kernel[0]);
     let row = k * c;
-    let (m, w) = tile_shape(row)?;
+    let (m, w) = tile_shape(row, n)?;
     let image = Image {
         grad,
         padded,
@@ -204,7 +206,13 @@ impl Tile<'_> {
             (1, 6) => self.simd.vectorize(Kernel::<1, 6>(self)),
             (8, 3) => self.simd.vectorize(Kernel::<8, 3>(self)),
             (1, 3) => self.simd.vectorize(Kernel::<1, 3>(self)),
-            _ => unreachable!("tiles are {m} x {w}: 4 x 6, 8 x 3 or one channel of those"),
+            (4, 5) => self.simd.vectorize(Kernel::<4, 5>(self)),
+            (1, 5) => self.simd.vectorize(Kernel::<1, 5>(self)),
+            (6, 4) => self.simd.vectorize(Kernel::<6, 4>(self)),
+            (1, 4) => self.simd.vectorize(Kernel::<1, 4>(self)),
+            (12, 2) => self.simd.vectorize(Kernel::<12, 2>(self)),
+            (24, 1) => self.simd.vectorize(Kernel::<24, 1>(self)),
+            _ => unreachable!("no {m} x {w} tile (`tile_shape`)"),
         }
     }
 
