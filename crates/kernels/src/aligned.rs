@@ -10,8 +10,11 @@ pub(crate) fn aligned_start<T>(values: &[T]) -> usize {
     (64 - misaligned) % 64 / std::mem::size_of::<T>()
 }
 
+/// Floats past a 16-byte-aligned allocation's start to its first 64-byte boundary, at most.
+pub(crate) const ALIGN_FLOATS: usize = 15;
+
 /// `len` floats starting on a 64-byte boundary (a cache line, one AVX-512 load), inside a
-/// vector allocated 15 floats longer. The allocator only promises 16 bytes: the panels of the
+/// vector [`ALIGN_FLOATS`] longer. The allocator only promises 16 bytes: the panels of the
 /// sparse LeNet-300-100's layers, which stay in cache, were read 1.5x slower at batch 1
 /// (0.021 against 0.013 ms, `train bench`) in a build whose allocations had shifted by a few
 /// bytes, every 64-byte load then spanning two lines.
@@ -24,12 +27,31 @@ pub(crate) struct CacheAligned {
 
 impl CacheAligned {
     pub(crate) fn zeros(len: usize) -> Self {
-        let values = vec![0.0f32; len + 15];
+        Self::within(vec![0.0f32; len + ALIGN_FLOATS], len)
+    }
+
+    /// `len` floats inside `values`, which keeps what it holds and is grown (with zeros) or
+    /// shortened to `len + ALIGN_FLOATS` first.
+    pub(crate) fn within(mut values: Vec<f32>, len: usize) -> Self {
+        values.resize(len + ALIGN_FLOATS, 0.0);
         Self {
             start: aligned_start(&values),
             values,
             len,
         }
+    }
+
+    /// The vector the values lie in, leaving `self` empty.
+    pub(crate) fn take_vec(&mut self) -> Vec<f32> {
+        self.len = 0;
+        self.start = 0;
+        std::mem::take(&mut self.values)
+    }
+
+    /// Where the values start in the vector.
+    #[cfg(test)]
+    pub(crate) fn start(&self) -> usize {
+        self.start
     }
 
     pub(crate) fn values(&self) -> &[f32] {

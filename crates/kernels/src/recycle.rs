@@ -11,7 +11,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::aligned::aligned_start;
+use crate::aligned::{CacheAligned, ALIGN_FLOATS};
 
 /// Most buffers a thread's pool keeps (a ResNet-20 step hands back 23).
 const POOL_BUFFERS: usize = 64;
@@ -29,16 +29,8 @@ thread_local! {
 /// promises 16 bytes, and the weight gradient's kernel (`conv_weight_grad.rs`) read a padded
 /// batch whose pixels straddled two lines at 115-165 GFLOP/s where aligned ones ran at
 /// 149-195 (ResNet-18's 512 -> 512 at 7x7 and ResNet-20's 32 -> 32 at 16x16, 1 thread).
-#[derive(Debug, Default)]
-pub(crate) struct Recycled {
-    values: Vec<f32>,
-    /// Where the aligned values start in `values`.
-    start: usize,
-    len: usize,
-}
-
-/// Floats past a 16-byte-aligned allocation's start to its first 64-byte boundary, at most.
-const ALIGN_FLOATS: usize = 15;
+#[derive(Debug)]
+pub(crate) struct Recycled(CacheAligned);
 
 impl Recycled {
     /// `len` floats: the pool's smallest buffer that holds them (and is at most twice their
@@ -54,30 +46,27 @@ impl Recycled {
                 .map(|(i, _)| i);
             best.map(|i| pool.swap_remove(i))
         });
-        let mut values = taken.unwrap_or_default();
         // Only values past the old length are written here (zeros).
-        values.resize(need, 0.0);
-        let start = aligned_start(&values);
-        Self { values, start, len }
+        Self(CacheAligned::within(taken.unwrap_or_default(), len))
     }
 }
 
 impl std::ops::Deref for Recycled {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        &self.values[self.start..][..self.len]
+        self.0.values()
     }
 }
 
 impl std::ops::DerefMut for Recycled {
     fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.values[self.start..][..self.len]
+        self.0.values_mut()
     }
 }
 
 impl Drop for Recycled {
     fn drop(&mut self) {
-        let values = std::mem::take(&mut self.values);
+        let values = self.0.take_vec();
         if values.capacity() == 0 {
             return;
         }
@@ -186,13 +175,13 @@ mod tests {
     fn values_past_a_shorter_take_come_back_as_zeros() {
         let mut first = Recycled::take(1200);
         first.fill(3.0);
-        let start = first.start;
+        let start = first.0.start();
         drop(first);
         // The same buffer, shortened, then lengthened again: what lies past the short
         // length (the alignment's floats with it) is zeroed, the rest kept.
         drop(Recycled::take(700));
         let longer = Recycled::take(1100);
-        assert_eq!((longer.len(), longer.start), (1100, start));
+        assert_eq!((longer.len(), longer.0.start()), (1100, start));
         let kept = 700 + ALIGN_FLOATS - start;
         assert!(longer[..kept].iter().all(|&v| v == 3.0));
         assert!(longer[kept..].iter().all(|&v| v == 0.0));
