@@ -61,8 +61,8 @@ pub(crate) fn takes(kernel: usize, c_in: usize, c_out: usize) -> bool {
 /// `dW` (`[c_out][c_in][k][k]`, burn's layout) from the output's gradient (`[batch][c_out][oh]
 /// [ow]`) and the padded batch (`[batch][hp][wp][c_in]`, `wp` the stored pitch, then the zeros
 /// the last windows read past its end), at the layer's stride (the same along both axes);
-/// `None` where this kernel does not run (no AVX-512, or a kernel row of `kernel * c_in`
-/// floats that is not a whole number of tiles or is longer than [`MAX_ROW`]).
+/// `None` where this kernel does not run (no AVX-512, or no tile for the layer's kernel row
+/// and output channels: [`tile_shape`]).
 pub(crate) fn weight_grad(
     grad: &[f32],
     padded: &[f32],
